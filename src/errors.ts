@@ -1,0 +1,42 @@
+/**
+ * CakeError: every failure a user can see. `code` is stable (callers and tests match on it),
+ * `message` is the one line the CLI prints, `cause` keeps the original error.
+ */
+export type ErrorCode =
+  | "E_SAFETENSORS" // hostile or malformed safetensors file
+  | "E_RECIPE" // malformed or hostile recipe / artifact
+  | "E_PATH" // a path that would escape its directory
+  | "E_DIGEST" // bytes do not hash to the digest they claim
+  | "E_SIZE" // bytes are not the size they claim
+  | "E_REF" // a reference cannot be parsed
+  | "E_NOT_FOUND" // not in the store / on the remote
+  | "E_AUTH" // 401/403
+  | "E_GATED" // Hub gated repo
+  | "E_HTTP" // other HTTP failure
+  | "E_NETWORK" // connection failure after retries
+  | "E_REGISTRY" // OCI distribution error
+  | "E_LOCK" // store busy
+  | "E_USAGE" // bad command-line usage
+  | "E_IO"; // filesystem
+
+export class CakeError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "CakeError";
+    this.code = code;
+  }
+}
+
+export function isCakeError(err: unknown, code?: ErrorCode): err is CakeError {
+  return err instanceof CakeError && (code === undefined || err.code === code);
+}
+
+/** One line, whatever was thrown: what the CLI prints after `cake: `. */
+export function oneLine(err: unknown): string {
+  if (err instanceof CakeError) return err.message.replace(/\s*\n\s*/g, " ");
+  const e = err as { code?: string; path?: string; message?: string };
+  if (e && e.code === "ENOSPC") return `no space left on device${e.path ? ` writing ${e.path}` : ""}`;
+  if (e && typeof e.message === "string") return e.message.replace(/\s*\n\s*/g, " ");
+  return String(err);
+}
