@@ -1,0 +1,40 @@
+/**
+ * Safe relative paths. Repo paths and layer titles come from strangers (a Hub repo, a registry
+ * artifact); before one is joined to a directory it must be a plain relative path that cannot
+ * escape it: no "..", no absolute path, no NUL or control characters, no backslash, no drive letter.
+ */
+import path from "node:path";
+import { CakeError } from "../errors.js";
+
+/** cake's own files inside an artifact directory (recipe, tensor blobs) live under this prefix. */
+export const CAKE_DIR = ".cake";
+
+export function checkRelativePath(p: unknown, what: string): string {
+  const bad = (why: string): never => {
+    throw new CakeError("E_PATH", `${what} ${JSON.stringify(p)} is not a safe relative path: ${why}`);
+  };
+  if (typeof p !== "string" || p.length === 0) return bad("empty");
+  if (p.length > 4096) bad("too long");
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(p)) bad("control character");
+  if (p.includes("\\")) bad("backslash");
+  if (p.startsWith("/")) bad("absolute");
+  if (/^[A-Za-z]:/.test(p)) bad("drive letter");
+  for (const part of p.split("/")) {
+    if (part === "") bad("empty component");
+    if (part === "." || part === "..") bad(`'${part}' component`);
+    if (Buffer.byteLength(part) > 255) bad("component longer than 255 bytes");
+  }
+  return p;
+}
+
+/** Joins a checked relative path to `dir`, and proves the result stays inside it. */
+export function safeJoin(dir: string, rel: string, what: string): string {
+  checkRelativePath(rel, what);
+  const root = path.resolve(dir);
+  const full = path.resolve(root, ...rel.split("/"));
+  if (full !== root && !full.startsWith(root + path.sep)) {
+    throw new CakeError("E_PATH", `${what} ${JSON.stringify(rel)} escapes ${dir}`);
+  }
+  return full;
+}

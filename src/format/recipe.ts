@@ -1,0 +1,110 @@
+/**
+ * Reading an artifact back: the recipe and the manifest come from strangers (a registry, an
+ * `oras pull` directory), so every field is checked before it is used: digests well formed, sizes
+ * that add up, paths and titles that cannot escape the export directory, safetensors headers that
+ * pass the strict reader.
+ */
+import { CakeError } from "../errors.js";
+import { DIGEST_RE, MT, type ImageManifest } from "./oci.js";
+import { checkRelativePath } from "./paths.js";
+import { parseStrictJson } from "./strict-json.js";
+import { parseHeader, readHeaderLength } from "./safetensors.js";
+import type { Recipe, RecipeFile } from "./artifact.js";
+
+const isInt = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+const HEX64 = /^[a-f0-9]{64}$/;
+const HEX40 = /^[a-f0-9]{40}$/;
+
+function parseJson(bytes: Uint8Array, where: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = parseStrictJson(Buffer.from(bytes).toString("utf8"));
+  } catch (err) {
+    throw new CakeError("E_RECIPE", `${where}: not valid JSON (${(err as Error).message})`);
+  }
+  if (!v || typeof v !== "object" || Array.isArray(v)) throw new CakeError("E_RECIPE", `${where}: not a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+export function parseRecipe(bytes: Uint8Array, where: string): Recipe {
+  const r = parseJson(bytes, where);
+  const bad = (what: string): never => {
+    throw new CakeError("E_RECIPE", `${where}: ${what}`);
+  };
+  if (r.mediaType !== MT.recipe || r.schemaVersion !== 1) bad("not a cake recipe v1");
+  if (!r.blobs || typeof r.blobs !== "object" || Array.isArray(r.blobs)) bad("blobs missing");
+  const blobs = r.blobs as Record<string, { size: unknown; title: unknown }>;
+  const titles = new Set<string>();
+  for (const [d, b] of Object.entries(blobs)) {
+    if (!DIGEST_RE.test(d)) bad(`bad blob digest ${JSON.stringify(d)}`);
+    if (!b || !isInt(b.size)) bad(`blob ${d} has no size`);
+    checkRelativePath(b.title, `blob ${d} title`);
+    if (titles.has(b.title as string)) bad(`two blobs share the title ${JSON.stringify(b.title)}`);
+    titles.add(b.title as string);
+  }
+  if (!Array.isArray(r.files)) bad("files missing");
+  const seen = new Set<string>();
+  for (const f of r.files as RecipeFile[]) {
+    checkRelativePath(f?.path, "file path");
+    if (seen.has(f.path)) bad(`file ${f.path} listed twice`);
+    seen.add(f.path);
+    const at = `file ${f.path}`;
+    if (!isInt(f.size)) bad(`${at}: bad size`);
+    if (typeof f.sha256 !== "string" || !HEX64.test(f.sha256)) bad(`${at}: bad sha256`);
+    if (f.gitOid !== undefined && (typeof f.gitOid !== "string" || !HEX40.test(f.gitOid))) bad(`${at}: bad gitOid`);
+    if (f.digest !== undefined) {
+      if (f.header !== undefined || f.parts !== undefined) bad(`${at}: both whole and assembled`);
+      if (!blobs[f.digest]) bad(`${at}: blob ${f.digest} not listed`);
+      if (blobs[f.digest]!.size !== f.size) bad(`${at}: blob size differs from file size`);
+      continue;
+    }
+    if (typeof f.header !== "string" || !Array.isArray(f.parts)) bad(`${at}: neither whole nor assembled`);
+    const header = Buffer.from(f.header!, "base64");
+    if (header.toString("base64") !== f.header) bad(`${at}: header is not canonical base64`);
+    const n = readHeaderLength(header.subarray(0, 8), f.size, f.path);
+    if (header.length !== 8 + n) bad(`${at}: header is ${header.length} bytes, its length field says ${8 + n}`);
+    parseHeader(header.subarray(8), f.size, f.path);
+    let total = header.length;
+    for (const d of f.parts!) {
+      if (typeof d !== "string" || !blobs[d]) bad(`${at}: part ${JSON.stringify(d)} not listed in blobs`);
+      total += blobs[d]!.size as number;
+    }
+    if (total !== f.size) bad(`${at}: header and parts add up to ${total} bytes, not ${f.size}`);
+  }
+  return r as unknown as Recipe;
+}
+
+/** Checks an image manifest's shape (not only cake's): descriptors well formed, digests unique. */
+export function parseManifest(bytes: Uint8Array, where: string): ImageManifest {
+  const m = parseJson(bytes, where);
+  const bad = (what: string): never => {
+    throw new CakeError("E_RECIPE", `${where}: ${what}`);
+  };
+  if (m.schemaVersion !== 2) bad("schemaVersion is not 2");
+  if (m.mediaType !== undefined && m.mediaType !== MT.manifest && m.mediaType !== MT.dockerManifest) {
+    bad(`not an image manifest (mediaType ${String(m.mediaType)})`);
+  }
+  const desc = (d: unknown, what: string) => {
+    const x = d as Record<string, unknown>;
+    if (!x || typeof x.mediaType !== "string" || typeof x.digest !== "string" || !DIGEST_RE.test(x.digest) || !isInt(x.size)) {
+      bad(`${what} is not a valid descriptor`);
+    }
+  };
+  desc(m.config, "config");
+  if (!Array.isArray(m.layers)) bad("layers missing");
+  const seen = new Set<string>();
+  (m.layers as unknown[]).forEach((l, i) => {
+    desc(l, `layer ${i}`);
+    const d = (l as { digest: string }).digest;
+    if (seen.has(d)) bad(`layer ${d} appears twice`);
+    seen.add(d);
+  });
+  return m as unknown as ImageManifest;
+}
+
+/** The recipe's descriptor in a cake manifest. */
+export function recipeLayer(m: ImageManifest, where: string) {
+  const l = m.layers.find((x) => x.mediaType === MT.recipe);
+  if (!l || m.artifactType !== MT.artifact) throw new CakeError("E_RECIPE", `${where}: not a cake model artifact (no recipe layer)`);
+  return l;
+}
