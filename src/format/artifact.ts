@@ -22,6 +22,7 @@ export interface RecipeFile {
   size: number;
   sha256: string;
   gitOid?: string;
+  lfs?: true;
   /** Whole file: its blob. */
   digest?: string;
   /** safetensors: the exact first 8 + N bytes (base64) and the blobs that follow, in order. */
@@ -131,7 +132,7 @@ export function buildArtifact(input: BuildInput): Artifact {
     mediaType: MT.recipe,
     files: files.map((f) => {
       const units = byFile.get(f.path) ?? [];
-      const base = { path: f.path, size: f.size, sha256: f.sha256!, ...(f.gitOid ? { gitOid: f.gitOid } : {}) };
+      const base = { path: f.path, size: f.size, sha256: f.sha256!, ...(f.gitOid ? { gitOid: f.gitOid } : {}), ...(f.lfs ? { lfs: true as const } : {}) };
       if (!f.safetensors) return { ...base, digest: units[0]!.digest };
       return { ...base, header: f.safetensors.headerBytes.toString("base64"), parts: units.map((u) => u.digest) };
     }),

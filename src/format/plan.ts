@@ -26,6 +26,8 @@ export interface ModelFile {
   sha256?: string;
   /** git blob oid (sha1 hex), when the source has one. */
   gitOid?: string;
+  /** Stored with Git LFS on the Hub (its ETag is then the sha256, else the git oid). */
+  lfs?: boolean;
   safetensors?: { headerBytes: Buffer; header: SafetensorsHeader };
 }
 

@@ -52,6 +52,7 @@ export function parseRecipe(bytes: Uint8Array, where: string): Recipe {
     if (!isInt(f.size)) bad(`${at}: bad size`);
     if (typeof f.sha256 !== "string" || !HEX64.test(f.sha256)) bad(`${at}: bad sha256`);
     if (f.gitOid !== undefined && (typeof f.gitOid !== "string" || !HEX40.test(f.gitOid))) bad(`${at}: bad gitOid`);
+    if (f.lfs !== undefined && f.lfs !== true) bad(`${at}: bad lfs flag`);
     if (f.digest !== undefined) {
       if (f.header !== undefined || f.parts !== undefined) bad(`${at}: both whole and assembled`);
       if (!blobs[f.digest]) bad(`${at}: blob ${f.digest} not listed`);

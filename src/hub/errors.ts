@@ -1,0 +1,35 @@
+/**
+ * Hub answers -> one-line errors, keyed on the `X-Error-Code` header the Hub sets
+ * (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo), as huggingface_hub does.
+ */
+import { CakeError } from "../errors.js";
+import { header, readLimited, type HttpResponse } from "../http/request.js";
+
+export async function hubError(res: HttpResponse, what: string, params: { accessToken?: string }): Promise<CakeError> {
+  const code = header(res.headers, "x-error-code");
+  let message = header(res.headers, "x-error-message");
+  if (!message) {
+    const body = await readLimited(res.body, 64 << 10, what).catch(() => Buffer.alloc(0));
+    try {
+      message = (JSON.parse(body.toString("utf8")) as { error?: string }).error;
+    } catch {
+      message = undefined;
+    }
+  } else await res.body.dump();
+  const token = params.accessToken ? "" : " (no HF_TOKEN set)";
+  switch (code) {
+    case "GatedRepo":
+      return new CakeError("E_GATED", `${what}: gated repository: ${res.status === 401 ? "log in with HF_TOKEN" : "your token has not been granted access"}; request access on the Hub${token}`);
+    case "RepoNotFound":
+      return new CakeError("E_NOT_FOUND", `${what}: repository not found (or private and not yours)${token}`);
+    case "RevisionNotFound":
+      return new CakeError("E_NOT_FOUND", `${what}: revision not found`);
+    case "EntryNotFound":
+      return new CakeError("E_NOT_FOUND", `${what}: file not found in this revision`);
+  }
+  if (res.status === 401 || res.status === 403) {
+    return new CakeError("E_AUTH", `${what}: ${res.status === 401 ? "unauthorized" : "forbidden"}${message ? `: ${message}` : ""}${token}`);
+  }
+  if (res.status === 404) return new CakeError("E_NOT_FOUND", `${what}: not found`);
+  return new CakeError("E_HTTP", `${what}: HTTP ${res.status}${message ? `: ${message}` : ""}`);
+}

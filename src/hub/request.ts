@@ -1,0 +1,31 @@
+/** A request to the Hub with the token attached and Hub errors turned into CakeErrors. */
+import { httpRequest, readLimited, type HttpRequest, type HttpResponse } from "../http/request.js";
+import type { HubParams } from "./config.js";
+import { hubError } from "./errors.js";
+
+export const USER_AGENT = "cake/0.1 (+https://github.com/cake)";
+
+export function hubHeaders(params: HubParams, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    "user-agent": USER_AGENT,
+    ...(params.accessToken ? { authorization: `Bearer ${params.accessToken}` } : {}),
+    ...extra,
+  };
+}
+
+/** Sends a request; any status but 2xx (and 3xx when not following) becomes a thrown CakeError naming `what`. */
+export async function hubRequest(params: HubParams, url: string, what: string, req: HttpRequest = {}): Promise<HttpResponse> {
+  const res = await httpRequest(url, { ...req, signal: params.signal, headers: hubHeaders(params, req.headers) });
+  const okRedirect = req.followRedirects === false && res.status >= 300 && res.status < 400;
+  if ((res.status < 200 || res.status >= 300) && !okRedirect) throw await hubError(res, what, params);
+  return res;
+}
+
+export async function hubJson<T>(params: HubParams, url: string, what: string): Promise<{ value: T; res: HttpResponse }> {
+  const res = await hubRequest(params, url, what);
+  const body = await readLimited(res.body, 256 << 20, what);
+  return { value: JSON.parse(body.toString("utf8")) as T, res };
+}
+
+export const encodeRepo = (repo: string) => repo.split("/").map(encodeURIComponent).join("/");
+export const encodePath = (p: string) => p.split("/").map(encodeURIComponent).join("/");

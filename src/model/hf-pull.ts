@@ -1,0 +1,196 @@
+/**
+ * `cake pull hf://org/name[@rev]`: a Hub revision into the store as a cake artifact.
+ *
+ * Plan: resolve the revision to its commit, list the files (tree API), read each safetensors header
+ * with two Range requests (8 bytes, then N), cut the files into units (format/plan.ts). Then the
+ * shared engine fetches every unit with Range requests into the store. Each file is checked against
+ * the Hub as soon as its last unit lands: safetensors files re-assembled from the store must hash to
+ * the LFS oid (or git oid), whole files to theirs. Only then is the manifest written and tagged.
+ */
+import { createHash } from "node:crypto";
+import { CakeError } from "../errors.js";
+import { buildArtifact, type Artifact } from "../format/artifact.js";
+import { gitBlobHasher } from "../format/git-oid.js";
+import { ANN, MT } from "../format/oci.js";
+import { CAKE_DIR, checkRelativePath } from "../format/paths.js";
+import { MAX_LAYERS, PACK_FACTOR, planUnits, sortFiles, type ModelFile, type Unit } from "../format/plan.js";
+import { parseHeader, readHeaderLength } from "../format/safetensors.js";
+import type { HubParams } from "../hub/config.js";
+import { HubFileReader } from "../hub/file-reader.js";
+import { listFiles, type HubFile } from "../hub/list-files.js";
+import { modelInfo } from "../hub/model-info.js";
+import type { Store } from "../store/layout.js";
+import { transferBlobs, type BlobJob, type TransferStats } from "../transfer/engine.js";
+import { Pool } from "../transfer/pool.js";
+import type { ProgressSink } from "../transfer/progress.js";
+import { formatHfRef, ociRefName, type HfRef } from "./ref.js";
+
+export interface HfPullOptions {
+  store: Store;
+  hub: HubParams;
+  concurrency?: number;
+  chunkSize?: number;
+  progress?: ProgressSink;
+}
+
+export interface PullResult {
+  ref: string;
+  commit: string;
+  manifestDigest: string;
+  /** Already in the store: nothing fetched. */
+  upToDate: boolean;
+  stats: TransferStats;
+}
+
+type PlannedFile = ModelFile & { hub: HubFile; reader: HubFileReader };
+
+const fileKey = (f: HubFile) => (f.lfs ? f.lfs.oid : `git-${f.oid}`);
+
+/** Reads and checks the header of a safetensors file on the Hub: 8 bytes, then N. */
+async function readRemoteHeader(f: PlannedFile): Promise<void> {
+  const first8 = await f.reader.read(0, 8);
+  const n = readHeaderLength(first8, f.size, f.path);
+  const json = await f.reader.read(8, 8 + n);
+  const header = parseHeader(json, f.size, f.path);
+  f.safetensors = { headerBytes: Buffer.concat([first8, json]), header };
+}
+
+export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResult> {
+  const { store, hub } = opts;
+  const name = formatHfRef(ref);
+  const info = await modelInfo(hub, ref.repo, ref.revision);
+  const commit = info.sha;
+  const byCommit = formatHfRef({ repo: ref.repo, revision: commit });
+  const tagExtra = { [ANN.hfRepo]: ref.repo, [ANN.hfCommit]: commit };
+
+  // Up to date: the commit is already a tagged artifact; just (re)point the revision at it.
+  const have = await store.resolve(byCommit);
+  if (have && (await store.hasBlob(have.digest))) {
+    if (name !== byCommit) await store.tag(name, ociRefName(name), have, tagExtra);
+    return { ref: name, commit, manifestDigest: have.digest, upToDate: true, stats: { fetchedBytes: 0, skippedBlobs: 0 } };
+  }
+
+  const release = await store.lease();
+  try {
+    const files: PlannedFile[] = [];
+    for await (const f of listFiles(hub, ref.repo, commit)) {
+      checkRelativePath(f.path, `hf://${ref.repo} file`);
+      if (f.path === CAKE_DIR || f.path.startsWith(`${CAKE_DIR}/`)) {
+        throw new CakeError("E_PATH", `hf://${ref.repo}: file ${f.path} uses the reserved ${CAKE_DIR}/ prefix`);
+      }
+      const size = f.lfs?.size ?? f.size;
+      files.push({ path: f.path, size, hub: f, reader: new HubFileReader(hub, ref.repo, commit, f.path), ...(f.lfs ? { sha256: f.lfs.oid, lfs: true } : {}), gitOid: f.oid });
+    }
+    const sorted = sortFiles(files);
+    const headerPool = new Pool(opts.concurrency ?? 16);
+    await Promise.all(sorted.filter((f) => f.path.endsWith(".safetensors")).map((f) => headerPool.run(() => readRemoteHeader(f))));
+
+    const plan = planUnits(sorted);
+    const byPath = new Map(sorted.map((f) => [f.path, f]));
+    const unitsLeft = new Map<string, number>();
+    for (const u of plan.units) unitsLeft.set(u.path, (unitsLeft.get(u.path) ?? 0) + 1);
+    const unitDigests: string[] = new Array(plan.units.length);
+    const verifyPool = new Pool(2);
+    const verifications: Promise<void>[] = [];
+
+    const jobs: BlobJob[] = plan.units.map((u) => {
+      const f = byPath.get(u.path)!;
+      const key = fileKey(f.hub);
+      const whole = u.kind === "file";
+      return {
+        key: `${key}-${u.begin}-${u.end}`,
+        size: u.end - u.begin,
+        ...(whole && f.hub.lfs ? { expected: `sha256:${f.hub.lfs.oid}` } : {}),
+        label: whole ? `hf://${ref.repo}/${u.path}` : `hf://${ref.repo}/${u.path} bytes ${u.begin}-${u.end}`,
+        existing: async () => {
+          const d = (await store.knownRanges(key)).get(`${u.begin}-${u.end}`);
+          return d && (await store.hasBlob(d, u.end - u.begin)) ? d : undefined;
+        },
+        open: (s, e, signal) => f.reader.open(u.begin + s, u.begin + e, signal).then((r) => ({ body: r.body, start: r.start - u.begin })),
+        done: async (digest) => {
+          if (whole && !f.hub.lfs) await checkGitOid(store, f, digest);
+          await store.recordRange(key, u.begin, u.end, digest);
+        },
+      };
+    });
+    const onBlob = (i: number, digest: string) => {
+      unitDigests[i] = digest;
+      const u = plan.units[i]!;
+      const left = unitsLeft.get(u.path)! - 1;
+      unitsLeft.set(u.path, left);
+      const f = byPath.get(u.path)!;
+      if (left === 0 && f.safetensors) {
+        const v = verifyPool.run(() => verifyAssembled(store, f, plan.units, unitDigests));
+        v.catch(() => {}); // awaited below; a failed transfer must not leave it unhandled
+        verifications.push(v);
+      }
+    };
+    const { stats } = await transferBlobs(store, jobs, {
+      ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+      ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
+      ...(opts.progress ? { progress: opts.progress } : {}),
+      onBlob,
+    });
+    // Safetensors files whose units are all empty (no tensors with bytes) still need checking.
+    for (const f of sorted) if (f.safetensors && !unitsLeft.has(f.path)) verifications.push(verifyAssembled(store, f, plan.units, unitDigests));
+    const settled = await Promise.allSettled(verifications);
+    const bad = settled.find((s) => s.status === "rejected") as PromiseRejectedResult | undefined;
+    if (bad) throw bad.reason;
+
+    for (const f of sorted) if (!f.sha256) f.sha256 = unitDigests[plan.units.findIndex((u) => u.path === f.path)]!.slice(7);
+    const artifact: Artifact = buildArtifact({
+      files: sorted,
+      plan,
+      unitDigests,
+      source: { type: "hf", repo: ref.repo, commit },
+      maxLayers: MAX_LAYERS,
+      packFactor: PACK_FACTOR,
+    });
+    await store.putBytes(artifact.configBytes);
+    await store.putBytes(artifact.recipeBytes);
+    const digest = await store.putBytes(artifact.manifestBytes);
+    const desc = { mediaType: MT.manifest, digest, size: artifact.manifestBytes.length, artifactType: MT.artifact };
+    await store.tag(byCommit, ociRefName(byCommit), desc, tagExtra);
+    if (name !== byCommit) await store.tag(name, ociRefName(name), desc, tagExtra);
+    return { ref: name, commit, manifestDigest: digest, upToDate: false, stats };
+  } finally {
+    await release();
+  }
+}
+
+async function checkGitOid(store: Store, f: PlannedFile, digest: string): Promise<void> {
+  const h = gitBlobHasher(f.size);
+  for await (const b of store.openBlob(digest)) h.update(b as Buffer);
+  const oid = h.digest("hex");
+  if (oid !== f.hub.oid) {
+    throw new CakeError("E_DIGEST", `hf://…/${f.path}: downloaded bytes have git oid ${oid}, the Hub says ${f.hub.oid}`);
+  }
+}
+
+/**
+ * Re-reads a safetensors file as export would build it (header + its units from the store) and
+ * checks it against the Hub's LFS sha256 (or git oid). On a mismatch the file's ranges are
+ * forgotten so the next pull fetches them again.
+ */
+async function verifyAssembled(store: Store, f: PlannedFile, units: Unit[], digests: string[]): Promise<void> {
+  const sha = createHash("sha256");
+  const git = f.hub.lfs ? undefined : gitBlobHasher(f.size);
+  const feed = (b: Buffer) => {
+    sha.update(b);
+    git?.update(b);
+  };
+  feed(f.safetensors!.headerBytes);
+  for (let i = 0; i < units.length; i++) {
+    if (units[i]!.path !== f.path) continue;
+    for await (const b of store.openBlob(digests[i]!)) feed(b as Buffer);
+  }
+  const got = sha.digest("hex");
+  const gitGot = git?.digest("hex");
+  const ok = f.hub.lfs ? got === f.hub.lfs.oid : gitGot === f.hub.oid;
+  if (!ok) {
+    await store.forgetRanges(fileKey(f.hub));
+    const want = f.hub.lfs ? `sha256 ${f.hub.lfs.oid}` : `git oid ${f.hub.oid}`;
+    throw new CakeError("E_DIGEST", `${f.path}: downloaded bytes hash to ${f.hub.lfs ? `sha256 ${got}` : `git oid ${gitGot}`}, the Hub says ${want}`);
+  }
+  f.sha256 = got;
+}

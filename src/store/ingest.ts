@@ -1,0 +1,150 @@
+/**
+ * A blob being written: `ingest/<key>.partial` plus an append-only journal of the byte ranges that
+ * are on disk, so that a killed transfer, run again, fetches only what is missing. Nothing here is
+ * visible as a blob: `commit` hashes, checks, fsyncs and renames into blobs/ (see layout.ts).
+ *
+ * Several ranges may be written at once (parallel Range requests). When the whole blob arrives as
+ * one stream from byte 0 the digest is computed while writing; otherwise the file is hashed once
+ * at commit, from the page cache.
+ */
+import { createHash, type Hash } from "node:crypto";
+import fs from "node:fs/promises";
+import { CakeError } from "../errors.js";
+
+/** How often (bytes) a running range records its progress: what a kill can cost to re-fetch. */
+const JOURNAL_EVERY = 1 << 20;
+
+export type Range = [start: number, end: number];
+
+export class Ingest {
+  private done: Range[] = [];
+  private journal?: fs.FileHandle;
+  private fh?: fs.FileHandle;
+  private inline?: { hash: Hash; at: number };
+
+  constructor(
+    readonly partialPath: string,
+    readonly journalPath: string,
+    readonly size: number,
+    readonly key: string,
+  ) {}
+
+  async open(): Promise<this> {
+    try {
+      const text = await fs.readFile(this.journalPath, "utf8");
+      for (const line of text.split("\n")) {
+        const m = /^(\d+) (\d+)$/.exec(line);
+        if (m) this.add([Number(m[1]), Number(m[2])]);
+      }
+      // The journal may claim bytes the partial file lost (a crash of the machine): trust the file size.
+      const st = await fs.stat(this.partialPath).catch(() => undefined);
+      if (!st) this.done = [];
+      else this.done = this.done.map(([a, b]): Range => [a, Math.min(b, st.size)]).filter(([a, b]) => b > a);
+    } catch {
+      this.done = [];
+    }
+    this.fh = await fs.open(this.partialPath, this.done.length ? "r+" : "w+");
+    this.journal = await fs.open(this.journalPath, "a");
+    if (this.done.length === 0) this.inline = { hash: createHash("sha256"), at: 0 };
+    return this;
+  }
+
+  private add(r: Range) {
+    const all = [...this.done, r].sort((x, y) => x[0] - y[0]);
+    const merged: Range[] = [];
+    for (const [a, b] of all) {
+      const last = merged[merged.length - 1];
+      if (last && a <= last[1]) last[1] = Math.max(last[1], b);
+      else merged.push([a, b]);
+    }
+    this.done = merged;
+  }
+
+  /** Bytes already on disk. */
+  get have(): number {
+    return this.done.reduce((n, [a, b]) => n + (b - a), 0);
+  }
+
+  /** The ranges still missing, cut into pieces of at most `chunk` bytes. */
+  missing(chunk: number): Range[] {
+    const out: Range[] = [];
+    let at = 0;
+    const gaps: Range[] = [];
+    for (const [a, b] of this.done) {
+      if (a > at) gaps.push([at, a]);
+      at = Math.max(at, b);
+    }
+    if (at < this.size) gaps.push([at, this.size]);
+    for (const [a, b] of gaps) for (let s = a; s < b; s += chunk) out.push([s, Math.min(b, s + chunk)]);
+    return out;
+  }
+
+  /**
+   * Writes `data` at `pos` (within a range being fetched). Keeps the inline hash when the bytes come
+   * strictly in order from 0; records progress in the journal every MiB.
+   */
+  async write(pos: number, data: Uint8Array, rangeStart: number, sinceJournal: { n: number }): Promise<void> {
+    if (pos + data.length > this.size) {
+      throw new CakeError("E_SIZE", `${this.key}: more bytes than the ${this.size} expected`);
+    }
+    let off = 0;
+    while (off < data.length) {
+      const { bytesWritten } = await this.fh!.write(data, off, data.length - off, pos + off);
+      off += bytesWritten;
+    }
+    if (this.inline) {
+      if (this.inline.at === pos) {
+        this.inline.hash.update(data);
+        this.inline.at += data.length;
+      } else this.inline = undefined;
+    }
+    sinceJournal.n += data.length;
+    if (sinceJournal.n >= JOURNAL_EVERY) {
+      sinceJournal.n = 0;
+      await this.record([rangeStart, pos + data.length]);
+    }
+  }
+
+  /** Marks [start, end) as on disk. */
+  async record(r: Range): Promise<void> {
+    if (r[1] <= r[0]) return;
+    this.add(r);
+    await this.journal!.appendFile(`${r[0]} ${r[1]}\n`);
+  }
+
+  /** Hashes what is on disk (unless hashed while written), checks it, fsyncs and closes. */
+  async finish(): Promise<string> {
+    if (this.have !== this.size) throw new CakeError("E_SIZE", `${this.key}: ${this.have} of ${this.size} bytes arrived`);
+    let hex: string;
+    if (this.inline && this.inline.at === this.size) hex = this.inline.hash.digest("hex");
+    else {
+      const h = createHash("sha256");
+      const buf = Buffer.allocUnsafe(1 << 20);
+      for (let pos = 0; pos < this.size; ) {
+        const { bytesRead } = await this.fh!.read(buf, 0, Math.min(buf.length, this.size - pos), pos);
+        if (bytesRead === 0) throw new CakeError("E_SIZE", `${this.key}: partial file is short`);
+        h.update(buf.subarray(0, bytesRead));
+        pos += bytesRead;
+      }
+      hex = h.digest("hex");
+    }
+    const st = await this.fh!.stat();
+    if (st.size !== this.size) await this.fh!.truncate(this.size);
+    await this.fh!.sync();
+    await this.close();
+    return `sha256:${hex}`;
+  }
+
+  async close(): Promise<void> {
+    await this.fh?.close().catch(() => {});
+    await this.journal?.close().catch(() => {});
+    this.fh = this.journal = undefined;
+  }
+
+  /** Forgets everything (bad bytes): the next attempt starts from zero. */
+  async discard(): Promise<void> {
+    await this.close();
+    await fs.rm(this.partialPath, { force: true });
+    await fs.rm(this.journalPath, { force: true });
+  }
+}

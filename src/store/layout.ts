@@ -1,0 +1,318 @@
+/**
+ * The local store: an OCI image layout (https://github.com/opencontainers/image-spec/blob/main/image-layout.md)
+ * at $CAKE_HOME (default ~/.cache/cake), readable by `skopeo copy oci:` and `oras copy --from-oci-layout`.
+ *
+ *   oci-layout, index.json          the layout; index.json's manifests are the store's tags
+ *   blobs/sha256/<hex>              content, read-only, always hashing to its name
+ *   ingest/                         blobs being written (partial files + journals, locks)
+ *   cake/ranges/<file-key>          which blob holds which byte range of a Hub file (resume, re-pull)
+ *   cake/leases/                    live cake processes; gc waits for none
+ *
+ * A blob becomes visible only by rename after its bytes were hashed and checked.
+ */
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import type { Readable } from "node:stream";
+import { CakeError } from "../errors.js";
+import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
+import { Ingest } from "./ingest.js";
+import { lockOwner, tryLock, withLock } from "./lock.js";
+
+export function defaultStoreDir(): string {
+  return process.env.CAKE_HOME || path.join(os.homedir(), ".cache", "cake");
+}
+
+export interface Tag {
+  /** cake's reference string, e.g. "hf://acme/tiny-llama@main" or "127.0.0.1:5000/acme/m:v1". */
+  ref: string;
+  descriptor: Descriptor;
+}
+
+let tmpSeq = 0;
+const tmpName = () => `${process.pid}-${Date.now()}-${tmpSeq++}`;
+
+export class Store {
+  readonly root: string;
+  private ready?: Promise<void>;
+  private readonly localLocks = new Map<string, Promise<unknown>>();
+
+  constructor(root = defaultStoreDir()) {
+    this.root = path.resolve(root);
+  }
+
+  private p(...parts: string[]) {
+    return path.join(this.root, ...parts);
+  }
+
+  /** Creates the layout if missing (idempotent, safe under concurrency). */
+  init(): Promise<void> {
+    this.ready ??= (async () => {
+      for (const d of ["blobs/sha256", "ingest", "cake/ranges", "cake/leases"]) await fsp.mkdir(this.p(d), { recursive: true });
+      await this.writeIfMissing("oci-layout", JSON.stringify({ imageLayoutVersion: "1.0.0" }));
+      await this.writeIfMissing("index.json", JSON.stringify(this.emptyIndex()));
+    })();
+    return this.ready;
+  }
+
+  private emptyIndex(): ImageIndex {
+    return { schemaVersion: 2, mediaType: MT.index, manifests: [] };
+  }
+
+  private async writeIfMissing(name: string, content: string) {
+    if (fs.existsSync(this.p(name))) return;
+    await this.atomicWrite(this.p(name), content);
+  }
+
+  private async atomicWrite(file: string, content: string | Buffer) {
+    const tmp = `${file}.${tmpName()}.tmp`;
+    const fh = await fsp.open(tmp, "w");
+    try {
+      await fh.writeFile(content);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, file);
+  }
+
+  blobPath(digest: string): string {
+    if (!DIGEST_RE.test(digest)) throw new CakeError("E_DIGEST", `not a sha256 digest: ${digest}`);
+    return this.p("blobs", "sha256", hexOf(digest));
+  }
+
+  /** The blob's size, or undefined when the store lacks it. */
+  async blobSize(digest: string): Promise<number | undefined> {
+    try {
+      return (await fsp.stat(this.blobPath(digest))).size;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async hasBlob(digest: string, size?: number): Promise<boolean> {
+    const s = await this.blobSize(digest);
+    return s !== undefined && (size === undefined || s === size);
+  }
+
+  openBlob(digest: string, start = 0, end?: number): Readable {
+    return fs.createReadStream(this.blobPath(digest), { start, ...(end !== undefined ? { end: end - 1 } : {}), highWaterMark: 1 << 20 });
+  }
+
+  async readBlob(digest: string, limit = 64 << 20): Promise<Buffer> {
+    const size = await this.blobSize(digest);
+    if (size === undefined) throw new CakeError("E_NOT_FOUND", `blob ${digest} is not in the store ${this.root}`);
+    if (size > limit) throw new CakeError("E_SIZE", `blob ${digest} is ${size} bytes, more than ${limit}`);
+    return fsp.readFile(this.blobPath(digest));
+  }
+
+  /** Stores small bytes (manifests, configs, recipes) under their digest. */
+  async putBytes(bytes: Buffer): Promise<string> {
+    await this.init();
+    const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+    if (await this.hasBlob(digest, bytes.length)) return digest;
+    const tmp = this.p("ingest", `${tmpName()}.bytes`);
+    await this.atomicWrite(tmp, bytes);
+    await this.publish(tmp, digest);
+    return digest;
+  }
+
+  /** Renames a checked temp file into blobs/ as read-only. */
+  private async publish(tmp: string, digest: string) {
+    await fsp.chmod(tmp, 0o444);
+    await fsp.rename(tmp, this.blobPath(digest));
+  }
+
+  /**
+   * Runs `fn` with the ingest of `key` (a digest hex, or a Hub file range) held exclusively by this
+   * process, so two pulls never write the same partial file. `fn` sees an Ingest opened for resume.
+   */
+  async withIngest<T>(key: string, size: number, fn: (ing: Ingest) => Promise<T>): Promise<T> {
+    await this.init();
+    if (!/^[A-Za-z0-9._-]+$/.test(key)) throw new CakeError("E_IO", `bad ingest key ${key}`);
+    // In-process: serialize on the key; across processes: the lock file.
+    const prev = this.localLocks.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const chain = prev.then(() => mine);
+    this.localLocks.set(key, chain);
+    await prev.catch(() => {});
+    try {
+      return await withLock(this.p("ingest", `${key}.lock`), `ingest ${key}`, async () => {
+        const ing = await new Ingest(this.p("ingest", `${key}.partial`), this.p("ingest", `${key}.journal`), size, key).open();
+        try {
+          return await fn(ing);
+        } finally {
+          await ing.close();
+        }
+      }, 24 * 3600_000);
+    } finally {
+      release();
+      if (this.localLocks.get(key) === chain) this.localLocks.delete(key);
+    }
+  }
+
+  /**
+   * Makes a finished ingest a blob. `expected`, when given, must equal the bytes' digest, else
+   * the partial data is discarded and E_DIGEST thrown: nothing is visible under a wrong name.
+   */
+  async commit(ing: Ingest, expected?: string, what = ing.key): Promise<string> {
+    const digest = await ing.finish();
+    if (expected && digest !== expected) {
+      await ing.discard();
+      throw new CakeError("E_DIGEST", `${what}: content hashes to ${digest}, not ${expected}`);
+    }
+    if (await this.hasBlob(digest, ing.size)) await fsp.rm(ing.partialPath, { force: true });
+    else await this.publish(ing.partialPath, digest);
+    await fsp.rm(ing.journalPath, { force: true });
+    return digest;
+  }
+
+  // ---- ranges cache: Hub file byte range -> blob digest ----
+
+  private rangesPath(fileKey: string) {
+    if (!/^[A-Za-z0-9._-]+$/.test(fileKey)) throw new CakeError("E_IO", `bad file key ${fileKey}`);
+    return this.p("cake", "ranges", fileKey);
+  }
+
+  async knownRanges(fileKey: string): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    try {
+      for (const line of (await fsp.readFile(this.rangesPath(fileKey), "utf8")).split("\n")) {
+        const m = /^(\d+) (\d+) (sha256:[a-f0-9]{64})$/.exec(line);
+        if (m) out.set(`${m[1]}-${m[2]}`, m[3]!);
+      }
+    } catch {
+      /* none yet */
+    }
+    return out;
+  }
+
+  async recordRange(fileKey: string, begin: number, end: number, digest: string): Promise<void> {
+    await fsp.appendFile(this.rangesPath(fileKey), `${begin} ${end} ${digest}\n`);
+  }
+
+  async forgetRanges(fileKey: string): Promise<void> {
+    await fsp.rm(this.rangesPath(fileKey), { force: true });
+  }
+
+  // ---- tags (index.json) ----
+
+  private async readIndex(): Promise<ImageIndex> {
+    await this.init();
+    const idx = JSON.parse(await fsp.readFile(this.p("index.json"), "utf8")) as ImageIndex;
+    if (!Array.isArray(idx.manifests)) throw new CakeError("E_IO", `${this.p("index.json")}: no manifests array`);
+    return idx;
+  }
+
+  private updateIndex(fn: (idx: ImageIndex) => void): Promise<void> {
+    return withLock(this.p("cake", "index.lock"), `${this.root}/index.json`, async () => {
+      const idx = await this.readIndex();
+      fn(idx);
+      await this.atomicWrite(this.p("index.json"), JSON.stringify(idx, null, 2));
+    });
+  }
+
+  async tags(): Promise<Tag[]> {
+    const idx = await this.readIndex();
+    return idx.manifests
+      .filter((d) => d.annotations?.[ANN.cakeRef])
+      .map((d) => ({ ref: d.annotations![ANN.cakeRef]!, descriptor: d }));
+  }
+
+  async resolve(ref: string): Promise<Descriptor | undefined> {
+    return (await this.tags()).find((t) => t.ref === ref)?.descriptor;
+  }
+
+  /**
+   * Points `ref` at a manifest (replacing what it pointed at). `refName` is the OCI ref.name other
+   * tools use (`skopeo copy oci:$CAKE_HOME:<refName>`).
+   */
+  async tag(ref: string, refName: string, desc: Descriptor, extra: Record<string, string> = {}): Promise<void> {
+    await this.updateIndex((idx) => {
+      idx.manifests = idx.manifests.filter((d) => d.annotations?.[ANN.cakeRef] !== ref && d.annotations?.[ANN.refName] !== refName);
+      idx.manifests.push({
+        mediaType: desc.mediaType,
+        digest: desc.digest,
+        size: desc.size,
+        ...(desc.artifactType ? { artifactType: desc.artifactType } : {}),
+        annotations: { ...extra, [ANN.refName]: refName, [ANN.cakeRef]: ref },
+      });
+      idx.manifests.sort((a, b) => (a.annotations![ANN.cakeRef]! < b.annotations![ANN.cakeRef]! ? -1 : 1));
+    });
+  }
+
+  async untag(ref: string): Promise<boolean> {
+    let found = false;
+    await this.updateIndex((idx) => {
+      const before = idx.manifests.length;
+      idx.manifests = idx.manifests.filter((d) => d.annotations?.[ANN.cakeRef] !== ref);
+      found = idx.manifests.length !== before;
+    });
+    return found;
+  }
+
+  // ---- leases and gc ----
+
+  /** Marks this process as working in the store until the returned function is called. */
+  async lease(): Promise<() => Promise<void>> {
+    await this.init();
+    const file = this.p("cake", "leases", `${process.pid}-${tmpName()}`);
+    await fsp.writeFile(file, String(process.pid));
+    return () => fsp.rm(file, { force: true });
+  }
+
+  /**
+   * Deletes every blob no tagged manifest reaches (manifest -> config + layers), and stale ingest
+   * files. Refuses while another cake process holds a lease: its blobs are not tagged yet.
+   */
+  async gc(children: (manifest: Buffer) => string[]): Promise<{ removed: number; bytes: number; kept: number }> {
+    await this.init();
+    const gcLock = this.p("cake", "gc.lock");
+    if (!(await tryLock(gcLock))) throw new CakeError("E_LOCK", `gc is already running in ${this.root} (process ${await lockOwner(gcLock)})`);
+    try {
+      for (const name of await fsp.readdir(this.p("cake", "leases"))) {
+        const owner = await lockOwner(this.p("cake", "leases", name));
+        if (owner === undefined) await fsp.rm(this.p("cake", "leases", name), { force: true });
+        else if (owner !== process.pid) throw new CakeError("E_LOCK", `another cake process (${owner}) is using ${this.root}; run gc when it ends`);
+      }
+      const live = new Set<string>();
+      for (const { descriptor } of await this.tags()) {
+        live.add(descriptor.digest);
+        const bytes = await this.readBlob(descriptor.digest).catch(() => undefined);
+        if (bytes) for (const d of children(bytes)) live.add(d);
+      }
+      let removed = 0;
+      let bytes = 0;
+      let kept = 0;
+      for (const hex of await fsp.readdir(this.p("blobs", "sha256"))) {
+        if (live.has(`sha256:${hex}`)) {
+          kept++;
+          continue;
+        }
+        const file = this.p("blobs", "sha256", hex);
+        bytes += (await fsp.stat(file)).size;
+        await fsp.rm(file, { force: true });
+        removed++;
+      }
+      // Partial downloads nobody holds: a later pull would resume them, but gc means "free the space".
+      for (const name of await fsp.readdir(this.p("ingest"))) {
+        if (name.endsWith(".lock")) continue;
+        const key = name.replace(/\.(partial|journal|bytes|tmp)$/, "");
+        if ((await lockOwner(this.p("ingest", `${key}.lock`))) !== undefined) continue;
+        await fsp.rm(this.p("ingest", name), { force: true });
+      }
+      for (const name of await fsp.readdir(this.p("cake", "ranges"))) {
+        const text = await fsp.readFile(this.p("cake", "ranges", name), "utf8");
+        const keep = text.split("\n").filter((l) => l && live.has(l.split(" ")[2]!));
+        if (keep.length === 0) await fsp.rm(this.p("cake", "ranges", name), { force: true });
+        else await this.atomicWrite(this.p("cake", "ranges", name), keep.join("\n") + "\n");
+      }
+      return { removed, bytes, kept };
+    } finally {
+      await fsp.rm(gcLock, { force: true });
+    }
+  }
+}

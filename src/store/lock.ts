@@ -1,0 +1,60 @@
+/**
+ * Cross-process locks as files created with O_EXCL holding the owner's pid. A lock whose owner is
+ * gone (killed pull) is stale and taken over, so a crash never wedges the store.
+ */
+import fs from "node:fs/promises";
+import { CakeError } from "../errors.js";
+import { sleep } from "../http/retry.js";
+
+function alive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** The lock file's owner pid, if the lock exists and its owner lives. */
+export async function lockOwner(path: string): Promise<number | undefined> {
+  try {
+    const pid = Number((await fs.readFile(path, "utf8")).trim());
+    return alive(pid) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Tries once; true when this process now holds the lock. */
+export async function tryLock(path: string): Promise<boolean> {
+  for (let i = 0; i < 2; i++) {
+    try {
+      const fh = await fs.open(path, "wx");
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      if ((await lockOwner(path)) !== undefined) return false;
+      // Stale: its owner died. Remove and try again (another process may win the race; fine).
+      await fs.rm(path, { force: true });
+    }
+  }
+  return false;
+}
+
+export async function withLock<T>(path: string, what: string, fn: () => Promise<T>, timeoutMs = 120_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let wait = 5;
+  while (!(await tryLock(path))) {
+    if (Date.now() > deadline) throw new CakeError("E_LOCK", `${what} is locked by process ${await lockOwner(path)}`);
+    await sleep(wait);
+    wait = Math.min(wait * 2, 200);
+  }
+  try {
+    return await fn();
+  } finally {
+    await fs.rm(path, { force: true });
+  }
+}

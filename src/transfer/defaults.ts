@@ -1,0 +1,12 @@
+/**
+ * Defaults that decide transfer speed, in one place (bench/ measures them).
+ *
+ * - CONCURRENCY 16: requests in flight for a whole model. Hub CDNs and registries serve one stream
+ *   at a fraction of a link; 16 saturates a 1-10 Gb/s link without tripping rate limits.
+ * - CHUNK 16 MiB: a bigger blob is fetched as parallel Range requests of this size. Small enough
+ *   that one slow or dropped stream costs little, big enough that request overhead is < 1%.
+ */
+export const DEFAULT_CONCURRENCY = 16;
+export const DEFAULT_CHUNK = 16 << 20;
+/** Attempts for one range before the transfer fails (dropped connections, bad statuses). */
+export const RANGE_ATTEMPTS = 8;

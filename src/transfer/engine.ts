@@ -1,0 +1,172 @@
+/**
+ * The one engine every command moves bytes with (STYLE.md: ranges -> fetch pool -> verify -> store):
+ * blobs in, each cut into Range requests, one bounded pool for all of them, bytes written to the
+ * store's ingest as they stream, each blob hashed and checked before it becomes visible.
+ *
+ * Resume falls out of the ingest journal: a range that was on disk is not fetched again, a range cut
+ * by a dropped connection continues from its last byte.
+ */
+import type { Readable } from "node:stream";
+import { CakeError, isCakeError } from "../errors.js";
+import { isNetworkError, retryDelay, sleep, DEFAULT_RETRY } from "../http/retry.js";
+import type { Store } from "../store/layout.js";
+import type { Ingest, Range } from "../store/ingest.js";
+import { DEFAULT_CHUNK, DEFAULT_CONCURRENCY, RANGE_ATTEMPTS } from "./defaults.js";
+import { Pool } from "./pool.js";
+import { silentProgress, type ProgressSink } from "./progress.js";
+
+export interface BlobJob {
+  /** Names the ingest (partial file + lock): a digest hex, or a Hub file range. */
+  key: string;
+  size: number;
+  /** The digest the bytes must hash to, when the source says so (registries). */
+  expected?: string;
+  /** Names the blob in errors. */
+  label: string;
+  /** The digest, when the store already has this blob (checked again under the ingest lock). */
+  existing(): Promise<string | undefined>;
+  /**
+   * A stream of the blob's bytes from `start` to `end` (exclusive). The source may start earlier
+   * (a 200 answer to a Range request): it says where its body starts.
+   */
+  open(start: number, end: number, signal: AbortSignal): Promise<{ body: Readable; start: number }>;
+  /** Called once the blob is committed (e.g. to record which blob holds a Hub range). */
+  done?(digest: string): Promise<void>;
+}
+
+export interface TransferOptions {
+  concurrency?: number;
+  chunkSize?: number;
+  progress?: ProgressSink;
+  signal?: AbortSignal;
+  /** Told each blob's digest as soon as it is in the store (fetched or already there), by job index. */
+  onBlob?: (index: number, digest: string) => void;
+}
+
+export interface TransferStats {
+  fetchedBytes: number;
+  skippedBlobs: number;
+}
+
+/** Fetches every job's blob into the store; returns the digests, aligned with `jobs`. */
+export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts: TransferOptions = {}): Promise<{ digests: string[]; stats: TransferStats }> {
+  const concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
+  const chunk = opts.chunkSize ?? DEFAULT_CHUNK;
+  const progress = opts.progress ?? silentProgress;
+  const requests = new Pool(concurrency);
+  // Blobs open at once: enough to keep the request pool full while others hash and commit.
+  const open = new Pool(concurrency * 2);
+  const abort = new AbortController();
+  const onOuterAbort = () => abort.abort(opts.signal!.reason);
+  opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
+  const stats: TransferStats = { fetchedBytes: 0, skippedBlobs: 0 };
+  progress.addTotal(jobs.reduce((n, j) => n + j.size, 0), jobs.length);
+
+  let firstError: unknown;
+  const fail = (err: unknown) => {
+    firstError ??= err;
+    if (!abort.signal.aborted) abort.abort(err);
+  };
+
+  const runJob = async (job: BlobJob): Promise<string> => {
+    const known = await job.existing();
+    if (known) {
+      stats.skippedBlobs++;
+      progress.bytes(job.size);
+      progress.item();
+      return known;
+    }
+    return open.run(() =>
+      store.withIngest(job.key, job.size, async (ing) => {
+        // Another process may have finished it while we waited for the lock.
+        const again = await job.existing();
+        if (again) {
+          stats.skippedBlobs++;
+          progress.bytes(job.size);
+          return again;
+        }
+        progress.bytes(ing.have);
+        await Promise.all(
+          ing.missing(chunk).map((r) =>
+            requests.run(async () => {
+              if (abort.signal.aborted) throw abort.signal.reason;
+              await fetchRange(job, ing, r, abort.signal, (n) => {
+                stats.fetchedBytes += n;
+                progress.bytes(n);
+              });
+            }),
+          ),
+        );
+        const digest = await store.commit(ing, job.expected, job.label);
+        await job.done?.(digest);
+        return digest;
+      }),
+    ).then((d) => {
+      progress.item();
+      return d;
+    });
+  };
+
+  const results = await Promise.allSettled(
+    jobs.map((j, i) =>
+      runJob(j).then(
+        (d) => {
+          opts.onBlob?.(i, d);
+          return d;
+        },
+        (err) => {
+          fail(err);
+          throw err;
+        },
+      ),
+    ),
+  );
+  opts.signal?.removeEventListener("abort", onOuterAbort);
+  progress.done();
+  if (firstError !== undefined) throw firstError;
+  return { digests: results.map((r) => (r as PromiseFulfilledResult<string>).value), stats };
+}
+
+/** Fetches [start, end) of a job into its ingest, continuing after dropped connections. */
+async function fetchRange(job: BlobJob, ing: Ingest, [start, end]: Range, signal: AbortSignal, onBytes: (n: number) => void): Promise<void> {
+  let pos = start;
+  for (let attempt = 1; ; attempt++) {
+    const since = { n: 0 };
+    const rangeStart = pos;
+    try {
+      const { body, start: bodyStart } = await job.open(pos, end, signal);
+      let at = bodyStart;
+      try {
+        for await (const buf of body as AsyncIterable<Buffer>) {
+          // Skip what precedes `pos` (a 200 to a Range request), stop at `end`.
+          let data = buf;
+          if (at < pos) {
+            const skip = Math.min(data.length, pos - at);
+            data = data.subarray(skip);
+            at += skip;
+          }
+          if (data.length === 0) continue;
+          if (at + data.length > end) data = data.subarray(0, end - at);
+          await ing.write(at, data, rangeStart, since);
+          at += data.length;
+          pos = at;
+          onBytes(data.length);
+          if (pos >= end) break;
+        }
+      } finally {
+        body.destroy();
+      }
+      if (pos < end) throw new CakeError("E_SIZE", `${job.label}: stream ended at byte ${pos}, expected ${end}`);
+      await ing.record([rangeStart, end]);
+      return;
+    } catch (err) {
+      await ing.record([rangeStart, pos]).catch(() => {});
+      const retryable = isNetworkError(err) || isCakeError(err, "E_SIZE") || (err as { retryable?: boolean }).retryable === true;
+      if (signal.aborted || !retryable || attempt >= RANGE_ATTEMPTS) {
+        if (signal.aborted && signal.reason !== err) throw signal.reason ?? err;
+        throw err;
+      }
+      await sleep(retryDelay(attempt, DEFAULT_RETRY, (err as { retryAfter?: string }).retryAfter), signal);
+    }
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * Progress of a long transfer on stderr: bytes, rate, ETA and items done, redrawn at most 5 times a
+ * second on a TTY; nothing when stderr is not a TTY or with --quiet.
+ */
+export interface ProgressSink {
+  addTotal(bytes: number, items?: number): void;
+  bytes(n: number): void;
+  item(): void;
+  done(): void;
+}
+
+export const silentProgress: ProgressSink = { addTotal() {}, bytes() {}, item() {}, done() {} };
+
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+const formatEta = (s: number) => (!Number.isFinite(s) ? "--:--" : `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`);
+
+export function ttyProgress(label: string, itemName: string, stream: NodeJS.WriteStream = process.stderr): ProgressSink {
+  if (!stream.isTTY) return silentProgress;
+  let total = 0;
+  let items = 0;
+  let got = 0;
+  let itemsDone = 0;
+  const start = Date.now();
+  let last = 0;
+  const draw = (force = false) => {
+    const now = Date.now();
+    if (!force && now - last < 200) return;
+    last = now;
+    const secs = (now - start) / 1000;
+    const rate = got / Math.max(secs, 0.001);
+    const eta = rate > 0 ? (total - got) / rate : Infinity;
+    stream.write(
+      `\r\x1b[K${label}: ${formatBytes(got)} / ${formatBytes(total)}  ${formatBytes(rate)}/s  ETA ${formatEta(eta)}  ${itemsDone}/${items} ${itemName}`,
+    );
+  };
+  return {
+    addTotal(b, n = 0) {
+      total += b;
+      items += n;
+    },
+    bytes(n) {
+      got += n;
+      draw();
+    },
+    item() {
+      itemsDone++;
+      draw();
+    },
+    done() {
+      draw(true);
+      stream.write("\n");
+    },
+  };
+}
