@@ -1,0 +1,36 @@
+import fs from "node:fs";
+import path from "node:path";
+import { Command } from "commander";
+import { CakeError, exportTo, exportToHfCache, hfHome, isHfRef, parseHfRef, sourceFromDir, sourceFromStore, type ArtifactSource } from "../../src/index.js";
+import { openStore, progressFor, say } from "../context.js";
+
+/** A directory written by `oras pull` when the argument is one; else a store reference. */
+export async function openSource(arg: string): Promise<ArtifactSource> {
+  if (!isHfRef(arg) && fs.existsSync(arg) && fs.statSync(arg).isDirectory()) return sourceFromDir(arg);
+  return sourceFromStore(openStore(), arg);
+}
+
+export function exportCommand(): Command {
+  return new Command("export")
+    .description("rebuild the model's original files, byte for byte, from the store or an oras-pulled directory")
+    .argument("<ref-or-dir>")
+    .argument("[out]", "output directory")
+    .option("--hf-cache", "write into $HF_HOME/hub as huggingface_hub's cache (HF_HUB_OFFLINE=1 loads it)")
+    .option("-q, --quiet", "no progress")
+    .action(async (arg: string, out: string | undefined, opts: { hfCache?: boolean; quiet?: boolean }) => {
+      const src = await openSource(arg);
+      const progress = progressFor(opts, `export ${arg}`, "files");
+      if (opts.hfCache) {
+        const s = src.config?.source;
+        if (!s || s.type !== "hf") throw new CakeError("E_USAGE", `${arg}: --hf-cache needs a model pulled from the Hub (its commit names the snapshot)`);
+        const revision = isHfRef(arg) ? parseHfRef(arg).revision : s.commit;
+        const snap = await exportToHfCache(src, out ?? path.join(hfHome(), "hub"), s.repo, s.commit, revision, { progress });
+        say(opts, `${arg}: ${src.recipe.files.length} files in ${snap}`);
+        process.stdout.write(`${snap}\n`);
+        return;
+      }
+      if (!out) throw new CakeError("E_USAGE", "export needs an output directory (or --hf-cache)");
+      await exportTo(src, out, { progress });
+      say(opts, `${arg}: ${src.recipe.files.length} files written to ${out}, each checked against its sha256`);
+    });
+}

@@ -1,0 +1,36 @@
+/** The `cake` command line. Commands are thin: they parse, call the library, print. */
+import { Command, CommanderError } from "commander";
+import { closeSharedDispatcher, isCakeError, oneLine } from "../src/index.js";
+import { exportCommand } from "./commands/export.js";
+import { inspectCommand } from "./commands/inspect.js";
+import { lsCommand } from "./commands/ls.js";
+import { pullCommand } from "./commands/pull.js";
+import { gcCommand, rmCommand } from "./commands/rm-gc.js";
+
+export function program(): Command {
+  const p = new Command("cake")
+    .description("Hugging Face models as OCI artifacts, one tensor per layer")
+    .version("0.1.0")
+    .showHelpAfterError()
+    .exitOverride();
+  for (const c of [pullCommand(), exportCommand(), lsCommand(), inspectCommand(), rmCommand(), gcCommand()]) p.addCommand(c.exitOverride());
+  return p;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  let code = 0;
+  try {
+    await program().parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      code = err.exitCode === 0 ? 0 : 2; // usage errors: commander already printed them
+    } else {
+      process.stderr.write(`cake: ${oneLine(err)}\n`);
+      code = isCakeError(err, "E_USAGE") || isCakeError(err, "E_REF") ? 2 : 1;
+      if (process.env.CAKE_DEBUG) console.error(err);
+    }
+  } finally {
+    await closeSharedDispatcher().catch(() => {});
+  }
+  process.exitCode = code;
+}

@@ -1,0 +1,77 @@
+/** What the store holds, for `ls`, `inspect`, `rm` and `gc`: read from manifests and configs. */
+import { CakeError } from "../errors.js";
+import type { ModelConfig } from "../format/artifact.js";
+import { ANN, MT } from "../format/oci.js";
+import type { Store } from "../store/layout.js";
+import { canonicalRef } from "./source.js";
+
+export interface ModelSummary {
+  ref: string;
+  digest: string;
+  commit?: string;
+  files: number;
+  tensors: number;
+  bytes: number;
+}
+
+export async function readConfig(store: Store, manifestDigest: string): Promise<ModelConfig | undefined> {
+  try {
+    const m = JSON.parse((await store.readBlob(manifestDigest, 4 << 20)).toString("utf8")) as { config?: { mediaType?: string; digest?: string } };
+    if (m.config?.mediaType !== MT.config || !m.config.digest) return undefined;
+    return JSON.parse((await store.readBlob(m.config.digest)).toString("utf8")) as ModelConfig;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function listModels(store: Store): Promise<ModelSummary[]> {
+  const out: ModelSummary[] = [];
+  for (const { ref, descriptor } of await store.tags()) {
+    const cfg = await readConfig(store, descriptor.digest);
+    const commit = descriptor.annotations?.[ANN.hfCommit] ?? (cfg?.source.type === "hf" ? cfg.source.commit : undefined);
+    out.push({
+      ref,
+      digest: descriptor.digest,
+      ...(commit ? { commit } : {}),
+      files: cfg?.files.length ?? 0,
+      tensors: cfg?.files.reduce((n, f) => n + (f.tensors?.length ?? 0), 0) ?? 0,
+      bytes: cfg?.files.reduce((n, f) => n + f.size, 0) ?? 0,
+    });
+  }
+  return out;
+}
+
+/** The digests a manifest (or index) keeps alive: what gc must not delete. */
+export function manifestChildren(bytes: Buffer): string[] {
+  try {
+    const m = JSON.parse(bytes.toString("utf8")) as { config?: { digest?: string }; layers?: { digest?: string }[]; manifests?: { digest?: string }[] };
+    return [m.config?.digest, ...(m.layers ?? []).map((l) => l.digest), ...(m.manifests ?? []).map((l) => l.digest)].filter(
+      (d): d is string => typeof d === "string",
+    );
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Removes a reference. For a Hub model the commit tag goes too, unless another revision still
+ * names that commit: `cake rm hf://org/name` then `cake gc` frees the model.
+ */
+export async function removeModel(store: Store, ref: string): Promise<string[]> {
+  const key = canonicalRef(ref);
+  const tags = await store.tags();
+  const target = tags.find((t) => t.ref === key);
+  if (!target) throw new CakeError("E_NOT_FOUND", `${ref}: not in the store ${store.root}`);
+  const removed = [key];
+  await store.untag(key);
+  const rest = tags.filter((t) => t.ref !== key && t.descriptor.digest === target.descriptor.digest);
+  const commit = target.descriptor.annotations?.[ANN.hfCommit];
+  const named = rest.filter((t) => !commit || !t.ref.endsWith(`@${commit}`));
+  if (named.length === 0) {
+    for (const t of rest) {
+      await store.untag(t.ref);
+      removed.push(t.ref);
+    }
+  }
+  return removed;
+}
