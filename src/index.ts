@@ -17,3 +17,4 @@ export * from "./model/source.js";
 export * from "./model/export.js";
 export * from "./model/catalog.js";
 export { closeSharedDispatcher } from "./http/agent.js";
+export * from "./model/dir-import.js";
