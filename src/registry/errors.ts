@@ -4,6 +4,7 @@
  * size-limited body and turned into one CakeError line naming what was asked, where, and what the
  * registry said. Callers match on `code`; `errors` keeps the registry's own codes.
  */
+import { STATUS_CODES } from "node:http";
 import { CakeError, type ErrorCode } from "../errors.js";
 import type { HttpResponse } from "../http/request.js";
 
@@ -97,7 +98,7 @@ export async function registryError(
       // a body that breaks off says nothing more than the status
     }
   } else {
-    res.body.destroy();
+    discard(res.body);
   }
   return errorFromBody(res.status, body, method, url, context, hint);
 }
@@ -125,7 +126,7 @@ export function errorFromBody(
       .join("; ");
   } else {
     const text = body.toString("utf8").replace(/<[^>]*>/g, " ");
-    said = clip(text.replace(/\s+/g, " ").trim(), 200) || "no error details";
+    said = clip(text.replace(/\s+/g, " ").trim(), 200) || STATUS_CODES[status] || "no error details";
   }
   const code = errorCodeFor(status, errors);
   const message = `${context}: ${method} ${urlish(url)} returned ${status} ${said}${hint ? ` (${hint})` : ""}`;
@@ -150,9 +151,15 @@ async function readUpTo(body: HttpResponse["body"], limit: number): Promise<Buff
     chunks.push(b.subarray(0, Math.max(0, limit - n)));
     n += b.length;
     if (n >= limit) {
-      body.destroy();
+      discard(body);
       break;
     }
   }
   return Buffer.concat(chunks);
+}
+
+/** Drops a response body without reading it (undici's destroy() reports an abort nobody wants). */
+export function discard(body: HttpResponse["body"]): void {
+  body.on("error", () => undefined);
+  body.destroy();
 }
