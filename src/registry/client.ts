@@ -15,7 +15,7 @@ import { CakeError, isCakeError } from "../errors.js";
 import { header, httpRequest, type HttpMethod, type HttpRequest, type HttpResponse } from "../http/request.js";
 import { DEFAULT_RETRY, RETRYABLE_STATUS, isNetworkError, retryDelay, sleep, type RetryPolicy } from "../http/retry.js";
 import { Authenticator, lookupCredentials, repositoryScope, type Credentials } from "./auth.js";
-import { registryError, urlish } from "./errors.js";
+import { discard, registryError, urlish } from "./errors.js";
 import { DOCKER_HUB, assertDigest, assertRepository, assertTagOrDigest, isDigest, isPlainHttpHost } from "./reference.js";
 
 const MiB = 1024 * 1024;
@@ -159,7 +159,7 @@ export class RegistryClient {
     const limit = REGISTRY_DEFAULTS.manifestLimit;
     const declared = Number(header(res.headers, "content-length"));
     if (Number.isFinite(declared) && declared > limit) {
-      res.body.destroy();
+      discard(res.body);
       throw new CakeError("E_SIZE", `${ctx}: manifest is ${declared} bytes, more than the ${limit / MiB} MiB cake accepts`);
     }
     const bytes = await this.readBody(res, limit, ctx, "manifest");
@@ -259,7 +259,7 @@ export class RegistryClient {
     if (res.status === 206) {
       const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res.headers, "content-range") ?? "");
       if (!m) {
-        res.body.destroy();
+        discard(res.body);
         throw new CakeError("E_REGISTRY", `${ctx}: GET ${urlish(res.url)} returned 206 without a valid Content-Range`);
       }
       return { body: res.body, status: 206, start: Number(m[1]), totalSize: m[3] === "*" ? undefined : Number(m[3]) };
@@ -609,7 +609,7 @@ export class RegistryClient {
       try {
         next = await this.auth.challenge(res.headers["www-authenticate"], req.scopes, authorization);
       } catch (err) {
-        res.body.destroy();
+        discard(res.body);
         throw err;
       }
       if (next === undefined) return res;
@@ -630,7 +630,7 @@ export class RegistryClient {
       for await (const chunk of res.body) {
         n += (chunk as Buffer).length;
         if (n > limit) {
-          res.body.destroy();
+          discard(res.body);
           throw new CakeError("E_SIZE", `${ctx}: ${what} is more than ${limit / MiB} MiB, refused`);
         }
         chunks.push(chunk as Buffer);
