@@ -465,7 +465,8 @@ export interface LoginOptions {
  */
 export async function login(registry: string, username: string, password: string, opts: LoginOptions = {}): Promise<{ storedIn: string }> {
   const host = registry.toLowerCase();
-  const base = `${opts.plainHttp ?? isPlainHttpHost(host) ? "http" : "https"}://${host === "docker.io" ? DOCKER_HUB : host}/v2/`;
+  const apiHost = credentialHost(host) === "index.docker.io" ? DOCKER_HUB : host;
+  const base = `${opts.plainHttp ?? isPlainHttpHost(apiHost) ? "http" : "https"}://${apiHost}/v2/`;
   const auth = new Authenticator({
     registry: host,
     credentials: async () => ({ username, password, source: "login" }),

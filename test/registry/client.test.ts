@@ -309,7 +309,16 @@ describe("against distribution, no auth", () => {
     const manifest = artifactManifest(desc);
     const digest = await client.putManifest("cake/lie", "v1", manifest, MEDIA_TYPE.ociManifest);
 
-    proxy.fault({ method: "GET", kind: "manifest", rewrite: (r) => ({ body: Buffer.from(r.body.toString().replace("cake.test", "cake.evil")) }) });
+    // corrupted bytes, and no Docker-Content-Digest to compare with: the digest asked for is the check
+    proxy.fault({
+      method: "GET",
+      kind: "manifest",
+      rewrite: (r) => {
+        const headers = { ...r.headers };
+        delete headers["docker-content-digest"];
+        return { headers, body: Buffer.from(r.body.toString().replace("cake.test", "cake.evil")) };
+      },
+    });
     const corrupt = await caught(client.getManifest("cake/lie", digest));
     expect(corrupt.code).toBe("E_DIGEST");
     expect(corrupt.message).toContain(`cake/lie@${digest}`);
