@@ -18,6 +18,11 @@ export function program(): Command {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // `cake inspect … | head`: a closed pipe ends the output, it is not an error.
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    throw err;
+  });
   let code = 0;
   try {
     await program().parseAsync(argv);

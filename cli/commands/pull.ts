@@ -1,4 +1,4 @@
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { isHfRef, parseHfRef, pullHf, CakeError } from "../../src/index.js";
 import { hub, openStore, parsePositiveInt, progressFor, say } from "../context.js";
 
@@ -8,13 +8,15 @@ export function pullCommand(): Command {
     .argument("<ref>")
     .option("-c, --concurrency <n>", "parallel requests for the whole model", parsePositiveInt)
     .option("-q, --quiet", "no progress")
-    .action(async (ref: string, opts: { concurrency?: number; quiet?: boolean }) => {
+    .addOption(new Option("--chunk-size <bytes>", "split blobs bigger than this into parallel Range requests").argParser(Number).hideHelp())
+    .action(async (ref: string, opts: { concurrency?: number; chunkSize?: number; quiet?: boolean }) => {
       if (!isHfRef(ref)) throw new CakeError("E_REF", `${ref}: registry pulls are not available yet; use hf://org/name`);
       const store = openStore();
       const r = await pullHf(parseHfRef(ref), {
         store,
         hub: hub(),
         ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+        ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
         progress: progressFor(opts, `pull ${ref}`, "blobs"),
       });
       say(opts, r.upToDate ? `${r.ref}: up to date (${r.commit})` : `${r.ref}: pulled commit ${r.commit}`);

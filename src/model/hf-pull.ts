@@ -79,7 +79,8 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
         throw new CakeError("E_PATH", `hf://${ref.repo}: file ${f.path} uses the reserved ${CAKE_DIR}/ prefix`);
       }
       const size = f.lfs?.size ?? f.size;
-      files.push({ path: f.path, size, hub: f, reader: new HubFileReader(hub, ref.repo, commit, f.path), ...(f.lfs ? { sha256: f.lfs.oid, lfs: true } : {}), gitOid: f.oid });
+      files.push({ path: f.path, size, hub: f, reader: new HubFileReader(hub, ref.repo, commit, f.path), // An LFS file's git oid is its pointer's, not its content's: only non-LFS files carry one.
+        ...(f.lfs ? { sha256: f.lfs.oid, lfs: true } : { gitOid: f.oid }) });
     }
     const sorted = sortFiles(files);
     const headerPool = new Pool(opts.concurrency ?? 16);

@@ -11,8 +11,8 @@ import { createHash, type Hash } from "node:crypto";
 import fs from "node:fs/promises";
 import { CakeError } from "../errors.js";
 
-/** How often (bytes) a running range records its progress: what a kill can cost to re-fetch. */
-const JOURNAL_EVERY = 1 << 20;
+/** How often (bytes) a running range records its progress: at most this much is fetched again after a kill. */
+const JOURNAL_EVERY = 256 << 10;
 
 export type Range = [start: number, end: number];
 

@@ -6,6 +6,7 @@
  * Resume falls out of the ingest journal: a range that was on disk is not fetched again, a range cut
  * by a dropped connection continues from its last byte.
  */
+import { setMaxListeners } from "node:events";
 import type { Readable } from "node:stream";
 import { CakeError, isCakeError } from "../errors.js";
 import { isNetworkError, retryDelay, sleep, DEFAULT_RETRY } from "../http/retry.js";
@@ -57,6 +58,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   // Blobs open at once: enough to keep the request pool full while others hash and commit.
   const open = new Pool(concurrency * 2);
   const abort = new AbortController();
+  setMaxListeners(0, abort.signal); // one listener per request in flight, by design
   const onOuterAbort = () => abort.abort(opts.signal!.reason);
   opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
   const stats: TransferStats = { fetchedBytes: 0, skippedBlobs: 0 };
@@ -81,6 +83,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
         // Another process may have finished it while we waited for the lock.
         const again = await job.existing();
         if (again) {
+          await ing.discard();
           stats.skippedBlobs++;
           progress.bytes(job.size);
           return again;

@@ -1,0 +1,232 @@
+/**
+ * `cake pull hf://…` and `cake export` end to end: the built CLI against the Hub emulation over
+ * loopback, checked by what a user sees (files, bytes, exit codes, messages) and by the emulation's
+ * own counters (which bytes crossed the wire).
+ */
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { spawnSync } from "node:child_process";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { startHub, type Hub } from "../hub/emulator.js";
+import { hashTree, makeFineTune, makeLlamaLike } from "../fixtures/models.js";
+import { cake, spawnCake, waitFor } from "../helpers/cli.js";
+
+let hub: Hub;
+let tmp: string;
+let base: string;
+let baseCommit: string;
+const TOKEN = "hf_testtoken_alice";
+
+beforeAll(async () => {
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "cake-pull-"));
+  base = path.join(tmp, "tiny-llama");
+  await makeLlamaLike(base, { hidden: 512, layers: 3, vocab: 4096, shards: 3 });
+  hub = await startHub({ tokens: { [TOKEN]: { user: "alice", gatedAccess: ["acme/gated-llama"] } }, pageSize: 3 });
+  hub.addRepo("acme/tiny-llama");
+  baseCommit = await hub.commit("acme/tiny-llama", base, { tags: ["v1.0"] });
+  hub.addRepo("acme/gated-llama", { gated: true });
+  await hub.commit("acme/gated-llama", base);
+});
+afterAll(async () => {
+  await hub?.close();
+  await fs.rm(tmp, { recursive: true, force: true });
+});
+beforeEach(() => {
+  hub.setKnobs({ bandwidth: 0, latencyMs: 0, dropAfterBytes: 0, dropEvery: 0, fail429Every: 0, fail503Every: 0 });
+  hub.counters.reset();
+});
+
+let n = 0;
+const freshEnv = (extra: Record<string, string> = {}) => ({ CAKE_HOME: path.join(tmp, `store-${n++}`), HF_ENDPOINT: hub.url, HF_TOKEN: "", HF_HOME: path.join(tmp, `hf-${n}`), ...extra });
+const modelBytes = async (dir: string) => {
+  let total = 0;
+  for (const f of await fs.readdir(dir)) total += (await fs.stat(path.join(dir, f))).size;
+  return total;
+};
+
+describe("cake pull hf:// + export", () => {
+  it("pulls a sharded model with tokenizer files and exports it byte-identical", async () => {
+    const env = freshEnv({ HF_TOKEN: TOKEN });
+    const pull = await cake(["pull", "hf://acme/tiny-llama"], env);
+    expect(pull.stderr).toContain(`pulled commit ${baseCommit}`);
+    expect(pull.code).toBe(0);
+    expect(pull.stdout).toMatch(/^sha256:[a-f0-9]{64}\n$/);
+
+    // Headers were read with Range requests: 8 bytes, then exactly the header, never the whole file.
+    for (const shard of ["model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors"]) {
+      const ranges = hub.counters.rangesByFile.get(`acme/tiny-llama/${shard}`)!;
+      expect(ranges[0]).toEqual([0, 8]);
+      const size = (await fs.stat(path.join(base, shard))).size;
+      expect(ranges.some(([a, b]) => a === 0 && b === size)).toBe(false);
+    }
+    // The token went to the Hub, never to the CDN.
+    expect(hub.counters.cdnAuthorizationSeen).toBe(0);
+    // Every byte once: headers + data, no re-fetch.
+    expect(hub.counters.bytesServed).toBeLessThan((await modelBytes(base)) + 200_000);
+
+    const out = path.join(tmp, "out-1");
+    const exp = await cake(["export", "hf://acme/tiny-llama", out], env);
+    expect(exp.code).toBe(0);
+    expect(await hashTree(out)).toEqual(await hashTree(base));
+
+    const ls = await cake(["ls", "--json"], env);
+    const models = JSON.parse(ls.stdout) as { ref: string; commit: string; files: number; tensors: number; bytes: number }[];
+    const main = models.find((m) => m.ref === "hf://acme/tiny-llama@main")!;
+    expect(main.commit).toBe(baseCommit);
+    expect(main.files).toBe((await fs.readdir(base)).length);
+    expect(main.bytes).toBe(await modelBytes(base));
+    expect(main.tensors).toBeGreaterThan(20);
+
+    const inspect = await cake(["inspect", "hf://acme/tiny-llama"], env);
+    expect(inspect.code).toBe(0);
+    expect(inspect.stdout).toContain("model.layers.0.self_attn.q_proj.weight");
+    expect(inspect.stdout).toContain(`source    hf://acme/tiny-llama@${baseCommit}`);
+
+    // A second pull is a no-op.
+    hub.counters.reset();
+    const again = await cake(["pull", "hf://acme/tiny-llama"], env);
+    expect(again.stderr).toContain("up to date");
+    expect(hub.counters.bytesServed).toBe(0);
+  });
+
+  it("pulls by tag and by commit sha to the same manifest", async () => {
+    const env = freshEnv();
+    const byTag = await cake(["pull", "-q", "hf://acme/tiny-llama@v1.0"], env);
+    const bySha = await cake(["pull", "-q", `hf://acme/tiny-llama@${baseCommit}`], env);
+    expect(byTag.code).toBe(0);
+    expect(byTag.stdout).toBe(bySha.stdout);
+    expect(byTag.stderr).toBe("");
+  });
+
+  it("turns Hub errors into one-line messages and a non-zero exit", async () => {
+    const env = freshEnv();
+    const cases: [string, RegExp][] = [
+      ["hf://acme/nope", /^cake: hf:\/\/acme\/nope@main: repository not found/],
+      ["hf://acme/tiny-llama@no-such-branch", /^cake: hf:\/\/acme\/tiny-llama@no-such-branch: revision not found/],
+      ["hf://acme/gated-llama", /^cake: hf:\/\/acme\/gated-llama@[0-9a-f]{12}\/[^:]+: gated repository: log in with HF_TOKEN/],
+      ["hf://acme/a/b/c", /^cake: hf:\/\/acme\/a\/b\/c: bad repository name/],
+    ];
+    for (const [ref, msg] of cases) {
+      const r = await cake(["pull", ref], env);
+      expect(r.code, ref).not.toBe(0);
+      expect(r.stderr).toMatch(msg);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    }
+    const gated = await cake(["pull", "-q", "hf://acme/gated-llama"], { ...env, HF_TOKEN: TOKEN });
+    expect(gated.code).toBe(0);
+    const other = await cake(["pull", "-q", "hf://acme/gated-llama"], { ...freshEnv(), HF_TOKEN: "hf_unknown" });
+    expect(other.code).toBe(1);
+  });
+
+  it("survives dropped connections and 429s and still ends byte-identical", async () => {
+    const env = freshEnv();
+    hub.setKnobs({ dropAfterBytes: 300_000, dropEvery: 3, fail429Every: 7, retryAfterSeconds: 0 });
+    const pull = await cake(["pull", "-q", "--chunk-size", String(1 << 20), "hf://acme/tiny-llama"], env);
+    expect(pull.stderr).toBe("");
+    expect(pull.code).toBe(0);
+    expect(hub.counters.dropped).toBeGreaterThan(0);
+    expect(hub.counters.injected429).toBeGreaterThan(0);
+    const out = path.join(tmp, "out-drops");
+    expect((await cake(["export", "-q", "hf://acme/tiny-llama", out], env)).code).toBe(0);
+    expect(await hashTree(out)).toEqual(await hashTree(base));
+  });
+
+  it("resumes a killed pull without re-fetching finished tensors", async () => {
+    const env = freshEnv();
+    const total = await modelBytes(base);
+    // Slow enough to kill half-way: 4 streams at 1.5 MB/s each.
+    hub.setKnobs({ bandwidth: 1_500_000 });
+    const child = spawnCake(["pull", "-q", "-c", "4", "--chunk-size", String(1 << 20), "hf://acme/tiny-llama"], env);
+    await waitFor(() => hub.counters.bytesServed > total * 0.4, 60_000, "half the model");
+    child.kill("SIGKILL");
+    await new Promise((r) => child.on("close", r));
+    const firstRun = new Map([...hub.counters.rangesByFile].map(([k, v]) => [k, [...v]]));
+    const firstBytes = hub.counters.bytesServed;
+    expect(firstBytes).toBeLessThan(total);
+
+    // Which units the first run finished, by the store's own record (files named by content sha256).
+    const pathBySha = new Map([...(await hashTree(base))].map(([p, sha]) => [sha, p]));
+    const rangesDir = path.join(env.CAKE_HOME, "cake", "ranges");
+    const finished: { file: string; a: number; b: number }[] = [];
+    for (const sha of await fs.readdir(rangesDir)) {
+      for (const line of (await fs.readFile(path.join(rangesDir, sha), "utf8")).split("\n").filter(Boolean)) {
+        const [a, b] = line.split(" ").map(Number);
+        finished.push({ file: pathBySha.get(sha) ?? sha, a: a!, b: b! });
+      }
+    }
+    expect(finished.filter((u) => u.file.endsWith(".safetensors")).length).toBeGreaterThan(0);
+
+    hub.setKnobs({ bandwidth: 0 });
+    hub.counters.reset();
+    const resumed = await cake(["pull", "-q", "hf://acme/tiny-llama"], env);
+    expect(resumed.code).toBe(0);
+    // Nothing fetched twice beyond what was in flight at the kill (at most 1 MiB per stream + headers).
+    expect(firstBytes + hub.counters.bytesServed).toBeLessThan(total + 4 * (1 << 20) + 200_000);
+    // No finished unit was requested again.
+    for (const u of finished) {
+      const again = (hub.counters.rangesByFile.get(`acme/tiny-llama/${u.file}`) ?? []).filter(([x, y]) => x < u.b && y > u.a);
+      expect(again, `${u.file} ${u.a}-${u.b}`).toEqual([]);
+    }
+    expect(firstRun.size).toBeGreaterThan(0);
+    const out = path.join(tmp, "out-resume");
+    expect((await cake(["export", "-q", "hf://acme/tiny-llama", out], env)).code).toBe(0);
+    expect(await hashTree(out)).toEqual(await hashTree(base));
+  });
+
+  it("lets two concurrent pulls of the same model share one store", async () => {
+    const env = freshEnv();
+    const [a, b] = await Promise.all([cake(["pull", "-q", "hf://acme/tiny-llama"], env), cake(["pull", "-q", "hf://acme/tiny-llama"], env)]);
+    expect(a.stderr + b.stderr).toBe("");
+    expect([a.code, b.code]).toEqual([0, 0]);
+    expect(a.stdout).toBe(b.stdout);
+    const out = path.join(tmp, "out-concurrent");
+    expect((await cake(["export", "-q", "hf://acme/tiny-llama", out], env)).code).toBe(0);
+    expect(await hashTree(out)).toEqual(await hashTree(base));
+    // No ingest leftovers.
+    expect((await fs.readdir(path.join(env.CAKE_HOME, "ingest"))).filter((f) => !f.endsWith(".lock"))).toEqual([]);
+  });
+
+  it("rm + gc frees what only the removed model used and keeps shared blobs", async () => {
+    const env = freshEnv();
+    const ft = path.join(tmp, "tiny-llama-ft");
+    await makeFineTune(base, ft, ["model.layers.2.mlp.down_proj.weight", "lm_head.weight"]);
+    hub.addRepo("acme/tiny-llama-ft");
+    await hub.commit("acme/tiny-llama-ft", ft);
+    expect((await cake(["pull", "-q", "hf://acme/tiny-llama"], env)).code).toBe(0);
+    expect((await cake(["pull", "-q", "hf://acme/tiny-llama-ft"], env)).code).toBe(0);
+    const blobsDir = path.join(env.CAKE_HOME, "blobs", "sha256");
+    const before = (await fs.readdir(blobsDir)).length;
+
+    expect((await cake(["rm", "hf://acme/tiny-llama"], env)).code).toBe(0);
+    const gc = await cake(["gc"], env);
+    expect(gc.code).toBe(0);
+    expect(gc.stderr).toMatch(/gc: removed \d+ blobs/);
+    const after = (await fs.readdir(blobsDir)).length;
+    expect(after).toBeLessThan(before);
+    // Shared tensors stayed: the fine-tune still exports byte-identical, offline.
+    const out = path.join(tmp, "out-ft");
+    expect((await cake(["export", "-q", "hf://acme/tiny-llama-ft", out], { ...env, HF_ENDPOINT: "http://127.0.0.1:9" })).code).toBe(0);
+    expect(await hashTree(out)).toEqual(await hashTree(ft));
+    const ls = JSON.parse((await cake(["ls", "--json"], env)).stdout) as { ref: string }[];
+    expect(ls.map((m) => m.ref).filter((r) => r.startsWith("hf://acme/tiny-llama@"))).toEqual([]);
+  });
+
+  it("exports into the HF cache layout that huggingface_hub loads with HF_HUB_OFFLINE=1", async () => {
+    const env = freshEnv();
+    expect((await cake(["pull", "-q", "hf://acme/tiny-llama"], env)).code).toBe(0);
+    const exp = await cake(["export", "-q", "hf://acme/tiny-llama", "--hf-cache"], env);
+    expect(exp.code).toBe(0);
+    const snap = exp.stdout.trim();
+    expect(snap).toBe(path.join(env.HF_HOME, "hub", "models--acme--tiny-llama", "snapshots", baseCommit));
+    const py = spawnSync(
+      "python3",
+      ["-c", "import sys; from huggingface_hub import snapshot_download; print(snapshot_download('acme/tiny-llama'))"],
+      { env: { ...process.env, HF_HOME: env.HF_HOME, HF_HUB_OFFLINE: "1", HF_HUB_DISABLE_TELEMETRY: "1", HF_ENDPOINT: "http://127.0.0.1:9" }, encoding: "utf8" },
+    );
+    expect(py.stderr).not.toMatch(/Error/);
+    expect(py.status).toBe(0);
+    expect(py.stdout.trim()).toBe(snap);
+    expect(await hashTree(py.stdout.trim())).toEqual(await hashTree(base));
+  });
+});

@@ -1,0 +1,96 @@
+import { createHash } from "node:crypto";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { afterAll, describe, expect, it } from "vitest";
+import { Store } from "../../src/store/layout.js";
+import { transferBlobs, type BlobJob } from "../../src/transfer/engine.js";
+
+const tmp = await fs.mkdtemp(path.join(os.tmpdir(), "cake-engine-"));
+afterAll(() => fs.rm(tmp, { recursive: true, force: true }));
+
+const data = Buffer.alloc(6 << 20);
+for (let i = 0; i < data.length; i += 4) data.writeUInt32LE((i * 2654435761) >>> 0, i);
+const digest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
+
+/** A source serving `data`, recording each request; `cut` makes a request fail after N bytes. */
+function source(opts: { cut?: (call: number) => number | undefined; fatal?: boolean } = {}) {
+  const calls: [number, number][] = [];
+  const open = async (start: number, end: number) => {
+    const call = calls.push([start, end]) - 1;
+    const cutAt = opts.cut?.(call);
+    const slice = data.subarray(start, cutAt !== undefined ? Math.min(end, start + cutAt) : end);
+    async function* gen() {
+      for (let i = 0; i < slice.length; i += 64 << 10) yield slice.subarray(i, i + (64 << 10));
+      if (cutAt !== undefined) throw Object.assign(new Error(opts.fatal ? "killed" : "socket hang up"), { code: opts.fatal ? "E_KILLED" : "ECONNRESET" });
+    }
+    return { body: Readable.from(gen()), start };
+  };
+  return { calls, open };
+}
+
+const job = (store: Store, open: BlobJob["open"], expected = digest): BlobJob => ({
+  key: "blob-test",
+  size: data.length,
+  expected,
+  label: "test blob",
+  existing: async () => ((await store.hasBlob(expected)) ? expected : undefined),
+  open,
+});
+
+describe("transfer engine", () => {
+  it("splits a big blob into parallel Range requests and verifies it", async () => {
+    const store = new Store(path.join(tmp, "a"));
+    const src = source();
+    const { digests } = await transferBlobs(store, [job(store, src.open)], { chunkSize: 1 << 20, concurrency: 4 });
+    expect(digests).toEqual([digest]);
+    expect(src.calls.length).toBe(6);
+    expect(Buffer.compare(await fs.readFile(store.blobPath(digest)), data)).toBe(0);
+    expect((await fs.stat(store.blobPath(digest))).mode & 0o222).toBe(0); // read-only
+  });
+
+  it("continues a dropped stream from its last byte, within the same run", async () => {
+    const store = new Store(path.join(tmp, "b"));
+    const src = source({ cut: (call) => (call === 0 ? 3_300_000 : undefined) });
+    await transferBlobs(store, [job(store, src.open)], { chunkSize: 8 << 20 });
+    expect(src.calls).toEqual([
+      [0, data.length],
+      [3_300_000, data.length],
+    ]);
+  });
+
+  it("after a failed run, continues a half-downloaded blob from where its bytes stop", async () => {
+    const dir = path.join(tmp, "c");
+    const first = source({ cut: () => 3_300_000, fatal: true });
+    await expect(transferBlobs(new Store(dir), [job(new Store(dir), first.open)], { chunkSize: 8 << 20 })).rejects.toThrow("killed");
+    expect(await new Store(dir).hasBlob(digest)).toBe(false);
+    const store = new Store(dir);
+    const second = source();
+    await transferBlobs(store, [job(store, second.open)], { chunkSize: 8 << 20 });
+    const [start] = second.calls[0]!;
+    expect(start).toBeGreaterThan(3_300_000 - (256 << 10) - 1);
+    expect(start).toBeLessThanOrEqual(3_300_000);
+    expect(Buffer.compare(await fs.readFile(store.blobPath(digest)), data)).toBe(0);
+  });
+
+  it("never makes a blob visible under a digest its bytes do not hash to", async () => {
+    const dir = path.join(tmp, "d");
+    const store = new Store(dir);
+    const wrong = `sha256:${"0".repeat(64)}`;
+    await expect(transferBlobs(store, [job(store, source().open, wrong)])).rejects.toThrow(/test blob: content hashes to sha256:[0-9a-f]{64}, not sha256:0{64}/);
+    expect(await fs.readdir(path.join(dir, "blobs", "sha256"))).toEqual([]);
+    // and a corrupted partial file from an earlier run is caught at the end
+    const first = source({ cut: () => 2_000_000, fatal: true });
+    await expect(transferBlobs(store, [job(store, first.open)], { chunkSize: 8 << 20 })).rejects.toThrow("killed");
+    const partial = path.join(dir, "ingest", "blob-test.partial");
+    const fh = await fs.open(partial, "r+");
+    await fh.write(Buffer.from("garbage"), 0, 7, 1000);
+    await fh.close();
+    await expect(transferBlobs(store, [job(store, source().open)], { chunkSize: 8 << 20 })).rejects.toThrow(/content hashes to/);
+    expect(await fs.readdir(path.join(dir, "blobs", "sha256"))).toEqual([]);
+    // the bad partial was discarded: the next run starts over and succeeds
+    await transferBlobs(store, [job(store, source().open)]);
+    expect(await store.hasBlob(digest)).toBe(true);
+  });
+});
