@@ -1,5 +1,6 @@
 /** What every command shares: the store, the Hub settings, progress per --quiet. */
-import { Store, hubParamsFromEnv, ttyProgress, silentProgress, type ProgressSink } from "../src/index.js";
+import type { Command } from "commander";
+import { Store, hubParamsFromEnv, ttyProgress, silentProgress, type ProgressSink, type RegistryAccess } from "../src/index.js";
 
 export interface GlobalOpts {
   quiet?: boolean;
@@ -21,4 +22,35 @@ export function parsePositiveInt(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1 || n > 1024) throw new Error(`not a positive integer (1-1024): ${v}`);
   return n;
+}
+
+export interface AccessOpts {
+  plainHttp?: boolean;
+  username?: string;
+  password?: string;
+  passwordStdin?: boolean;
+}
+
+/** The registry options docker and oras users expect, on any command that talks to a registry. */
+export function withRegistryOptions(cmd: Command): Command {
+  return cmd
+    .option("--plain-http", "use HTTP, not HTTPS (automatic for localhost and 127.0.0.0/8)")
+    .option("-u, --username <user>", "registry user (default: from the docker config)")
+    .option("-p, --password <password>", "registry password or token")
+    .option("--password-stdin", "read the password from standard input");
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString("utf8").replace(/\r?\n$/, "");
+}
+
+export async function accessFrom(opts: AccessOpts): Promise<RegistryAccess> {
+  const password = opts.passwordStdin ? await readStdin() : opts.password;
+  return {
+    ...(opts.plainHttp ? { plainHttp: true } : {}),
+    ...(opts.username !== undefined ? { username: opts.username } : {}),
+    ...(password !== undefined ? { password } : {}),
+  };
 }

@@ -6,6 +6,9 @@ import { inspectCommand } from "./commands/inspect.js";
 import { lsCommand } from "./commands/ls.js";
 import { pullCommand } from "./commands/pull.js";
 import { gcCommand, rmCommand } from "./commands/rm-gc.js";
+import { pushCommand } from "./commands/push.js";
+import { loginCommand } from "./commands/login.js";
+import { diffCommand } from "./commands/diff.js";
 
 export function program(): Command {
   const p = new Command("cake")
@@ -13,7 +16,7 @@ export function program(): Command {
     .version("0.1.0")
     .showHelpAfterError()
     .exitOverride();
-  for (const c of [pullCommand(), exportCommand(), lsCommand(), inspectCommand(), rmCommand(), gcCommand()]) p.addCommand(c.exitOverride());
+  for (const c of [pullCommand(), pushCommand(), exportCommand(), lsCommand(), inspectCommand(), diffCommand(), rmCommand(), gcCommand(), loginCommand()]) p.addCommand(c.exitOverride());
   return p;
 }
 

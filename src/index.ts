@@ -18,3 +18,7 @@ export * from "./model/export.js";
 export * from "./model/catalog.js";
 export { closeSharedDispatcher } from "./http/agent.js";
 export * from "./model/dir-import.js";
+export * from "./model/registry-pull.js";
+export * from "./model/registry-push.js";
+export * from "./model/diff.js";
+export * from "./registry/index.js";

@@ -100,16 +100,16 @@ export async function httpRequest(url: string, req: HttpRequest = {}): Promise<H
 }
 
 /** Reads a small body as text, refusing more than `limit` bytes (a lying server cannot exhaust memory). */
-export async function readLimited(body: HttpResponse["body"], limit: number, what: string): Promise<Buffer> {
+export async function readLimited(body: AsyncIterable<Uint8Array> & { destroy(): unknown }, limit: number, what: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const chunk of body) {
-    n += (chunk as Buffer).length;
+    n += chunk.length;
     if (n > limit) {
       body.destroy();
       throw new Error(`${what}: response larger than ${limit} bytes`);
     }
-    chunks.push(chunk as Buffer);
+    chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
   }
   return Buffer.concat(chunks);
 }

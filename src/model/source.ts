@@ -12,6 +12,7 @@ import type { ImageManifest } from "../format/oci.js";
 import { safeJoin } from "../format/paths.js";
 import { parseManifest, parseRecipe, recipeLayer } from "../format/recipe.js";
 import type { Store } from "../store/layout.js";
+import { formatReference, parseReference } from "../registry/reference.js";
 import { isHfRef, parseHfRef, formatHfRef } from "./ref.js";
 
 export interface ArtifactSource {
@@ -24,9 +25,11 @@ export interface ArtifactSource {
   openBlob(digest: string): Readable;
 }
 
-/** Canonical store reference: `hf://org/name` means `hf://org/name@main`. */
+/** Canonical store reference: `hf://org/name` means `hf://org/name@main`, `host/repo` means `host/repo:latest`. */
 export function canonicalRef(ref: string): string {
-  return isHfRef(ref) ? formatHfRef(parseHfRef(ref)) : ref;
+  if (isHfRef(ref)) return formatHfRef(parseHfRef(ref));
+  const r = parseReference(ref);
+  return formatReference(r.digest || r.tag ? r : { ...r, tag: "latest" });
 }
 
 export async function readStoredManifest(store: Store, ref: string): Promise<{ manifest: ImageManifest; digest: string }> {

@@ -198,6 +198,32 @@ export class Store {
     await fsp.rm(this.rangesPath(fileKey), { force: true });
   }
 
+  // ---- where blobs are known to live on registries (for cross-repository mounts) ----
+
+  private locationsPath(registry: string) {
+    return this.p("cake", "locations", registry.replace(/[^A-Za-z0-9._-]/g, "_"));
+  }
+
+  /** Records that `repository` on `registry` holds these blobs. */
+  async recordLocations(registry: string, repository: string, digests: readonly string[]): Promise<void> {
+    await fsp.mkdir(this.p("cake", "locations"), { recursive: true });
+    await fsp.appendFile(this.locationsPath(registry), digests.map((d) => `${d} ${repository}\n`).join(""));
+  }
+
+  /** digest -> repositories of `registry` known to hold it. */
+  async locations(registry: string): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
+    const text = await fsp.readFile(this.locationsPath(registry), "utf8").catch(() => "");
+    for (const line of text.split("\n")) {
+      const [d, repo] = line.split(" ");
+      if (!d || !repo || !DIGEST_RE.test(d)) continue;
+      const list = out.get(d) ?? [];
+      if (!list.includes(repo)) list.push(repo);
+      out.set(d, list);
+    }
+    return out;
+  }
+
   // ---- tags (index.json) ----
 
   private async readIndex(): Promise<ImageIndex> {

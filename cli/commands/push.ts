@@ -1,0 +1,44 @@
+import fs from "node:fs";
+import { Command, Option } from "commander";
+import { canonicalRef, importDir, isHfRef, parseHfRef, pullHf, pushToRegistry, Store, formatHfRef, ociRefName } from "../../src/index.js";
+import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, withRegistryOptions, type AccessOpts } from "../context.js";
+
+/** The store reference to push: a folder is imported, a Hub model pulled (if needed), else the store ref itself. */
+async function storeRefFor(src: string, dest: string, store: Store, opts: { quiet?: boolean; concurrency?: number }): Promise<string> {
+  if (isHfRef(src)) {
+    const ref = parseHfRef(src);
+    const r = await pullHf(ref, { store, hub: hub(), progress: progressFor(opts, `pull ${src}`, "blobs"), ...(opts.concurrency ? { concurrency: opts.concurrency } : {}) });
+    return formatHfRef({ repo: ref.repo, revision: r.commit });
+  }
+  if (fs.existsSync(src) && fs.statSync(src).isDirectory()) {
+    const a = await importDir(src, store, { progress: progressFor(opts, `import ${src}`, "blobs") });
+    // Like `docker build -t`: the imported folder is known in the store by the name it is pushed to.
+    const ref = canonicalRef(dest);
+    await store.tag(ref, ociRefName(ref), { mediaType: a.manifest.mediaType, digest: a.digest, size: a.manifestBytes.length, artifactType: a.manifest.artifactType! });
+    return ref;
+  }
+  return canonicalRef(src);
+}
+
+export function pushCommand(): Command {
+  const cmd = new Command("push")
+    .description("push a model to an OCI registry: from a local folder, hf://org/name[@rev] (via the store), or a store reference")
+    .argument("<source>", "folder | hf://org/name[@rev] | store reference")
+    .argument("<dest>", "host[:port]/repo[:tag]")
+    .option("-c, --concurrency <n>", "blobs uploaded at once (default 16)", parsePositiveInt)
+    .option("-q, --quiet", "no progress")
+    .addOption(new Option("--chunk-size <bytes>", "first PATCH size for chunked uploads").argParser(Number).hideHelp());
+  return withRegistryOptions(cmd).action(async (src: string, dest: string, opts: AccessOpts & { concurrency?: number; chunkSize?: number; quiet?: boolean }) => {
+    const store = openStore();
+    const storeRef = await storeRefFor(src, dest, store, opts);
+    const r = await pushToRegistry(storeRef, dest, {
+      store,
+      ...(await accessFrom(opts)),
+      ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+      ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
+      progress: progressFor(opts, `push ${dest}`, "blobs"),
+    });
+    say(opts, `${r.ref}: ${r.counts.uploaded} blobs uploaded (${r.uploadedBytes} bytes), ${r.counts.mounted} mounted, ${r.counts.exists} already there`);
+    process.stdout.write(`${r.manifestDigest}\n`);
+  });
+}

@@ -1,0 +1,76 @@
+/**
+ * `cake push <store ref> host/repo[:tag]`: the store is the source, the registry the destination.
+ * Children before the parent (blobs, then the manifest last); each blob HEADed first and skipped
+ * when present, mounted from another repository of the same registry when the store knows one
+ * that holds it, else uploaded (monolithic when small, chunked when big, resumed from the offset
+ * the registry reports). Pushing the same model twice uploads nothing the second time.
+ */
+import { CakeError } from "../errors.js";
+import { MT } from "../format/oci.js";
+import { parseManifest } from "../format/recipe.js";
+import { formatReference, parseReference, type PushBlobResult } from "../registry/index.js";
+import type { Store } from "../store/layout.js";
+import { DEFAULT_CONCURRENCY } from "../transfer/defaults.js";
+import { Pool } from "../transfer/pool.js";
+import { silentProgress, type ProgressSink } from "../transfer/progress.js";
+import { clientFor, type RegistryAccess } from "./registry-pull.js";
+import { readStoredManifest } from "./source.js";
+
+export interface PushOptions extends RegistryAccess {
+  store: Store;
+  concurrency?: number;
+  chunkSize?: number;
+  progress?: ProgressSink;
+}
+
+export interface PushResult {
+  ref: string;
+  manifestDigest: string;
+  counts: Record<PushBlobResult, number>;
+  uploadedBytes: number;
+}
+
+export async function pushToRegistry(storeRef: string, dest: string, opts: PushOptions): Promise<PushResult> {
+  const { store } = opts;
+  const ref = parseReference(dest);
+  if (ref.digest) throw new CakeError("E_REF", `${dest}: push to a tag, not a digest`);
+  const name = formatReference(ref);
+  const { digest } = await readStoredManifest(store, storeRef);
+  const bytes = await store.readBlob(digest, 4 << 20);
+  const manifest = parseManifest(bytes, `${storeRef} manifest`);
+  const client = clientFor(ref.registry, opts);
+  const known = await store.locations(ref.registry);
+  const progress = opts.progress ?? silentProgress;
+  const descs = [manifest.config, ...manifest.layers];
+  progress.addTotal(descs.reduce((n, d) => n + d.size, 0), descs.length);
+  const counts: Record<PushBlobResult, number> = { exists: 0, mounted: 0, uploaded: 0 };
+  let uploadedBytes = 0;
+  const pool = new Pool(opts.concurrency ?? DEFAULT_CONCURRENCY);
+  await Promise.all(
+    descs.map((d) =>
+      pool.run(async () => {
+        if (!(await store.hasBlob(d.digest, d.size))) {
+          throw new CakeError("E_NOT_FOUND", `${storeRef}: blob ${d.digest} is missing from the store (pull it again)`);
+        }
+        let sent = 0;
+        const r = await client.pushBlob(ref.repository, d, (start) => store.openBlob(d.digest, start), {
+          mountFrom: (known.get(d.digest) ?? []).filter((r) => r !== ref.repository),
+          ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
+          onProgress: (n) => {
+            if (n > sent) progress.bytes(n - sent);
+            sent = Math.max(sent, n);
+          },
+        });
+        counts[r]++;
+        if (r === "uploaded") uploadedBytes += d.size;
+        else progress.bytes(d.size - sent);
+        progress.item();
+      }),
+    ),
+  );
+  const pushed = await client.putManifest(ref.repository, ref.tag ?? "latest", bytes, manifest.mediaType ?? MT.manifest);
+  if (pushed !== digest) throw new CakeError("E_DIGEST", `${name}: registry stored the manifest as ${pushed}, not ${digest}`);
+  progress.done();
+  await store.recordLocations(ref.registry, ref.repository, descs.map((d) => d.digest));
+  return { ref: name, manifestDigest: digest, counts, uploadedBytes };
+}
