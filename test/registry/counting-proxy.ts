@@ -54,6 +54,10 @@ export interface Fault {
   respond?: CannedResponse | ((req: IncomingMessage, body: Buffer) => CannedResponse);
   /** Forward this many request body bytes, then cut both connections. */
   cutAfterUpBytes?: number;
+  /** Stream the registry's answer at most this many bytes per second (to kill a transfer mid-blob). */
+  throttle?: number;
+  /** Forward the request body at most this many bytes per second (to kill an upload mid-blob). */
+  throttleUp?: number;
   /** Request headers removed before forwarding. */
   dropRequestHeaders?: string[];
   /** Change the registry's answer (read whole, Content-Length fixed up). */
@@ -136,6 +140,10 @@ export async function startCountingProxy(targetUrl: string): Promise<CountingPro
         ures.on("data", (c: Buffer) => {
           record.down += c.length;
           res.write(c);
+          if (fault?.throttle) {
+            ures.pause();
+            setTimeout(() => ures.resume(), (c.length / fault.throttle) * 1000);
+          }
         });
         ures.on("end", () => res.end());
         ures.on("error", () => res.destroy());
@@ -160,6 +168,10 @@ export async function startCountingProxy(targetUrl: string): Promise<CountingPro
       }
       record.up += c.length;
       upstream.write(c);
+      if (fault?.throttleUp) {
+        req.pause();
+        setTimeout(() => req.resume(), (c.length / fault.throttleUp) * 1000);
+      }
     });
     req.on("end", () => {
       if (!cut) upstream.end();

@@ -1,0 +1,253 @@
+/**
+ * `cake push` / `cake pull` against a real CNCF distribution registry, and interop with the real
+ * oras, crane and skopeo: what a user sees (exit codes, messages, bytes) and what crosses the wire
+ * (counted by a proxy in front of the registry).
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { hashTree, makeFineTune, makeLlamaLike } from "../fixtures/models.js";
+import { cake, spawnCake, waitFor } from "../helpers/cli.js";
+import { startCountingProxy, type CountingProxy } from "../registry/counting-proxy.js";
+import { requireTool, startRegistry, type RunningRegistry } from "../registry/harness.js";
+
+let tmp: string;
+let base: string;
+let ft: string;
+let reg: RunningRegistry;
+let proxy: CountingProxy;
+const CHANGED = ["model.layers.1.mlp.down_proj.weight", "lm_head.weight"];
+
+beforeAll(async () => {
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "cake-registry-"));
+  base = path.join(tmp, "base");
+  ft = path.join(tmp, "ft");
+  await makeLlamaLike(base, { hidden: 512, layers: 2, vocab: 4096, shards: 2 });
+  await makeFineTune(base, ft, CHANGED);
+  reg = await startRegistry();
+  proxy = await startCountingProxy(reg.url);
+});
+afterAll(async () => {
+  await proxy?.close();
+  await reg?.close();
+  await fs.rm(tmp, { recursive: true, force: true });
+});
+
+let n = 0;
+const env = () => ({ CAKE_HOME: path.join(tmp, `store-${n++}`), DOCKER_CONFIG: path.join(tmp, "docker") });
+const ok = async (args: string[], e: Record<string, string>) => {
+  const r = await cake(args, e);
+  expect(r.stderr, args.join(" ")).toBe("");
+  expect(r.code, args.join(" ")).toBe(0);
+  return r.stdout.trim();
+};
+const sizeOf = async (dir: string) => {
+  let total = 0;
+  for (const f of await fs.readdir(dir)) total += (await fs.stat(path.join(dir, f))).size;
+  return total;
+};
+const sha256 = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
+
+describe("cake push / pull with a real registry", () => {
+  it("pushes a sharded model from a folder, pulls it into an empty store, exports it byte-identical", async () => {
+    const pushDigest = await ok(["push", "-q", base, `${reg.host}/acme/tiny-llama:v1`], env());
+    const e = env();
+    const pullDigest = await ok(["pull", "-q", `${reg.host}/acme/tiny-llama:v1`], e);
+    expect(pullDigest).toBe(pushDigest);
+    await ok(["export", "-q", `${reg.host}/acme/tiny-llama:v1`, path.join(tmp, "out-v1")], e);
+    expect(await hashTree(path.join(tmp, "out-v1"))).toEqual(await hashTree(base));
+    // by digest too
+    const e2 = env();
+    expect(await ok(["pull", "-q", `${reg.host}/acme/tiny-llama@${pushDigest}`], e2)).toBe(pushDigest);
+  });
+
+  it("a fine-tune costs only its changed tensors: on push and on pull", async () => {
+    const e = env();
+    await ok(["push", "-q", base, `${proxy.host}/dedup/base:v1`], e);
+    proxy.reset();
+    await ok(["push", "-q", ft, `${proxy.host}/dedup/base:ft`], e);
+    // uploads: the changed tensors, the config and the recipe (the manifest is a PUT to /manifests/)
+    const uploads = proxy.requests.filter((r) => r.kind === "upload" && r.method === "PUT" && r.status === 201);
+    expect(uploads.length).toBe(CHANGED.length + 2);
+    const changedBytes = (2 << 20) / 2; // bound below: each changed tensor is >= 0.5 MiB
+    expect(proxy.bytes("up", undefined, "upload")).toBeGreaterThan(changedBytes);
+    expect(proxy.bytes("up", undefined, "upload")).toBeLessThan((await sizeOf(ft)) / 2);
+
+    // push again: nothing uploaded
+    proxy.reset();
+    await ok(["push", "-q", ft, `${proxy.host}/dedup/base:ft`], e);
+    expect(proxy.count("POST", "upload")).toBe(0);
+    expect(proxy.bytes("up")).toBeLessThan(20_000);
+
+    // pull base, then the fine-tune: only the changed blobs come down
+    const p = env();
+    await ok(["pull", "-q", `${proxy.host}/dedup/base:v1`], p);
+    proxy.reset();
+    await ok(["pull", "-q", `${proxy.host}/dedup/base:ft`], p);
+    const blobGets = proxy.requests.filter((r) => r.kind === "blob" && r.method === "GET");
+    const diff = JSON.parse(await ok(["diff", "--json", `${proxy.host}/dedup/base:v1`, `${proxy.host}/dedup/base:ft`], p)) as { changed: { tensors: number; names: string[] }; transferBytes: number };
+    expect(diff.changed.names.sort()).toEqual([...CHANGED].sort());
+    expect(proxy.bytes("down", "GET", "blob")).toBe(diff.transferBytes);
+    expect(new Set(blobGets.map((r) => r.path)).size).toBe(CHANGED.length + 2);
+    await ok(["export", "-q", `${proxy.host}/dedup/base:ft`, path.join(tmp, "out-ft")], p);
+    expect(await hashTree(path.join(tmp, "out-ft"))).toEqual(await hashTree(ft));
+  });
+
+  it("interoperates with oras, crane and skopeo", async () => {
+    const oras = requireTool("oras");
+    const crane = requireTool("crane");
+    const skopeo = requireTool("skopeo");
+    const e = env();
+    const digest = await ok(["push", "-q", base, `${reg.host}/interop/model:v1`], e);
+
+    // oras pull writes the non-tensor files under their names; cake export rebuilds the rest from that dir
+    const dir = path.join(tmp, "oras-pull");
+    execFileSync(oras, ["pull", "--plain-http", "-o", dir, `${reg.host}/interop/model:v1`], { stdio: "pipe" });
+    for (const f of ["config.json", "tokenizer.json", "model.safetensors.index.json", "README.md"]) {
+      expect(Buffer.compare(await fs.readFile(path.join(dir, f)), await fs.readFile(path.join(base, f))), f).toBe(0);
+    }
+    await ok(["export", "-q", dir, path.join(tmp, "out-oras")], env());
+    expect(await hashTree(path.join(tmp, "out-oras"))).toEqual(await hashTree(base));
+
+    // crane reads the manifest, byte for byte
+    const manifest = execFileSync(crane, ["manifest", "--insecure", `${reg.host}/interop/model:v1`]);
+    expect(sha256(manifest)).toBe(digest);
+
+    // skopeo copies it to an OCI layout
+    const layout = path.join(tmp, "skopeo-oci");
+    const sk = spawnSync(skopeo, ["copy", "--src-tls-verify=false", `docker://${reg.host}/interop/model:v1`, `oci:${layout}:v1`], { encoding: "utf8" });
+    expect(sk.stderr).not.toMatch(/FATA|Error/);
+    expect(sk.status).toBe(0);
+    const index = JSON.parse(await fs.readFile(path.join(layout, "index.json"), "utf8")) as { manifests: { digest: string }[] };
+    expect(index.manifests[0]!.digest).toBe(digest);
+
+    // oras cp to another repository; cake pulls the copy
+    execFileSync(oras, ["cp", "--from-plain-http", "--to-plain-http", `${reg.host}/interop/model:v1`, `${reg.host}/interop/copy:v2`], { stdio: "pipe" });
+    const c = env();
+    expect(await ok(["pull", "-q", `${reg.host}/interop/copy:v2`], c)).toBe(digest);
+    await ok(["export", "-q", `${reg.host}/interop/copy:v2`, path.join(tmp, "out-copy")], c);
+    expect(await hashTree(path.join(tmp, "out-copy"))).toEqual(await hashTree(base));
+  });
+
+  it("a pull killed mid-blob, run again, fetches only the rest", async () => {
+    const e = env();
+    await ok(["push", "-q", base, `${proxy.host}/resume/model:v1`], e);
+    const total = await sizeOf(base);
+    const p = env();
+    // Slow every blob body down so the kill lands mid-blob.
+    proxy.reset();
+    proxy.fault({ kind: "blob", method: "GET", times: 1000, throttle: 1_500_000 });
+    const child = spawnCake(["pull", "-q", "-c", "2", "--chunk-size", String(1 << 20), `${proxy.host}/resume/model:v1`], p);
+    await waitFor(() => proxy.bytes("down", "GET", "blob") > total * 0.3, 60_000, "a third of the model");
+    child.kill("SIGKILL");
+    await new Promise((r) => child.on("close", r));
+    const first = proxy.bytes("down", "GET", "blob");
+    expect(first).toBeLessThan(total);
+    proxy.reset();
+    await ok(["pull", "-q", `${proxy.host}/resume/model:v1`], p);
+    const second = proxy.bytes("down", "GET", "blob");
+    // the rest, plus at most what was in flight at the kill
+    expect(first + second).toBeLessThan(total + 2 * (1 << 20) + 100_000);
+    await ok(["export", "-q", `${proxy.host}/resume/model:v1`, path.join(tmp, "out-resume")], p);
+    expect(await hashTree(path.join(tmp, "out-resume"))).toEqual(await hashTree(base));
+  });
+
+  it("a push interrupted mid-upload, run again, uploads only what the registry lacks", async () => {
+    const total = await sizeOf(base);
+    const e = env();
+    proxy.reset();
+    // one upload cut half-way: the client resumes it in the same run
+    proxy.fault({ kind: "upload", method: "PUT", cutAfterUpBytes: 300_000 });
+    await ok(["push", "-q", base, `${proxy.host}/interrupt/once:v1`], e);
+    expect(proxy.requests.some((r) => r.faulted && r.status === 0)).toBe(true);
+    // a push killed half-way; the second run skips every blob the first one finished
+    proxy.reset();
+    proxy.fault({ kind: "upload", times: 1000, throttleUp: 1_500_000 });
+    const child = spawnCake(["push", "-q", "-c", "2", base, `${proxy.host}/interrupt/killed:v1`], env());
+    await waitFor(() => proxy.bytes("up", undefined, "upload") > total * 0.4, 60_000, "40% uploaded");
+    child.kill("SIGKILL");
+    await new Promise((r) => child.on("close", r));
+    const first = proxy.bytes("up", undefined, "upload");
+    proxy.reset();
+    await ok(["push", "-q", base, `${proxy.host}/interrupt/killed:v1`], e);
+    const second = proxy.bytes("up", undefined, "upload");
+    expect(second).toBeLessThan(total - first * 0.5);
+    expect(await ok(["pull", "-q", `${reg.host}/interrupt/killed:v1`], env())).toMatch(/^sha256:/);
+  });
+
+  it("catches a registry that serves corrupted bytes or a wrong manifest, and stores nothing of it", async () => {
+    const e = env();
+    await ok(["push", "-q", base, `${proxy.host}/lies/model:v1`], e);
+    // a corrupted blob
+    const p = env();
+    proxy.fault({
+      kind: "blob",
+      method: "GET",
+      times: 1000,
+      rewrite: ({ body }) => {
+        if (body.length < 1000) return undefined;
+        const bad = Buffer.from(body);
+        const at = bad.length >> 1;
+        bad.writeUInt8(bad.readUInt8(at) ^ 0xff, at);
+        return { body: bad };
+      },
+    });
+    const r = await cake(["pull", "-q", `${proxy.host}/lies/model:v1`], p);
+    proxy.reset();
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^cake: .*content hashes to sha256:[0-9a-f]{64}, not sha256:[0-9a-f]{64}\n$/);
+    const blobs = await fs.readdir(path.join(p.CAKE_HOME, "blobs", "sha256")).catch(() => []);
+    for (const hex of blobs) expect(sha256(await fs.readFile(path.join(p.CAKE_HOME, "blobs", "sha256", hex)))).toBe(`sha256:${hex}`);
+    // a manifest that is not the one asked for
+    const m = env();
+    const digest = await ok(["pull", "-q", `${reg.host}/lies/model:v1`], env());
+    proxy.fault({ kind: "manifest", method: "GET", times: 10, rewrite: ({ body }) => ({ body: Buffer.concat([body, Buffer.from(" ")]) }) });
+    const r2 = await cake(["pull", "-q", `${proxy.host}/lies/model@${digest}`], m);
+    proxy.reset();
+    expect(r2.code).toBe(1);
+    expect(r2.stderr).toMatch(/digest/i);
+    expect((await cake(["ls", "--json"], m)).stdout.trim()).toBe("[]");
+  });
+});
+
+describe("registry auth", () => {
+  it("basic auth: login stores credentials as docker does; a wrong password is a clear error", async () => {
+    const r = await startRegistry({ htpasswd: { user: "alice", password: "s3cret" } });
+    try {
+      const e = env();
+      const denied = await cake(["push", "-q", base, `${r.host}/private/model:v1`], e);
+      expect(denied.code).toBe(1);
+      expect(denied.stderr).toMatch(new RegExp(`^cake: ${r.host.replace(/\./g, "\\.")}.*(401|UNAUTHORIZED|unauthorized)`, "i"));
+      const bad = await cake(["push", "-q", "-u", "alice", "-p", "wrong", base, `${r.host}/private/model:v1`], e);
+      expect(bad.code).toBe(1);
+      expect(bad.stderr.trim().split("\n")).toHaveLength(1);
+      expect(bad.stderr).toMatch(/unauthorized|401|credentials/i);
+      const login = spawnSync(process.execPath, [path.resolve("bin/cake"), "login", r.host, "-u", "alice", "--password-stdin"], { input: "s3cret\n", env: { ...process.env, ...e }, encoding: "utf8" });
+      expect(login.status).toBe(0);
+      const cfg = JSON.parse(await fs.readFile(path.join(e.DOCKER_CONFIG, "config.json"), "utf8")) as { auths: Record<string, { auth: string }> };
+      expect(Buffer.from(cfg.auths[r.host]!.auth, "base64").toString()).toBe("alice:s3cret");
+      const digest = await ok(["push", "-q", base, `${r.host}/private/model:v1`], e);
+      expect(await ok(["pull", "-q", `${r.host}/private/model:v1`], { ...env(), DOCKER_CONFIG: e.DOCKER_CONFIG })).toBe(digest);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it("token auth: push and pull through the bearer-token flow", async () => {
+    const r = await startRegistry({ htpasswd: { user: "bob", password: "tok3n" }, token: true });
+    try {
+      const e = env();
+      const digest = await ok(["push", "-q", "-u", "bob", "-p", "tok3n", base, `${r.host}/team/model:v1`], e);
+      expect(await ok(["pull", "-q", "-u", "bob", "-p", "tok3n", `${r.host}/team/model:v1`], env())).toBe(digest);
+      expect(r.tokenServer!.requests.length).toBeGreaterThan(0);
+      const bad = await cake(["pull", "-q", "-u", "bob", "-p", "nope", `${r.host}/team/model:v1`], env());
+      expect(bad.code).toBe(1);
+      expect(bad.stderr.trim().split("\n")).toHaveLength(1);
+    } finally {
+      await r.close();
+    }
+  });
+});
