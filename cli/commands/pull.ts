@@ -15,7 +15,7 @@ export function pullCommand(): Command {
       store,
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
       ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
-      progress: progressFor(opts, `pull ${ref}`, "blobs"),
+      progress: progressFor(opts, `pull ${ref}`, isHfRef(ref) ? "tensors" : "blobs"),
     };
     if (isHfRef(ref)) {
       const r = await pullHf(parseHfRef(ref), { ...common, hub: hub() });

@@ -101,6 +101,7 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
       return {
         key: `${key}-${u.begin}-${u.end}`,
         size: u.end - u.begin,
+        items: u.tensors.length,
         ...(whole && f.hub.lfs ? { expected: `sha256:${f.hub.lfs.oid}` } : {}),
         label: whole ? `hf://${ref.repo}/${u.path}` : `hf://${ref.repo}/${u.path} bytes ${u.begin}-${u.end}`,
         existing: async () => {

@@ -24,6 +24,8 @@ export interface BlobJob {
   expected?: string;
   /** Names the blob in errors. */
   label: string;
+  /** What this blob counts for in the progress line's items (e.g. the tensors it holds); default 1. */
+  items?: number;
   /** The digest, when the store already has this blob (checked again under the ingest lock). */
   existing(): Promise<string | undefined>;
   /**
@@ -62,7 +64,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   const onOuterAbort = () => abort.abort(opts.signal!.reason);
   opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
   const stats: TransferStats = { fetchedBytes: 0, skippedBlobs: 0 };
-  progress.addTotal(jobs.reduce((n, j) => n + j.size, 0), jobs.length);
+  progress.addTotal(jobs.reduce((n, j) => n + j.size, 0), jobs.reduce((n, j) => n + (j.items ?? 1), 0));
 
   let firstError: unknown;
   const fail = (err: unknown) => {
@@ -75,7 +77,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
     if (known) {
       stats.skippedBlobs++;
       progress.bytes(job.size);
-      progress.item();
+      progress.item(job.items ?? 1);
       return known;
     }
     return open.run(() =>
@@ -105,7 +107,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
         return digest;
       }),
     ).then((d) => {
-      progress.item();
+      progress.item(job.items ?? 1);
       return d;
     });
   };

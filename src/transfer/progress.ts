@@ -5,7 +5,8 @@
 export interface ProgressSink {
   addTotal(bytes: number, items?: number): void;
   bytes(n: number): void;
-  item(): void;
+  /** `n` items finished (default 1). */
+  item(n?: number): void;
   done(): void;
 }
 
@@ -51,8 +52,8 @@ export function ttyProgress(label: string, itemName: string, stream: NodeJS.Writ
       got += n;
       draw();
     },
-    item() {
-      itemsDone++;
+    item(n = 1) {
+      itemsDone += n;
       draw();
     },
     done() {

@@ -119,6 +119,25 @@ describe("cake pull hf:// + export", () => {
     expect(other.code).toBe(1);
   });
 
+  it("refuses a hostile safetensors header on the Hub, naming the file and the tensor, and stores nothing", async () => {
+    const dir = path.join(tmp, "hostile");
+    await fs.mkdir(dir, { recursive: true });
+    const json = Buffer.from('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}');
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    await fs.writeFile(path.join(dir, "model.safetensors"), Buffer.concat([len, json, Buffer.alloc(12)]));
+    await fs.writeFile(path.join(dir, "config.json"), "{}");
+    hub.addRepo("evil/overlap");
+    await hub.commit("evil/overlap", dir);
+    const env = freshEnv();
+    const r = await cake(["pull", "hf://evil/overlap"], env);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('cake: model.safetensors: invalid safetensors: tensor "b" at [4, 12] overlaps the tensor before it\n');
+    const blobs = await fs.readdir(path.join(env.CAKE_HOME, "blobs", "sha256")).catch(() => []);
+    expect(blobs).toEqual([]);
+    expect(JSON.parse((await cake(["ls", "--json"], env)).stdout)).toEqual([]);
+  });
+
   it("survives dropped connections and 429s and still ends byte-identical", async () => {
     const env = freshEnv();
     hub.setKnobs({ dropAfterBytes: 300_000, dropEvery: 3, fail429Every: 7, retryAfterSeconds: 0 });

@@ -50,6 +50,18 @@ describe("transfer engine", () => {
     expect((await fs.stat(store.blobPath(digest))).mode & 0o222).toBe(0); // read-only
   });
 
+  it("takes a 200 answer to a Range request (the whole blob) and uses only the bytes it asked for", async () => {
+    const store = new Store(path.join(tmp, "e"));
+    const calls: number[] = [];
+    const open = async (start: number) => {
+      calls.push(start);
+      return { body: Readable.from([data.subarray(0, 1 << 20), data.subarray(1 << 20)]), start: 0 };
+    };
+    const { digests } = await transferBlobs(store, [job(store, open)], { chunkSize: 2 << 20, concurrency: 3 });
+    expect(digests).toEqual([digest]);
+    expect(calls.sort((a, b) => a - b)).toEqual([0, 2 << 20, 4 << 20]);
+  });
+
   it("continues a dropped stream from its last byte, within the same run", async () => {
     const store = new Store(path.join(tmp, "b"));
     const src = source({ cut: (call) => (call === 0 ? 3_300_000 : undefined) });

@@ -1,0 +1,345 @@
+/**
+ * OCI archives for air-gapped copies: a tar of an OCI image layout
+ * (https://github.com/opencontainers/image-spec/blob/main/image-layout.md) holding chosen models —
+ * `oci-layout`, `index.json` (their descriptors, annotations included) and `blobs/sha256/<hex>` for
+ * each manifest, config and layer, each digest once. `skopeo copy oci-archive:model.tar …` reads it.
+ *
+ * Both directions stream: blobs go from the store into the tar and from the tar into the store
+ * one chunk at a time, so memory does not grow with the model. Loading verifies every blob against
+ * the digest its entry is named for before the blob is visible, and names the store's tags only
+ * once every blob each manifest needs is there.
+ */
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import { Readable, Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import tar from "tar-stream";
+import { CakeError, isCakeError } from "../errors.js";
+import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
+import { parseStrictJson } from "../format/strict-json.js";
+import { ociRefName } from "../model/ref.js";
+import type { ProgressSink } from "../transfer/progress.js";
+import type { Store } from "./layout.js";
+
+/** index.json is read whole: an archive claiming more is refused. */
+export const MAX_ARCHIVE_INDEX = 4 << 20;
+/** Manifests (and nested indexes) are read whole to find their blobs. */
+const MAX_MANIFEST = 4 << 20;
+const MAX_OCI_LAYOUT = 4 << 10;
+/** How deep an index of indexes may go. */
+const MAX_DEPTH = 4;
+
+const BLOB_ENTRY = /^blobs\/sha256\/([a-f0-9]{64})$/;
+/** Fixed header fields: the same models saved twice make the same bytes. */
+const ENTRY = { mtime: new Date(0), uid: 0, gid: 0, uname: "", gname: "" };
+
+export interface SaveOptions {
+  progress?: ProgressSink;
+}
+
+export interface SaveResult {
+  /** The index.json entries written, as the store holds them. */
+  manifests: Descriptor[];
+  blobs: number;
+  bytes: number;
+}
+
+export interface LoadOptions {
+  progress?: ProgressSink;
+}
+
+export interface LoadResult {
+  /** The store references the archive's manifests now have. */
+  tagged: { ref: string; digest: string }[];
+  /** Manifests the archive names with neither `dev.cake.ref` nor a ref.name: loaded, not tagged. */
+  untagged: string[];
+  /** Blobs written to the store / already there. */
+  blobs: number;
+  reused: number;
+  bytes: number;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** A descriptor from untrusted JSON, checked enough to use its digest and size. */
+function descriptorOf(v: unknown, where: string): Descriptor {
+  if (
+    !isObject(v) ||
+    typeof v.mediaType !== "string" ||
+    typeof v.digest !== "string" ||
+    !DIGEST_RE.test(v.digest) ||
+    typeof v.size !== "number" ||
+    !Number.isSafeInteger(v.size) ||
+    v.size < 0 ||
+    (v.artifactType !== undefined && typeof v.artifactType !== "string") ||
+    (v.annotations !== undefined && !isObject(v.annotations))
+  ) {
+    throw new CakeError("E_RECIPE", `${where}: not a descriptor with a mediaType, a sha256 digest and a size`);
+  }
+  return v as unknown as Descriptor;
+}
+
+/** What a manifest (config + layers) or an index (manifests) points at, read from its bytes. */
+function childrenOf(bytes: Buffer, where: string): { manifests: Descriptor[]; blobs: Descriptor[] } {
+  let doc: unknown;
+  try {
+    doc = parseStrictJson(bytes.toString("utf8"));
+  } catch (err) {
+    throw new CakeError("E_RECIPE", `${where}: not valid JSON (${(err as Error).message})`, { cause: err });
+  }
+  if (!isObject(doc)) throw new CakeError("E_RECIPE", `${where}: not a JSON object`);
+  const list = (v: unknown, what: string) => {
+    if (v === undefined) return [];
+    if (!Array.isArray(v)) throw new CakeError("E_RECIPE", `${where}: ${what} is not an array`);
+    return v.map((d, i) => descriptorOf(d, `${where} ${what}[${i}]`));
+  };
+  return {
+    manifests: list(doc.manifests, "manifests"),
+    blobs: [...(doc.config === undefined ? [] : [descriptorOf(doc.config, `${where} config`)]), ...list(doc.layers, "layers")],
+  };
+}
+
+/**
+ * Every blob `desc` reaches (itself first, children after), each digest once across calls: a
+ * manifest's config and layers, an index's manifests and theirs. `read` gives a manifest's bytes.
+ */
+async function walk(
+  desc: Descriptor,
+  read: (d: Descriptor) => Promise<Buffer>,
+  visit: (d: Descriptor, parent: string) => Promise<void>,
+  seen: Set<string>,
+  parent: string,
+  depth = 0,
+): Promise<void> {
+  if (seen.has(desc.digest)) return;
+  seen.add(desc.digest);
+  await visit(desc, parent);
+  if (depth > MAX_DEPTH) throw new CakeError("E_RECIPE", `${desc.digest}: indexes nested more than ${MAX_DEPTH} deep`);
+  const where = `manifest ${desc.digest}`;
+  const { manifests, blobs } = childrenOf(await read(desc), where);
+  for (const m of manifests) await walk(m, read, visit, seen, where, depth + 1);
+  for (const b of blobs) {
+    if (seen.has(b.digest)) continue;
+    seen.add(b.digest);
+    await visit(b, where);
+  }
+}
+
+/** Waits until `entry` (a tar-stream entry sink) has taken `src` whole. */
+function addStream(pack: tar.Pack, header: tar.Headers, src: Readable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+    pipeline(src, sink).catch(reject);
+  });
+}
+
+function addBytes(pack: tar.Pack, name: string, bytes: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => pack.entry({ ...ENTRY, name, size: bytes.length, mode: 0o644, type: "file" }, bytes, (err) => (err ? reject(err) : resolve())));
+}
+
+function addDir(pack: tar.Pack, name: string): Promise<void> {
+  return new Promise((resolve, reject) => pack.entry({ ...ENTRY, name, mode: 0o755, type: "directory" }, (err) => (err ? reject(err) : resolve())));
+}
+
+/**
+ * Writes the models `refs` (store references as `Store.tags()` lists them) to the OCI archive
+ * `out`: written to `out.tmp-<pid>`, fsynced, then renamed, so `out` is whole or absent.
+ */
+export async function saveArchive(store: Store, refs: string[], out: string, opts: SaveOptions = {}): Promise<SaveResult> {
+  if (refs.length === 0) throw new CakeError("E_USAGE", "save needs at least one reference");
+  const tags = await store.tags();
+  const manifests: Descriptor[] = [];
+  // Every blob, checked present (at its size) before a byte is written.
+  const blobs: Descriptor[] = [];
+  const seen = new Set<string>();
+  for (const ref of new Set(refs)) {
+    const tag = tags.find((t) => t.ref === ref);
+    if (!tag) throw new CakeError("E_NOT_FOUND", `${ref}: not in the store ${store.root}`);
+    manifests.push(tag.descriptor);
+    await walk(
+      tag.descriptor,
+      (d) => store.readBlob(d.digest, MAX_MANIFEST),
+      async (d, parent) => {
+        const size = await store.blobSize(d.digest);
+        if (size !== d.size) {
+          throw new CakeError("E_NOT_FOUND", `${parent}: blob ${d.digest} is ${size === undefined ? "missing from" : `${size} bytes, not ${d.size}, in`} the store ${store.root}`);
+        }
+        blobs.push(d);
+      },
+      seen,
+      ref,
+    );
+  }
+  const bytes = blobs.reduce((n, d) => n + d.size, 0);
+  opts.progress?.addTotal(bytes, blobs.length);
+
+  const index: ImageIndex = { schemaVersion: 2, mediaType: MT.index, manifests };
+  const tmp = `${out}.tmp-${process.pid}`;
+  const fh = await fsp.open(tmp, "w");
+  try {
+    const pack = tar.pack();
+    const written = pipeline(pack, fh.createWriteStream({ autoClose: false, highWaterMark: 1 << 20 }));
+    const entries = async () => {
+      await addBytes(pack, "oci-layout", Buffer.from(JSON.stringify({ imageLayoutVersion: "1.0.0" })));
+      await addBytes(pack, "index.json", Buffer.from(JSON.stringify(index)));
+      await addDir(pack, "blobs/");
+      await addDir(pack, "blobs/sha256/");
+      for (const d of blobs) {
+        const src = store.openBlob(d.digest, 0, d.size);
+        if (opts.progress) src.on("data", (c: Buffer) => opts.progress!.bytes(c.length));
+        await addStream(pack, { ...ENTRY, name: `blobs/sha256/${hexOf(d.digest)}`, size: d.size, mode: 0o444, type: "file" }, src);
+        opts.progress?.item();
+      }
+      pack.finalize();
+    };
+    try {
+      await Promise.all([entries(), written]);
+    } catch (err) {
+      pack.destroy();
+      throw err;
+    }
+    await fh.sync();
+  } catch (err) {
+    await fh.close().catch(() => {});
+    await fsp.rm(tmp, { force: true });
+    throw err;
+  }
+  await fh.close();
+  await fsp.rename(tmp, out);
+  opts.progress?.done();
+  return { manifests, blobs: blobs.length, bytes };
+}
+
+/** An entry's bytes, refused past `limit` (its header says how many before any is read). */
+async function readEntry(entry: tar.Entry, limit: number, what: string): Promise<Buffer> {
+  if ((entry.header.size ?? 0) > limit) throw new CakeError("E_RECIPE", `${what} is ${entry.header.size} bytes, more than the ${limit} allowed`);
+  const parts: Buffer[] = [];
+  for await (const c of entry) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
+async function drain(entry: Readable): Promise<void> {
+  await pipeline(entry, new Writable({ write: (_c, _e, cb) => cb() }));
+}
+
+/** A store reference read from an untrusted annotation: one printable line. */
+function refFrom(desc: Descriptor): string | undefined {
+  const ref = desc.annotations?.[ANN.cakeRef] ?? desc.annotations?.[ANN.refName];
+  // eslint-disable-next-line no-control-regex
+  if (typeof ref !== "string" || ref.length === 0 || ref.length > 1024 || /[\u0000-\u0020\u007f]/.test(ref)) return undefined;
+  return ref;
+}
+
+/**
+ * Loads the OCI archive `tarPath` into the store: every `blobs/sha256/<hex>` entry is hashed while
+ * written and becomes visible only under the digest it hashes to (a corrupted entry: E_DIGEST,
+ * nothing loaded is tagged). Entries with any other name are skipped, never written. Then each
+ * manifest in `index.json` whose blobs are all present is tagged as its `dev.cake.ref`
+ * annotation, else its `org.opencontainers.image.ref.name`.
+ */
+export async function loadArchive(store: Store, tarPath: string, opts: LoadOptions = {}): Promise<LoadResult> {
+  const st = await fsp.stat(tarPath).catch((err: NodeJS.ErrnoException) => {
+    throw new CakeError(err.code === "ENOENT" ? "E_NOT_FOUND" : "E_IO", `${tarPath}: ${err.code === "ENOENT" ? "no such archive" : err.message}`, { cause: err });
+  });
+  if (!st.isFile()) throw new CakeError("E_USAGE", `${tarPath}: not a file`);
+  opts.progress?.addTotal(st.size);
+  await store.init();
+  const release = await store.lease();
+  try {
+    let indexBytes: Buffer | undefined;
+    let layout: Buffer | undefined;
+    let blobs = 0;
+    let reused = 0;
+    let bytes = 0;
+
+    const src = fs.createReadStream(tarPath, { highWaterMark: 1 << 20 });
+    const extract = tar.extract();
+    src.on("error", (err) => extract.destroy(err));
+    if (opts.progress) src.on("data", (c) => opts.progress!.bytes(c.length));
+    src.pipe(extract);
+    try {
+      for await (const entry of extract) {
+        const name = entry.header.name.replace(/^\.\//, "");
+        const isFile = entry.header.type === "file" || entry.header.type === "contiguous-file";
+        const blob = isFile ? BLOB_ENTRY.exec(name) : null;
+        if (blob) {
+          const hex = blob[1]!;
+          const digest = `sha256:${hex}`;
+          const size = entry.header.size ?? 0;
+          if (await store.hasBlob(digest, size)) {
+            await drain(entry);
+            reused++;
+            continue;
+          }
+          await store.withIngest(hex, size, async (ing) => {
+            let pos = 0;
+            const since = { n: 0 };
+            for await (const chunk of entry) {
+              await ing.write(pos, chunk as Buffer, 0, since);
+              pos += (chunk as Buffer).length;
+            }
+            await ing.record([0, pos]);
+            return store.commit(ing, digest, `${tarPath}: entry ${name}`);
+          });
+          blobs++;
+          bytes += size;
+        } else if (isFile && name === "index.json") {
+          if (indexBytes) throw new CakeError("E_RECIPE", `${tarPath}: holds index.json twice`);
+          indexBytes = await readEntry(entry, MAX_ARCHIVE_INDEX, `${tarPath}: index.json`);
+        } else if (isFile && name === "oci-layout") {
+          layout = await readEntry(entry, MAX_OCI_LAYOUT, `${tarPath}: oci-layout`);
+        } else {
+          await drain(entry); // anything else: not ours, never written
+        }
+      }
+    } catch (err) {
+      if (isCakeError(err)) throw err;
+      throw new CakeError("E_RECIPE", `${tarPath}: not a readable tar archive (${(err as Error).message})`, { cause: err });
+    } finally {
+      src.destroy();
+    }
+
+    if (!layout || !indexBytes) throw new CakeError("E_RECIPE", `${tarPath}: not an OCI archive (no ${layout ? "index.json" : "oci-layout"})`);
+    let version: unknown;
+    try {
+      version = (parseStrictJson(layout.toString("utf8")) as { imageLayoutVersion?: unknown }).imageLayoutVersion;
+    } catch {
+      version = undefined;
+    }
+    if (typeof version !== "string" || !version.startsWith("1.")) throw new CakeError("E_RECIPE", `${tarPath}: oci-layout is not image layout version 1.x`);
+    const { manifests } = childrenOf(indexBytes, `${tarPath}: index.json`);
+
+    // Every manifest whole (itself, its config and layers) before any tag moves.
+    const seen = new Set<string>();
+    for (const m of manifests) {
+      await walk(
+        m,
+        (d) => store.readBlob(d.digest, MAX_MANIFEST),
+        async (d, parent) => {
+          if (!(await store.hasBlob(d.digest, d.size))) {
+            throw new CakeError("E_NOT_FOUND", `${tarPath}: ${parent} needs blob ${d.digest} (${d.size} bytes), which is neither in the archive nor in the store`);
+          }
+        },
+        seen,
+        "index.json",
+      );
+    }
+    const tagged: LoadResult["tagged"] = [];
+    const untagged: string[] = [];
+    for (const m of manifests) {
+      const ref = refFrom(m);
+      if (!ref) {
+        untagged.push(m.digest);
+        continue;
+      }
+      const extra: Record<string, string> = {};
+      for (const [k, v] of Object.entries(m.annotations ?? {})) if (typeof v === "string" && k !== ANN.refName && k !== ANN.cakeRef) extra[k] = v;
+      await store.tag(ref, ociRefName(ref), m, extra);
+      tagged.push({ ref, digest: m.digest });
+    }
+    opts.progress?.done();
+    return { tagged, untagged, blobs, reused, bytes };
+  } finally {
+    await release();
+  }
+}
