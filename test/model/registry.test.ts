@@ -164,7 +164,7 @@ describe("cake push / pull with a real registry", () => {
     const e = env();
     proxy.reset();
     // one upload cut half-way: the client resumes it in the same run
-    proxy.fault({ kind: "upload", method: "PUT", cutAfterUpBytes: 300_000 });
+    proxy.fault({ kind: "upload", method: "PUT", cutAfterUpBytes: 300_000, when: (req) => Number(req.headers["content-length"]) > 1_000_000 });
     await ok(["push", "-q", base, `${proxy.host}/interrupt/once:v1`], e);
     expect(proxy.requests.some((r) => r.faulted && r.status === 0)).toBe(true);
     // a push killed half-way; the second run skips every blob the first one finished
