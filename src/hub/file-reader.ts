@@ -7,6 +7,7 @@
 import type { Readable } from "node:stream";
 import { CakeError } from "../errors.js";
 import { header, httpRequest } from "../http/request.js";
+import { byteWindow } from "../http/window.js";
 import type { HubParams } from "./config.js";
 import { hubError } from "./errors.js";
 import { encodePath, encodeRepo, hubHeaders, hubRequest, USER_AGENT } from "./request.js";
@@ -76,26 +77,7 @@ export class HubFileReader {
   async read(start: number, end: number, signal?: AbortSignal): Promise<Buffer> {
     const { body, start: at } = await this.open(start, end, signal);
     const chunks: Buffer[] = [];
-    let pos = at;
-    let got = 0;
-    try {
-      for await (const b of body as AsyncIterable<Buffer>) {
-        let data = b;
-        if (pos < start) {
-          const skip = Math.min(data.length, start - pos);
-          data = data.subarray(skip);
-          pos += skip;
-        }
-        const room = end - start - got;
-        if (data.length > room) data = data.subarray(0, room);
-        chunks.push(data);
-        got += data.length;
-        pos += data.length;
-        if (got >= end - start) break;
-      }
-    } finally {
-      body.destroy();
-    }
+    for await (const { data } of byteWindow(body, at, start, end)) chunks.push(data);
     const buf = Buffer.concat(chunks);
     if (buf.length !== end - start) throw new CakeError("E_SIZE", `${this.what}: short read at ${start}-${end}: ${buf.length} bytes`);
     return buf;

@@ -10,6 +10,7 @@ import { setMaxListeners } from "node:events";
 import type { Readable } from "node:stream";
 import { CakeError, isCakeError } from "../errors.js";
 import { isNetworkError, retryDelay, sleep, DEFAULT_RETRY } from "../http/retry.js";
+import { byteWindow } from "../http/window.js";
 import type { Store } from "../store/layout.js";
 import type { Ingest, Range } from "../store/ingest.js";
 import { DEFAULT_CHUNK, DEFAULT_CONCURRENCY, RANGE_ATTEMPTS } from "./defaults.js";
@@ -140,26 +141,10 @@ async function fetchRange(job: BlobJob, ing: Ingest, [start, end]: Range, signal
     const rangeStart = pos;
     try {
       const { body, start: bodyStart } = await job.open(pos, end, signal);
-      let at = bodyStart;
-      try {
-        for await (const buf of body as AsyncIterable<Buffer>) {
-          // Skip what precedes `pos` (a 200 to a Range request), stop at `end`.
-          let data = buf;
-          if (at < pos) {
-            const skip = Math.min(data.length, pos - at);
-            data = data.subarray(skip);
-            at += skip;
-          }
-          if (data.length === 0) continue;
-          if (at + data.length > end) data = data.subarray(0, end - at);
-          await ing.write(at, data, rangeStart, since);
-          at += data.length;
-          pos = at;
-          onBytes(data.length);
-          if (pos >= end) break;
-        }
-      } finally {
-        body.destroy();
+      for await (const { at, data } of byteWindow(body, bodyStart, pos, end)) {
+        await ing.write(at, data, rangeStart, since);
+        pos = at + data.length;
+        onBytes(data.length);
       }
       if (pos < end) throw new CakeError("E_SIZE", `${job.label}: stream ended at byte ${pos}, expected ${end}`);
       await ing.record([rangeStart, end]);
@@ -172,6 +157,8 @@ async function fetchRange(job: BlobJob, ing: Ingest, [start, end]: Range, signal
         throw err;
       }
       await sleep(retryDelay(attempt, DEFAULT_RETRY, (err as { retryAfter?: string }).retryAfter), signal);
+      // A stream that made progress before it dropped earns a fresh budget of attempts.
+      if (pos > rangeStart) attempt = 0;
     }
   }
 }
