@@ -31,7 +31,7 @@ export interface HubKnobs {
   latencyMs?: number;
   /** Cut (socket destroyed) every `dropEvery`th content request after this many body bytes. */
   dropAfterBytes?: number;
-  /** Which content requests `dropAfterBytes` applies to: every Nth (default 1 = all of them). */
+  /** Which content requests `dropAfterBytes` applies to: every Nth; 0 = none. Unset: all of them if dropAfterBytes > 0. */
   dropEvery?: number;
   /** Every Nth request (Hub or CDN) answers 429 with `Retry-After: retryAfterSeconds`. */
   fail429Every?: number;
@@ -313,9 +313,24 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     return `${cdnUrl}/repos/${repoHash.slice(0, 2)}/${repoHash.slice(2, 4)}/${repoHash}/${f.sha256}?${q.toString()}`;
   };
 
-  const writeChunk = (res: ServerResponse, buf: Buffer): Promise<boolean> =>
-    new Promise((resolve) => {
-      if (res.destroyed) return resolve(false);
+  /** Writes with backpressure; with `flush`, resolves only once the bytes are handed to the socket. False if the client left. */
+  const writeChunk = (res: ServerResponse, buf: Buffer, flush: boolean): Promise<boolean> | boolean => {
+    if (res.destroyed) return false;
+    if (!flush) {
+      if (res.write(buf)) return true;
+      return new Promise((resolve) => {
+        const done = (ok: boolean) => {
+          res.off("drain", onDrain);
+          res.off("close", onClose);
+          resolve(ok);
+        };
+        const onDrain = () => done(true);
+        const onClose = () => done(false);
+        res.on("drain", onDrain);
+        res.on("close", onClose);
+      });
+    }
+    return new Promise((resolve) => {
       const onClose = () => resolve(false);
       res.once("close", onClose);
       res.write(buf, (err) => {
@@ -323,6 +338,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
         resolve(!err);
       });
     });
+  };
 
   /** Serves `f`'s bytes (whole or one Range), streamed from disk, throttled and cut as the knobs say. */
   const serveContent = async (req: IncomingMessage, res: ServerResponse, repo: Repo, f: RepoFile, headers: Record<string, string>, cdn: boolean) => {
@@ -350,8 +366,11 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     list.push(served);
     counters.rangesByFile.set(key, list);
     const n = ++phase.content;
-    const dropEvery = knobs.dropEvery ?? 1;
-    const dropAt = knobs.dropAfterBytes !== undefined && dropEvery > 0 && n % dropEvery === 0 && knobs.dropAfterBytes < end - start ? knobs.dropAfterBytes : undefined;
+    // dropAfterBytes alone: 0 means off, N cuts every content request. With dropEvery >= 1: every dropEvery-th
+    // request is cut after dropAfterBytes bytes (0 = right after the headers). dropEvery 0 = off.
+    const every = knobs.dropEvery ?? ((knobs.dropAfterBytes ?? 0) > 0 ? 1 : 0);
+    const dropAt =
+      knobs.dropAfterBytes !== undefined && every > 0 && n % every === 0 && knobs.dropAfterBytes < end - start ? knobs.dropAfterBytes : undefined;
 
     const account = (bytes: number) => {
       counters.bytesServed += bytes;
@@ -393,7 +412,8 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
             const wait = due - performance.now();
             if (wait > 0) await sleep(wait);
           }
-          const ok = await writeChunk(res, buf.subarray(off, off + len));
+          const last = dropAt !== undefined && sent + len >= dropAt;
+          const ok = await writeChunk(res, buf.subarray(off, off + len), last);
           if (!ok) return;
           account(len);
           sent += len;
