@@ -369,6 +369,31 @@ describe("resolve and CDN", () => {
     expect(hub.counters.bytesByFile.get("acme/gated/data/random.bin")).toBe(RANDOM_SIZE);
   });
 
+  test("resolveCache: regular files at a branch get a relative 307 to /api/resolve-cache pinned to the commit", async () => {
+    const cfg = await readFile(join(model, "config.json"));
+    hub.setKnobs({ resolveCache: true });
+    try {
+      const head = await http(`${hub.url}/acme/tiny/resolve/main/config.json`, { method: "HEAD" });
+      expect(head.status).toBe(307);
+      expect(head.h("x-repo-commit")).toBe(sha2);
+      const loc = head.h("location")!;
+      expect(loc.startsWith(`/api/resolve-cache/models/acme/tiny/${sha2}/config.json?`)).toBe(true);
+      const pinned = await http(`${hub.url}${loc}`);
+      expect(pinned.status).toBe(200);
+      expect(pinned.h("etag")).toBe(`"${gitBlob(cfg)}"`);
+      expect(pinned.body.equals(cfg)).toBe(true);
+      expect((await http(`${hub.url}/acme/tiny/resolve/${sha1}/config.json`, { method: "HEAD" })).status).toBe(200);
+      expect((await http(`${hub.url}/acme/tiny/resolve/main/data/random.bin`, { method: "HEAD" })).status).toBe(302);
+      const gated = await http(`${hub.url}/acme/gated/resolve/main/config.json`, { method: "HEAD", headers: bearer("hf_alice") });
+      expect(gated.status).toBe(307);
+      const anon = await http(`${hub.url}${gated.h("location")!}`);
+      expect(anon.status).toBe(401);
+      expect(anon.h("x-error-code")).toBe("GatedRepo");
+    } finally {
+      hub.setKnobs({ resolveCache: false });
+    }
+  });
+
   test("a file changed on disk after its commit is refused, not served with stale hashes", async () => {
     const dir = join(tmp, "mutable");
     await mkdir(dir, { recursive: true });

@@ -24,6 +24,8 @@ export interface HubOptions {
   tokens?: Record<string, { user: string; gatedAccess?: string[] }>; // HF tokens accepted, and gated repos each may read
   bandwidth?: number; // per-connection cap in bytes/second on CDN + resolve bodies (0/undefined = none)
   latencyMs?: number; // added before answering each request
+  /** Answer regular files at a branch/tag with a relative 307 to /api/resolve-cache/… as huggingface.co does (default false). */
+  resolveCache?: boolean;
 }
 
 export interface HubKnobs {
@@ -38,6 +40,7 @@ export interface HubKnobs {
   retryAfterSeconds?: number;
   /** Every Nth request (Hub or CDN) answers 503. */
   fail503Every?: number;
+  resolveCache?: boolean;
 }
 
 export interface HubCounters {
@@ -65,6 +68,8 @@ export interface Hub {
       fail429Every?: number;
       retryAfterSeconds?: number;
       fail503Every?: number;
+      /** See HubOptions.resolveCache. */
+      resolveCache?: boolean;
     },
   ): void;
   counters: HubCounters;
@@ -136,7 +141,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
   const blobs = new BlobIndex();
   const hashCache = new Map<string, RepoFile>();
   const secret = randomBytes(32);
-  const knobs: HubKnobs = { bandwidth: opts.bandwidth, latencyMs: opts.latencyMs };
+  const knobs: HubKnobs = { bandwidth: opts.bandwidth, latencyMs: opts.latencyMs, resolveCache: opts.resolveCache };
   // Phase counters for the deterministic knobs, restarted whenever the knob is set.
   const phase = { requests: 0, content: 0 };
   let repoSerial = 0;
@@ -449,7 +454,8 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
   };
   const cleanPath = (p: string) => p.replace(/^\/+|\/+$/g, "");
 
-  const resolveRoute = async (req: IncomingMessage, res: ServerResponse, id: string, rest: string[]) => {
+  /** GET/HEAD /{id}/resolve/{rev}/{path}; `pinned` for /api/resolve-cache/models/{id}/{commit}/{path}. */
+  const resolveRoute = async (req: IncomingMessage, res: ServerResponse, id: string, rest: string[], pinned = false) => {
     const auth = authOf(req);
     const repo = repoFor(id, auth, true);
     const [rev, pathSegs] = splitRev(rest);
@@ -461,6 +467,13 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
       "X-Repo-Commit": commit.sha,
       "Access-Control-Expose-Headers": "X-Repo-Commit,X-Linked-Etag,X-Linked-Size,X-Error-Code,X-Error-Message,ETag,Content-Range,Link",
     };
+    if (!f.lfs && knobs.resolveCache && !pinned && rev !== commit.sha) {
+      // What huggingface.co does for regular files at a branch or tag: a relative redirect to a URL pinned to the
+      // commit (cacheable). Clients must follow it on the same host, keeping their token.
+      const encoded = path.split("/").map(encodeURIComponent).join("/");
+      const location = `/api/resolve-cache/models/${id}/${commit.sha}/${encoded}?etag=${encodeURIComponent(`"${f.contentOid}"`)}`;
+      return send(req, res, 307, "", { ...headers, Location: location });
+    }
     if (f.lfs) {
       return send(req, res, 302, "", {
         ...headers,
@@ -634,6 +647,9 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
         const auth = authOf(req);
         if (!auth.user) throw new HttpError(401, undefined, "Invalid username or password.");
         return sendJson(req, res, 200, { type: "user", id: mongoId(auth.user), name: auth.user, fullname: auth.user, auth: { type: "access_token", accessToken: { displayName: "emulator", role: "read" } } });
+      }
+      if (segs[1] === "resolve-cache" && segs[2] === "models" && segs.length >= 7 && (method === "GET" || method === "HEAD")) {
+        return resolveRoute(req, res, `${segs[3]}/${segs[4]}`, segs.slice(5), true);
       }
       if (segs[1] === "models") {
         if (segs.length === 2 && (method === "GET" || method === "HEAD")) return listModels(req, res, url);

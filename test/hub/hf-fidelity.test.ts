@@ -11,7 +11,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test as vitestTest } from "vitest";
 import { hashTree, listAll, makeFineTune, makeLlamaLike, sha256File, writeRandomFile } from "../fixtures/models.js";
 import { startHub, type Hub } from "./emulator.js";
 
@@ -94,13 +94,20 @@ const changedShard = async () =>
   (JSON.parse(await readFile(join(tuneDir, "model.safetensors.index.json"), "utf8")) as { weight_map: Record<string, string> }).weight_map[CHANGED]!;
 const gitBlobOid = (b: Buffer) => createHash("sha1").update(`blob ${b.length}\0`).update(b).digest("hex");
 
+/** Set when python3 or huggingface_hub==2.4.0 is missing: every test then FAILS with it (never skips). */
+let missing: Error | undefined;
+
 beforeAll(async () => {
   const probe = await run(PYTHON, ["-c", "import huggingface_hub; print(huggingface_hub.__version__)"], cleanEnv({}), 30_000);
   if (probe.code !== 0) {
-    throw new Error(`${PYTHON} cannot import huggingface_hub (${probe.stderr.trim().split("\n").pop() ?? "?"}): ${INSTALL}`);
+    missing = new Error(`${PYTHON} cannot import huggingface_hub (${probe.stderr.trim().split("\n").pop() ?? "?"}): ${INSTALL}`);
+    return;
   }
   const version = probe.stdout.trim();
-  if (version !== PINNED) throw new Error(`huggingface_hub ${version} is installed, this test is pinned to ${PINNED}: ${INSTALL}`);
+  if (version !== PINNED) {
+    missing = new Error(`huggingface_hub ${version} is installed, this test is pinned to ${PINNED}: ${INSTALL}`);
+    return;
+  }
 
   tmp = await mkdtemp(join(tmpdir(), "cake-hf-fidelity-"));
   baseDir = join(tmp, "base");
@@ -124,6 +131,13 @@ afterAll(async () => {
   await hub?.close();
   if (tmp) await rm(tmp, { recursive: true, force: true });
 });
+
+/** A test that fails, with the install hint, when the real client is not there. */
+const test = (name: string, fn: () => Promise<void>) =>
+  vitestTest(name, async () => {
+    if (missing) throw missing;
+    await fn();
+  });
 
 describe("huggingface_hub 2.4.0 against the emulator", () => {
   test("snapshot_download gives byte-identical files, LFS through the CDN without the token", async () => {
@@ -254,6 +268,25 @@ describe("huggingface_hub 2.4.0 against the emulator", () => {
     expect(hub.counters.bytesByFile.get("acme/gated-llama/extra/big.dat")).toBe(BIG);
     // The client dropped its token before following the redirect off the Hub host.
     expect(hub.counters.cdnAuthorizationSeen).toBe(0);
+  });
+
+  test("relative 307 redirects to /api/resolve-cache are followed on the Hub host with the token kept", async () => {
+    hub.counters.reset();
+    hub.setKnobs({ resolveCache: true });
+    try {
+      const [cfg, shard] = await hf(
+        [
+          { op: "download", repo: "acme/gated-llama", filename: "config.json" },
+          { op: "download", repo: "acme/gated-llama", filename: "extra/notes.txt", revision: "main" },
+        ],
+        "hf_alice_can_read_gated",
+      );
+      expect(await readFile(ok<string>(cfg), "utf8")).toBe(await readFile(join(baseDir, "config.json"), "utf8"));
+      expect(await readFile(ok<string>(shard), "utf8")).toBe("not a weight\n");
+    } finally {
+      hub.setKnobs({ resolveCache: false });
+    }
+    expect(hub.counters.bytesByFile.get("acme/gated-llama/config.json")).toBe((await readFile(join(baseDir, "config.json"))).length);
   });
 
   test("a connection cut mid-body is resumed with a Range request", async () => {
