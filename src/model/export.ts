@@ -11,6 +11,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
+import { pipeline } from "node:stream/promises";
 import { CakeError } from "../errors.js";
 import type { RecipeFile } from "../format/artifact.js";
 import { gitBlobHasher } from "../format/git-oid.js";
@@ -26,44 +27,46 @@ export interface ExportOptions {
 
 let seq = 0;
 
+/** The file's bytes in order: the header, then each blob (exactly its recorded size). */
+async function* fileBytes(src: ArtifactSource, f: RecipeFile): AsyncGenerator<Buffer> {
+  if (f.header !== undefined) yield Buffer.from(f.header, "base64");
+  for (const d of f.digest !== undefined ? [f.digest] : f.parts!) {
+    const want = src.recipe.blobs[d]!.size;
+    let got = 0;
+    for await (const b of src.openBlob(d)) {
+      got += (b as Buffer).length;
+      yield b as Buffer;
+    }
+    if (got !== want) throw new CakeError("E_SIZE", `${src.where}: blob ${d} for ${f.path} has ${got} bytes, the recipe says ${want}`);
+  }
+}
+
 /** Writes one file of the recipe to `target` (atomically, verified). */
 async function writeFile(src: ArtifactSource, f: RecipeFile, target: string, progress: ProgressSink): Promise<void> {
   await fsp.mkdir(path.dirname(target), { recursive: true });
   const tmp = path.join(path.dirname(target), `.${path.basename(target)}.cake-${process.pid}-${seq++}.tmp`);
   const sha = createHash("sha256");
   const git = f.gitOid ? gitBlobHasher(f.size) : undefined;
-  const fh = await fsp.open(tmp, "w", 0o644);
   let written = 0;
-  try {
-    const put = async (b: Buffer) => {
+  const tap = async function* (chunks: AsyncIterable<Buffer>) {
+    for await (const b of chunks) {
       sha.update(b);
       git?.update(b);
-      let off = 0;
-      while (off < b.length) off += (await fh.write(b, off, b.length - off)).bytesWritten;
       written += b.length;
       progress.bytes(b.length);
-    };
-    const parts = f.digest !== undefined ? [f.digest] : f.parts!;
-    if (f.header !== undefined) await put(Buffer.from(f.header, "base64"));
-    for (const d of parts) {
-      const want = src.recipe.blobs[d]!.size;
-      let got = 0;
-      for await (const b of src.openBlob(d)) {
-        got += (b as Buffer).length;
-        await put(b as Buffer);
-      }
-      if (got !== want) throw new CakeError("E_SIZE", `${src.where}: blob ${d} for ${f.path} has ${got} bytes, the recipe says ${want}`);
+      yield b;
     }
+  };
+  try {
+    // A pipeline overlaps reading, hashing and writing; `flush` fsyncs before close.
+    await pipeline(fileBytes(src, f), tap, fs.createWriteStream(tmp, { mode: 0o644, flush: true }));
     if (written !== f.size) throw new CakeError("E_SIZE", `${f.path}: rebuilt ${written} bytes, expected ${f.size}`);
     const got = sha.digest("hex");
     if (got !== f.sha256) throw new CakeError("E_DIGEST", `${f.path}: rebuilt file hashes to sha256 ${got}, expected ${f.sha256}`);
     const oid = git?.digest("hex");
     if (git && oid !== f.gitOid) throw new CakeError("E_DIGEST", `${f.path}: rebuilt file has git oid ${oid}, expected ${f.gitOid}`);
-    await fh.sync();
-    await fh.close();
     await fsp.rename(tmp, target);
   } catch (err) {
-    await fh.close().catch(() => {});
     await fsp.rm(tmp, { force: true });
     throw err;
   }
