@@ -1,8 +1,9 @@
 /**
  * Byte ranges of one file of a Hub revision: `GET /{repo}/resolve/{commit}/{path}` with `Range`.
- * LFS files answer with a 302 to the CDN; the signed location is remembered so each later range
- * goes straight to the CDN (one round trip, not two), without the Authorization header, and is
- * re-resolved when the CDN refuses it (expired signature).
+ * Like huggingface_hub, redirects on the Hub's own origin are followed with the token (the Hub's
+ * resolve-cache 307s); a redirect to another origin (the LFS CDN) ends resolution. Where the bytes
+ * live is remembered, so each later range goes straight there (one round trip, not two); the CDN gets
+ * no Authorization header, and its signed location is re-resolved when it refuses it (expired).
  */
 import type { Readable } from "node:stream";
 import { CakeError } from "../errors.js";
@@ -13,7 +14,7 @@ import { hubError } from "./errors.js";
 import { encodePath, encodeRepo, hubHeaders, hubRequest, USER_AGENT } from "./request.js";
 
 export class HubFileReader {
-  private cdn?: Promise<string | undefined>;
+  private where?: Promise<{ url: string; hub: boolean }>;
   readonly what: string;
 
   constructor(
@@ -29,16 +30,23 @@ export class HubFileReader {
     return `${this.params.hubUrl}/${encodeRepo(this.repo)}/resolve/${encodeURIComponent(this.commit)}/${encodePath(this.path)}`;
   }
 
-  /** The CDN location of an LFS file, or undefined when the Hub serves it itself. */
-  private location(): Promise<string | undefined> {
-    this.cdn ??= (async () => {
-      const res = await hubRequest(this.params, this.resolveUrl, this.what, { method: "HEAD", followRedirects: false });
-      await res.body.dump();
-      const loc = header(res.headers, "location");
-      return res.status >= 300 && res.status < 400 && loc ? new URL(loc, this.resolveUrl).toString() : undefined;
+  /** Where the file's bytes are served: on the Hub's origin (with the token) or on a CDN (without). */
+  private location(): Promise<{ url: string; hub: boolean }> {
+    this.where ??= (async () => {
+      const origin = new URL(this.params.hubUrl).origin;
+      let url = this.resolveUrl;
+      for (let hops = 0; hops < 5; hops++) {
+        const res = await hubRequest(this.params, url, this.what, { method: "HEAD", followRedirects: false });
+        await res.body.dump();
+        const loc = header(res.headers, "location");
+        if (res.status < 300 || res.status >= 400 || !loc) return { url, hub: true };
+        url = new URL(loc, url).toString();
+        if (new URL(url).origin !== origin) return { url, hub: false };
+      }
+      throw new CakeError("E_HTTP", `${this.what}: too many redirects on the Hub`);
     })();
-    this.cdn.catch(() => (this.cdn = undefined));
-    return this.cdn;
+    this.where.catch(() => (this.where = undefined));
+    return this.where;
   }
 
   /** Bytes [start, end) of the file. Says where its body starts (0 when the server ignored Range). */
@@ -47,9 +55,8 @@ export class HubFileReader {
     const range = `bytes=${start}-${end - 1}`;
     for (let attempt = 0; attempt < 2; attempt++) {
       const loc = await this.location();
-      const res = loc
-        ? await httpRequest(loc, { headers: { "user-agent": USER_AGENT, range }, ...(signal ? { signal } : {}) })
-        : await httpRequest(this.resolveUrl, { headers: hubHeaders(this.params, { range }), ...(signal ? { signal } : {}) });
+      const headers = loc.hub ? hubHeaders(this.params, { range }) : { "user-agent": USER_AGENT, range };
+      const res = await httpRequest(loc.url, { headers, ...(signal ? { signal } : {}) });
       if (res.status === 206) {
         const cr = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res.headers, "content-range") ?? "");
         if (!cr || Number(cr[1]) !== start) {
@@ -59,12 +66,12 @@ export class HubFileReader {
         return { body: res.body, start };
       }
       if (res.status === 200) return { body: res.body, start: 0 };
-      if (loc && (res.status === 403 || res.status === 410) && attempt === 0) {
+      if (!loc.hub && (res.status === 403 || res.status === 410) && attempt === 0) {
         await res.body.dump();
-        this.cdn = undefined; // signed URL expired: resolve again
+        this.where = undefined; // signed URL expired: resolve again
         continue;
       }
-      if (!loc) {
+      if (loc.hub) {
         throw await hubError(res, this.what, this.params);
       }
       await res.body.dump();
