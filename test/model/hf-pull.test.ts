@@ -33,7 +33,7 @@ afterAll(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
 beforeEach(() => {
-  hub.setKnobs({ bandwidth: 0, latencyMs: 0, dropAfterBytes: 0, dropEvery: 0, fail429Every: 0, fail503Every: 0, resolveCache: false });
+  hub.setKnobs({ bandwidth: 0, latencyMs: 0, dropAfterBytes: 0, dropEvery: 0, fail429Every: 0, fail503Every: 0 });
   hub.counters.reset();
 });
 
@@ -136,18 +136,6 @@ describe("cake pull hf:// + export", () => {
     const blobs = await fs.readdir(path.join(env.CAKE_HOME, "blobs", "sha256")).catch(() => []);
     expect(blobs).toEqual([]);
     expect(JSON.parse((await cake(["ls", "--json"], env)).stdout)).toEqual([]);
-  });
-
-  it("follows the Hub's own resolve-cache redirects with the token, and never sends it to the CDN", async () => {
-    hub.setKnobs({ resolveCache: true });
-    const env = freshEnv({ HF_TOKEN: TOKEN });
-    const r = await cake(["pull", "-q", "hf://acme/gated-llama"], env);
-    expect(r.stderr).toBe("");
-    expect(r.code).toBe(0);
-    expect(hub.counters.cdnAuthorizationSeen).toBe(0);
-    const out = path.join(tmp, "out-gated");
-    expect((await cake(["export", "-q", "hf://acme/gated-llama", out], env)).code).toBe(0);
-    expect(await hashTree(out)).toEqual(await hashTree(base));
   });
 
   it("survives dropped connections and 429s and still ends byte-identical", async () => {
