@@ -38,6 +38,11 @@ export class HubFileReader {
       for (let hops = 0; hops < 5; hops++) {
         const res = await hubRequest(this.params, url, this.what, { method: "HEAD", followRedirects: false });
         await res.body.dump();
+        // The Hub says which commit it resolved (X-Repo-Commit): it must be the one planned from.
+        const served = header(res.headers, "x-repo-commit");
+        if (served && served !== this.commit) {
+          throw new CakeError("E_HTTP", `${this.what}: the Hub served commit ${served}, not ${this.commit}`);
+        }
         const loc = header(res.headers, "location");
         if (res.status < 300 || res.status >= 400 || !loc) return { url, hub: true };
         url = new URL(loc, url).toString();
