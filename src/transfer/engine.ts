@@ -8,7 +8,7 @@
  */
 import { setMaxListeners } from "node:events";
 import type { Readable } from "node:stream";
-import { CakeError, isCakeError } from "../errors.js";
+import { CakeError, isCakeError, oneLine } from "../errors.js";
 import { isNetworkError, retryDelay, sleep, DEFAULT_RETRY } from "../http/retry.js";
 import { byteWindow } from "../http/window.js";
 import type { Store } from "../store/layout.js";
@@ -115,7 +115,9 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
 
   const results = await Promise.allSettled(
     jobs.map((j, i) =>
-      runJob(j).then(
+      runJob(j).catch((err) => {
+        throw named(j, err);
+      }).then(
         (d) => {
           opts.onBlob?.(i, d);
           return d;
@@ -131,6 +133,14 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   progress.done();
   if (firstError !== undefined) throw firstError;
   return { digests: results.map((r) => (r as PromiseFulfilledResult<string>).value), stats };
+}
+
+/** An error that names the blob it happened to: "hf://acme/m/model.safetensors bytes 0-99: socket hang up". */
+function named(job: BlobJob, err: unknown): unknown {
+  if (err instanceof CakeError || (err as { name?: string })?.name === "AbortError") return err;
+  const code = (err as { code?: string })?.code;
+  const what = code === "ENOSPC" ? "no space left on device" : oneLine(err);
+  return new CakeError(isNetworkError(err) ? "E_NETWORK" : "E_IO", `${job.label}: ${what}`, { cause: err });
 }
 
 /** Fetches [start, end) of a job into its ingest, continuing after dropped connections. */

@@ -6,7 +6,8 @@
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { startHub, type Hub } from "../hub/emulator.js";
 import { hashTree, makeFineTune, makeLlamaLike } from "../fixtures/models.js";
@@ -191,6 +192,32 @@ describe("cake pull hf:// + export", () => {
     const out = path.join(tmp, "out-resume");
     expect((await cake(["export", "-q", "hf://acme/tiny-llama", out], env)).code).toBe(0);
     expect(await hashTree(out)).toEqual(await hashTree(base));
+  });
+
+  it("on a full disk: a one-line error naming what it was writing, nothing wrong visible, and the pull resumes once there is room", async () => {
+    // A 6 MiB tmpfs as the store (root only, as in CI): the model is bigger than that.
+    const small = path.join(tmp, "small-disk");
+    await fs.mkdir(small, { recursive: true });
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=6m", "tmpfs", small]);
+    try {
+      const env = freshEnv({ CAKE_HOME: path.join(small, "store") });
+      const r = await cake(["pull", "-q", "hf://acme/tiny-llama"], env);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/^cake: hf:\/\/acme\/tiny-llama\/\S+( bytes \d+-\d+)?: no space left on device\n$/);
+      const blobs = path.join(env.CAKE_HOME, "blobs", "sha256");
+      for (const hex of await fs.readdir(blobs)) {
+        const bytes = await fs.readFile(path.join(blobs, hex));
+        expect(createHash("sha256").update(bytes).digest("hex")).toBe(hex);
+      }
+      expect(JSON.parse((await cake(["ls", "--json"], env)).stdout)).toEqual([]);
+      // Grow the disk: the same command finishes the job.
+      execFileSync("mount", ["-o", "remount,size=64m", small]);
+      const again = await cake(["pull", "-q", "hf://acme/tiny-llama"], env);
+      expect(again.stderr).toBe("");
+      expect(again.code).toBe(0);
+    } finally {
+      execFileSync("umount", ["-l", small]);
+    }
   });
 
   it("lets two concurrent pulls of the same model share one store", async () => {
