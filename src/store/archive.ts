@@ -11,13 +11,13 @@
  */
 import fs from "node:fs";
 import fsp from "node:fs/promises";
-import { Readable, Writable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import type { Readable } from "node:stream";
 import tar from "tar-stream";
 import { CakeError, isCakeError } from "../errors.js";
 import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { parseStrictJson } from "../format/strict-json.js";
 import { ociRefName } from "../model/ref.js";
+import { canonicalRef } from "../model/source.js";
 import type { ProgressSink } from "../transfer/progress.js";
 import type { Store } from "./layout.js";
 
@@ -38,6 +38,8 @@ export interface SaveOptions {
 }
 
 export interface SaveResult {
+  /** The references saved, canonical (`hf://acme/m` -> `hf://acme/m@main`). */
+  refs: string[];
   /** The index.json entries written, as the store holds them. */
   manifests: Descriptor[];
   blobs: number;
@@ -51,8 +53,8 @@ export interface LoadOptions {
 export interface LoadResult {
   /** The store references the archive's manifests now have. */
   tagged: { ref: string; digest: string }[];
-  /** Manifests the archive names with neither `dev.cake.ref` nor a ref.name: loaded, not tagged. */
-  untagged: string[];
+  /** Manifests without a `dev.cake.ref` or ref.name that parses as a reference: loaded, not tagged. */
+  untagged: { digest: string; name?: string }[];
   /** Blobs written to the store / already there. */
   blobs: number;
   reused: number;
@@ -125,11 +127,18 @@ async function walk(
   }
 }
 
-/** Waits until `entry` (a tar-stream entry sink) has taken `src` whole. */
+/**
+ * Adds `src` as one entry, resolving when the entry has taken it whole. (tar-stream's entries are
+ * streamx streams: piped into, not passed to node's pipeline, which would not see them end.)
+ */
 function addStream(pack: tar.Pack, header: tar.Headers, src: Readable): Promise<void> {
   return new Promise((resolve, reject) => {
     const sink = pack.entry(header, (err) => (err ? reject(err) : resolve()));
-    pipeline(src, sink).catch(reject);
+    src.once("error", (err) => {
+      sink.destroy(err);
+      reject(err);
+    });
+    src.pipe(sink);
   });
 }
 
@@ -142,8 +151,9 @@ function addDir(pack: tar.Pack, name: string): Promise<void> {
 }
 
 /**
- * Writes the models `refs` (store references as `Store.tags()` lists them) to the OCI archive
- * `out`: written to `out.tmp-<pid>`, fsynced, then renamed, so `out` is whole or absent.
+ * Writes the models `refs` (store references, as `cake ls` shows them or as typed: `hf://acme/m`
+ * means `hf://acme/m@main`) to the OCI archive `out`: written to `out.tmp-<pid>`, fsynced, then
+ * renamed, so `out` is whole or absent.
  */
 export async function saveArchive(store: Store, refs: string[], out: string, opts: SaveOptions = {}): Promise<SaveResult> {
   if (refs.length === 0) throw new CakeError("E_USAGE", "save needs at least one reference");
@@ -152,7 +162,8 @@ export async function saveArchive(store: Store, refs: string[], out: string, opt
   // Every blob, checked present (at its size) before a byte is written.
   const blobs: Descriptor[] = [];
   const seen = new Set<string>();
-  for (const ref of new Set(refs)) {
+  const wanted = [...new Set(refs.map(canonicalRef))];
+  for (const ref of wanted) {
     const tag = tags.find((t) => t.ref === ref);
     if (!tag) throw new CakeError("E_NOT_FOUND", `${ref}: not in the store ${store.root}`);
     manifests.push(tag.descriptor);
@@ -177,37 +188,49 @@ export async function saveArchive(store: Store, refs: string[], out: string, opt
   const tmp = `${out}.tmp-${process.pid}`;
   const fh = await fsp.open(tmp, "w");
   try {
-    const pack = tar.pack();
-    const written = pipeline(pack, fh.createWriteStream({ autoClose: false, highWaterMark: 1 << 20 }));
-    const entries = async () => {
-      await addBytes(pack, "oci-layout", Buffer.from(JSON.stringify({ imageLayoutVersion: "1.0.0" })));
-      await addBytes(pack, "index.json", Buffer.from(JSON.stringify(index)));
-      await addDir(pack, "blobs/");
-      await addDir(pack, "blobs/sha256/");
-      for (const d of blobs) {
-        const src = store.openBlob(d.digest, 0, d.size);
-        if (opts.progress) src.on("data", (c: Buffer) => opts.progress!.bytes(c.length));
-        await addStream(pack, { ...ENTRY, name: `blobs/sha256/${hexOf(d.digest)}`, size: d.size, mode: 0o444, type: "file" }, src);
-        opts.progress?.item();
-      }
-      pack.finalize();
-    };
-    try {
-      await Promise.all([entries(), written]);
-    } catch (err) {
-      pack.destroy();
-      throw err;
-    }
+    await writeTar(fh, store, index, blobs, opts.progress);
     await fh.sync();
   } catch (err) {
     await fh.close().catch(() => {});
     await fsp.rm(tmp, { force: true });
     throw err;
+  } finally {
+    opts.progress?.done();
   }
   await fh.close();
   await fsp.rename(tmp, out);
-  opts.progress?.done();
-  return { manifests, blobs: blobs.length, bytes };
+  return { refs: wanted, manifests, blobs: blobs.length, bytes };
+}
+
+/** The archive's bytes into `fh`: layout files first, then each blob streamed from the store. */
+async function writeTar(fh: fsp.FileHandle, store: Store, index: ImageIndex, blobs: Descriptor[], progress: ProgressSink | undefined): Promise<void> {
+  const pack = tar.pack();
+  // Pulled chunk by chunk: pack holds at most its high-water mark, entries wait for it to drain.
+  const written = (async () => {
+    for await (const chunk of pack) {
+      const buf = chunk as Buffer;
+      for (let off = 0; off < buf.length; ) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
+    }
+  })();
+  const entries = async () => {
+    await addBytes(pack, "oci-layout", Buffer.from(JSON.stringify({ imageLayoutVersion: "1.0.0" })));
+    await addBytes(pack, "index.json", Buffer.from(JSON.stringify(index)));
+    await addDir(pack, "blobs/");
+    await addDir(pack, "blobs/sha256/");
+    for (const d of blobs) {
+      const src = store.openBlob(d.digest, 0, d.size);
+      if (progress) src.on("data", (c: Buffer) => progress.bytes(c.length));
+      await addStream(pack, { ...ENTRY, name: `blobs/sha256/${hexOf(d.digest)}`, size: d.size, mode: 0o444, type: "file" }, src);
+      progress?.item();
+    }
+    pack.finalize();
+  };
+  try {
+    await Promise.all([entries(), written]);
+  } catch (err) {
+    pack.destroy();
+    throw err;
+  }
 }
 
 /** An entry's bytes, refused past `limit` (its header says how many before any is read). */
@@ -218,16 +241,23 @@ async function readEntry(entry: tar.Entry, limit: number, what: string): Promise
   return Buffer.concat(parts);
 }
 
-async function drain(entry: Readable): Promise<void> {
-  await pipeline(entry, new Writable({ write: (_c, _e, cb) => cb() }));
+/** Reads an entry to its end, keeping nothing. */
+async function drain(entry: AsyncIterable<unknown>): Promise<void> {
+  for await (const chunk of entry) void chunk;
 }
 
-/** A store reference read from an untrusted annotation: one printable line. */
-function refFrom(desc: Descriptor): string | undefined {
-  const ref = desc.annotations?.[ANN.cakeRef] ?? desc.annotations?.[ANN.refName];
-  // eslint-disable-next-line no-control-regex
-  if (typeof ref !== "string" || ref.length === 0 || ref.length > 1024 || /[\u0000-\u0020\u007f]/.test(ref)) return undefined;
-  return ref;
+/**
+ * The store reference a manifest of the archive gets: its `dev.cake.ref`, else its ref.name, in
+ * the canonical form every command looks up (`acme/m:v1` -> `registry-1.docker.io/acme/m:v1`).
+ */
+function refFrom(desc: Descriptor): { ref?: string; name?: string } {
+  const name = desc.annotations?.[ANN.cakeRef] ?? desc.annotations?.[ANN.refName];
+  if (typeof name !== "string" || name.length > 1024) return {};
+  try {
+    return { ref: canonicalRef(name), name };
+  } catch {
+    return { name };
+  }
 }
 
 /**
@@ -325,11 +355,11 @@ export async function loadArchive(store: Store, tarPath: string, opts: LoadOptio
       );
     }
     const tagged: LoadResult["tagged"] = [];
-    const untagged: string[] = [];
+    const untagged: LoadResult["untagged"] = [];
     for (const m of manifests) {
-      const ref = refFrom(m);
+      const { ref, name } = refFrom(m);
       if (!ref) {
-        untagged.push(m.digest);
+        untagged.push({ digest: m.digest, ...(name !== undefined ? { name } : {}) });
         continue;
       }
       const extra: Record<string, string> = {};
@@ -337,9 +367,9 @@ export async function loadArchive(store: Store, tarPath: string, opts: LoadOptio
       await store.tag(ref, ociRefName(ref), m, extra);
       tagged.push({ ref, digest: m.digest });
     }
-    opts.progress?.done();
     return { tagged, untagged, blobs, reused, bytes };
   } finally {
+    opts.progress?.done();
     await release();
   }
 }
