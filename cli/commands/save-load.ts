@@ -1,6 +1,5 @@
 import { Command } from "commander";
-import { CakeError, formatBytes } from "../../src/index.js";
-import { loadArchive, saveArchive } from "../../src/store/archive.js";
+import { CakeError, formatBytes, loadArchive, saveArchive } from "../../src/index.js";
 import { openStore, progressFor, say } from "../context.js";
 
 export function saveCommand(): Command {

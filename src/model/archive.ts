@@ -16,10 +16,10 @@ import tar from "tar-stream";
 import { CakeError, isCakeError } from "../errors.js";
 import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { parseStrictJson } from "../format/strict-json.js";
-import { ociRefName } from "../model/ref.js";
-import { canonicalRef } from "../model/source.js";
+import { ociRefName } from "./ref.js";
+import { canonicalRef } from "./source.js";
 import type { ProgressSink } from "../transfer/progress.js";
-import type { Store } from "./layout.js";
+import type { Store } from "../store/layout.js";
 
 /** index.json is read whole: an archive claiming more is refused. */
 export const MAX_ARCHIVE_INDEX = 4 << 20;
