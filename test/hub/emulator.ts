@@ -61,17 +61,7 @@ export interface Hub {
   addRepo(id: string, opts?: { gated?: boolean; private?: boolean }): void; // "org/name"
   /** Make a commit whose tree is exactly the files under `dir` (read from disk, streamed: files can be GBs). Moves `branch` (default "main") to it, adds tags. Returns the 40-hex commit sha (deterministic: sha1 over the tree + parent). */
   commit(id: string, dir: string, opts?: { branch?: string; tags?: string[]; message?: string }): Promise<string>;
-  setKnobs(
-    k: Partial<Pick<HubOptions, "bandwidth" | "latencyMs">> & {
-      dropAfterBytes?: number;
-      dropEvery?: number;
-      fail429Every?: number;
-      retryAfterSeconds?: number;
-      fail503Every?: number;
-      /** See HubOptions.resolveCache. */
-      resolveCache?: boolean;
-    },
-  ): void;
+  setKnobs(k: HubKnobs): void;
   counters: HubCounters;
   close(): Promise<void>;
 }
