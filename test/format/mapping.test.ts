@@ -13,6 +13,7 @@ import { importDir } from "../../src/model/dir-import.js";
 import { exportTo } from "../../src/model/export.js";
 import { sourceFromDir } from "../../src/model/source.js";
 import { hashTree, makeLlamaLike, writeSafetensorsFile } from "../fixtures/models.js";
+import { cake } from "../helpers/cli.js";
 
 const tmp = await fs.mkdtemp(path.join(os.tmpdir(), "cake-mapping-"));
 afterAll(() => fs.rm(tmp, { recursive: true, force: true }));
@@ -122,6 +123,26 @@ describe("artifact", () => {
     }
     await exportTo(await sourceFromDir(dir), path.join(tmp, "out"));
     expect(await hashTree(path.join(tmp, "out"))).toEqual(await hashTree(model));
+  });
+
+  it("`cake export` of a hostile oras directory fails with one line and writes nothing outside the target", async () => {
+    const dir = path.join(tmp, "hostile-dir");
+    await fs.mkdir(path.join(dir, ".cake"), { recursive: true });
+    const payload = Buffer.from("pwned");
+    const d = `sha256:${createHash("sha256").update(payload).digest("hex")}`;
+    await fs.writeFile(path.join(dir, "x"), payload);
+    const recipe = {
+      schemaVersion: 1,
+      mediaType: MT.recipe,
+      files: [{ path: "../escaped.txt", size: 5, sha256: d.slice(7), digest: d }],
+      blobs: { [d]: { size: 5, title: "x" } },
+    };
+    await fs.writeFile(path.join(dir, ".cake", "recipe.json"), JSON.stringify(recipe));
+    const out = path.join(tmp, "hostile-out");
+    const r = await cake(["export", dir, out], { CAKE_HOME: path.join(tmp, "s-hostile") });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`cake: file path "../escaped.txt" is not a safe relative path: '..' component\n`);
+    await expect(fs.stat(path.join(tmp, "escaped.txt"))).rejects.toThrow();
   });
 
   it("refuses hostile recipes: escaping paths and titles, bad digests, sizes that do not add up", () => {
