@@ -7,6 +7,7 @@ import { openStore, progressFor, say } from "../context.js";
 /** A directory written by `oras pull` when the argument is one; else a store reference. */
 export async function openSource(arg: string): Promise<ArtifactSource> {
   if (!isHfRef(arg) && fs.existsSync(arg) && fs.statSync(arg).isDirectory()) return sourceFromDir(arg);
+  if (/^(\.{0,2}\/|~)/.test(arg)) throw new CakeError("E_NOT_FOUND", `${arg}: no such directory`);
   return sourceFromStore(openStore(), arg);
 }
 

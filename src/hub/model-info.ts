@@ -17,3 +17,20 @@ export async function modelInfo(params: HubParams, repo: string, revision: strin
   }
   return value;
 }
+
+/**
+ * The Hub's own spelling of a repo id given in any case (OCI names are lower case, Hub ids are not):
+ * model info answers for the exact id; else the author's models are searched for a case-insensitive match.
+ */
+export async function canonicalRepoId(params: HubParams, anyCase: string): Promise<string | undefined> {
+  try {
+    return (await modelInfo(params, anyCase, "main")).id ?? anyCase;
+  } catch (err) {
+    if ((err as { code?: string }).code !== "E_NOT_FOUND") throw err;
+  }
+  const [org, model] = anyCase.split("/");
+  if (!org || !model) return undefined;
+  const url = `${params.hubUrl}/api/models?author=${encodeURIComponent(org)}&search=${encodeURIComponent(model)}&limit=1000`;
+  const { value } = await hubJson<{ id: string }[]>(params, url, `hf://${anyCase}`);
+  return value.find((m) => m.id.toLowerCase() === anyCase.toLowerCase())?.id;
+}

@@ -31,6 +31,17 @@ export interface HfPullOptions {
   concurrency?: number;
   chunkSize?: number;
   progress?: ProgressSink;
+  /** Told where on the Hub each blob's bytes are, as soon as the blob is in the store. */
+  onBlob?: (digest: string, source: HubBlobSource) => void;
+}
+
+/** A blob's bytes on the Hub: a byte range of one file of one commit. */
+export interface HubBlobSource {
+  repo: string;
+  commit: string;
+  path: string;
+  begin: number;
+  end: number;
 }
 
 export interface PullResult {
@@ -118,6 +129,7 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     const onBlob = (i: number, digest: string) => {
       unitDigests[i] = digest;
       const u = plan.units[i]!;
+      opts.onBlob?.(digest, { repo: ref.repo, commit, path: u.path, begin: u.begin, end: u.end });
       const left = unitsLeft.get(u.path)! - 1;
       unitsLeft.set(u.path, left);
       const f = byPath.get(u.path)!;

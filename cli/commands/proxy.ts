@@ -1,0 +1,81 @@
+import { Command } from "commander";
+import { CakeError, closeSharedDispatcher } from "../../src/index.js";
+import { parseAliases, resolveConfig, startProxy } from "../../proxy/index.js";
+import { accessFrom, parsePositiveInt, say, type AccessOpts } from "../context.js";
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export function proxyCommand(): Command {
+  const cmd = new Command("proxy")
+    .description("serve Hub models over the OCI distribution API: oras pull localhost:5000/hf/<org>/<model>:<revision>")
+    .option("--port <n>", "port (default 5000)", Number)
+    .option("--host <addr>", "address to listen on (default 127.0.0.1)")
+    .option("--store <dir>", "the store (default $CAKE_HOME)")
+    .option("--hub <url>", "the Hub (default $HF_ENDPOINT or https://huggingface.co)")
+    .option("--hub-token <token>", "token used for clients that send none (default: none)")
+    .option("--alias <name=org/model>", "a short name: hf/<name> (repeatable)", collect)
+    .option("--backend <registry/prefix>", "a registry shared by replicas: converted models are pushed there and read back")
+    .option("--backend-plain-http", "use HTTP for the backend")
+    .option("--backend-username <user>", "backend registry user")
+    .option("--backend-password <password>", "backend registry password")
+    .option("-c, --concurrency <n>", "parallel Hub requests per conversion", parsePositiveInt)
+    .option("--config <file>", "JSON config file (flags and CAKE_PROXY_* env win)")
+    .option("-q, --quiet", "no logs")
+    .action(async (o: Record<string, unknown> & { alias?: string[]; quiet?: boolean }) => {
+      const backendAccess = await accessFrom({
+        ...(o.backendPlainHttp ? { plainHttp: true } : {}),
+        ...(o.backendUsername ? { username: String(o.backendUsername) } : {}),
+        ...(o.backendPassword ? { password: String(o.backendPassword) } : {}),
+      } as AccessOpts);
+      const cfg = resolveConfig({
+        ...(o.port !== undefined ? { port: o.port as number } : {}),
+        ...(o.host ? { host: String(o.host) } : {}),
+        ...(o.store ? { store: String(o.store) } : {}),
+        ...(o.hub ? { hub: String(o.hub) } : {}),
+        ...(o.hubToken ? { hubToken: String(o.hubToken) } : {}),
+        ...(o.backend ? { backend: String(o.backend) } : {}),
+        ...(o.concurrency ? { concurrency: o.concurrency as number } : {}),
+        ...(o.config ? { config: String(o.config) } : {}),
+        ...(o.quiet ? { quiet: true } : {}),
+        aliases: parseAliases(o.alias ?? []),
+        backendAccess,
+      });
+      const p = await startProxy(cfg);
+      process.stdout.write(`${p.url}\n`);
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once("SIGINT", stop);
+        process.once("SIGTERM", stop);
+      });
+      await p.close();
+    })
+    .addCommand(warmCommand());
+  return cmd;
+}
+
+/** `cake proxy warm http://host:5000/hf/org/model:rev`: convert ahead of the first client, and wait. */
+function warmCommand(): Command {
+  return new Command("warm")
+    .description("make a running proxy convert a revision now (first pulls are then instant); waits until done")
+    .argument("<url>", "http://host:port/hf/<org>/<model>[:<tag>]")
+    .option("-q, --quiet", "say nothing")
+    .action(async (url: string, opts: { quiet?: boolean }) => {
+      const m = /^(https?:\/\/[^/]+)\/(.+?)(?::([\w][\w.-]{0,127}))?$/.exec(url);
+      if (!m) throw new CakeError("E_REF", `${url}: want http://host:port/hf/<org>/<model>[:<tag>]`);
+      const [, base, name, tag = "main"] = m;
+      const { request } = await import("undici");
+      const token = process.env.HF_TOKEN;
+      // The manifest request itself waits for the conversion and returns its digest.
+      const res = await request(`${base}/v2/${name}/manifests/${tag}`, {
+        method: "HEAD",
+        headers: { accept: "application/vnd.oci.image.manifest.v1+json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        headersTimeout: 0,
+        bodyTimeout: 0,
+      });
+      await res.body.dump();
+      if (res.statusCode !== 200) throw new CakeError("E_REGISTRY", `${url}: proxy answered HTTP ${res.statusCode}`);
+      say(opts, `${name}:${tag} is converted`);
+      process.stdout.write(`${res.headers["docker-content-digest"]}\n`);
+      await closeSharedDispatcher();
+    });
+}

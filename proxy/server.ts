@@ -1,0 +1,103 @@
+/**
+ * `cake proxy`: the OCI distribution API in front of a Hugging Face Hub. Configuration comes from
+ * flags, else environment (CAKE_PROXY_*), else a JSON config file (--config), else defaults:
+ * loopback, port 5000, the embedded store ($CAKE_HOME), HF_ENDPOINT.
+ */
+import fs from "node:fs";
+import type { AddressInfo } from "node:net";
+import { Store, hubParamsFromEnv, type RegistryAccess } from "../src/index.js";
+import { createApp } from "./app.js";
+import { ProxyService } from "./service.js";
+
+export interface ProxyConfig {
+  host: string;
+  port: number;
+  store?: string;
+  hub: string;
+  hubToken?: string;
+  aliases: Record<string, string>;
+  backend?: string;
+  backendAccess?: RegistryAccess;
+  concurrency?: number;
+  /** Structured logs (JSON lines) to stderr. */
+  quiet?: boolean;
+}
+
+export interface RunningProxy {
+  url: string;
+  host: string;
+  service: ProxyService;
+  close(): Promise<void>;
+}
+
+/** flags > environment > config file > defaults. */
+export function resolveConfig(flags: Partial<ProxyConfig> & { config?: string }, env: NodeJS.ProcessEnv = process.env): ProxyConfig {
+  const file: Partial<ProxyConfig> = flags.config ? (JSON.parse(fs.readFileSync(flags.config, "utf8")) as Partial<ProxyConfig>) : {};
+  const envAliases = env.CAKE_PROXY_ALIASES ? parseAliases(env.CAKE_PROXY_ALIASES.split(",")) : undefined;
+  const hubEnv = hubParamsFromEnv();
+  const pick = <T>(...vals: (T | undefined)[]) => vals.find((v) => v !== undefined && v !== "");
+  const backend = pick(flags.backend, env.CAKE_PROXY_BACKEND, file.backend);
+  const hubToken = pick(flags.hubToken, env.CAKE_PROXY_HUB_TOKEN, file.hubToken);
+  const store = pick(flags.store, env.CAKE_PROXY_STORE, file.store);
+  const concurrency = pick(flags.concurrency, file.concurrency);
+  return {
+    host: pick(flags.host, env.CAKE_PROXY_HOST, file.host) ?? "127.0.0.1",
+    port: Number(pick(flags.port, env.CAKE_PROXY_PORT ? Number(env.CAKE_PROXY_PORT) : undefined, file.port) ?? 5000),
+    hub: (pick(flags.hub, env.CAKE_PROXY_HUB, file.hub) ?? hubEnv.hubUrl).replace(/\/+$/, ""),
+    aliases: { ...file.aliases, ...envAliases, ...flags.aliases },
+    ...(store ? { store } : {}),
+    ...(hubToken ? { hubToken } : {}),
+    ...(backend ? { backend } : {}),
+    ...(concurrency ? { concurrency } : {}),
+    ...(flags.backendAccess ? { backendAccess: flags.backendAccess } : {}),
+    ...(flags.quiet ? { quiet: true } : {}),
+  };
+}
+
+export function parseAliases(list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const a of list) {
+    const m = /^([a-z0-9][a-z0-9._-]*)=([A-Za-z0-9][\w.-]*\/[\w.-]+)$/.exec(a.trim());
+    if (!m) throw new Error(`bad alias ${JSON.stringify(a)} (want name=org/model, name in lower case)`);
+    out[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
+export async function startProxy(cfg: ProxyConfig): Promise<RunningProxy> {
+  const log = cfg.quiet ? undefined : (e: Record<string, unknown>) => process.stderr.write(JSON.stringify({ time: new Date().toISOString(), ...e }) + "\n");
+  const service = new ProxyService({
+    store: new Store(cfg.store),
+    hubUrl: cfg.hub,
+    aliases: cfg.aliases,
+    ...(cfg.hubToken ? { hubToken: cfg.hubToken } : {}),
+    ...(cfg.backend ? { backend: cfg.backend } : {}),
+    ...(cfg.backendAccess ? { backendAccess: cfg.backendAccess } : {}),
+    ...(cfg.concurrency ? { concurrency: cfg.concurrency } : {}),
+    ...(log ? { log } : {}),
+  });
+  await service.opts.store.init();
+  const app = createApp(service, log ? { log } : {});
+  const server = app.listen(cfg.port, cfg.host);
+  await new Promise<void>((resolve, reject) => {
+    server.once("listening", resolve);
+    server.once("error", reject);
+  });
+  // A first conversion can take minutes: never cut a waiting client on our side.
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+  server.keepAliveTimeout = 30_000;
+  const { port } = server.address() as AddressInfo;
+  const host = `${cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host}:${port}`;
+  log?.({ event: "listening", url: `http://${host}`, hub: cfg.hub, store: service.opts.store.root, backend: cfg.backend ?? null });
+  return {
+    url: `http://${host}`,
+    host,
+    service,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
