@@ -46,6 +46,8 @@ export const MEDIA_TYPE = {
 } as const;
 
 const MANIFEST_ACCEPT = Object.values(MEDIA_TYPE).join(", ");
+/** The token scope distribution asks for on `GET /v2/_catalog`. */
+const CATALOG_SCOPE = "registry:catalog:*";
 
 export interface RegistryClientOptions {
   /** `host[:port]`; `docker.io` means Docker Hub. */
@@ -335,6 +337,49 @@ export class RegistryClient {
         throw new CakeError("E_REGISTRY", `${ctx}: tag list "tags" is not an array of strings`);
       }
       for (const t of (tags as string[] | null | undefined) ?? []) yield t;
+      const next = nextLink(res.headers.link);
+      url = next === undefined ? undefined : new URL(next, url).toString();
+    }
+  }
+
+  /**
+   * Repositories of the registry, page by page, following `Link` (`GET /v2/_catalog`, distribution's
+   * catalog API; not part of the OCI spec, so many registries do not offer it). A registry that
+   * answers 404, 401/403 or UNSUPPORTED gets one clear CakeError saying so.
+   */
+  async *catalog(opts: { pageSize?: number } = {}): AsyncGenerator<string> {
+    const ctx = this.registry;
+    let url: string | undefined = `${this.origin}/v2/_catalog${opts.pageSize ? `?n=${opts.pageSize}` : ""}`;
+    const seen = new Set<string>();
+    while (url !== undefined) {
+      if (seen.has(url)) throw new CakeError("E_REGISTRY", `${ctx}: catalog links back to a page already read (${urlish(url)})`);
+      seen.add(url);
+      const res = await this.send(url, { method: "GET", scopes: [CATALOG_SCOPE], context: ctx });
+      if (res.status !== 200) {
+        const err = await this.fail(res, "GET", url, ctx);
+        const refused = res.status === 401 || res.status === 403;
+        const hint = refused ? `; ${await this.auth.describeCredentials()}` : "";
+        if (res.status === 404 || refused || err.errors.some((e) => e.code === "UNSUPPORTED")) {
+          throw new CakeError(
+            refused ? "E_AUTH" : "E_NOT_FOUND",
+            `${ctx}: the registry does not ${refused ? "let you list" : "offer a list of"} its repositories (GET /v2/_catalog: HTTP ${res.status}${hint}); ` +
+              `name a repository instead (${ctx}/<repository>)`,
+            { cause: err },
+          );
+        }
+        throw err;
+      }
+      const body = await this.readBody(res, REGISTRY_DEFAULTS.tagsPageLimit, ctx, "catalog");
+      let repos: unknown;
+      try {
+        repos = (JSON.parse(body.toString("utf8")) as { repositories?: unknown }).repositories;
+      } catch {
+        throw new CakeError("E_REGISTRY", `${ctx}: catalog is not JSON`);
+      }
+      if (repos !== null && repos !== undefined && !(Array.isArray(repos) && repos.every((r) => typeof r === "string"))) {
+        throw new CakeError("E_REGISTRY", `${ctx}: catalog "repositories" is not an array of strings`);
+      }
+      for (const r of (repos as string[] | null | undefined) ?? []) yield r;
       const next = nextLink(res.headers.link);
       url = next === undefined ? undefined : new URL(next, url).toString();
     }
