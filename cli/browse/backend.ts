@@ -210,7 +210,7 @@ export function libraryBackend(opts: BackendOptions): Backend {
       const hits: RemoteHit[] = [];
       const errors: string[] = [];
       const [h, r] = await Promise.allSettled([
-        searchHub(query, { limit }),
+        searchHub(hub, query, { limit }),
         opts.registry ? searchRegistry(opts.registry, query, access, { limit }) : Promise.resolve([]),
       ]);
       if (h.status === "fulfilled") {

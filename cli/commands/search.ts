@@ -1,5 +1,5 @@
 import { Command, Option } from "commander";
-import { CakeError, clientFor, isCakeError, parseReference, searchModels, type HubModelHit, type HubModelSort, type RegistryAccess } from "../../src/index.js";
+import { CakeError, clientFor, isCakeError, parseReference, searchModels, type HubModelHit, type HubModelSort, type HubParams, type RegistryAccess } from "../../src/index.js";
 import { accessFrom, hub, parsePositiveInt, say, withRegistryOptions, type AccessOpts } from "../context.js";
 import { printJson, table } from "../output.js";
 
@@ -15,10 +15,10 @@ export interface RegistryHit {
 export const DEFAULT_SEARCH_LIMIT = 20;
 
 /** Hub models whose id contains `query`, most downloaded first unless `sort` says otherwise. */
-export async function searchHub(query: string, opts: { limit?: number; author?: string; sort?: HubModelSort } = {}): Promise<HubModelHit[]> {
+export async function searchHub(params: HubParams, query: string, opts: { limit?: number; author?: string; sort?: HubModelSort } = {}): Promise<HubModelHit[]> {
   const out: HubModelHit[] = [];
   const search = { search: query, limit: opts.limit ?? DEFAULT_SEARCH_LIMIT, ...(opts.author ? { author: opts.author } : {}), ...(opts.sort ? { sort: opts.sort } : {}) };
-  for await (const m of searchModels(hub(), search)) out.push(m);
+  for await (const m of searchModels(params, search)) out.push(m);
   return out;
 }
 
@@ -89,7 +89,7 @@ export function searchCommand(): Command {
         table([["REPOSITORY", "TAGS"], ...hits.map((h) => [h.ref, h.tags.length > 0 ? h.tags.join(", ") : "-"])]);
         return;
       }
-      const hits = await searchHub(query, opts);
+      const hits = await searchHub(hub(), query, opts);
       if (opts.json) return printJson(hits);
       if (hits.length === 0) return say(opts, `no model on ${hub().hubUrl} matches ${JSON.stringify(query)}`);
       table([
