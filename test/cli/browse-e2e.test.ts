@@ -1,0 +1,116 @@
+/**
+ * `cake browse` end to end: the built binary in a real terminal (tmux, 160x40) against the Hub
+ * emulation, driven with keys and read off the screen as a user would: search, open a model, pull it
+ * (the progress bar counting the real engine's tensors), see it in the local list, quit.
+ */
+import { execFileSync } from "node:child_process";
+import { accessSync, constants } from "node:fs";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { makeLlamaLike } from "../fixtures/models.js";
+import { startHub, type Hub } from "../hub/emulator.js";
+import { CAKE, cake } from "../helpers/cli.js";
+
+/** tmux from $PATH; missing, the test fails (install it with .ci/setup), it does not skip. */
+function tmuxBin(): string {
+  for (const dir of (process.env.PATH ?? "").split(path.delimiter).filter(Boolean)) {
+    const p = path.join(dir, "tmux");
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch {
+      // not here
+    }
+  }
+  throw new Error("tmux is required by the cake browse end-to-end test; install it with .ci/setup");
+}
+
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+let hub: Hub;
+let tmp: string;
+let commit: string;
+const socket = `cake-browse-e2e-${process.pid}`;
+let TMUX: string;
+/** tmux on a server of our own (its own socket, no user config), so nothing else's sessions or settings matter. */
+const tmux = (...args: string[]) => execFileSync(TMUX, ["-L", socket, "-f", "/dev/null", ...args], { encoding: "utf8" });
+const screen = () => tmux("capture-pane", "-p", "-t", "browse");
+const keys = (...k: string[]) => tmux("send-keys", "-t", "browse", ...k);
+const text = (s: string) => tmux("send-keys", "-t", "browse", "-l", s);
+
+/** Waits until the screen shows `what`; on timeout the error carries the screen as it was then. */
+async function until(what: string | RegExp, timeoutMs = 30_000): Promise<string> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const s = screen();
+    if (typeof what === "string" ? s.includes(what) : what.test(s)) return s;
+    if (Date.now() > end) throw new Error(`the screen never showed ${what}; it shows:\n${s}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+beforeAll(async () => {
+  TMUX = tmuxBin();
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "cake-browse-e2e-"));
+  const model = path.join(tmp, "tiny-llama");
+  await makeLlamaLike(model, { hidden: 256, layers: 2, vocab: 2048, shards: 2 });
+  hub = await startHub();
+  hub.addRepo("acme/tiny-llama");
+  commit = await hub.commit("acme/tiny-llama", model);
+  hub.addRepo("acme/bert-mini");
+  await hub.commit("acme/bert-mini", model);
+});
+afterAll(async () => {
+  try {
+    if (TMUX) tmux("kill-server");
+  } catch {
+    // the server is gone already
+  }
+  await hub?.close();
+  await fs.rm(tmp, { recursive: true, force: true });
+});
+
+describe("cake browse in a terminal", () => {
+  it("searches the Hub, opens a model, pulls it with a progress bar, lists it, quits", async () => {
+    const env = { HF_ENDPOINT: hub.url, HF_TOKEN: "", HF_HOME: path.join(tmp, "hf"), CAKE_HOME: path.join(tmp, "store") };
+    const assignments = Object.entries(env).map(([k, v]) => `${k}=${q(v)}`).join(" ");
+    const shell = `env ${assignments} ${q(process.execPath)} ${q(CAKE)} browse; echo "cake exited $?"; sleep 600`;
+    tmux("new-session", "-d", "-s", "browse", "-x", "160", "-y", "40", shell);
+
+    await until("empty: search (/) and pull (p) a model");
+    expect(screen()).toContain("Local store (0)");
+
+    keys("/");
+    text("llama");
+    await until("Search: llama_");
+    keys("Enter");
+    await until("Results (1)");
+    expect(screen()).toMatch(/│ hf:\/\/acme\/tiny-llama +0 dl {2}0 likes {2}\d{4}-\d{2}-\d{2}/);
+    expect(screen()).not.toContain("hf://acme/bert-mini");
+
+    keys("Enter");
+    await until("on the Hub");
+    expect(screen()).toContain(`commit ${commit}`);
+    expect(screen()).toMatch(/model-00001-of-00002\.safetensors +2\.\d MiB {2}safetensors/);
+
+    // slowed down so the bar is on screen while the engine reports tensors
+    hub.setKnobs({ bandwidth: 1 << 20 });
+    try {
+      keys("p");
+      await until(/pull hf:\/\/acme\/tiny-llama \[[#-]+\] \d+% {2}[\d.]+ (B|KiB|MiB) \/ 4\.\d MiB {2}\d+\/23 tensors/);
+      await until(`hf://acme/tiny-llama@main: pulled commit ${commit.slice(0, 12)}`);
+    } finally {
+      hub.setKnobs({ bandwidth: 0 });
+    }
+    await until("Local store (1)");
+    expect(screen()).toMatch(new RegExp(`│ hf://acme/tiny-llama +main,${commit.slice(0, 12)} +4\\.\\d MiB +- +│`));
+
+    const ls = await cake(["ls", "--json"], env);
+    expect((JSON.parse(ls.stdout) as { ref: string; commit: string }[]).find((m) => m.ref === "hf://acme/tiny-llama@main")?.commit).toBe(commit);
+
+    keys("q");
+    await until("cake exited 0");
+  });
+});
