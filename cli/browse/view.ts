@@ -128,9 +128,11 @@ function modelLines(d: ModelDetail, w: number): Line[] {
   }
   if (d.tensors) {
     out.push({ text: "" }, { text: fit(`TENSORS (${d.tensors.length})  name, dtype, shape, size, shared with`, w), bold: true });
-    // dtype, shape, size and the gaps take 34 columns; the name gets what it needs of the rest, up to two thirds
+    // dtype, shape, size and the gaps take 34 columns; the name gets what it needs of the rest (two
+    // thirds of it when some tensor names the models sharing it)
     const longest = Math.max(...d.tensors.map((t) => [...t.name].length), 4);
-    const nameW = Math.max(12, Math.min(longest, Math.floor(((w - 34) * 2) / 3)));
+    const anyShared = d.tensors.some((t) => t.sharedWith.length > 0);
+    const nameW = Math.max(12, Math.min(longest, anyShared ? Math.floor(((w - 34) * 2) / 3) : w - 34));
     for (const t of d.tensors) {
       const shared = t.sharedWith.length > 0 ? `= ${t.sharedWith.join(", ")}` : "";
       out.push({
