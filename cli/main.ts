@@ -11,6 +11,8 @@ import { loginCommand } from "./commands/login.js";
 import { diffCommand } from "./commands/diff.js";
 import { loadCommand, saveCommand } from "./commands/save-load.js";
 import { proxyCommand } from "./commands/proxy.js";
+import { searchCommand } from "./commands/search.js";
+import { browseCommand } from "./commands/browse.js";
 
 export function program(): Command {
   const p = new Command("cake")
@@ -18,7 +20,7 @@ export function program(): Command {
     .version("0.1.0")
     .showHelpAfterError()
     .exitOverride();
-  for (const c of [pullCommand(), pushCommand(), exportCommand(), lsCommand(), inspectCommand(), diffCommand(), rmCommand(), gcCommand(), loginCommand(), saveCommand(), loadCommand(), proxyCommand()]) p.addCommand(c.exitOverride());
+  for (const c of [pullCommand(), pushCommand(), exportCommand(), lsCommand(), inspectCommand(), diffCommand(), rmCommand(), gcCommand(), loginCommand(), saveCommand(), loadCommand(), proxyCommand(), searchCommand(), browseCommand()]) p.addCommand(c.exitOverride());
   return p;
 }
 

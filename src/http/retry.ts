@@ -34,7 +34,17 @@ export interface RetryPolicy {
   maxDelayMs: number;
 }
 
-export const DEFAULT_RETRY: RetryPolicy = { retries: 6, baseDelayMs: 250, maxDelayMs: 20_000 };
+/** Retries per request; CAKE_HTTP_RETRIES overrides (0 = fail at the first error, e.g. behind a proxy that retries). */
+export const DEFAULT_RETRY: RetryPolicy = {
+  retries: envInt("CAKE_HTTP_RETRIES", 6),
+  baseDelayMs: 250,
+  maxDelayMs: 20_000,
+};
+
+function envInt(name: string, dflt: number): number {
+  const v = Number(process.env[name]);
+  return process.env[name] !== undefined && Number.isInteger(v) && v >= 0 ? v : dflt;
+}
 
 /** Milliseconds to wait before attempt `attempt` (1-based), honouring a Retry-After header value. */
 export function retryDelay(attempt: number, policy: RetryPolicy, retryAfter?: string | string[] | null): number {

@@ -1,6 +1,7 @@
 /** `GET /api/models/{repo}/revision/{rev}`: which commit a branch, tag or sha names. */
 import type { HubParams } from "./config.js";
 import { encodeRepo, hubJson } from "./request.js";
+import { searchModels } from "./search-models.js";
 
 export interface ModelInfo {
   id: string;
@@ -30,7 +31,8 @@ export async function canonicalRepoId(params: HubParams, anyCase: string): Promi
   }
   const [org, model] = anyCase.split("/");
   if (!org || !model) return undefined;
-  const url = `${params.hubUrl}/api/models?author=${encodeURIComponent(org)}&search=${encodeURIComponent(model)}&limit=1000`;
-  const { value } = await hubJson<{ id: string }[]>(params, url, `hf://${anyCase}`);
-  return value.find((m) => m.id.toLowerCase() === anyCase.toLowerCase())?.id;
+  for await (const m of searchModels(params, { author: org, search: model, limit: 1000 })) {
+    if (m.id.toLowerCase() === anyCase.toLowerCase()) return m.id;
+  }
+  return undefined;
 }

@@ -6,7 +6,9 @@
  * - CHUNK 16 MiB: a bigger blob is fetched as parallel Range requests of this size. Small enough
  *   that one slow or dropped stream costs little, big enough that request overhead is < 1%.
  */
+import { DEFAULT_RETRY } from "../http/retry.js";
+
 export const DEFAULT_CONCURRENCY = 16;
 export const DEFAULT_CHUNK = 16 << 20;
-/** Attempts for one range before the transfer fails (dropped connections, bad statuses). */
-export const RANGE_ATTEMPTS = 8;
+/** Attempts for one range without progress before the transfer fails: the HTTP retries (CAKE_HTTP_RETRIES) + 2. */
+export const RANGE_ATTEMPTS = DEFAULT_RETRY.retries + 2;
