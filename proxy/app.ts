@@ -50,7 +50,8 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
   app.use((req: Request, res: Response, next: NextFunction) => {
     const t0 = Date.now();
     service.metrics.requests++;
-    res.on("finish", () => {
+    // "close" fires for every request, also when the connection was cut mid-body.
+    res.on("close", () => {
       if (res.statusCode >= 400) service.metrics.errors++;
       opts.log?.({ event: "request", method: req.method, path: req.path, status: res.statusCode, ms: Date.now() - t0, bytes: Number(res.getHeader("content-length") ?? 0) });
     });
