@@ -17,7 +17,7 @@ import { createApp, startProxy, type RunningProxy } from "../../proxy/index.js";
 import { hashTree, makeFineTune, makeLlamaLike } from "../fixtures/models.js";
 import { cake, CAKE, waitFor } from "../helpers/cli.js";
 import { startHub, type Hub } from "../hub/emulator.js";
-import { requireTool } from "../registry/harness.js";
+import { requireTool, startRegistry } from "../registry/harness.js";
 
 const run = promisify(execFile);
 const TOKEN = "hf_proxy_alice";
@@ -236,6 +236,34 @@ describe("real clients through the proxy", () => {
     await run(oras, ["pull", "--plain-http", "-u", "alice", "-p", TOKEN, "-o", dir, `${proxy.host}/hf/acme/gated-llama:main`]);
     expect((await cake(["export", "-q", dir, path.join(tmp, "gated-out")], storeEnv())).code).toBe(0);
     expect(await hashTree(path.join(tmp, "gated-out"))).toEqual(await hashTree(gated));
+  });
+});
+
+describe("replicas sharing a backend registry", () => {
+  it("a second proxy with an empty store serves a model another replica converted, without touching the Hub's files", async () => {
+    const reg = await startRegistry();
+    const mk = (name: string) => startProxy({ host: "127.0.0.1", port: 0, hub: hub.url, store: path.join(tmp, name), aliases: {}, quiet: true, backend: `${reg.host}/cache` });
+    const a = await mk("replica-a");
+    const b = await mk("replica-b");
+    try {
+      const ra = await httpGet(`${a.url}/v2/hf/acme/tiny-llama-ft/manifests/main`, { headers: { accept: OCI } });
+      await ra.body.dump();
+      expect(ra.statusCode).toBe(200);
+      expect(a.service.metrics.conversions).toBe(1);
+      hub.counters.reset();
+      const e = storeEnv();
+      const pulled = await cake(["pull", "-q", `${b.host}/hf/acme/tiny-llama-ft:main`], e);
+      expect(pulled.stderr).toBe("");
+      expect(pulled.stdout.trim()).toBe(ra.headers["docker-content-digest"]);
+      expect(b.service.metrics.conversions).toBe(0);
+      expect(hub.counters.bytesServed).toBe(0);
+      expect((await cake(["export", "-q", `${b.host}/hf/acme/tiny-llama-ft:main`, path.join(tmp, "replica-out")], e)).code).toBe(0);
+      expect(await hashTree(path.join(tmp, "replica-out"))).toEqual(await hashTree(ft));
+    } finally {
+      await a.close();
+      await b.close();
+      await reg.close();
+    }
   });
 });
 
