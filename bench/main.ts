@@ -1,0 +1,89 @@
+/**
+ * cake's benchmarks against its peers (huggingface_hub, oras, crane, cp) on an emulated network, run on
+ * demand. Each scenario prints a markdown table, checks its targets, and rewrites its own section of
+ * docs/benchmarks.md. Generated models, stores, servers and temp dirs are removed at the end.
+ *
+ *   npm run bench -- [scenario ...] [--runs 3] [--mb 512] [--mb2 2048] [--bandwidth 40] [--latency 30]
+ *                    [--ft-layers 2] [--shards 3] [--models DIR] [--no-write]
+ *
+ * Scenarios: cold, finetune, reshard, resume, proxy, export, rss, profile; none or `all` = every one.
+ */
+import { DEFAULTS, Models, type Options } from "./lib/context.js";
+import { render, writeSection, type Section } from "./lib/report.js";
+import { cold } from "./scenarios/cold.js";
+import { exportAndPush } from "./scenarios/export.js";
+import { fineTune } from "./scenarios/finetune.js";
+import { profile } from "./scenarios/profile.js";
+import { proxy } from "./scenarios/proxy.js";
+import { reshardScenario } from "./scenarios/reshard.js";
+import { resume } from "./scenarios/resume.js";
+import { rss } from "./scenarios/rss.js";
+
+const SCENARIOS: Record<string, (m: Models, o: Options) => Promise<Section>> = {
+  cold,
+  finetune: fineTune,
+  reshard: reshardScenario,
+  resume,
+  proxy,
+  export: exportAndPush,
+  rss,
+  profile,
+};
+
+const NUMERIC: Record<string, keyof Options> = {
+  runs: "runs",
+  mb: "mb",
+  mb2: "mb2",
+  bandwidth: "bandwidth",
+  latency: "latencyMs",
+  "ft-layers": "ftLayers",
+  shards: "shards",
+};
+
+function parseArgs(argv: string[]): { names: string[]; opts: Options } {
+  const opts: Options = { ...DEFAULTS };
+  const names: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--no-write") opts.write = false;
+    else if (a === "--models") opts.models = argv[++i];
+    else if (a.startsWith("--") && NUMERIC[a.slice(2)]) {
+      const n = Number(argv[++i]);
+      if (!Number.isFinite(n) || n < 0) throw new Error(`${a} needs a number`);
+      (opts[NUMERIC[a.slice(2)]!] as number) = n;
+    } else if (a === "all") names.push(...Object.keys(SCENARIOS));
+    else if (SCENARIOS[a]) names.push(a);
+    else throw new Error(`unknown argument ${a}; scenarios: ${Object.keys(SCENARIOS).join(", ")}, all`);
+  }
+  if (opts.runs < 1) throw new Error("--runs must be at least 1");
+  return { names: names.length ? [...new Set(names)] : Object.keys(SCENARIOS), opts };
+}
+
+async function main() {
+  const { names, opts } = parseArgs(process.argv.slice(2));
+  const models = new Models(opts);
+  let failed = 0;
+  try {
+    for (const name of names) {
+      process.stderr.write(`bench: ${name}\n`);
+      const t0 = Date.now();
+      try {
+        const section = await SCENARIOS[name]!(models, opts);
+        process.stdout.write(`\n${render(section)}\n`);
+        if (opts.write) await writeSection(section);
+      } catch (err) {
+        failed++;
+        process.stderr.write(`bench: ${name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      }
+      process.stderr.write(`bench: ${name} took ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+    }
+  } finally {
+    await models.cleanup();
+  }
+  if (failed) process.exitCode = 1;
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});
