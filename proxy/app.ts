@@ -39,7 +39,9 @@ function parseRange(h: string | undefined, size: number): { start: number; end: 
   return { start, end: b === "" ? size : Math.min(Number(b) + 1, size) };
 }
 
-const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|tags)\/(.+)$/;
+const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|tags|referrers)\/(.+)$/;
+/** Referrers API (spec end-12a): nothing on the Hub refers to a converted model, so always an empty index. */
+const EMPTY_REFERRERS = JSON.stringify({ schemaVersion: 2, mediaType: MT.index, manifests: [] });
 
 export function createApp(service: ProxyService, opts: { log?: (e: Record<string, unknown>) => void } = {}): express.Express {
   const app = express();
@@ -95,6 +97,12 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
       if (kind === "manifests") return await manifest(req, res, name, decodeURIComponent(ref), head);
       if (kind === "blobs") return await blob(req, res, name, ref, head);
       if (kind === "tags" && ref === "list") return await tags(req, res, name);
+      if (kind === "referrers" && !head) {
+        await service.names.repoFor(name, service.hubFor(clientToken(req)));
+        res.setHeader("Content-Type", MT.index); // exactly, no charset: clients compare it
+        res.end(EMPTY_REFERRERS);
+        return;
+      }
       return next();
     } catch (err) {
       const what = kind === "blobs" ? "BLOB_UNKNOWN" : "MANIFEST_UNKNOWN";

@@ -232,7 +232,11 @@ export class ProxyService {
 
   /** The store path of a blob of `name` (fetching it first when only its source is known). */
   async blob(name: string, digest: string, clientToken: string | undefined): Promise<{ file: string; size: number }> {
-    if (!DIGEST.test(digest)) throw new OciError("DIGEST_INVALID", `${digest}: not a sha256 digest`);
+    // A well-formed digest of another algorithm is simply not here (404); a malformed one is a bad request.
+    if (!DIGEST.test(digest)) {
+      if (/^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(digest)) throw new OciError("BLOB_UNKNOWN", `${name}: no blob ${digest} (only sha256 here)`);
+      throw new OciError("DIGEST_INVALID", `${digest}: not a valid digest`);
+    }
     const hub = this.hubFor(clientToken);
     const repo = await this.names.repoFor(name, hub);
     const commit = await this.commitOwning(repo, digest);

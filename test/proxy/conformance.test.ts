@@ -67,11 +67,7 @@ const EXPECTED: Record<string, { status: Status; why: string; error?: string }> 
   [`${T}/invalid-digest-format/delete/manifest-delete`]: { status: "Disabled", why: "delete: the proxy is read-only" },
   [`${T}/invalid-digest-format/delete/blob-delete`]: { status: "Disabled", why: "delete: the proxy is read-only" },
 
-  [`${T}/empty/referrers`]: {
-    status: "FAIL",
-    why: "proxy deviation: GET /v2/<name>/referrers/<digest> answers 405 UNSUPPORTED; spec end-12a allows 200 (an OCI image index, empty when nothing refers) or 404 (referrers API not supported: clients MUST then fall back to the referrers tag schema)",
-    error: "received 405",
-  },
+  [`${T}/empty/referrers`]: { status: "Pass", why: "GET /v2/<name>/referrers/<digest>: 200 with an empty OCI image index (nothing on the Hub refers to a converted model)" },
 };
 
 /** The report tree the suite prints between "Test results" and "Configuration:", as its leaves. */
@@ -219,17 +215,9 @@ describe("OCI distribution-spec conformance, pull (read-only mode)", () => {
     expect(o.leaves.filter((l) => l.status === "Skip" || l.status === "Error" || l.status === "Unknown")).toEqual([]);
   });
 
-  it("known proxy deviation: referrers answers 405 (make it Pass in EXPECTED once the proxy answers 200 with an empty index)", () => {
+  it("the overall result is a pass", () => {
     ready();
-    for (const [name, e] of Object.entries(EXPECTED).filter(([, e]) => e.status === "FAIL")) {
-      const got = o.leaves.filter((l) => l.name === name);
-      expect(got.length, name).toBeGreaterThan(0);
-      for (const l of got) {
-        expect(l.status, `${name} now ${l.status}: update EXPECTED\n${show(o, got)}`).toBe("FAIL");
-        expect(l.errors.join("\n")).toContain(e.error!);
-      }
-    }
-    expect(o.overall).toBe("FAIL"); // only because of the deviations above
+    expect(o.overall, show(o, o.leaves.filter((l) => l.status === "FAIL"))).not.toBe("FAIL");
   });
 });
 
@@ -253,9 +241,8 @@ describe("OCI distribution-spec conformance, get-missing blobs", () => {
     expect(leaf.status, show(o, [leaf])).toBe("Pass");
   });
 
-  it("known proxy deviation: sha512 answers 400 DIGEST_INVALID where the spec says 404 (expect Pass once fixed)", async () => {
+  it("sha512: 404 (a well-formed digest of another algorithm is simply not here)", async () => {
     const { o, leaf } = await only("sha512");
-    expect(leaf.status, `now ${leaf.status}: make this test expect Pass\n${show(o, [leaf])}`).toBe("FAIL");
-    expect(leaf.errors.join("\n")).toContain("received 400");
+    expect(leaf.status, show(o, [leaf])).toBe("Pass");
   });
 });

@@ -104,6 +104,17 @@ describe("the OCI API (supertest)", () => {
     await request(app()).get(`/v2/hf/acme/tiny-llama/blobs/${big.digest}`).set("Range", `bytes=${big.size}-`).expect(416);
   });
 
+  it("resumes a blob download with curl -C - (Range from where the file stops)", async () => {
+    const m = JSON.parse((await request(app()).get("/v2/hf/acme/tiny-llama/manifests/main").expect(200)).text) as { layers: { digest: string; size: number }[] };
+    const big = [...m.layers].sort((a, b) => b.size - a.size)[0]!;
+    const url = `${proxy.url}/v2/hf/acme/tiny-llama/blobs/${big.digest}`;
+    const file = path.join(tmp, "curl-blob");
+    await run("curl", ["-sf", "-r", "0-99999", "-o", file, url]);
+    expect((await fs.stat(file)).size).toBe(100_000);
+    await run("curl", ["-sf", "-C", "-", "-o", file, url]);
+    expect(sha256(await fs.readFile(file))).toBe(big.digest);
+  });
+
   it("gives the OCI error codes for unknown names, tags and digests, and refuses writes", async () => {
     const code = async (p: string, status: number, c: string, method: "get" | "put" = "get") => {
       const r = await request(app())[method](p).expect(status);
