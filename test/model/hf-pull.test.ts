@@ -10,7 +10,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { startHub, type Hub } from "../hub/emulator.js";
-import { hashTree, makeFineTune, makeLlamaLike } from "../fixtures/models.js";
+import { hashTree, makeFineTune, makeLlamaLike, dirBytes } from "../fixtures/models.js";
 import { cake, spawnCake, waitFor } from "../helpers/cli.js";
 
 let hub: Hub;
@@ -40,11 +40,6 @@ beforeEach(() => {
 
 let n = 0;
 const freshEnv = (extra: Record<string, string> = {}) => ({ CAKE_HOME: path.join(tmp, `store-${n++}`), HF_ENDPOINT: hub.url, HF_TOKEN: "", HF_HOME: path.join(tmp, `hf-${n}`), ...extra });
-const modelBytes = async (dir: string) => {
-  let total = 0;
-  for (const f of await fs.readdir(dir)) total += (await fs.stat(path.join(dir, f))).size;
-  return total;
-};
 
 describe("cake pull hf:// + export", () => {
   it("pulls a sharded model with tokenizer files and exports it byte-identical", async () => {
@@ -64,7 +59,7 @@ describe("cake pull hf:// + export", () => {
     // The token went to the Hub, never to the CDN.
     expect(hub.counters.cdnAuthorizationSeen).toBe(0);
     // Every byte once: headers + data, no re-fetch.
-    expect(hub.counters.bytesServed).toBeLessThan((await modelBytes(base)) + 200_000);
+    expect(hub.counters.bytesServed).toBeLessThan((await dirBytes(base)) + 200_000);
 
     const out = path.join(tmp, "out-1");
     const exp = await cake(["export", "hf://acme/tiny-llama", out], env);
@@ -76,7 +71,7 @@ describe("cake pull hf:// + export", () => {
     const main = models.find((m) => m.ref === "hf://acme/tiny-llama@main")!;
     expect(main.commit).toBe(baseCommit);
     expect(main.files).toBe((await fs.readdir(base)).length);
-    expect(main.bytes).toBe(await modelBytes(base));
+    expect(main.bytes).toBe(await dirBytes(base));
     expect(main.tensors).toBeGreaterThan(20);
 
     const inspect = await cake(["inspect", "hf://acme/tiny-llama"], env);
@@ -154,7 +149,7 @@ describe("cake pull hf:// + export", () => {
 
   it("resumes a killed pull without re-fetching finished tensors", async () => {
     const env = freshEnv();
-    const total = await modelBytes(base);
+    const total = await dirBytes(base);
     // Slow enough to kill half-way: 4 streams at 1.5 MB/s each.
     hub.setKnobs({ bandwidth: 1_500_000 });
     const child = spawnCake(["pull", "-q", "-c", "4", "--chunk-size", String(1 << 20), "hf://acme/tiny-llama"], env);

@@ -9,7 +9,7 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { hashTree, makeFineTune, makeLlamaLike } from "../fixtures/models.js";
+import { hashTree, makeFineTune, makeLlamaLike, dirBytes } from "../fixtures/models.js";
 import { cake, spawnCake, waitFor } from "../helpers/cli.js";
 import { startCountingProxy, type CountingProxy } from "../registry/counting-proxy.js";
 import { requireTool, startRegistry, type RunningRegistry } from "../registry/harness.js";
@@ -44,11 +44,6 @@ const ok = async (args: string[], e: Record<string, string>) => {
   expect(r.code, args.join(" ")).toBe(0);
   return r.stdout.trim();
 };
-const sizeOf = async (dir: string) => {
-  let total = 0;
-  for (const f of await fs.readdir(dir)) total += (await fs.stat(path.join(dir, f))).size;
-  return total;
-};
 const sha256 = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
 describe("cake push / pull with a real registry", () => {
@@ -78,7 +73,7 @@ describe("cake push / pull with a real registry", () => {
     expect(uploads.length).toBe(CHANGED.length + 2);
     const changedBytes = (2 << 20) / 2; // bound below: each changed tensor is >= 0.5 MiB
     expect(proxy.bytes("up", undefined, "upload")).toBeGreaterThan(changedBytes);
-    expect(proxy.bytes("up", undefined, "upload")).toBeLessThan((await sizeOf(ft)) / 2);
+    expect(proxy.bytes("up", undefined, "upload")).toBeLessThan((await dirBytes(ft)) / 2);
 
     // push again: nothing uploaded
     proxy.reset();
@@ -139,7 +134,7 @@ describe("cake push / pull with a real registry", () => {
   it("a pull killed mid-blob, run again, fetches only the rest", async () => {
     const e = env();
     await ok(["push", "-q", base, `${proxy.host}/resume/model:v1`], e);
-    const total = await sizeOf(base);
+    const total = await dirBytes(base);
     const p = env();
     // Slow every blob body down so the kill lands mid-blob.
     proxy.reset();
@@ -160,7 +155,7 @@ describe("cake push / pull with a real registry", () => {
   });
 
   it("a push interrupted mid-upload, run again, uploads only what the registry lacks", async () => {
-    const total = await sizeOf(base);
+    const total = await dirBytes(base);
     const e = env();
     proxy.reset();
     // one upload cut half-way: the client resumes it in the same run

@@ -14,7 +14,7 @@ import { request as httpGet } from "undici";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { Store } from "../../src/index.js";
 import { createApp, startProxy, type RunningProxy } from "../../proxy/index.js";
-import { hashTree, makeFineTune, makeLlamaLike } from "../fixtures/models.js";
+import { hashTree, makeFineTune, makeLlamaLike, dirBytes } from "../fixtures/models.js";
 import { cake, CAKE, waitFor } from "../helpers/cli.js";
 import { startHub, type Hub } from "../hub/emulator.js";
 import { requireTool, startRegistry } from "../registry/harness.js";
@@ -193,7 +193,7 @@ describe("real clients through the proxy", () => {
     const manifestBytes = 20_000;
     expect(served).toBeGreaterThanOrEqual(diff.transferBytes);
     expect(served).toBeLessThan(diff.transferBytes + manifestBytes);
-    expect(diff.transferBytes).toBeLessThan((await sizeOf(ft)) / 2);
+    expect(diff.transferBytes).toBeLessThan((await dirBytes(ft)) / 2);
   });
 
   it("16 concurrent clients pulling two models while the Hub drops connections all get correct bytes", async () => {
@@ -337,8 +337,3 @@ describe("the proxy as a process", () => {
   });
 });
 
-async function sizeOf(dir: string) {
-  let total = 0;
-  for (const f of await fs.readdir(dir)) total += (await fs.stat(path.join(dir, f))).size;
-  return total;
-}
