@@ -8,6 +8,7 @@
  *
  * Scenarios: cold, finetune, reshard, resume, proxy, export, rss, profile; none or `all` = every one.
  */
+import os from "node:os";
 import { DEFAULTS, Models, type Options } from "./lib/context.js";
 import { render, writeSection, type Section } from "./lib/report.js";
 import { cold } from "./scenarios/cold.js";
@@ -67,8 +68,11 @@ async function main() {
     for (const name of names) {
       process.stderr.write(`bench: ${name}\n`);
       const t0 = Date.now();
+      const load0 = os.loadavg()[0]!;
       try {
         const section = await SCENARIOS[name]!(models, opts);
+        // Other work on the machine inflates every time: say how busy it was.
+        section.setup.push(`machine load (1-minute load average): ${load0.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end (2 cores; the bench itself keeps about 2 busy)`);
         process.stdout.write(`\n${render(section)}\n`);
         if (opts.write) await writeSection(section);
       } catch (err) {

@@ -56,6 +56,14 @@ export async function exportAndPush(models: Models, opts: Options): Promise<Sect
       return { secs: t.secs, rss: t.rssMiB };
     });
 
+    // cp with the guarantees cake export gives: every byte hashed, everything on disk before it returns.
+    const cpVerified = await medianOf(opts.runs, async () => {
+      const d = await scratch.dir("export-cpv");
+      const t = await timed("sh", ["-c", 'cp -r "$0" "$1" && sha256sum "$1"/* > /dev/null && sync -f "$1"', model.dir, path.join(d, "out")]);
+      await fs.rm(d, { recursive: true, force: true });
+      return { secs: t.secs, rss: t.rssMiB };
+    });
+
     const refName = await layoutRefName(store, "hf://bench/model@main");
     const pushOnce = async (argsFor: (host: string) => [string, string[]]) =>
       medianOf(opts.runs, async () => {
@@ -86,13 +94,20 @@ export async function exportAndPush(models: Models, opts: Options): Promise<Sect
         ["cake export (verify sha256 + git oid, fsync, rename)", secs(exp.secs), gbs(model.bytes, exp.secs), pct(cp.secs / exp.secs), mib(exp.rss)],
         ["cp -r", secs(cp.secs), gbs(model.bytes, cp.secs), "100 %", mib(cp.rss)],
         ["cp -r && sync", secs(cpSync.secs), gbs(model.bytes, cpSync.secs), pct(cp.secs / cpSync.secs), mib(cpSync.rss)],
+        ["cp -r && sha256sum && sync (cake export's guarantees)", secs(cpVerified.secs), gbs(model.bytes, cpVerified.secs), pct(cp.secs / cpVerified.secs), mib(cpVerified.rss)],
         ["cake push (store -> distribution)", secs(push.secs), gbs(blobBytes, push.secs), "", mib(push.rss)],
         ["oras cp --from-oci-layout (same store, concurrency 3)", secs(orasCp.secs), gbs(blobBytes, orasCp.secs), "", mib(orasCp.rss)],
         ["oras cp --from-oci-layout --concurrency 16", secs(orasCp16.secs), gbs(blobBytes, orasCp16.secs), "", mib(orasCp16.rss)],
       ],
-      targets: [{ what: "export >= 70 % of cp", measured: `${pct(cp.secs / exp.secs)} (${gbs(model.bytes, exp.secs)} vs ${gbs(model.bytes, cp.secs)} GB/s)`, met: cp.secs / exp.secs >= 0.7 }],
+      targets: [
+        {
+          what: "export >= 70 % of cp",
+          measured: `${pct(cp.secs / exp.secs)} of cp -r (${gbs(model.bytes, exp.secs)} vs ${gbs(model.bytes, cp.secs)} GB/s); ${pct(cpVerified.secs / exp.secs)} of cp + sha256sum + sync`,
+          met: cp.secs / exp.secs >= 0.7,
+        },
+      ],
       notes: [
-        "cake export hashes every file twice over (sha256, and the git blob oid for non-LFS files) and fsyncs each file before its rename; cp does neither. `cp -r && sync` shows what the fsync alone costs.",
+        "cake export hashes every byte it writes (sha256, plus the git blob oid for files not in LFS) and fsyncs each file before its rename; cp does neither (and copies in the kernel, copy_file_range). `cp -r && sync` shows what getting the bytes to disk costs, `cp -r && sha256sum && sync` what the same guarantees cost with coreutils.",
         `Push rate: ${gbs(blobBytes, push.secs)} GB/s for cake, ${gbs(blobBytes, Math.min(orasCp.secs, orasCp16.secs))} GB/s for the faster oras; distribution writes every blob to disk and hashes it too, on the same 2 cores.`,
       ],
     };

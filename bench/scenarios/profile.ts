@@ -4,6 +4,7 @@
  * write system calls, and their average size). Hub emulation and distribution uncapped on loopback, so
  * the client's own costs show.
  */
+import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { startHub } from "../../test/hub/emulator.js";
@@ -40,6 +41,16 @@ export function summarise(p: CpuProfile): { total: number; top: { fn: string; ms
   });
   const top = [...self].filter(([k]) => !k.startsWith("(idle)")).sort((a, b) => b[1] - a[1]).slice(0, TOP).map(([fn, ms]) => ({ fn, ms }));
   return { total, top, share };
+}
+
+/** sha256 throughput of this process on one core, bytes/s (1 MiB updates, as cake hashes). */
+function sha256Rate(): number {
+  const buf = Buffer.alloc(1 << 20, 7);
+  const h = createHash("sha256");
+  const t0 = performance.now();
+  for (let i = 0; i < 256; i++) h.update(buf);
+  h.digest();
+  return (256 << 20) / ((performance.now() - t0) / 1000);
 }
 
 /** Counts, bytes and time of read/write/fsync system calls in an `strace -f -T` log. */
@@ -165,6 +176,7 @@ export async function profile(models: Models, opts: Options): Promise<Section> {
       rows,
       targets: [],
       notes: [
+        `sha256 in Node on this CPU: ${(sha256Rate() / 1e9).toFixed(2)} GB/s on one core, so each pass over the model costs ${((model.bytes / sha256Rate()) * 1000).toFixed(0)} ms of CPU.`,
         "System calls moving more than 1 MB (count, bytes, average size), and fsync (count, seconds spent in the call summed over libuv's threads):",
         ioRows.join("\n"),
         `What fsync costs on this disk (median of ${opts.runs} runs, fsync and fdatasync made no-ops with LD_PRELOAD; for measurement only):`,
