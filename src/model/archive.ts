@@ -305,7 +305,7 @@ export async function loadArchive(store: Store, tarPath: string, opts: LoadOptio
             let pos = 0;
             const since = { n: 0 };
             for await (const chunk of entry) {
-              await ing.write(pos, chunk as Buffer, 0, since);
+              await ing.write(pos, [chunk as Buffer], 0, since);
               pos += (chunk as Buffer).length;
             }
             await ing.record([0, pos]);

@@ -16,6 +16,20 @@ const JOURNAL_EVERY = 256 << 10;
 
 export type Range = [start: number, end: number];
 
+/** What is left of `parts` after its first `skip` bytes (after a short vectored write). */
+function remaining(parts: Uint8Array[], skip: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const p of parts) {
+    if (skip >= p.length) {
+      skip -= p.length;
+      continue;
+    }
+    out.push(skip > 0 ? p.subarray(skip) : p);
+    skip = 0;
+  }
+  return out;
+}
+
 export class Ingest {
   private done: Range[] = [];
   private journal?: fs.FileHandle;
@@ -80,28 +94,33 @@ export class Ingest {
   }
 
   /**
-   * Writes `data` at `pos` (within a range being fetched). Keeps the inline hash when the bytes come
-   * strictly in order from 0; records progress in the journal every MiB.
+   * Writes `parts` (consecutive pieces) at `pos`, within a range being fetched, in one vectored
+   * write. Keeps the inline hash when the bytes come strictly in order from 0; records progress in
+   * the journal every JOURNAL_EVERY bytes.
    */
-  async write(pos: number, data: Uint8Array, rangeStart: number, sinceJournal: { n: number }): Promise<void> {
-    if (pos + data.length > this.size) {
+  async write(pos: number, parts: Uint8Array[], rangeStart: number, sinceJournal: { n: number }): Promise<void> {
+    let len = 0;
+    for (const p of parts) len += p.length;
+    if (pos + len > this.size) {
       throw new CakeError("E_SIZE", `${this.key}: more bytes than the ${this.size} expected`);
     }
-    let off = 0;
-    while (off < data.length) {
-      const { bytesWritten } = await this.fh!.write(data, off, data.length - off, pos + off);
-      off += bytesWritten;
+    let done = 0;
+    let rest = parts;
+    while (done < len) {
+      const { bytesWritten } = await this.fh!.writev(rest, pos + done);
+      done += bytesWritten;
+      if (done < len) rest = remaining(parts, done);
     }
     if (this.inline) {
       if (this.inline.at === pos) {
-        this.inline.hash.update(data);
-        this.inline.at += data.length;
+        for (const p of parts) this.inline.hash.update(p);
+        this.inline.at += len;
       } else this.inline = undefined;
     }
-    sinceJournal.n += data.length;
+    sinceJournal.n += len;
     if (sinceJournal.n >= JOURNAL_EVERY) {
       sinceJournal.n = 0;
-      await this.record([rangeStart, pos + data.length]);
+      await this.record([rangeStart, pos + len]);
     }
   }
 

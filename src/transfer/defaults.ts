@@ -12,3 +12,9 @@ export const DEFAULT_CONCURRENCY = 16;
 export const DEFAULT_CHUNK = 16 << 20;
 /** Attempts for one range without progress before the transfer fails: the HTTP retries (CAKE_HTTP_RETRIES) + 2. */
 export const RANGE_ATTEMPTS = DEFAULT_RETRY.retries + 2;
+
+/**
+ * Bytes gathered from the network before one write to disk. Writing 512 MB as 64 KiB network chunks
+ * cost 990 ms of CPU here; as 1 MiB pieces, 120 ms (bench: FileHandle.write, page cache).
+ */
+export const WRITE_BATCH = 1 << 20;
