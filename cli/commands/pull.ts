@@ -1,5 +1,5 @@
 import { Command, Option } from "commander";
-import { isHfRef, parseHfRef, pullFromRegistry, pullHf } from "../../src/index.js";
+import { formatBytes, isHfRef, parseHfRef, pullFromRegistry, pullHf } from "../../src/index.js";
 import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, withRegistryOptions, type AccessOpts } from "../context.js";
 
 export function pullCommand(): Command {
@@ -24,7 +24,7 @@ export function pullCommand(): Command {
       return;
     }
     const r = await pullFromRegistry(ref, { ...common, ...(await accessFrom(opts)) });
-    say(opts, `${r.ref}: ${r.blobs - r.stats.skippedBlobs} of ${r.blobs} blobs fetched (${r.stats.fetchedBytes} bytes)`);
+    say(opts, `${r.ref}: ${r.blobs - r.stats.skippedBlobs} of ${r.blobs} blobs fetched (${formatBytes(r.stats.fetchedBytes)})`);
     process.stdout.write(`${r.manifestDigest}\n`);
   });
 }
