@@ -10,7 +10,7 @@
  */
 import os from "node:os";
 import { DEFAULTS, Models, type Options } from "./lib/context.js";
-import { render, writeSection, type Section } from "./lib/report.js";
+import { render, revision, writeSection, type Section } from "./lib/report.js";
 import { cold } from "./scenarios/cold.js";
 import { exportAndPush } from "./scenarios/export.js";
 import { fineTune } from "./scenarios/finetune.js";
@@ -69,12 +69,13 @@ async function main() {
       process.stderr.write(`bench: ${name}\n`);
       const t0 = Date.now();
       const load0 = os.loadavg()[0]!;
+      const rev = await revision();
       try {
         const section = await SCENARIOS[name]!(models, opts);
         // Other work on the machine inflates every time: say how busy it was.
         section.setup.push(`machine load (1-minute load average): ${load0.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end (2 cores; the bench itself keeps about 2 busy)`);
         process.stdout.write(`\n${render(section)}\n`);
-        if (opts.write) await writeSection(section);
+        if (opts.write) await writeSection(section, rev);
       } catch (err) {
         failed++;
         process.stderr.write(`bench: ${name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

@@ -6,7 +6,7 @@
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { ROOT } from "./proc.js";
+import { ROOT, run } from "./proc.js";
 
 export interface Target {
   what: string;
@@ -54,11 +54,19 @@ export function render(s: Section): string {
 
 const DOC = path.join(ROOT, "docs", "benchmarks.md");
 
+/** The commit cake was measured at, and whether its source had uncommitted changes (dist/ is built from the tree). */
+export async function revision(): Promise<string> {
+  const head = await run("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT }).catch(() => undefined);
+  if (!head || head.code !== 0) return "an unknown revision";
+  const dirty = await run("git", ["status", "--porcelain", "--", "src", "cli", "proxy"], { cwd: ROOT });
+  return `${head.stdout.trim()}${dirty.stdout.trim() ? " + uncommitted changes in src/cli/proxy" : ""}`;
+}
+
 /** Replaces (or appends) the section's marked block in docs/benchmarks.md. */
-export async function writeSection(s: Section): Promise<void> {
+export async function writeSection(s: Section, rev: string): Promise<void> {
   const begin = `<!-- bench:${s.name} -->`;
   const end = `<!-- /bench:${s.name} -->`;
-  const stamp = `_Measured ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC on ${machine()}._`;
+  const stamp = `_Measured ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, cake at ${rev}, on ${machine()}._`;
   const block = `${begin}\n${render(s)}${stamp}\n${end}`;
   let doc = await fs.readFile(DOC, "utf8").catch(() => "# Benchmarks\n");
   const i = doc.indexOf(begin);

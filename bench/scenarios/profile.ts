@@ -56,7 +56,7 @@ function sha256Rate(): number {
 /** Counts, bytes and time of read/write/fsync system calls in an `strace -f -T` log. */
 export function syscalls(log: string): Record<string, { calls: number; bytes: number; secs: number }> {
   const out: Record<string, { calls: number; bytes: number; secs: number }> = {};
-  const calls = "read|pread64|write|pwrite64|writev|readv|fsync|fdatasync";
+  const calls = "read|pread64|readv|preadv|preadv2|write|pwrite64|writev|pwritev|pwritev2|fsync|fdatasync";
   const whole = new RegExp(`^\\d+\\s+(${calls})\\(\\d+.*\\)\\s+=\\s+(\\d+)(?:\\s+<([\\d.]+)>)?$`);
   // A call another thread interrupted ends on a later line: "<... pwrite64 resumed>…) = N <t>".
   const resumed = new RegExp(`^\\d+\\s+<\\.\\.\\. (${calls}) resumed>.*\\)\\s+=\\s+(\\d+)(?:\\s+<([\\d.]+)>)?$`);
@@ -105,7 +105,7 @@ export async function profile(models: Models, opts: Options): Promise<Section> {
         }
         const profDir = await scratch.dir("prof");
         const args = c.args(i, reg?.host ?? "");
-        const node = mode === "cpu" ? [process.execPath, ["--cpu-prof", "--cpu-prof-dir", profDir, CAKE, ...args]] : ["strace", ["-f", "-qq", "-e", "trace=read,pread64,readv,write,pwrite64,writev,fsync,fdatasync", "-T", "-e", "signal=none", "-s", "0", "-o", path.join(profDir, "strace.log"), process.execPath, CAKE, ...args]];
+        const node = mode === "cpu" ? [process.execPath, ["--cpu-prof", "--cpu-prof-dir", profDir, CAKE, ...args]] : ["strace", ["-f", "-qq", "-e", "trace=read,pread64,readv,preadv,preadv2,write,pwrite64,writev,pwritev,pwritev2,fsync,fdatasync", "-T", "-e", "signal=none", "-s", "0", "-o", path.join(profDir, "strace.log"), process.execPath, CAKE, ...args]];
         const r = await run(node[0] as string, node[1] as string[], { env: cakeEnv(hub, home) });
         if (r.code !== 0) throw new Error(`cake ${args.join(" ")}: ${r.stderr.slice(-800)}`);
         if (mode === "cpu") {
