@@ -82,7 +82,18 @@ describe("cake browse in a terminal", () => {
     await until("empty: search (/) and pull (p) a model");
     expect(screen()).toContain("Local store (0)");
 
-    keys("/");
+    // The first frame can be drawn before the app reads keys (raw mode comes on just after):
+    // press / until the search box opens, closing it with Escape between tries.
+    for (let tries = 1; ; tries++) {
+      keys("/");
+      try {
+        await until("Search: _", 3_000);
+        break;
+      } catch (err) {
+        if (tries >= 5) throw err;
+        keys("Escape");
+      }
+    }
     text("llama");
     await until("Search: llama_");
     keys("Enter");
