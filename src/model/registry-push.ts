@@ -8,13 +8,16 @@
 import { CakeError } from "../errors.js";
 import { MT } from "../format/oci.js";
 import { parseManifest } from "../format/recipe.js";
-import { formatReference, parseReference, type PushBlobResult } from "../registry/index.js";
+import { formatReference, parseReference, REGISTRY_DEFAULTS, type PushBlobResult } from "../registry/index.js";
 import type { Store } from "../store/layout.js";
 import { DEFAULT_CONCURRENCY } from "../transfer/defaults.js";
 import { Pool } from "../transfer/pool.js";
 import { silentProgress, type ProgressSink } from "../transfer/progress.js";
 import { clientFor, type RegistryAccess } from "./registry-pull.js";
 import { readStoredManifest } from "./source.js";
+
+/** Chunked uploads (blobs above the monolithic threshold) at once; each holds one chunk (8 MiB) in memory. */
+const CHUNKED_AT_ONCE = 4;
 
 export interface PushOptions extends RegistryAccess {
   store: Store;
@@ -46,28 +49,30 @@ export async function pushToRegistry(storeRef: string, dest: string, opts: PushO
   const counts: Record<PushBlobResult, number> = { exists: 0, mounted: 0, uploaded: 0 };
   let uploadedBytes = 0;
   const pool = new Pool(opts.concurrency ?? DEFAULT_CONCURRENCY);
-  await Promise.all(
-    descs.map((d) =>
-      pool.run(async () => {
-        if (!(await store.hasBlob(d.digest, d.size))) {
-          throw new CakeError("E_NOT_FOUND", `${storeRef}: blob ${d.digest} is missing from the store (pull it again)`);
-        }
-        let sent = 0;
-        const r = await client.pushBlob(ref.repository, d, (start) => store.openBlob(d.digest, start), {
-          mountFrom: (known.get(d.digest) ?? []).filter((r) => r !== ref.repository),
-          ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
-          onProgress: (n) => {
-            if (n > sent) progress.bytes(n - sent);
-            sent = Math.max(sent, n);
-          },
-        });
-        counts[r]++;
-        if (r === "uploaded") uploadedBytes += d.size;
-        else progress.bytes(d.size - sent);
-        progress.item();
-      }),
-    ),
-  );
+  // A chunked upload holds its current chunk in memory (to resend it): at most CHUNKED_AT_ONCE of
+  // them run together, so memory stays bounded whatever the model's size.
+  const chunked = new Pool(CHUNKED_AT_ONCE);
+  const bigBlob = (size: number) => size > REGISTRY_DEFAULTS.monolithicThreshold;
+  const upload = (d: (typeof descs)[number]) =>
+    pool.run(async () => {
+      if (!(await store.hasBlob(d.digest, d.size))) {
+        throw new CakeError("E_NOT_FOUND", `${storeRef}: blob ${d.digest} is missing from the store (pull it again)`);
+      }
+      let sent = 0;
+      const r = await client.pushBlob(ref.repository, d, (start) => store.openBlob(d.digest, start), {
+        mountFrom: (known.get(d.digest) ?? []).filter((r) => r !== ref.repository),
+        ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
+        onProgress: (n) => {
+          if (n > sent) progress.bytes(n - sent);
+          sent = Math.max(sent, n);
+        },
+      });
+      counts[r]++;
+      if (r === "uploaded") uploadedBytes += d.size;
+      else progress.bytes(d.size - sent);
+      progress.item();
+      });
+  await Promise.all(descs.map((d) => (bigBlob(d.size) ? chunked.run(() => upload(d)) : upload(d))));
   const pushed = await client.putManifest(ref.repository, ref.tag ?? "latest", bytes, manifest.mediaType ?? MT.manifest);
   if (pushed !== digest) throw new CakeError("E_DIGEST", `${name}: registry stored the manifest as ${pushed}, not ${digest}`);
   progress.done();
