@@ -68,6 +68,7 @@ export class ProxyService {
   readonly names: Names;
   readonly conversions = new Map<string, { status: Conversion; done: Promise<string> }>();
   private readonly access = new Map<string, { until: number; decision: Promise<void> }>();
+  private readonly owners = new Map<string, { version: number; map: Map<string, string> }>();
   private sources?: Promise<Map<string, HubBlobSource>>;
   private readonly sourcesFile: string;
 
@@ -254,14 +255,28 @@ export class ProxyService {
 
   /** The commit of `repo` whose artifact (manifest, config or layer) has this digest. */
   private async commitOwning(repo: string, digest: string): Promise<string | undefined> {
+    return (await this.ownersOf(repo)).get(digest);
+  }
+
+  /**
+   * digest -> commit for every blob of `repo`'s converted revisions, rebuilt only when the store's
+   * tags change: a blob request must not re-read every manifest.
+   */
+  private async ownersOf(repo: string): Promise<Map<string, string>> {
+    const version = await this.opts.store.tagsVersion();
+    const hit = this.owners.get(repo);
+    if (hit && hit.version === version) return hit.map;
+    const map = new Map<string, string>();
     for (const t of await this.opts.store.tags()) {
       const a = t.descriptor.annotations;
-      if (a?.[ANN.hfRepo] !== repo || !a[ANN.hfCommit] || !t.ref.endsWith(`@${a[ANN.hfCommit]}`)) continue;
-      if (t.descriptor.digest === digest) return a[ANN.hfCommit];
+      const commit = a?.[ANN.hfCommit];
+      if (a?.[ANN.hfRepo] !== repo || !commit || !t.ref.endsWith(`@${commit}`)) continue;
+      map.set(t.descriptor.digest, commit);
       const bytes = await this.opts.store.readBlob(t.descriptor.digest, 4 << 20).catch(() => undefined);
-      if (bytes && manifestChildren(bytes).includes(digest)) return a[ANN.hfCommit];
+      for (const d of bytes ? manifestChildren(bytes) : []) map.set(d, commit);
     }
-    return undefined;
+    this.owners.set(repo, { version, map });
+    return map;
   }
 
   /** A blob the store lost (gc) or never had (a replica): from its Hub range, else the backend; verified. */

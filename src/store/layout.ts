@@ -241,6 +241,12 @@ export class Store {
     });
   }
 
+  /** Changes whenever a tag changes (index.json's mtime): lets callers cache what they derive from tags. */
+  async tagsVersion(): Promise<number> {
+    await this.init();
+    return (await fsp.stat(this.p("index.json"))).mtimeMs;
+  }
+
   async tags(): Promise<Tag[]> {
     const idx = await this.readIndex();
     return idx.manifests
