@@ -147,21 +147,19 @@ export async function profile(models: Models, opts: Options): Promise<Section> {
         { name: "export", args: (out) => ["export", "-q", "hf://bench/model", out], fresh: false },
       ];
       for (const c of cases) {
-        const time = async (preload: boolean) =>
-          (
-            await medianOf(opts.runs, async () => {
-              const home = c.fresh ? await scratch.dir("prof-fresh") : store;
-              const out = await scratch.dir("prof-out");
-              const env = { ...cakeEnv(hub, home), ...(preload ? { LD_PRELOAD: path.join(shimDir, "nofsync.so") } : {}) };
-              const t = await timed(process.execPath, [CAKE, ...c.args(path.join(out, "m"))], { env });
-              if (c.fresh) await fs.rm(home, { recursive: true, force: true });
-              await fs.rm(out, { recursive: true, force: true });
-              return { secs: t.secs };
-            })
-          ).secs;
-        const withSync = await time(false);
-        const without = await time(true);
-        whatIf.push(`- cake ${c.name}: ${secs(withSync)} s as is, ${secs(without)} s with fsync a no-op (${pct(1 - without / withSync)} of the wall time is fsync)`);
+        const once = async (preload: boolean) => {
+          const home = c.fresh ? await scratch.dir("prof-fresh") : store;
+          const out = await scratch.dir("prof-out");
+          const env = { ...cakeEnv(hub, home), ...(preload ? { LD_PRELOAD: path.join(shimDir, "nofsync.so") } : {}) };
+          const t = await timed(process.execPath, [CAKE, ...c.args(path.join(out, "m"))], { env });
+          if (c.fresh) await fs.rm(home, { recursive: true, force: true });
+          await fs.rm(out, { recursive: true, force: true });
+          return t.secs;
+        };
+        // Alternate the two so that a change in the machine's load hits both alike.
+        const m = await medianOf(opts.runs, async () => ({ withSync: await once(false), without: await once(true) }));
+        const { withSync, without } = m;
+        whatIf.push(`- cake ${c.name}: ${secs(withSync)} s as is, ${secs(without)} s with fsync a no-op (${pct(Math.max(0, 1 - without / withSync))} of the wall time is fsync; runs as is ${m.samples.map((x) => secs(x.withSync)).join(", ")}, without ${m.samples.map((x) => secs(x.without)).join(", ")})`);
       }
     }
 
