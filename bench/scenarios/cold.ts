@@ -11,7 +11,7 @@ import { startHub } from "../../test/hub/emulator.js";
 import { startRegistry } from "../../test/registry/harness.js";
 import { cakeEnv, hfEnv, hfSnapshotArgs, HF_WORKERS, type Models, type Options } from "../lib/context.js";
 import { ensureCrane, ensureHfHub, ensureOras, checkRegistry } from "../lib/peers.js";
-import { cake, medianOf, ROOT, Scratch, timed, type Timed } from "../lib/proc.js";
+import { cake, median, ROOT, Scratch, timed, type Timed } from "../lib/proc.js";
 import { getManifest } from "../lib/registry.js";
 import { mb, mbs, mib, pct, secs, type Section } from "../lib/report.js";
 
@@ -54,19 +54,26 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
   const rows: (string | number)[][] = [];
   const targets: Section["targets"] = [];
 
-  /** Median of `opts.runs` runs of each client, each in a fresh directory. */
+  /**
+   * Median of `opts.runs` runs of each client, each in a fresh directory. Runs are interleaved (round
+   * i runs every client once), so a change in the machine's load hits all clients alike.
+   */
   const measure = async (clients: Client[]) => {
-    const out = [];
-    for (const cl of clients) {
-      const m = await medianOf(opts.runs, async () => {
+    const samples: { secs: number; rss: number; cpu: number }[][] = clients.map(() => []);
+    for (let i = 0; i < opts.runs; i++) {
+      for (const [k, cl] of clients.entries()) {
         const dir = await scratch.dir("cold");
         const t = await cl.once(dir);
         await fs.rm(dir, { recursive: true, force: true });
-        return { secs: t.secs, rss: t.rssMiB, cpu: t.cpu };
-      });
-      out.push({ ...cl, ...m });
+        samples[k]!.push({ secs: t.secs, rss: t.rssMiB, cpu: t.cpu });
+      }
     }
-    return out;
+    return clients.map((cl, k) => ({
+      ...cl,
+      secs: median(samples[k]!.map((x) => x.secs)),
+      rss: median(samples[k]!.map((x) => x.rss)),
+      cpu: median(samples[k]!.map((x) => x.cpu)),
+    }));
   };
   const ceilingName = "ceiling: curl into /dev/null";
   const nodeName = "Node (undici) into nothing";
@@ -145,7 +152,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       title: "1. Cold pull",
       setup: [
         `model: Llama-shaped ${model.shape.hidden}×${model.shape.layers} layers, ${model.tensors} BF16 tensors in ${model.shards} shards + index + tokenizer/config files, ${mb(model.bytes)} MB`,
-        `median of ${opts.runs} runs, each into an empty store / cache / directory`,
+        `median of ${opts.runs} runs, each into an empty store / cache / directory; runs interleaved (every client once per round)`,
       ],
       header: ["source", "client", "streams", "seconds", "MB/s", "capacity MB/s", "of capacity", "CPU s", "max RSS", "vs peer"],
       rows,
