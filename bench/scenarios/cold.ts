@@ -9,7 +9,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { startHub } from "../../test/hub/emulator.js";
 import { startRegistry } from "../../test/registry/harness.js";
-import { cakeEnv, hfEnv, hfSnapshotArgs, HF_WORKERS, type Models, type Options } from "../lib/context.js";
+import { cakeEnv, DEFAULTS, hfEnv, hfSnapshotArgs, HF_WORKERS, type Models, type Options } from "../lib/context.js";
 import { ensureCrane, ensureHfHub, ensureOras, checkRegistry } from "../lib/peers.js";
 import { cake, median, ROOT, Scratch, timed, type Timed } from "../lib/proc.js";
 import { getManifest } from "../lib/registry.js";
@@ -147,9 +147,11 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       const vs = r.name.startsWith("cake") ? `${(best.secs / r.secs).toFixed(2)}x ${best.name}` : "";
       rows.push(["distribution, loopback", r.name, r.conc, secs(r.secs), mbs(model.bytes, r.secs), `${mbs(regCeiling, 1)} (ceiling)`, pct(model.bytes / r.secs / regCeiling), r.cpu.toFixed(1), mib(r.rss), vs]);
     }
+    // Another cap keeps its own section beside the default one (e.g. a slower CDN: --bandwidth 10).
+    const other = opts.bandwidth !== DEFAULTS.bandwidth;
     return {
-      name: "cold",
-      title: "1. Cold pull",
+      name: other ? `cold-${opts.bandwidth}mbs` : "cold",
+      title: other ? `1b. Cold pull, ${opts.bandwidth} MB/s per connection` : "1. Cold pull",
       setup: [
         `model: Llama-shaped ${model.shape.hidden}×${model.shape.layers} layers, ${model.tensors} BF16 tensors in ${model.shards} shards + index + tokenizer/config files, ${mb(model.bytes)} MB`,
         `median of ${opts.runs} runs, each into an empty store / cache / directory; runs interleaved (every client once per round)`,
