@@ -1,6 +1,7 @@
 /**
- * Scenario 6: `cake export` (store -> the original files, verified, fsynced) against `cp -r` of the
- * same bytes (no verification, no fsync), both reading from a warm page cache; and `cake push` of a
+ * Scenario 6: `cake export` (store -> the original files) against `cp -r` of the same bytes, both
+ * reading from a warm page cache, and `cake export --verify` (every file hashed again) against
+ * `cp -r && sha256sum`; and `cake push` of a
  * pulled model to CNCF distribution on loopback against `oras cp --from-oci-layout` of the very same
  * store (cake's store is an OCI layout), each into a fresh registry.
  */
@@ -37,12 +38,15 @@ export async function exportAndPush(models: Models, opts: Options): Promise<Sect
     const env = cakeEnv(hub, store);
     await cake(["pull", "-q", "hf://bench/model"], env);
 
-    const exp = await medianOf(opts.runs, async () => {
-      const d = await scratch.dir("export-out");
-      const t = await cake(["export", "-q", "hf://bench/model", path.join(d, "out")], env);
-      await fs.rm(d, { recursive: true, force: true });
-      return { secs: t.secs, rss: t.rssMiB };
-    });
+    const exportRuns = (flags: string[]) =>
+      medianOf(opts.runs, async () => {
+        const d = await scratch.dir("export-out");
+        const t = await cake(["export", "-q", ...flags, "hf://bench/model", path.join(d, "out")], env);
+        await fs.rm(d, { recursive: true, force: true });
+        return { secs: t.secs, rss: t.rssMiB };
+      });
+    const exp = await exportRuns([]);
+    const expVerify = await exportRuns(["--verify"]);
     const cp = await medianOf(opts.runs, async () => {
       const d = await scratch.dir("export-cp");
       const t = await timed("cp", ["-r", model.dir, path.join(d, "out")]);
@@ -56,10 +60,10 @@ export async function exportAndPush(models: Models, opts: Options): Promise<Sect
       return { secs: t.secs, rss: t.rssMiB };
     });
 
-    // cp with the guarantees cake export gives: every byte hashed, everything on disk before it returns.
+    // cp with the guarantee cake export --verify gives: every byte written hashed.
     const cpVerified = await medianOf(opts.runs, async () => {
       const d = await scratch.dir("export-cpv");
-      const t = await timed("sh", ["-c", 'cp -r "$0" "$1" && sha256sum "$1"/* > /dev/null && sync -f "$1"', model.dir, path.join(d, "out")]);
+      const t = await timed("sh", ["-c", 'cp -r "$0" "$1" && sha256sum "$1"/* > /dev/null', model.dir, path.join(d, "out")]);
       await fs.rm(d, { recursive: true, force: true });
       return { secs: t.secs, rss: t.rssMiB };
     });
@@ -91,10 +95,11 @@ export async function exportAndPush(models: Models, opts: Options): Promise<Sect
       ],
       header: ["command", "seconds", "GB/s", "vs cp -r", "max RSS"],
       rows: [
-        ["cake export (verify sha256 + git oid, fsync, rename)", secs(exp.secs), gbs(model.bytes, exp.secs), pct(cp.secs / exp.secs), mib(exp.rss)],
+        ["cake export (files checked at pull: copy + rename)", secs(exp.secs), gbs(model.bytes, exp.secs), pct(cp.secs / exp.secs), mib(exp.rss)],
+        ["cake export --verify (sha256 + git oid of every file, rename)", secs(expVerify.secs), gbs(model.bytes, expVerify.secs), pct(cp.secs / expVerify.secs), mib(expVerify.rss)],
         ["cp -r", secs(cp.secs), gbs(model.bytes, cp.secs), "100 %", mib(cp.rss)],
-        ["cp -r && sync", secs(cpSync.secs), gbs(model.bytes, cpSync.secs), pct(cp.secs / cpSync.secs), mib(cpSync.rss)],
-        ["cp -r && sha256sum && sync (cake export's guarantees)", secs(cpVerified.secs), gbs(model.bytes, cpVerified.secs), pct(cp.secs / cpVerified.secs), mib(cpVerified.rss)],
+        ["cp -r && sha256sum (the guarantee of --verify)", secs(cpVerified.secs), gbs(model.bytes, cpVerified.secs), pct(cp.secs / cpVerified.secs), mib(cpVerified.rss)],
+        ["cp -r && sync (for scale: the bytes on disk)", secs(cpSync.secs), gbs(model.bytes, cpSync.secs), pct(cp.secs / cpSync.secs), mib(cpSync.rss)],
         ["cake push (store -> distribution)", secs(push.secs), gbs(blobBytes, push.secs), "", mib(push.rss)],
         ["oras cp --from-oci-layout (same store, concurrency 3)", secs(orasCp.secs), gbs(blobBytes, orasCp.secs), "", mib(orasCp.rss)],
         ["oras cp --from-oci-layout --concurrency 16", secs(orasCp16.secs), gbs(blobBytes, orasCp16.secs), "", mib(orasCp16.rss)],
@@ -102,12 +107,12 @@ export async function exportAndPush(models: Models, opts: Options): Promise<Sect
       targets: [
         {
           what: "export >= 70 % of cp",
-          measured: `${pct(cp.secs / exp.secs)} of cp -r (${gbs(model.bytes, exp.secs)} vs ${gbs(model.bytes, cp.secs)} GB/s); ${pct(cpVerified.secs / exp.secs)} of cp + sha256sum + sync`,
+          measured: `${pct(cp.secs / exp.secs)} of cp -r (${gbs(model.bytes, exp.secs)} vs ${gbs(model.bytes, cp.secs)} GB/s); --verify ${pct(cpVerified.secs / expVerify.secs)} of cp -r && sha256sum`,
           met: cp.secs / exp.secs >= 0.7,
         },
       ],
       notes: [
-        "cake export hashes every byte it writes (sha256, plus the git blob oid for files not in LFS) and fsyncs each file before its rename; cp does neither (and copies in the kernel, copy_file_range). `cp -r && sync` shows what getting the bytes to disk costs, `cp -r && sha256sum && sync` what the same guarantees cost with coreutils.",
+        "cake export copies store blobs that hash to their names and whose rebuilt files the pull matched against the Hub's sha256 (the store records it per manifest), so by default it hashes nothing: whole-file blobs go through the kernel (copy_file_range, as cp), safetensors files are header + blobs through 4 MiB reads and writes, 4 files at a time, each into a temp file renamed when complete. Like cp it does not fsync. `--verify` hashes every file again (sha256, and the git blob oid for files not in LFS), the first export of an artifact the store has not checked (from a registry or an archive) does so too.",
         `Push rate: ${gbs(blobBytes, push.secs)} GB/s for cake, ${gbs(blobBytes, Math.min(orasCp.secs, orasCp16.secs))} GB/s for the faster oras; distribution writes every blob to disk and hashes it too, on the same 2 cores.`,
       ],
     };

@@ -11,27 +11,32 @@ export async function openSource(arg: string): Promise<ArtifactSource> {
   return sourceFromStore(openStore(), arg);
 }
 
+/** What the summary line says of the files' hashes. */
+const checked = (src: ArtifactSource, opts: { verify?: boolean }) =>
+  opts.verify || !src.verified ? ", each hashed and matched against its sha256" : " (each matched its sha256 when the store checked it)";
+
 export function exportCommand(): Command {
   return new Command("export")
     .description("rebuild the model's original files, byte for byte, from the store or an oras-pulled directory")
     .argument("<ref-or-dir>")
     .argument("[out]", "output directory")
     .option("--hf-cache", "write into $HF_HOME/hub as huggingface_hub's cache (HF_HUB_OFFLINE=1 loads it)")
+    .option("--verify", "hash every file again against its sha256 (by default only files the store has not checked before are hashed)")
     .option("-q, --quiet", "no progress")
-    .action(async (arg: string, out: string | undefined, opts: { hfCache?: boolean; quiet?: boolean }) => {
+    .action(async (arg: string, out: string | undefined, opts: { hfCache?: boolean; verify?: boolean; quiet?: boolean }) => {
       const src = await openSource(arg);
       const progress = progressFor(opts, `export ${arg}`, "files");
       if (opts.hfCache) {
         const s = src.config?.source;
         if (!s || s.type !== "hf") throw new CakeError("E_USAGE", `${arg}: --hf-cache needs a model pulled from the Hub (its commit names the snapshot)`);
         const revision = isHfRef(arg) ? parseHfRef(arg).revision : s.commit;
-        const snap = await exportToHfCache(src, out ?? path.join(hfHome(), "hub"), s.repo, s.commit, revision, { progress });
-        say(opts, `${arg}: ${src.recipe.files.length} files in ${snap}`);
+        const snap = await exportToHfCache(src, out ?? path.join(hfHome(), "hub"), s.repo, s.commit, revision, { progress, ...(opts.verify ? { verify: true } : {}) });
+        say(opts, `${arg}: ${src.recipe.files.length} files in ${snap}${checked(src, opts)}`);
         process.stdout.write(`${snap}\n`);
         return;
       }
       if (!out) throw new CakeError("E_USAGE", "export needs an output directory (or --hf-cache)");
-      await exportTo(src, out, { progress });
-      say(opts, `${arg}: ${src.recipe.files.length} files written to ${out}, each checked against its sha256`);
+      await exportTo(src, out, { progress, ...(opts.verify ? { verify: true } : {}) });
+      say(opts, `${arg}: ${src.recipe.files.length} files written to ${out}${checked(src, opts)}`);
     });
 }

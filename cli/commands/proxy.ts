@@ -1,6 +1,5 @@
 import { Command } from "commander";
 import { CakeError, closeSharedDispatcher } from "../../src/index.js";
-import { parseAliases, resolveConfig, startProxy } from "../../proxy/index.js";
 import { accessFrom, parsePositiveInt, say, type AccessOpts } from "../context.js";
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -22,6 +21,8 @@ export function proxyCommand(): Command {
     .option("--config <file>", "JSON config file (flags and CAKE_PROXY_* env win)")
     .option("-q, --quiet", "no logs")
     .action(async (o: Record<string, unknown> & { alias?: string[]; quiet?: boolean }) => {
+      // express and the proxy load only for this command (the others start ~0.1 s faster without them).
+      const { parseAliases, resolveConfig, startProxy } = await import("../../proxy/index.js");
       const backendAccess = await accessFrom({
         ...(o.backendPlainHttp ? { plainHttp: true } : {}),
         ...(o.backendUsername ? { username: String(o.backendUsername) } : {}),

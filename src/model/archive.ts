@@ -12,7 +12,10 @@
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import type { Readable } from "node:stream";
-import tar from "tar-stream";
+import type tar from "tar-stream";
+
+/** tar-stream, loaded only by save and load. */
+const tarStream = async () => (await import("tar-stream")).default;
 import { CakeError, isCakeError } from "../errors.js";
 import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { parseStrictJson } from "../format/strict-json.js";
@@ -204,7 +207,7 @@ export async function saveArchive(store: Store, refs: string[], out: string, opt
 
 /** The archive's bytes into `fh`: layout files first, then each blob streamed from the store. */
 async function writeTar(fh: fsp.FileHandle, store: Store, index: ImageIndex, blobs: Descriptor[], progress: ProgressSink | undefined): Promise<void> {
-  const pack = tar.pack();
+  const pack = (await tarStream()).pack();
   // Pulled chunk by chunk: pack holds at most its high-water mark, entries wait for it to drain.
   const written = (async () => {
     for await (const chunk of pack) {
@@ -283,7 +286,7 @@ export async function loadArchive(store: Store, tarPath: string, opts: LoadOptio
     let bytes = 0;
 
     const src = fs.createReadStream(tarPath, { highWaterMark: 1 << 20 });
-    const extract = tar.extract();
+    const extract = (await tarStream()).extract();
     src.on("error", (err) => extract.destroy(err));
     if (opts.progress) src.on("data", (c) => opts.progress!.bytes(c.length));
     src.pipe(extract);

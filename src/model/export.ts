@@ -1,8 +1,15 @@
 /**
  * `cake export`: rebuilds every original file of an artifact, byte for byte. Each file is written
- * to a temp file beside its target, hashed as it is written, checked against the recipe's sha256
- * (the Hub's LFS oid) and git oid, fsynced, and only then renamed into place: a failed or killed
- * export never leaves a wrong file under a real name.
+ * to a temp file beside its target and renamed into place when complete: a failed or killed export
+ * never leaves a partial file under a real name.
+ *
+ * Hashing: store blobs hash to their names (checked at ingest), and a Hub pull checks every rebuilt
+ * file against the Hub's LFS oid / git oid, so the store records the manifest as verified and
+ * export copies without hashing, as fast as the disk allows (whole-file blobs in the kernel,
+ * copy_file_range or a reflink). An artifact the store has not checked that way (pulled from a
+ * registry, loaded from an archive, an oras directory) is hashed while written and each file must
+ * match the recipe's sha256 and git oid; after a clean export the store remembers. `verify: true`
+ * always hashes. Like cp, export does not fsync: the store's own writes are the durable ones.
  *
  * With an HF cache target the layout is huggingface_hub's own: blobs/<etag>, snapshots/<commit>/<path>
  * as relative symlinks to the blobs, refs/<revision> -> commit; HF_HUB_OFFLINE=1 loads it.
@@ -11,7 +18,6 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
-import { pipeline } from "node:stream/promises";
 import { CakeError } from "../errors.js";
 import type { RecipeFile } from "../format/artifact.js";
 import { gitBlobHasher } from "../format/git-oid.js";
@@ -22,49 +28,97 @@ import type { ArtifactSource } from "./source.js";
 
 export interface ExportOptions {
   progress?: ProgressSink;
-  concurrency?: number;
+  /** Hash every file against its recipe sha256 / git oid even if the store checked it before. */
+  verify?: boolean;
 }
+
+/** Bytes per read/write when copying a blob through user space (one buffer per file being written). */
+const COPY_BUFFER = 4 << 20;
+/** Files written at once: reads and writes of one overlap the hashing or copying of the others. */
+const FILES_AT_ONCE = 4;
 
 let seq = 0;
 
-/** The file's bytes in order: the header, then each blob (exactly its recorded size). */
-async function* fileBytes(src: ArtifactSource, f: RecipeFile): AsyncGenerator<Buffer> {
-  if (f.header !== undefined) yield Buffer.from(f.header, "base64");
-  for (const d of f.digest !== undefined ? [f.digest] : f.parts!) {
-    const want = src.recipe.blobs[d]!.size;
-    let got = 0;
-    for await (const b of src.openBlob(d)) {
-      got += (b as Buffer).length;
-      yield b as Buffer;
+/** Called with each piece of the file as it is written; throws to stop the file (another failed). */
+type Feed = (b: Buffer) => void;
+
+/** Appends blob `d` (exactly its recipe size) to `out` at `at`; returns the new end. */
+async function appendBlob(src: ArtifactSource, d: string, out: fsp.FileHandle, at: number, buf: Buffer, feed: Feed, what: string): Promise<number> {
+  const want = src.recipe.blobs[d]!.size;
+  let got = 0;
+  if (src.blobFile) {
+    const fh = await fsp.open(src.blobFile(d), "r");
+    try {
+      while (got < want) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, want - got), got);
+        if (bytesRead === 0) break;
+        const b = buf.subarray(0, bytesRead);
+        feed(b);
+        await writeAll(out, b, at + got);
+        got += bytesRead;
+      }
+    } finally {
+      await fh.close();
     }
-    if (got !== want) throw new CakeError("E_SIZE", `${src.where}: blob ${d} for ${f.path} has ${got} bytes, the recipe says ${want}`);
+  } else {
+    for await (const chunk of src.openBlob(d)) {
+      const b = chunk as Buffer;
+      feed(b);
+      await writeAll(out, b, at + got);
+      got += b.length;
+    }
   }
+  if (got !== want) throw new CakeError("E_SIZE", `${src.where}: blob ${d} for ${what} has ${got} bytes, the recipe says ${want}`);
+  return at + got;
 }
 
-/** Writes one file of the recipe to `target` (atomically, verified). */
-async function writeFile(src: ArtifactSource, f: RecipeFile, target: string, progress: ProgressSink): Promise<void> {
+async function writeAll(out: fsp.FileHandle, b: Buffer, at: number): Promise<void> {
+  for (let done = 0; done < b.length; ) done += (await out.write(b, done, b.length - done, at + done)).bytesWritten;
+}
+
+/** Writes one file of the recipe to `target` (atomically; hashed and checked when `verify`). */
+async function writeFile(src: ArtifactSource, f: RecipeFile, target: string, progress: ProgressSink, verify: boolean, buf: () => Buffer, stop: AbortSignal): Promise<void> {
   await fsp.mkdir(path.dirname(target), { recursive: true });
   const tmp = path.join(path.dirname(target), `.${path.basename(target)}.cake-${process.pid}-${seq++}.tmp`);
-  const sha = createHash("sha256");
-  const git = f.gitOid ? gitBlobHasher(f.size) : undefined;
-  let written = 0;
-  const tap = async function* (chunks: AsyncIterable<Buffer>) {
-    for await (const b of chunks) {
-      sha.update(b);
-      git?.update(b);
-      written += b.length;
-      progress.bytes(b.length);
-      yield b;
-    }
+  const sha = verify ? createHash("sha256") : undefined;
+  const git = verify && f.gitOid ? gitBlobHasher(f.size) : undefined;
+  const feed: Feed = (b) => {
+    stop.throwIfAborted();
+    sha?.update(b);
+    git?.update(b);
+    progress.bytes(b.length);
   };
   try {
-    // A pipeline overlaps reading, hashing and writing; `flush` fsyncs before close.
-    await pipeline(fileBytes(src, f), tap, fs.createWriteStream(tmp, { mode: 0o644, flush: true }));
+    let written: number;
+    if (!verify && f.digest !== undefined && src.blobFile && (await sizeOf(src.blobFile(f.digest))) === f.size) {
+      // A whole file that is one blob: the kernel copies it (copy_file_range, or a reflink where the filesystem can).
+      await fsp.copyFile(src.blobFile(f.digest), tmp, fs.constants.COPYFILE_FICLONE);
+      await fsp.chmod(tmp, 0o644); // store blobs are read-only; the user's copy is not
+      progress.bytes(f.size);
+      written = f.size;
+    } else {
+      const out = await fsp.open(tmp, "w", 0o644);
+      try {
+        written = 0;
+        if (f.header !== undefined) {
+          const h = Buffer.from(f.header, "base64");
+          feed(h);
+          await writeAll(out, h, 0);
+          written = h.length;
+        }
+        for (const d of f.digest !== undefined ? [f.digest] : f.parts!) written = await appendBlob(src, d, out, written, buf(), feed, f.path);
+      } finally {
+        await out.close();
+      }
+    }
     if (written !== f.size) throw new CakeError("E_SIZE", `${f.path}: rebuilt ${written} bytes, expected ${f.size}`);
-    const got = sha.digest("hex");
-    if (got !== f.sha256) throw new CakeError("E_DIGEST", `${f.path}: rebuilt file hashes to sha256 ${got}, expected ${f.sha256}`);
+    if (sha) {
+      const got = sha.digest("hex");
+      if (got !== f.sha256) throw new CakeError("E_DIGEST", `${f.path}: rebuilt file hashes to sha256 ${got}, expected ${f.sha256}`);
+    }
     const oid = git?.digest("hex");
     if (git && oid !== f.gitOid) throw new CakeError("E_DIGEST", `${f.path}: rebuilt file has git oid ${oid}, expected ${f.gitOid}`);
+    stop.throwIfAborted();
     await fsp.rename(tmp, target);
   } catch (err) {
     await fsp.rm(tmp, { force: true });
@@ -73,19 +127,56 @@ async function writeFile(src: ArtifactSource, f: RecipeFile, target: string, pro
   progress.item();
 }
 
-function start(src: ArtifactSource, progress: ProgressSink) {
+const sizeOf = (file: string) => fsp.stat(file).then((s) => s.size, () => -1);
+
+/**
+ * Runs `each` for every file, FILES_AT_ONCE at a time; `each` writes the file where it wants with
+ * the `write` it is given (a copy buffer of its own), or skips it (it counts as done). Records a
+ * clean verification at the end.
+ */
+async function forEachFile(src: ArtifactSource, opts: ExportOptions, each: (f: RecipeFile, i: number, write: (target: string) => Promise<void>) => Promise<void>): Promise<void> {
+  const progress = opts.progress ?? silentProgress;
+  const verify = opts.verify === true || src.verified !== true;
   progress.addTotal(src.recipe.files.reduce((n, f) => n + f.size, 0), src.recipe.files.length);
-  return new Pool(4);
+  const pool = new Pool(FILES_AT_ONCE);
+  const free: Buffer[] = [];
+  // The first failure stops the other files (each removes its temp file) before export reports it.
+  const stop = new AbortController();
+  const settled = await Promise.allSettled(
+    src.recipe.files.map((f, i) =>
+      pool.run(async () => {
+        stop.signal.throwIfAborted();
+        let buf: Buffer | undefined;
+        const take = () => (buf ??= free.pop() ?? Buffer.allocUnsafe(COPY_BUFFER));
+        let wrote = false;
+        try {
+          await each(f, i, (target) => {
+            wrote = true;
+            return writeFile(src, f, target, progress, verify, take, stop.signal);
+          });
+        } catch (err) {
+          if (!stop.signal.aborted) stop.abort(err);
+          throw err;
+        } finally {
+          if (buf) free.push(buf);
+        }
+        if (!wrote) {
+          progress.bytes(f.size);
+          progress.item();
+        }
+      }),
+    ),
+  );
+  if (settled.some((r) => r.status === "rejected")) throw stop.signal.reason;
+  if (verify) await src.markVerified?.();
+  progress.done();
 }
 
 /** Every file under `out/<path>`. */
 export async function exportTo(src: ArtifactSource, out: string, opts: ExportOptions = {}): Promise<string[]> {
-  const progress = opts.progress ?? silentProgress;
-  const pool = start(src, progress);
   await fsp.mkdir(out, { recursive: true });
   const targets = src.recipe.files.map((f) => safeJoin(out, f.path, "file path"));
-  await Promise.all(src.recipe.files.map((f, i) => pool.run(() => writeFile(src, f, targets[i]!, progress))));
-  progress.done();
+  await forEachFile(src, opts, (_f, i, write) => write(targets[i]!));
   return targets;
 }
 
@@ -95,30 +186,22 @@ export const hfCacheRepoDir = (hubCache: string, repo: string) => path.join(hubC
 /** Into the HF cache at `hubCache` (= $HF_HOME/hub): the snapshot of `commit`, `revision` pointing at it. */
 export async function exportToHfCache(src: ArtifactSource, hubCache: string, repo: string, commit: string, revision: string, opts: ExportOptions = {}): Promise<string> {
   if (!/^[a-f0-9]{40}$/.test(commit)) throw new CakeError("E_RECIPE", `${src.where}: no Hub commit to name the snapshot`);
-  const progress = opts.progress ?? silentProgress;
-  const pool = start(src, progress);
   const repoDir = hfCacheRepoDir(hubCache, repo);
   const snapshot = path.join(repoDir, "snapshots", commit);
   await fsp.mkdir(path.join(repoDir, "blobs"), { recursive: true });
-  await Promise.all(
-    src.recipe.files.map((f) =>
-      pool.run(async () => {
-        const etag = f.lfs || !f.gitOid ? f.sha256 : f.gitOid;
-        const blob = path.join(repoDir, "blobs", etag);
-        if (!fs.existsSync(blob)) await writeFile(src, f, blob, progress);
-        else progress.bytes(f.size);
-        const link = safeJoin(snapshot, f.path, "file path");
-        await fsp.mkdir(path.dirname(link), { recursive: true });
-        await fsp.rm(link, { force: true });
-        await fsp.symlink(path.relative(path.dirname(link), blob), link);
-      }),
-    ),
-  );
+  await forEachFile(src, opts, async (f, _i, write) => {
+    const etag = f.lfs || !f.gitOid ? f.sha256 : f.gitOid;
+    const blob = path.join(repoDir, "blobs", etag);
+    if (!fs.existsSync(blob)) await write(blob);
+    const link = safeJoin(snapshot, f.path, "file path");
+    await fsp.mkdir(path.dirname(link), { recursive: true });
+    await fsp.rm(link, { force: true });
+    await fsp.symlink(path.relative(path.dirname(link), blob), link);
+  });
   if (revision !== commit) {
     const refFile = safeJoin(path.join(repoDir, "refs"), revision, "revision");
     await fsp.mkdir(path.dirname(refFile), { recursive: true });
     await fsp.writeFile(refFile, commit);
   }
-  progress.done();
   return snapshot;
 }

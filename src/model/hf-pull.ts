@@ -164,6 +164,7 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     await store.putBytes(artifact.recipeBytes);
     const digest = await store.putBytes(artifact.manifestBytes);
     const desc = { mediaType: MT.manifest, digest, size: artifact.manifestBytes.length, artifactType: MT.artifact };
+    await store.markVerified(digest); // every file matched the Hub's hashes above: export need not hash again
     await store.tag(byCommit, ociRefName(byCommit), desc, tagExtra);
     if (name !== byCommit) await store.tag(name, ociRefName(name), desc, tagExtra);
     return { ref: name, commit, manifestDigest: digest, upToDate: false, stats };

@@ -23,6 +23,15 @@ export interface ArtifactSource {
   manifestDigest?: string;
   /** The first `size` bytes of a blob (never more: a hostile file cannot make export write GBs). */
   openBlob(digest: string): Readable;
+  /** A local file whose first `size` bytes are the blob, for copying without streams (store, oras dir). */
+  blobFile?(digest: string): string;
+  /**
+   * Every file of this artifact was already rebuilt from these blobs and matched its recipe sha256
+   * (checked against the Hub at pull, or by an earlier export): export need not hash again.
+   */
+  verified?: boolean;
+  /** Records that every file rebuilt to its recipe hashes (so later exports skip the hashing). */
+  markVerified?(): Promise<void>;
 }
 
 /** Canonical store reference: `hf://org/name` means `hf://org/name@main`, `host/repo` means `host/repo:latest`. */
@@ -56,6 +65,10 @@ export async function sourceFromStore(store: Store, ref: string): Promise<Artifa
     manifest,
     manifestDigest: digest,
     openBlob: (d) => store.openBlob(d, 0, recipe.blobs[d]!.size),
+    // Store blobs hash to their names (checked at ingest); their sizes were checked against the manifest.
+    blobFile: (d) => store.blobPath(d),
+    verified: await store.isVerified(digest),
+    markVerified: () => store.markVerified(digest),
   };
 }
 
@@ -76,5 +89,8 @@ export async function sourceFromDir(dir: string): Promise<ArtifactSource> {
       const file = safeJoin(dir, b.title, "blob title");
       return b.size === 0 ? Readable.from([]) : fs.createReadStream(file, { start: 0, end: b.size - 1 });
     },
+    blobFile: (d) => safeJoin(dir, recipe.blobs[d]!.title, "blob title"),
+    // Files anyone could have edited: never trusted, every export hashes.
+    verified: false,
   };
 }

@@ -7,6 +7,7 @@
  *   ingest/                         blobs being written (partial files + journals, locks)
  *   cake/ranges/<file-key>          which blob holds which byte range of a Hub file (resume, re-pull)
  *   cake/leases/                    live cake processes; gc waits for none
+ *   cake/verified/<manifest-hex>    every file of this manifest was rebuilt and matched its recipe sha256
  *
  * A blob becomes visible only by rename after its bytes were hashed and checked.
  */
@@ -50,7 +51,7 @@ export class Store {
   /** Creates the layout if missing (idempotent, safe under concurrency). */
   init(): Promise<void> {
     this.ready ??= (async () => {
-      for (const d of ["blobs/sha256", "ingest", "cake/ranges", "cake/leases"]) await fsp.mkdir(this.p(d), { recursive: true });
+      for (const d of ["blobs/sha256", "ingest", "cake/ranges", "cake/leases", "cake/verified"]) await fsp.mkdir(this.p(d), { recursive: true });
       await this.writeIfMissing("oci-layout", JSON.stringify({ imageLayoutVersion: "1.0.0" }));
       await this.writeIfMissing("index.json", JSON.stringify(this.emptyIndex()));
     })();
@@ -81,6 +82,20 @@ export class Store {
   blobPath(digest: string): string {
     if (!DIGEST_RE.test(digest)) throw new CakeError("E_DIGEST", `not a sha256 digest: ${digest}`);
     return this.p("blobs", "sha256", hexOf(digest));
+  }
+
+  /**
+   * Whether every file of the manifest `digest` was rebuilt from the store's blobs and matched its
+   * recipe's sha256 (at a Hub pull, against the Hub; or at an export). Blobs never change under
+   * their names, so the check holds for as long as the manifest is here.
+   */
+  async isVerified(digest: string): Promise<boolean> {
+    return fs.existsSync(this.p("cake", "verified", hexOf(digest)));
+  }
+
+  async markVerified(digest: string): Promise<void> {
+    await this.init();
+    await fsp.writeFile(this.p("cake", "verified", hexOf(digest)), "");
   }
 
   /** The blob's size, or undefined when the store lacks it. */
@@ -335,6 +350,9 @@ export class Store {
         const key = name.replace(/\.(partial|journal|bytes|tmp)$/, "");
         if ((await lockOwner(this.p("ingest", `${key}.lock`))) !== undefined) continue;
         await fsp.rm(this.p("ingest", name), { force: true });
+      }
+      for (const hex of await fsp.readdir(this.p("cake", "verified"))) {
+        if (!live.has(`sha256:${hex}`)) await fsp.rm(this.p("cake", "verified", hex), { force: true });
       }
       for (const name of await fsp.readdir(this.p("cake", "ranges"))) {
         const text = await fsp.readFile(this.p("cake", "ranges", name), "utf8");

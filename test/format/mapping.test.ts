@@ -123,6 +123,19 @@ describe("artifact", () => {
     }
     await exportTo(await sourceFromDir(dir), path.join(tmp, "out"));
     expect(await hashTree(path.join(tmp, "out"))).toEqual(await hashTree(model));
+
+    // A directory anyone could edit is never trusted: one flipped byte in a tensor blob is caught, and
+    // the file it would have rebuilt is not written (nor any temp file left beside it).
+    const layer = m.layers.find((l) => l.mediaType === MT.tensor && l.size > 1024)!;
+    const file = a.recipe.files.find((f) => f.parts?.includes(layer.digest))!;
+    const blobFile = path.join(dir, layer.annotations!["org.opencontainers.image.title"]!);
+    const bytes = await fs.readFile(blobFile);
+    bytes[100] = bytes[100]! ^ 0xff;
+    await fs.writeFile(blobFile, bytes);
+    const out2 = path.join(tmp, "out-tampered");
+    await expect(exportTo(await sourceFromDir(dir), out2)).rejects.toThrow(new RegExp(`^${file.path}: rebuilt file hashes to sha256 [a-f0-9]{64}, expected ${file.sha256}$`));
+    expect(await fs.readdir(path.dirname(path.join(out2, file.path)))).not.toContain(path.basename(file.path));
+    expect((await fs.readdir(out2)).filter((n) => n.endsWith(".tmp"))).toEqual([]);
   });
 
   it("`cake export` of a hostile oras directory fails with one line and writes nothing outside the target", async () => {

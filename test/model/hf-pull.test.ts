@@ -61,10 +61,13 @@ describe("cake pull hf:// + export", () => {
     // Every byte once: headers + data, no re-fetch.
     expect(hub.counters.bytesServed).toBeLessThan((await dirBytes(base)) + 200_000);
 
+    // The pull matched every file against the Hub's hashes, so export copies without hashing again.
     const out = path.join(tmp, "out-1");
     const exp = await cake(["export", "hf://acme/tiny-llama", out], env);
     expect(exp.code).toBe(0);
+    expect(exp.stderr).toContain("(each matched its sha256 when the store checked it)");
     expect(await hashTree(out)).toEqual(await hashTree(base));
+    for (const f of await fs.readdir(out)) expect((await fs.stat(path.join(out, f))).mode & 0o777).toBe(0o644);
 
     const ls = await cake(["ls", "--json"], env);
     const models = JSON.parse(ls.stdout) as { ref: string; commit: string; files: number; tensors: number; bytes: number }[];
@@ -84,6 +87,33 @@ describe("cake pull hf:// + export", () => {
     const again = await cake(["pull", "hf://acme/tiny-llama"], env);
     expect(again.stderr).toContain("up to date");
     expect(hub.counters.bytesServed).toBe(0);
+  });
+
+  it("export --verify hashes again and catches a store blob changed on disk, writing nothing under its name", async () => {
+    const env = freshEnv();
+    expect((await cake(["pull", "-q", "hf://acme/tiny-llama"], env)).code).toBe(0);
+    const good = path.join(tmp, `verify-good-${n}`);
+    const r1 = await cake(["export", "--verify", "hf://acme/tiny-llama", good], env);
+    expect(r1.code).toBe(0);
+    expect(r1.stderr).toContain("each hashed and matched against its sha256");
+    expect(await hashTree(good)).toEqual(await hashTree(base));
+
+    // Flip one byte of the largest blob (a tensor of a shard), as a failing disk or a careless hand would.
+    const blobs = path.join(env.CAKE_HOME, "blobs", "sha256");
+    const sizes = await Promise.all((await fs.readdir(blobs)).map(async (h) => ({ h, size: (await fs.stat(path.join(blobs, h))).size })));
+    const victim = path.join(blobs, sizes.sort((a, b) => b.size - a.size)[0]!.h);
+    await fs.chmod(victim, 0o644);
+    const bytes = await fs.readFile(victim);
+    bytes[1000] = bytes[1000]! ^ 1;
+    await fs.writeFile(victim, bytes);
+
+    const out = path.join(tmp, `verify-bad-${n}`);
+    const r2 = await cake(["export", "--verify", "-q", "hf://acme/tiny-llama", out], env);
+    expect(r2.code).not.toBe(0);
+    expect(r2.stderr).toMatch(/^cake: model-0000\d-of-00003\.safetensors: rebuilt file hashes to sha256 [a-f0-9]{64}, expected [a-f0-9]{64}\n$/);
+    const bad = /(model-0000\d-of-00003\.safetensors)/.exec(r2.stderr)![1]!;
+    expect(await fs.readdir(out)).not.toContain(bad);
+    expect((await fs.readdir(out)).filter((f) => f.endsWith(".tmp"))).toEqual([]);
   });
 
   it("pulls by tag and by commit sha to the same manifest", async () => {
