@@ -147,11 +147,13 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       const vs = r.name.startsWith("cake") ? `${(best.secs / r.secs).toFixed(2)}x ${best.name}` : "";
       rows.push(["distribution, loopback", r.name, r.conc, secs(r.secs), mbs(model.bytes, r.secs), `${mbs(regCeiling, 1)} (ceiling)`, pct(model.bytes / r.secs / regCeiling), r.cpu.toFixed(1), mib(r.rss), vs]);
     }
-    // Another cap keeps its own section beside the default one (e.g. a slower CDN: --bandwidth 10).
-    const other = opts.bandwidth !== DEFAULTS.bandwidth;
+    // Another cap or model size keeps its own section beside the default one (e.g. a slower CDN: --bandwidth 10).
+    const otherCap = opts.bandwidth !== DEFAULTS.bandwidth;
+    const otherSize = opts.mb !== DEFAULTS.mb;
+    const variant = [otherCap ? `${opts.bandwidth}mbs` : "", otherSize ? `${opts.mb}mb` : ""].filter(Boolean);
     return {
-      name: other ? `cold-${opts.bandwidth}mbs` : "cold",
-      title: other ? `1b. Cold pull, ${opts.bandwidth} MB/s per connection` : "1. Cold pull",
+      name: ["cold", ...variant].join("-"),
+      title: variant.length ? `1b. Cold pull, ${opts.bandwidth} MB/s per connection, ${mb(model.bytes)} MB model` : "1. Cold pull",
       setup: [
         `model: Llama-shaped ${model.shape.hidden}×${model.shape.layers} layers, ${model.tensors} BF16 tensors in ${model.shards} shards + index + tokenizer/config files, ${mb(model.bytes)} MB`,
         `median of ${opts.runs} runs, each into an empty store / cache / directory; runs interleaved (every client once per round)`,

@@ -2,5 +2,8 @@
 import { createHash, type Hash } from "node:crypto";
 
 export function gitBlobHasher(size: number): Hash {
-  return createHash("sha1").update(`blob ${size}\0`);
+  return createHash("sha1").update(gitBlobPrefix(size));
 }
+
+/** What a git blob oid hashes before the content. */
+export const gitBlobPrefix = (size: number) => `blob ${size}\0`;

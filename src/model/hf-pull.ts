@@ -7,10 +7,9 @@
  * the Hub as soon as its last unit lands: safetensors files re-assembled from the store must hash to
  * the LFS oid (or git oid), whole files to theirs. Only then is the manifest written and tagged.
  */
-import { createHash } from "node:crypto";
 import { CakeError } from "../errors.js";
 import { buildArtifact, type Artifact } from "../format/artifact.js";
-import { gitBlobHasher } from "../format/git-oid.js";
+import { gitBlobPrefix } from "../format/git-oid.js";
 import { ANN, MT } from "../format/oci.js";
 import { CAKE_DIR, checkRelativePath } from "../format/paths.js";
 import { MAX_LAYERS, PACK_FACTOR, planUnits, sortFiles, type ModelFile, type Unit } from "../format/plan.js";
@@ -19,6 +18,7 @@ import type { HubParams } from "../hub/config.js";
 import { HubFileReader } from "../hub/file-reader.js";
 import { listFiles, type HubFile } from "../hub/list-files.js";
 import { modelInfo } from "../hub/model-info.js";
+import { hashParts, runningHash, type HashPart, type RunningHash } from "../store/hasher.js";
 import type { Store } from "../store/layout.js";
 import { transferBlobs, type BlobJob, type TransferStats } from "../transfer/engine.js";
 import { Pool } from "../transfer/pool.js";
@@ -99,11 +99,17 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
 
     const plan = planUnits(sorted);
     const byPath = new Map(sorted.map((f) => [f.path, f]));
-    const unitsLeft = new Map<string, number>();
-    for (const u of plan.units) unitsLeft.set(u.path, (unitsLeft.get(u.path) ?? 0) + 1);
     const unitDigests: string[] = new Array(plan.units.length);
-    const verifyPool = new Pool(2);
+    // Each safetensors file is checked against the Hub as its units land (see FileCheck).
+    const checks = new Map(sorted.filter((f) => f.safetensors).map((f) => [f.path, new FileCheck(store, f, plan.units)]));
     const verifications: Promise<void>[] = [];
+    const landed = (f: FileCheck) => {
+      const v = f.landed(unitDigests);
+      if (!v) return;
+      v.catch(() => {}); // awaited below; a failed transfer must not leave it unhandled
+      verifications.push(v);
+    };
+    for (const c of checks.values()) landed(c); // a file whose tensors are all empty has no units to wait for
 
     const jobs: BlobJob[] = plan.units.map((u) => {
       const f = byPath.get(u.path)!;
@@ -120,6 +126,8 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
           return d && (await store.hasBlob(d, u.end - u.begin)) ? d : undefined;
         },
         open: (s, e, signal) => f.reader.open(u.begin + s, u.begin + e, signal).then((r) => ({ body: r.body, start: r.start - u.begin })),
+        // Small neighbouring units of one file come in one Range request (one round trip, not one per tensor).
+        span: { source: key, offset: u.begin, open: (s, e, signal) => f.reader.open(s, e, signal) },
         done: async (digest) => {
           if (whole && !f.hub.lfs) await checkGitOid(store, f, digest);
           await store.recordRange(key, u.begin, u.end, digest);
@@ -130,23 +138,18 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
       unitDigests[i] = digest;
       const u = plan.units[i]!;
       opts.onBlob?.(digest, { repo: ref.repo, commit, path: u.path, begin: u.begin, end: u.end });
-      const left = unitsLeft.get(u.path)! - 1;
-      unitsLeft.set(u.path, left);
-      const f = byPath.get(u.path)!;
-      if (left === 0 && f.safetensors) {
-        const v = verifyPool.run(() => verifyAssembled(store, f, plan.units, unitDigests));
-        v.catch(() => {}); // awaited below; a failed transfer must not leave it unhandled
-        verifications.push(v);
-      }
+      const c = checks.get(u.path);
+      if (c) landed(c);
     };
     const { stats } = await transferBlobs(store, jobs, {
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
       ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
       ...(opts.progress ? { progress: opts.progress } : {}),
       onBlob,
+    }).catch((err: unknown) => {
+      for (const c of checks.values()) c.drop();
+      throw err;
     });
-    // Safetensors files whose units are all empty (no tensors with bytes) still need checking.
-    for (const f of sorted) if (f.safetensors && !unitsLeft.has(f.path)) verifications.push(verifyAssembled(store, f, plan.units, unitDigests));
     const settled = await Promise.allSettled(verifications);
     const bad = settled.find((s) => s.status === "rejected") as PromiseRejectedResult | undefined;
     if (bad) throw bad.reason;
@@ -174,38 +177,62 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
 }
 
 async function checkGitOid(store: Store, f: PlannedFile, digest: string): Promise<void> {
-  const h = gitBlobHasher(f.size);
-  for await (const b of store.openBlob(digest)) h.update(b as Buffer);
-  const oid = h.digest("hex");
+  const { git: oid } = await hashParts({ parts: [{ file: store.blobPath(digest), start: 0, end: f.size }], gitPrefix: gitBlobPrefix(f.size) });
   if (oid !== f.hub.oid) {
     throw new CakeError("E_DIGEST", `hf://…/${f.path}: downloaded bytes have git oid ${oid}, the Hub says ${f.hub.oid}`);
   }
 }
 
 /**
- * Re-reads a safetensors file as export would build it (header + its units from the store) and
- * checks it against the Hub's LFS sha256 (or git oid). On a mismatch the file's ranges are
- * forgotten so the next pull fetches them again.
+ * The check of one safetensors file against the Hub's LFS sha256 (or git oid): the file as export
+ * rebuilds it (header + its units from the store), hashed on a hash worker unit by unit in file
+ * order as the units land, so the last unit's arrival leaves only its own bytes to hash, not the
+ * whole file. On a mismatch the file's ranges are forgotten so the next pull fetches them again.
  */
-async function verifyAssembled(store: Store, f: PlannedFile, units: Unit[], digests: string[]): Promise<void> {
-  const sha = createHash("sha256");
-  const git = f.hub.lfs ? undefined : gitBlobHasher(f.size);
-  const feed = (b: Buffer) => {
-    sha.update(b);
-    git?.update(b);
-  };
-  feed(f.safetensors!.headerBytes);
-  for (let i = 0; i < units.length; i++) {
-    if (units[i]!.path !== f.path) continue;
-    for await (const b of store.openBlob(digests[i]!)) feed(b as Buffer);
+class FileCheck {
+  private next = 0;
+  private finished = false;
+  private readonly hash: RunningHash;
+  /** Indices into the plan's units of this file's units, in file order. */
+  private readonly mine: number[];
+
+  constructor(
+    private readonly store: Store,
+    private readonly f: PlannedFile,
+    private readonly units: Unit[],
+  ) {
+    this.mine = units.flatMap((u, i) => (u.path === f.path ? [i] : [])).sort((a, b) => units[a]!.begin - units[b]!.begin);
+    this.hash = runningHash(f.hub.lfs ? undefined : gitBlobPrefix(f.size));
+    this.hash.update([{ bytes: f.safetensors!.headerBytes }]);
   }
-  const got = sha.digest("hex");
-  const gitGot = git?.digest("hex");
-  const ok = f.hub.lfs ? got === f.hub.lfs.oid : gitGot === f.hub.oid;
-  if (!ok) {
-    await store.forgetRanges(fileKey(f.hub));
-    const want = f.hub.lfs ? `sha256 ${f.hub.lfs.oid}` : `git oid ${f.hub.oid}`;
-    throw new CakeError("E_DIGEST", `${f.path}: downloaded bytes hash to ${f.hub.lfs ? `sha256 ${got}` : `git oid ${gitGot}`}, the Hub says ${want}`);
+
+  /** Feeds the units now in the store in order; the check itself once the last one is in. */
+  landed(digests: string[]): Promise<void> | undefined {
+    const parts: HashPart[] = [];
+    while (this.next < this.mine.length && digests[this.mine[this.next]!] !== undefined) {
+      const i = this.mine[this.next++]!;
+      parts.push({ file: this.store.blobPath(digests[i]!), start: 0, end: this.units[i]!.end - this.units[i]!.begin });
+    }
+    if (parts.length) this.hash.update(parts);
+    if (this.next < this.mine.length || this.finished) return undefined;
+    this.finished = true;
+    return this.finish();
   }
-  f.sha256 = got;
+
+  drop(): void {
+    if (!this.finished) this.hash.drop();
+    this.finished = true;
+  }
+
+  private async finish(): Promise<void> {
+    const { f } = this;
+    const { sha256: got, git: gitGot } = await this.hash.digest();
+    const ok = f.hub.lfs ? got === f.hub.lfs.oid : gitGot === f.hub.oid;
+    if (!ok) {
+      await this.store.forgetRanges(fileKey(f.hub));
+      const want = f.hub.lfs ? `sha256 ${f.hub.lfs.oid}` : `git oid ${f.hub.oid}`;
+      throw new CakeError("E_DIGEST", `${f.path}: downloaded bytes hash to ${f.hub.lfs ? `sha256 ${got}` : `git oid ${gitGot}`}, the Hub says ${want}`);
+    }
+    f.sha256 = got;
+  }
 }

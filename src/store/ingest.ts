@@ -3,13 +3,13 @@
  * are on disk, so that a killed transfer, run again, fetches only what is missing. Nothing here is
  * visible as a blob: `commit` hashes, checks, fsyncs and renames into blobs/ (see layout.ts).
  *
- * Several ranges may be written at once (parallel Range requests). When the whole blob arrives as
- * one stream from byte 0 the digest is computed while writing; otherwise the file is hashed once
- * at commit, from the page cache.
+ * Several ranges may be written at once (parallel Range requests). The file is hashed once at
+ * commit, read back from the page cache on a worker thread (hasher.ts), while the main thread goes
+ * on receiving the other blobs.
  */
-import { createHash, type Hash } from "node:crypto";
 import fs from "node:fs/promises";
 import { CakeError } from "../errors.js";
+import { hashParts } from "./hasher.js";
 
 /** How often (bytes) a running range records its progress: at most this much is fetched again after a kill. */
 const JOURNAL_EVERY = 256 << 10;
@@ -34,7 +34,6 @@ export class Ingest {
   private done: Range[] = [];
   private journal?: fs.FileHandle;
   private fh?: fs.FileHandle;
-  private inline?: { hash: Hash; at: number };
 
   constructor(
     readonly partialPath: string,
@@ -59,7 +58,6 @@ export class Ingest {
     }
     this.fh = await fs.open(this.partialPath, this.done.length ? "r+" : "w+");
     this.journal = await fs.open(this.journalPath, "a");
-    if (this.done.length === 0) this.inline = { hash: createHash("sha256"), at: 0 };
     return this;
   }
 
@@ -95,8 +93,7 @@ export class Ingest {
 
   /**
    * Writes `parts` (consecutive pieces) at `pos`, within a range being fetched, in one vectored
-   * write. Keeps the inline hash when the bytes come strictly in order from 0; records progress in
-   * the journal every JOURNAL_EVERY bytes.
+   * write; records progress in the journal every JOURNAL_EVERY bytes.
    */
   async write(pos: number, parts: Uint8Array[], rangeStart: number, sinceJournal: { n: number }): Promise<void> {
     let len = 0;
@@ -110,12 +107,6 @@ export class Ingest {
       const { bytesWritten } = await this.fh!.writev(rest, pos + done);
       done += bytesWritten;
       if (done < len) rest = remaining(parts, done);
-    }
-    if (this.inline) {
-      if (this.inline.at === pos) {
-        for (const p of parts) this.inline.hash.update(p);
-        this.inline.at += len;
-      } else this.inline = undefined;
     }
     sinceJournal.n += len;
     if (sinceJournal.n >= JOURNAL_EVERY) {
@@ -131,27 +122,14 @@ export class Ingest {
     await this.journal!.appendFile(`${r[0]} ${r[1]}\n`);
   }
 
-  /** Hashes what is on disk (unless hashed while written), checks it, fsyncs and closes. */
+  /** Hashes what is on disk (on a hash worker) while it is fsynced; checks the size; closes. */
   async finish(): Promise<string> {
     if (this.have !== this.size) throw new CakeError("E_SIZE", `${this.key}: ${this.have} of ${this.size} bytes arrived`);
-    let hex: string;
-    if (this.inline && this.inline.at === this.size) hex = this.inline.hash.digest("hex");
-    else {
-      const h = createHash("sha256");
-      const buf = Buffer.allocUnsafe(1 << 20);
-      for (let pos = 0; pos < this.size; ) {
-        const { bytesRead } = await this.fh!.read(buf, 0, Math.min(buf.length, this.size - pos), pos);
-        if (bytesRead === 0) throw new CakeError("E_SIZE", `${this.key}: partial file is short`);
-        h.update(buf.subarray(0, bytesRead));
-        pos += bytesRead;
-      }
-      hex = h.digest("hex");
-    }
     const st = await this.fh!.stat();
     if (st.size !== this.size) await this.fh!.truncate(this.size);
-    await this.fh!.sync();
+    const [{ sha256 }] = await Promise.all([hashParts({ parts: [{ file: this.partialPath, start: 0, end: this.size }] }), this.fh!.sync()]);
     await this.close();
-    return `sha256:${hex}`;
+    return `sha256:${sha256}`;
   }
 
   async close(): Promise<void> {

@@ -17,6 +17,8 @@ import { DEFAULT_CHUNK, DEFAULT_CONCURRENCY, RANGE_ATTEMPTS, WRITE_BATCH } from 
 import { Pool } from "./pool.js";
 import { silentProgress, type ProgressSink } from "./progress.js";
 
+export type OpenRange = (start: number, end: number, signal: AbortSignal) => Promise<{ body: Readable; start: number }>;
+
 export interface BlobJob {
   /** Names the ingest (partial file + lock): a digest hex, or a Hub file range. */
   key: string;
@@ -33,7 +35,13 @@ export interface BlobJob {
    * A stream of the blob's bytes from `start` to `end` (exclusive). The source may start earlier
    * (a 200 answer to a Range request): it says where its body starts.
    */
-  open(start: number, end: number, signal: AbortSignal): Promise<{ body: Readable; start: number }>;
+  open: OpenRange;
+  /**
+   * The blob is bytes [offset, offset + size) of a larger source (a Hub file) whose neighbouring
+   * blobs are jobs too. Neighbours smaller than a chunk are then fetched with one Range request
+   * over the source (`open`, in the source's coordinates): one round trip for many small tensors.
+   */
+  span?: { source: string; offset: number; open: OpenRange };
   /** Called once the blob is committed (e.g. to record which blob holds a Hub range). */
   done?(digest: string): Promise<void>;
 }
@@ -52,13 +60,52 @@ export interface TransferStats {
   skippedBlobs: number;
 }
 
+/**
+ * Jobs in runs that one request can fetch: neighbours in the same span source, contiguous, each
+ * smaller than a chunk, together at most a chunk. Any other job is a run of its own.
+ */
+export function spanRuns(jobs: readonly BlobJob[], chunk: number): number[][] {
+  const runs: number[][] = [];
+  let run: number[] = [];
+  let bytes = 0;
+  jobs.forEach((j, i) => {
+    const prev = run.length ? jobs[run[run.length - 1]!]! : undefined;
+    const joins =
+      prev?.span && j.span && j.span.source === prev.span.source && j.span.offset === prev.span.offset + prev.size && j.size < chunk && prev.size < chunk && bytes + j.size <= chunk;
+    if (!joins) {
+      if (run.length) runs.push(run);
+      run = [];
+      bytes = 0;
+    }
+    run.push(i);
+    bytes += j.size;
+  });
+  if (run.length) runs.push(run);
+  return runs;
+}
+
 /** Fetches every job's blob into the store; returns the digests, aligned with `jobs`. */
 export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts: TransferOptions = {}): Promise<{ digests: string[]; stats: TransferStats }> {
   const concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
   const chunk = opts.chunkSize ?? DEFAULT_CHUNK;
   const progress = opts.progress ?? silentProgress;
   const requests = new Pool(concurrency);
-  // Blobs open at once: enough to keep the request pool full while others hash and commit.
+  const active = new Set<Fetch>();
+  // A stolen half runs in another run's request slot; its own run waits for it (by target) before committing.
+  const stolen = new Map<RangeTarget, Set<Promise<void>>>();
+  const takeOver = (f: Fetch): Promise<void> => {
+    const p = fetchRange(f, active, abort.signal, onBytes);
+    let set = stolen.get(f.target);
+    if (!set) stolen.set(f.target, (set = new Set()));
+    set.add(p);
+    const forget = () => {
+      set.delete(p);
+      if (set.size === 0) stolen.delete(f.target);
+    };
+    p.then(forget, forget);
+    return p;
+  };
+  // Runs open at once: enough to keep the request pool full while others hash and commit.
   const open = new Pool(concurrency * 2);
   const abort = new AbortController();
   setMaxListeners(0, abort.signal); // one listener per request in flight, by design
@@ -66,6 +113,14 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
   const stats: TransferStats = { fetchedBytes: 0, skippedBlobs: 0 };
   progress.addTotal(jobs.reduce((n, j) => n + j.size, 0), jobs.reduce((n, j) => n + (j.items ?? 1), 0));
+  const onBytes = (n: number) => {
+    stats.fetchedBytes += n;
+    progress.bytes(n);
+  };
+  const skipped = (job: BlobJob, have = job.size) => {
+    stats.skippedBlobs++;
+    progress.bytes(have);
+  };
 
   let firstError: unknown;
   const fail = (err: unknown) => {
@@ -73,52 +128,93 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
     if (!abort.signal.aborted) abort.abort(err);
   };
 
-  const runJob = async (job: BlobJob): Promise<string> => {
-    const known = await job.existing();
-    if (known) {
-      stats.skippedBlobs++;
-      progress.bytes(job.size);
-      progress.item(job.items ?? 1);
-      return known;
-    }
-    return open.run(() =>
-      store.withIngest(job.key, job.size, async (ing) => {
-        // Another process may have finished it while we waited for the lock.
-        const again = await job.existing();
-        if (again) {
-          await ing.discard();
-          stats.skippedBlobs++;
-          progress.bytes(job.size);
-          return again;
+  /**
+   * One run: the blobs the store lacks get their ingests (locked, resumable), every missing byte
+   * range among them is fetched (neighbouring ranges of a span in one request), then each blob is
+   * hashed, checked and committed. Settles each job's digest or error.
+   */
+  const runRun = async (run: number[]): Promise<(string | Error)[]> => {
+    const out: (string | Error)[] = new Array(run.length);
+    const todo: number[] = [];
+    await Promise.all(
+      run.map(async (i, k) => {
+        const known = await jobs[i]!.existing();
+        if (known) {
+          skipped(jobs[i]!);
+          out[k] = known;
+        } else todo.push(k);
+      }),
+    );
+    if (todo.length === 0) return out;
+    todo.sort((a, b) => a - b); // locks are always taken in job order: two processes never deadlock
+    await open.run(() =>
+      withIngests(store, todo.map((k) => jobs[run[k]!]!), async (ings) => {
+        const parts: SpanPart[] = [];
+        for (const [t, k] of todo.entries()) {
+          const job = jobs[run[k]!]!;
+          const ing = ings[t]!;
+          // Another process may have finished it while we waited for the lock.
+          const again = await job.existing();
+          if (again) {
+            await ing.discard();
+            skipped(job);
+            out[k] = again;
+            continue;
+          }
+          progress.bytes(ing.have);
+          parts.push({ k, job, ing, offset: job.span?.offset ?? 0 });
         }
-        progress.bytes(ing.have);
+        if (parts.length === 0) return;
+        const single = parts.length === 1 && run.length === 1;
+        const target: RangeTarget = single ? parts[0]!.ing : new SpanTarget(parts);
+        const openRange: OpenRange = single ? parts[0]!.job.open : parts[0]!.job.span!.open;
+        const label = single ? parts[0]!.job.label : `${parts[0]!.job.label} (and ${parts.length - 1} neighbours)`;
         await Promise.all(
-          ing.missing(chunk).map((r) =>
+          target.missing(chunk).map((r) =>
             requests.run(async () => {
               if (abort.signal.aborted) throw abort.signal.reason;
-              await fetchRange(job, ing, r, abort.signal, (n) => {
-                stats.fetchedBytes += n;
-                progress.bytes(n);
-              });
+              await fetchRange(new Fetch(label, target, r, openRange), active, abort.signal, onBytes);
+              // Nothing left to start: help the slowest stream finish instead of idling at the tail.
+              while (requests.waiting === 0 && open.waiting === 0) {
+                const f = stealFrom(active);
+                if (f) await takeOver(f);
+                else if (mayStealLater(active)) await sleep(STEAL_POLL_MS, abort.signal);
+                else break;
+              }
             }),
           ),
         );
-        const digest = await store.commit(ing, job.expected, job.label);
-        await job.done?.(digest);
-        return digest;
+        // Halves of this run's ranges that other streams took over may still be running.
+        for (let left = stolen.get(target); left?.size; left = stolen.get(target)) await Promise.all(left);
+        await Promise.all(
+          parts.map(async ({ k, job, ing }) => {
+            const digest = await store.commit(ing, job.expected, job.label);
+            await job.done?.(digest);
+            out[k] = digest;
+          }),
+        );
       }),
-    ).then((d) => {
-      progress.item(job.items ?? 1);
-      return d;
-    });
+    );
+    return out;
   };
 
-  const results = await Promise.allSettled(
-    jobs.map((j, i) =>
-      runJob(j).catch((err) => {
-        throw named(j, err);
+  const results: Promise<string>[] = new Array(jobs.length);
+  const settle = new Map<number, { resolve: (d: string) => void; reject: (e: unknown) => void }>();
+  jobs.forEach((_j, i) => (results[i] = new Promise<string>((resolve, reject) => settle.set(i, { resolve, reject }))));
+  const runs = spanRuns(jobs, chunk);
+  for (const run of runs) {
+    runRun(run).then(
+      (out) => run.forEach((i, k) => settle.get(i)!.resolve(out[k] as string)),
+      (err) => run.forEach((i) => settle.get(i)!.reject(err)),
+    );
+  }
+  const settled = await Promise.allSettled(
+    results.map((p, i) =>
+      p.catch((err) => {
+        throw named(jobs[i]!, err);
       }).then(
         (d) => {
+          progress.item(jobs[i]!.items ?? 1);
           opts.onBlob?.(i, d);
           return d;
         },
@@ -132,7 +228,14 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   opts.signal?.removeEventListener("abort", onOuterAbort);
   progress.done();
   if (firstError !== undefined) throw firstError;
-  return { digests: results.map((r) => (r as PromiseFulfilledResult<string>).value), stats };
+  return { digests: settled.map((r) => (r as PromiseFulfilledResult<string>).value), stats };
+}
+
+/** Runs `fn` with the ingests of `jobs` all held (taken in order, released in reverse). */
+function withIngests<T>(store: Store, jobs: BlobJob[], fn: (ings: Ingest[]) => Promise<T>, held: Ingest[] = []): Promise<T> {
+  if (held.length === jobs.length) return fn(held);
+  const job = jobs[held.length]!;
+  return store.withIngest(job.key, job.size, (ing) => withIngests(store, jobs, fn, [...held, ing]));
 }
 
 /** An error that names the blob it happened to: "hf://acme/m/model.safetensors bytes 0-99: socket hang up". */
@@ -143,49 +246,209 @@ function named(job: BlobJob, err: unknown): unknown {
   return new CakeError(isNetworkError(err) ? "E_NETWORK" : "E_IO", `${job.label}: ${what}`, { cause: err });
 }
 
-/** Fetches [start, end) of a job into its ingest, continuing after dropped connections. */
-async function fetchRange(job: BlobJob, ing: Ingest, [start, end]: Range, signal: AbortSignal, onBytes: (n: number) => void): Promise<void> {
-  let pos = start;
-  for (let attempt = 1; ; attempt++) {
-    const since = { n: 0 };
-    const rangeStart = pos;
-    try {
-      const { body, start: bodyStart } = await job.open(pos, end, signal);
-      // Network chunks are ~64 KiB; the disk takes them WRITE_BATCH at a time, in one vectored write (no copy).
-      let batch: Buffer[] = [];
-      let batchAt = pos;
-      let batchLen = 0;
-      const flush = async () => {
-        if (batchLen === 0) return;
-        await ing.write(batchAt, batch, rangeStart, since);
-        pos = batchAt + batchLen;
-        onBytes(batchLen);
-        batch = [];
-        batchLen = 0;
-      };
-      try {
-        for await (const { at, data } of byteWindow(body, bodyStart, pos, end)) {
-          if (batchLen === 0) batchAt = at;
-          batch.push(data);
-          batchLen += data.length;
-          if (batchLen >= WRITE_BATCH) await flush();
-        }
-      } finally {
-        await flush(); // bytes that arrived before a drop are good: keep them
-      }
-      if (pos < end) throw new CakeError("E_SIZE", `${job.label}: stream ended at byte ${pos}, expected ${end}`);
-      await ing.record([rangeStart, end]);
-      return;
-    } catch (err) {
-      await ing.record([rangeStart, pos]).catch(() => {});
-      const retryable = isNetworkError(err) || isCakeError(err, "E_SIZE") || (err as { retryable?: boolean }).retryable === true;
-      if (signal.aborted || !retryable || attempt >= RANGE_ATTEMPTS) {
-        if (signal.aborted && signal.reason !== err) throw signal.reason ?? err;
-        throw err;
-      }
-      await sleep(retryDelay(attempt, DEFAULT_RETRY, (err as { retryAfter?: string }).retryAfter), signal);
-      // A stream that made progress before it dropped earns a fresh budget of attempts.
-      if (pos > rangeStart) attempt = 0;
+/** Where a range's bytes go: one ingest, or the ingests of a run of neighbouring blobs. */
+interface RangeTarget {
+  missing(chunk: number): Range[];
+  write(pos: number, parts: Buffer[], rangeStart: number, sinceJournal: { n: number }): Promise<void>;
+  record(r: Range): Promise<void>;
+}
+
+interface SpanPart {
+  k: number;
+  job: BlobJob;
+  ing: Ingest;
+  /** Where the blob starts in the span source. */
+  offset: number;
+}
+
+/**
+ * Several ingests laid side by side at their offsets in one source: ranges in the source's
+ * coordinates are cut at the blobs' edges, each piece written and journaled in its own ingest.
+ */
+class SpanTarget implements RangeTarget {
+  /** Journal counters per attempt (fetchRange's `since`) and ingest. */
+  private readonly since = new WeakMap<object, { n: number }[]>();
+  constructor(private readonly parts: SpanPart[]) {}
+
+  /** The blobs' missing ranges in source coordinates; ranges meeting at a blob edge merge; cut at `chunk`. */
+  missing(chunk: number): Range[] {
+    const all: Range[] = [];
+    for (const p of this.parts) for (const [a, b] of p.ing.missing(Number.MAX_SAFE_INTEGER)) all.push([p.offset + a, p.offset + b]);
+    all.sort((x, y) => x[0] - y[0]);
+    const merged: Range[] = [];
+    for (const r of all) {
+      const last = merged[merged.length - 1];
+      if (last && last[1] === r[0]) last[1] = r[1];
+      else merged.push([...r]);
     }
+    return merged.flatMap(([a, b]) => {
+      const out: Range[] = [];
+      for (let s = a; s < b; s += chunk) out.push([s, Math.min(b, s + chunk)]);
+      return out;
+    });
+  }
+
+  async write(pos: number, parts: Buffer[], rangeStart: number, since: { n: number }): Promise<void> {
+    let counters = this.since.get(since);
+    if (!counters) this.since.set(since, (counters = this.parts.map(() => ({ n: 0 }))));
+    let at = pos;
+    let pieces = parts;
+    for (const [i, p] of this.parts.entries()) {
+      const end = p.offset + p.ing.size;
+      if (pieces.length === 0) break;
+      if (end <= at) continue;
+      if (p.offset > at) throw new CakeError("E_SIZE", `${p.job.label}: bytes at ${at} belong to no blob of this run`);
+      const [mine, rest] = splitParts(pieces, end - at);
+      const len = mine.reduce((n, b) => n + b.length, 0);
+      await p.ing.write(at - p.offset, mine, Math.max(rangeStart, p.offset) - p.offset, counters[i]!);
+      at += len;
+      pieces = rest;
+    }
+  }
+
+  async record([a, b]: Range): Promise<void> {
+    for (const p of this.parts) {
+      const s = Math.max(a, p.offset);
+      const e = Math.min(b, p.offset + p.ing.size);
+      if (e > s) await p.ing.record([s - p.offset, e - p.offset]);
+    }
+  }
+}
+
+/** The first `n` bytes of `parts`, and the rest (no copies: subarrays). */
+function splitParts(parts: Buffer[], n: number): [Buffer[], Buffer[]] {
+  const head: Buffer[] = [];
+  for (let i = 0; i < parts.length; i++) {
+    const b = parts[i]!;
+    if (n >= b.length) {
+      head.push(b);
+      n -= b.length;
+      continue;
+    }
+    if (n > 0) head.push(b.subarray(0, n));
+    return [head, [b.subarray(n), ...parts.slice(i + 1)]];
+  }
+  return [head, []];
+}
+
+/** A stream's piece of work: [pos, end) of a target. `end` may shrink while it runs (stealFrom). */
+class Fetch {
+  /** Written up to here. */
+  pos: number;
+  /** Received up to here (written, or gathered for the next write). */
+  seen: number;
+  end: number;
+  /** The source honoured the Range request (a 200 answer streams from 0: never split those). */
+  ranged = false;
+  /** When this attempt's body started, and where: its rate so far says how long the rest will take. */
+  startedAt = 0;
+  startedPos = 0;
+  constructor(
+    readonly label: string,
+    readonly target: RangeTarget,
+    range: Range,
+    readonly open: OpenRange,
+  ) {
+    [this.pos, this.end] = range;
+    this.seen = this.pos;
+  }
+}
+
+/** A stolen half must be worth a request of its own: at least this many bytes... */
+const MIN_STEAL = 2 << 20;
+/**
+ * ...and the stream it is taken from must need at least this long (ms) for the rest at its own rate.
+ * Splitting cuts that stream's connection, and the bytes already in flight past the cut are
+ * lost: worth it on a slow stream at the tail, never on a fast one.
+ */
+const STEAL_AFTER_MS = 1000;
+
+/** How often an idle stream looks again for a stream worth splitting. */
+const STEAL_POLL_MS = 100;
+
+/** Some running fetch has enough left that it may be worth splitting once its rate shows. */
+const mayStealLater = (active: Set<Fetch>) => [...active].some((f) => f.ranged && f.end - f.seen >= 2 * MIN_STEAL);
+
+/** How long `f` needs for the rest at its rate so far (ms); 0 when it has no rate yet. */
+function timeLeft(f: Fetch, now: number): number {
+  const got = f.seen - f.startedPos;
+  const took = now - f.startedAt;
+  return got > 0 && took > 0 ? ((f.end - f.seen) * took) / got : 0;
+}
+
+/**
+ * Splits the running fetch that needs the longest for its rest: it stops halfway, the second half is
+ * returned for an idle stream. Near the end of a transfer over slow connections this keeps every
+ * stream busy instead of waiting on the one that drew the biggest range.
+ */
+function stealFrom(active: Set<Fetch>): Fetch | undefined {
+  const now = performance.now();
+  let victim: Fetch | undefined;
+  for (const f of active) if (f.ranged && (!victim || timeLeft(f, now) > timeLeft(victim, now))) victim = f;
+  if (!victim || victim.end - victim.seen < 2 * MIN_STEAL || timeLeft(victim, now) < STEAL_AFTER_MS) return undefined;
+  const mid = victim.seen + Math.floor((victim.end - victim.seen) / 2);
+  const stolen = new Fetch(victim.label, victim.target, [mid, victim.end], victim.open);
+  victim.end = mid;
+  return stolen;
+}
+
+/** Fetches [pos, end) of `f` into its target, continuing after dropped connections. */
+async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSignal, onBytes: (n: number) => void): Promise<void> {
+  active.add(f);
+  try {
+    for (let attempt = 1; ; attempt++) {
+      const since = { n: 0 };
+      const rangeStart = f.pos;
+      f.seen = f.pos;
+      try {
+        const { body, start: bodyStart } = await f.open(f.pos, f.end, signal);
+        f.ranged = bodyStart === f.pos;
+        f.startedAt = performance.now();
+        f.startedPos = f.pos;
+        // Network chunks are ~64 KiB; the disk takes them WRITE_BATCH at a time, in one vectored write (no copy).
+        let batch: Buffer[] = [];
+        let batchAt = f.pos;
+        let batchLen = 0;
+        const flush = async () => {
+          if (batchLen === 0) return;
+          await f.target.write(batchAt, batch, rangeStart, since);
+          f.pos = batchAt + batchLen;
+          onBytes(batchLen);
+          batch = [];
+          batchLen = 0;
+        };
+        try {
+          for await (const { at, data } of byteWindow(body, bodyStart, f.pos, f.end)) {
+            // The end may have moved closer (a stolen half): keep only what is still ours, and stop there.
+            const keep = Math.min(data.length, f.end - at);
+            if (keep > 0) {
+              if (batchLen === 0) batchAt = at;
+              batch.push(keep < data.length ? data.subarray(0, keep) : data);
+              batchLen += keep;
+              f.seen = at + keep;
+            }
+            if (batchLen >= WRITE_BATCH || at + keep >= f.end) await flush();
+            if (at + data.length >= f.end) break;
+          }
+        } finally {
+          await flush(); // bytes that arrived before a drop are good: keep them
+        }
+        if (f.pos < f.end) throw new CakeError("E_SIZE", `${f.label}: stream ended at byte ${f.pos}, expected ${f.end}`);
+        await f.target.record([rangeStart, f.end]);
+        return;
+      } catch (err) {
+        await f.target.record([rangeStart, f.pos]).catch(() => {});
+        const retryable = isNetworkError(err) || isCakeError(err, "E_SIZE") || (err as { retryable?: boolean }).retryable === true;
+        if (signal.aborted || !retryable || attempt >= RANGE_ATTEMPTS) {
+          if (signal.aborted && signal.reason !== err) throw signal.reason ?? err;
+          throw err;
+        }
+        await sleep(retryDelay(attempt, DEFAULT_RETRY, (err as { retryAfter?: string }).retryAfter), signal);
+        // A stream that made progress before it dropped earns a fresh budget of attempts.
+        if (f.pos > rangeStart) attempt = 0;
+      }
+    }
+  } finally {
+    active.delete(f);
   }
 }

@@ -6,6 +6,11 @@ export class Pool {
     if (!Number.isInteger(size) || size < 1) throw new RangeError(`pool size must be a positive integer, not ${size}`);
   }
 
+  /** Tasks queued behind the running ones. */
+  get waiting(): number {
+    return this.queue.length;
+  }
+
   async run<T>(task: () => Promise<T>): Promise<T> {
     if (this.running >= this.size) await new Promise<void>((r) => this.queue.push(r));
     this.running++;

@@ -55,6 +55,10 @@ describe("cake pull hf:// + export", () => {
       expect(ranges[0]).toEqual([0, 8]);
       const size = (await fs.stat(path.join(base, shard))).size;
       expect(ranges.some(([a, b]) => a === 0 && b === size)).toBe(false);
+      // The shard's tensors (dozens of units, each under 16 MiB) came in 16 MiB Range requests, not one per unit.
+      const data = ranges.slice(2);
+      expect(data.length).toBe(Math.ceil((size - ranges[1]![1]) / (16 << 20)));
+      expect(data.reduce((n, [a, b]) => n + (b - a), 0)).toBe(size - ranges[1]![1]);
     }
     // The token went to the Hub, never to the CDN.
     expect(hub.counters.cdnAuthorizationSeen).toBe(0);

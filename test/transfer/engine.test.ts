@@ -105,4 +105,56 @@ describe("transfer engine", () => {
     await transferBlobs(store, [job(store, source().open)]);
     expect(await store.hasBlob(digest)).toBe(true);
   });
+
+  it("fetches small neighbouring blobs of one source with one Range request, and splits them back exactly", async () => {
+    const store = new Store(path.join(tmp, "span"));
+    const src = source();
+    // data cut into 6 blobs of 1 MiB: one span source, as the units of one Hub file
+    const cuts = [0, 1, 2, 3, 4, 5].map((i) => [i << 20, (i + 1) << 20] as const);
+    const sha = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
+    const jobs: BlobJob[] = cuts.map(([a, b], i) => ({
+      key: `span-${i}`,
+      size: b - a,
+      label: `part ${i}`,
+      existing: async () => undefined,
+      open: async (s, e) => src.open(a + s, a + e).then((r) => ({ body: r.body, start: r.start - a })),
+      span: { source: "data", offset: a, open: src.open },
+    }));
+    const { digests } = await transferBlobs(store, jobs, { chunkSize: 4 << 20 });
+    expect(digests).toEqual(cuts.map(([a, b]) => sha(data.subarray(a, b))));
+    // two requests (4 MiB + 2 MiB), not six
+    expect(src.calls.sort((x, y) => x[0] - y[0])).toEqual([
+      [0, 4 << 20],
+      [4 << 20, 6 << 20],
+    ]);
+  });
+
+  it("at the tail, an idle stream takes over half of a slow stream's rest", async () => {
+    const store = new Store(path.join(tmp, "steal"));
+    const calls: [number, number][] = [];
+    const open = async (start: number, end: number) => {
+      calls.push([start, end]);
+      const slice = data.subarray(start, end);
+      const slow = start === 0; // the first range trickles at ~1.3 MB/s (about 4 s for 5 MiB); the others arrive at once
+      async function* gen() {
+        for (let i = 0; i < slice.length; i += 64 << 10) {
+          if (slow) await new Promise((r) => setTimeout(r, 50));
+          yield slice.subarray(i, i + (64 << 10));
+        }
+      }
+      return { body: Readable.from(gen()), start };
+    };
+    const { digests } = await transferBlobs(store, [job(store, open)], { chunkSize: 5 << 20, concurrency: 2 });
+    expect(digests).toEqual([digest]);
+    expect(Buffer.compare(await fs.readFile(store.blobPath(digest)), data)).toBe(0);
+    // [0, 5 MiB) and [5 MiB, 6 MiB) first; then the idle stream asked for the second half of the slow one's rest
+    expect(calls.slice(0, 2).sort((x, y) => x[0] - y[0])).toEqual([
+      [0, 5 << 20],
+      [5 << 20, 6 << 20],
+    ]);
+    expect(calls.length).toBeGreaterThanOrEqual(3);
+    const [from, to] = calls[2]!;
+    expect(from).toBeGreaterThan(2.5 * (1 << 20));
+    expect(to).toBe(5 << 20);
+  });
 });
