@@ -361,7 +361,7 @@ const MIN_STEAL = 2 << 20;
  * Splitting cuts that stream's connection, and the bytes already in flight past the cut are
  * lost: worth it on a slow stream at the tail, never on a fast one.
  */
-const STEAL_AFTER_MS = 1000;
+const STEAL_AFTER_MS = 500;
 
 /** How often an idle stream looks again for a stream worth splitting. */
 const STEAL_POLL_MS = 100;
