@@ -13,7 +13,7 @@ import { isNetworkError, retryDelay, sleep, DEFAULT_RETRY } from "../http/retry.
 import { byteWindow } from "../http/window.js";
 import type { Store } from "../store/layout.js";
 import type { Ingest, Range } from "../store/ingest.js";
-import { DEFAULT_CHUNK, DEFAULT_CONCURRENCY, RANGE_ATTEMPTS, WRITE_BATCH } from "./defaults.js";
+import { DEFAULT_CHUNK, DEFAULT_CONCURRENCY, MIN_RANGE, RANGE_ATTEMPTS, WRITE_BATCH } from "./defaults.js";
 import { Pool } from "./pool.js";
 import { silentProgress, type ProgressSink } from "./progress.js";
 
@@ -120,7 +120,15 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   const skipped = (job: BlobJob, have = job.size) => {
     stats.skippedBlobs++;
     progress.bytes(have);
+    unstarted -= have;
   };
+  /**
+   * Bytes no request has been given yet. A stream that frees up takes a piece of the chunk size
+   * while there is plenty left, and a share of what is left (down to MIN_RANGE) near the end, so
+   * that the streams finish together instead of waiting on the one that drew a whole chunk last.
+   */
+  let unstarted = jobs.reduce((n, j) => n + j.size, 0);
+  const pieceSize = () => Math.min(chunk, Math.max(MIN_RANGE, Math.ceil(unstarted / concurrency)));
 
   let firstError: unknown;
   const fail = (err: unknown) => {
@@ -162,6 +170,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
             continue;
           }
           progress.bytes(ing.have);
+          unstarted -= ing.have;
           parts.push({ k, job, ing, offset: job.span?.offset ?? 0 });
         }
         if (parts.length === 0) return;
@@ -169,11 +178,20 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
         const target: RangeTarget = single ? parts[0]!.ing : new SpanTarget(parts);
         const openRange: OpenRange = single ? parts[0]!.job.open : parts[0]!.job.span!.open;
         const label = single ? parts[0]!.job.label : `${parts[0]!.job.label} (and ${parts.length - 1} neighbours)`;
+        // The missing bytes, handed out piece by piece as streams free up (one task per smallest piece:
+        // tasks that find nothing left end at once).
+        const work = target.missing(Number.MAX_SAFE_INTEGER);
+        const step = Math.min(chunk, MIN_RANGE);
+        const tasks = work.reduce((n, [a, b]) => n + Math.ceil((b - a) / step), 0);
         await Promise.all(
-          target.missing(chunk).map((r) =>
+          Array.from({ length: tasks }, () =>
             requests.run(async () => {
               if (abort.signal.aborted) throw abort.signal.reason;
-              await fetchRange(new Fetch(label, target, r, openRange), active, abort.signal, onBytes);
+              const r = carve(work, pieceSize(), step);
+              if (r) {
+                unstarted -= r[1] - r[0];
+                await fetchRange(new Fetch(label, target, r, openRange), active, abort.signal, onBytes);
+              }
               // Nothing left to start: help the slowest stream finish instead of idling at the tail.
               while (requests.waiting === 0 && open.waiting === 0) {
                 const f = stealFrom(active);
@@ -229,6 +247,17 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   progress.done();
   if (firstError !== undefined) throw firstError;
   return { digests: settled.map((r) => (r as PromiseFulfilledResult<string>).value), stats };
+}
+
+/** Takes the first `size` bytes (or fewer) off the front of `work`, and the rest of that range if less than `step` would be left. */
+function carve(work: Range[], size: number, step: number): Range | undefined {
+  const first = work[0];
+  if (!first) return undefined;
+  const piece: Range = [first[0], Math.min(first[1], first[0] + size)];
+  if (first[1] - piece[1] < step) piece[1] = first[1];
+  if (piece[1] === first[1]) work.shift();
+  else first[0] = piece[1];
+  return piece;
 }
 
 /** Runs `fn` with the ingests of `jobs` all held (taken in order, released in reverse). */
@@ -355,7 +384,7 @@ class Fetch {
 }
 
 /** A stolen half must be worth a request of its own: at least this many bytes... */
-const MIN_STEAL = 2 << 20;
+const MIN_STEAL = MIN_RANGE;
 /**
  * ...and the stream it is taken from must have run this long (ms), so that its rate is known, and
  * need at least as long again for the rest at that rate. Splitting cuts that stream's connection,

@@ -65,7 +65,7 @@ describe("transfer engine", () => {
   it("continues a dropped stream from its last byte, within the same run", async () => {
     const store = new Store(path.join(tmp, "b"));
     const src = source({ cut: (call) => (call === 0 ? 3_300_000 : undefined) });
-    await transferBlobs(store, [job(store, src.open)], { chunkSize: 8 << 20 });
+    await transferBlobs(store, [job(store, src.open)], { chunkSize: 8 << 20, concurrency: 1 });
     expect(src.calls).toEqual([
       [0, data.length],
       [3_300_000, data.length],
@@ -75,11 +75,11 @@ describe("transfer engine", () => {
   it("after a failed run, continues a half-downloaded blob from where its bytes stop", async () => {
     const dir = path.join(tmp, "c");
     const first = source({ cut: () => 3_300_000, fatal: true });
-    await expect(transferBlobs(new Store(dir), [job(new Store(dir), first.open)], { chunkSize: 8 << 20 })).rejects.toThrow("killed");
+    await expect(transferBlobs(new Store(dir), [job(new Store(dir), first.open)], { chunkSize: 8 << 20, concurrency: 1 })).rejects.toThrow("killed");
     expect(await new Store(dir).hasBlob(digest)).toBe(false);
     const store = new Store(dir);
     const second = source();
-    await transferBlobs(store, [job(store, second.open)], { chunkSize: 8 << 20 });
+    await transferBlobs(store, [job(store, second.open)], { chunkSize: 8 << 20, concurrency: 1 });
     const [start] = second.calls[0]!;
     expect(start).toBeGreaterThan(3_300_000 - (256 << 10) - 1);
     expect(start).toBeLessThanOrEqual(3_300_000);
@@ -120,7 +120,7 @@ describe("transfer engine", () => {
       open: async (s, e) => src.open(a + s, a + e).then((r) => ({ body: r.body, start: r.start - a })),
       span: { source: "data", offset: a, open: src.open },
     }));
-    const { digests } = await transferBlobs(store, jobs, { chunkSize: 4 << 20 });
+    const { digests } = await transferBlobs(store, jobs, { chunkSize: 4 << 20, concurrency: 1 });
     expect(digests).toEqual(cuts.map(([a, b]) => sha(data.subarray(a, b))));
     // two requests (4 MiB + 2 MiB), not six
     expect(src.calls.sort((x, y) => x[0] - y[0])).toEqual([
@@ -129,13 +129,27 @@ describe("transfer engine", () => {
     ]);
   });
 
+  it("hands out smaller pieces as the end nears, so that streams finish together", async () => {
+    const store = new Store(path.join(tmp, "pieces"));
+    const src = source();
+    await transferBlobs(store, [job(store, src.open)], { chunkSize: 4 << 20, concurrency: 2 });
+    // 6 MiB over 2 streams: a 3 MiB share each (not 4 + 2), then pieces of at least 2 MiB
+    expect(src.calls.sort((x, y) => x[0] - y[0])).toEqual([
+      [0, 3 << 20],
+      [3 << 20, 6 << 20],
+    ]);
+  });
+
   it("at the tail, an idle stream takes over half of a slow stream's rest", async () => {
     const store = new Store(path.join(tmp, "steal"));
+    const big = Buffer.alloc(16 << 20);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2246822519) >>> 0, i);
+    const bigDigest = `sha256:${createHash("sha256").update(big).digest("hex")}`;
     const calls: [number, number][] = [];
     const open = async (start: number, end: number) => {
       calls.push([start, end]);
-      const slice = data.subarray(start, end);
-      const slow = start === 0; // the first range trickles at ~1.3 MB/s (about 4 s for 5 MiB); the others arrive at once
+      const slice = big.subarray(start, end);
+      const slow = start === 0; // the first piece trickles at ~1.3 MB/s (about 6 s for 8 MiB); the others arrive at once
       async function* gen() {
         for (let i = 0; i < slice.length; i += 64 << 10) {
           if (slow) await new Promise((r) => setTimeout(r, 50));
@@ -144,17 +158,15 @@ describe("transfer engine", () => {
       }
       return { body: Readable.from(gen()), start };
     };
-    const { digests } = await transferBlobs(store, [job(store, open)], { chunkSize: 5 << 20, concurrency: 2 });
-    expect(digests).toEqual([digest]);
-    expect(Buffer.compare(await fs.readFile(store.blobPath(digest)), data)).toBe(0);
-    // [0, 5 MiB) and [5 MiB, 6 MiB) first; then the idle stream asked for the second half of the slow one's rest
-    expect(calls.slice(0, 2).sort((x, y) => x[0] - y[0])).toEqual([
-      [0, 5 << 20],
-      [5 << 20, 6 << 20],
-    ]);
-    expect(calls.length).toBeGreaterThanOrEqual(3);
-    const [from, to] = calls[2]!;
-    expect(from).toBeGreaterThan(2.5 * (1 << 20));
-    expect(to).toBe(5 << 20);
+    const bigJob: BlobJob = { key: "blob-steal", size: big.length, expected: bigDigest, label: "big blob", existing: async () => undefined, open };
+    const { digests } = await transferBlobs(store, [bigJob], { chunkSize: 10 << 20, concurrency: 2 });
+    expect(digests).toEqual([bigDigest]);
+    expect(Buffer.compare(await fs.readFile(store.blobPath(bigDigest)), big)).toBe(0);
+    // [0, 8 MiB) went to the slow stream; the other took the rest in shrinking pieces, then the
+    // second half of what the slow one had left
+    expect(calls[0]).toEqual([0, 8 << 20]);
+    const stolen = calls.find(([a, b]) => a > 0 && a < 8 << 20 && b === 8 << 20);
+    expect(stolen, JSON.stringify(calls)).toBeDefined();
+    expect(stolen![0]).toBeGreaterThan(4 << 20);
   });
 });
