@@ -13,9 +13,6 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import type { Readable } from "node:stream";
 import type tar from "tar-stream";
-
-/** tar-stream, loaded only by save and load. */
-const tarStream = async () => (await import("tar-stream")).default;
 import { CakeError, isCakeError } from "../errors.js";
 import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { parseStrictJson } from "../format/strict-json.js";
@@ -23,6 +20,9 @@ import { ociRefName } from "./ref.js";
 import { canonicalRef } from "./source.js";
 import type { ProgressSink } from "../transfer/progress.js";
 import type { Store } from "../store/layout.js";
+
+/** tar-stream, loaded only by save and load. */
+const tarStream = async () => (await import("tar-stream")).default;
 
 /** index.json is read whole: an archive claiming more is refused. */
 export const MAX_ARCHIVE_INDEX = 4 << 20;

@@ -42,31 +42,36 @@ let seq = 0;
 /** Called with each piece of the file as it is written; throws to stop the file (another failed). */
 type Feed = (b: Buffer) => void;
 
+/**
+ * Blob `d`'s bytes, at most its recipe size: from its local file through `buf` (reused: each piece
+ * must be consumed before the next is asked for), else from the source's stream.
+ */
+async function* blobPieces(src: ArtifactSource, d: string, want: number, buf: Buffer): AsyncGenerator<Buffer> {
+  if (!src.blobFile) {
+    yield* src.openBlob(d) as AsyncIterable<Buffer>;
+    return;
+  }
+  const fh = await fsp.open(src.blobFile(d), "r");
+  try {
+    for (let got = 0; got < want; ) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, want - got), got);
+      if (bytesRead === 0) return;
+      yield buf.subarray(0, bytesRead);
+      got += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Appends blob `d` (exactly its recipe size) to `out` at `at`; returns the new end. */
 async function appendBlob(src: ArtifactSource, d: string, out: fsp.FileHandle, at: number, buf: Buffer, feed: Feed, what: string): Promise<number> {
   const want = src.recipe.blobs[d]!.size;
   let got = 0;
-  if (src.blobFile) {
-    const fh = await fsp.open(src.blobFile(d), "r");
-    try {
-      while (got < want) {
-        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, want - got), got);
-        if (bytesRead === 0) break;
-        const b = buf.subarray(0, bytesRead);
-        feed(b);
-        await writeAll(out, b, at + got);
-        got += bytesRead;
-      }
-    } finally {
-      await fh.close();
-    }
-  } else {
-    for await (const chunk of src.openBlob(d)) {
-      const b = chunk as Buffer;
-      feed(b);
-      await writeAll(out, b, at + got);
-      got += b.length;
-    }
+  for await (const b of blobPieces(src, d, want, buf)) {
+    feed(b);
+    await writeAll(out, b, at + got);
+    got += b.length;
   }
   if (got !== want) throw new CakeError("E_SIZE", `${src.where}: blob ${d} for ${what} has ${got} bytes, the recipe says ${want}`);
   return at + got;

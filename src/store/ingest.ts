@@ -77,18 +77,16 @@ export class Ingest {
     return this.done.reduce((n, [a, b]) => n + (b - a), 0);
   }
 
-  /** The ranges still missing, cut into pieces of at most `chunk` bytes. */
-  missing(chunk: number): Range[] {
-    const out: Range[] = [];
-    let at = 0;
+  /** The ranges still missing (the engine cuts them into requests). */
+  missing(): Range[] {
     const gaps: Range[] = [];
+    let at = 0;
     for (const [a, b] of this.done) {
       if (a > at) gaps.push([at, a]);
       at = Math.max(at, b);
     }
     if (at < this.size) gaps.push([at, this.size]);
-    for (const [a, b] of gaps) for (let s = a; s < b; s += chunk) out.push([s, Math.min(b, s + chunk)]);
-    return out;
+    return gaps;
   }
 
   /**

@@ -89,8 +89,11 @@ export class Store {
    * recipe's sha256 (at a Hub pull, against the Hub; or at an export). Blobs never change under
    * their names, so the check holds for as long as the manifest is here.
    */
-  async isVerified(digest: string): Promise<boolean> {
-    return fs.existsSync(this.p("cake", "verified", hexOf(digest)));
+  isVerified(digest: string): Promise<boolean> {
+    return fsp.access(this.p("cake", "verified", hexOf(digest))).then(
+      () => true,
+      () => false,
+    );
   }
 
   async markVerified(digest: string): Promise<void> {

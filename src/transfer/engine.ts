@@ -141,8 +141,8 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
    * range among them is fetched (neighbouring ranges of a span in one request), then each blob is
    * hashed, checked and committed. Settles each job's digest or error.
    */
-  const runRun = async (run: number[]): Promise<(string | Error)[]> => {
-    const out: (string | Error)[] = new Array(run.length);
+  const runRun = async (run: number[]): Promise<string[]> => {
+    const out: string[] = new Array(run.length);
     const todo: number[] = [];
     await Promise.all(
       run.map(async (i, k) => {
@@ -180,7 +180,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
         const label = single ? parts[0]!.job.label : `${parts[0]!.job.label} (and ${parts.length - 1} neighbours)`;
         // The missing bytes, handed out piece by piece as streams free up (one task per smallest piece:
         // tasks that find nothing left end at once).
-        const work = target.missing(Number.MAX_SAFE_INTEGER);
+        const work = target.missing();
         const step = Math.min(chunk, MIN_RANGE);
         const tasks = work.reduce((n, [a, b]) => n + Math.ceil((b - a) / step), 0);
         await Promise.all(
@@ -217,14 +217,9 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   };
 
   const results: Promise<string>[] = new Array(jobs.length);
-  const settle = new Map<number, { resolve: (d: string) => void; reject: (e: unknown) => void }>();
-  jobs.forEach((_j, i) => (results[i] = new Promise<string>((resolve, reject) => settle.set(i, { resolve, reject }))));
-  const runs = spanRuns(jobs, chunk);
-  for (const run of runs) {
-    runRun(run).then(
-      (out) => run.forEach((i, k) => settle.get(i)!.resolve(out[k] as string)),
-      (err) => run.forEach((i) => settle.get(i)!.reject(err)),
-    );
+  for (const run of spanRuns(jobs, chunk)) {
+    const out = runRun(run);
+    run.forEach((i, k) => (results[i] = out.then((o) => o[k]!)));
   }
   const settled = await Promise.allSettled(
     results.map((p, i) =>
@@ -277,7 +272,8 @@ function named(job: BlobJob, err: unknown): unknown {
 
 /** Where a range's bytes go: one ingest, or the ingests of a run of neighbouring blobs. */
 interface RangeTarget {
-  missing(chunk: number): Range[];
+  /** The byte ranges not on disk yet, in the target's coordinates. */
+  missing(): Range[];
   write(pos: number, parts: Buffer[], rangeStart: number, sinceJournal: { n: number }): Promise<void>;
   record(r: Range): Promise<void>;
 }
@@ -299,10 +295,10 @@ class SpanTarget implements RangeTarget {
   private readonly since = new WeakMap<object, { n: number }[]>();
   constructor(private readonly parts: SpanPart[]) {}
 
-  /** The blobs' missing ranges in source coordinates; ranges meeting at a blob edge merge; cut at `chunk`. */
-  missing(chunk: number): Range[] {
+  /** The blobs' missing ranges in source coordinates; ranges meeting at a blob edge merge. */
+  missing(): Range[] {
     const all: Range[] = [];
-    for (const p of this.parts) for (const [a, b] of p.ing.missing(Number.MAX_SAFE_INTEGER)) all.push([p.offset + a, p.offset + b]);
+    for (const p of this.parts) for (const [a, b] of p.ing.missing()) all.push([p.offset + a, p.offset + b]);
     all.sort((x, y) => x[0] - y[0]);
     const merged: Range[] = [];
     for (const r of all) {
@@ -310,11 +306,7 @@ class SpanTarget implements RangeTarget {
       if (last && last[1] === r[0]) last[1] = r[1];
       else merged.push([...r]);
     }
-    return merged.flatMap(([a, b]) => {
-      const out: Range[] = [];
-      for (let s = a; s < b; s += chunk) out.push([s, Math.min(b, s + chunk)]);
-      return out;
-    });
+    return merged;
   }
 
   async write(pos: number, parts: Buffer[], rangeStart: number, since: { n: number }): Promise<void> {
