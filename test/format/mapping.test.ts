@@ -126,8 +126,10 @@ describe("artifact", () => {
 
     // A directory anyone could edit is never trusted: one flipped byte in a tensor blob is caught, and
     // the file it would have rebuilt is not written (nor any temp file left beside it).
-    const layer = m.layers.find((l) => l.mediaType === MT.tensor && l.size > 1024)!;
-    const file = a.recipe.files.find((f) => f.parts?.includes(layer.digest))!;
+    // (a blob that only one file uses: which file reports a shared one first is a race)
+    const usedBy = (d: string) => a.recipe.files.filter((f) => f.parts?.includes(d));
+    const layer = m.layers.find((l) => (l.mediaType === MT.tensor || l.mediaType === MT.pack) && l.size > 1024 && usedBy(l.digest).length === 1)!;
+    const [file] = usedBy(layer.digest) as [(typeof a.recipe.files)[number]];
     const blobFile = path.join(dir, layer.annotations!["org.opencontainers.image.title"]!);
     const bytes = await fs.readFile(blobFile);
     bytes[100] = bytes[100]! ^ 0xff;
