@@ -13,7 +13,7 @@ import { createHash } from "node:crypto";
 import { copyFile, mkdir, open, readFile, readdir, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { encodeHeader, parseHeader, readHeaderLength, tensorByteSize } from "../../src/format/safetensors.js";
-import { makeFineTune, writeSafetensorsFile, type GenTensor } from "../../test/fixtures/models.js";
+import { makeFineTune, splitEvenly, writeSafetensorsFile, type GenTensor } from "../../test/fixtures/models.js";
 
 export interface LlamaShape {
   hidden: number;
@@ -95,27 +95,6 @@ export function topLayerNames(s: LlamaShape, n: number): string[] {
 const sizeOf = (t: { dtype: string; shape: number[] }) => tensorByteSize(t.dtype, t.shape, "<bench>", "");
 const pad5 = (n: number) => String(n).padStart(5, "0");
 const shardName = (i: number, n: number) => (n === 1 ? "model.safetensors" : `model-${pad5(i + 1)}-of-${pad5(n)}.safetensors`);
-
-/** Splits tensors (in order) into `n` groups of about equal bytes, none empty. */
-function split<T extends { dtype: string; shape: number[] }>(tensors: T[], n: number): T[][] {
-  const total = tensors.reduce((a, t) => a + sizeOf(t), 0);
-  n = Math.max(1, Math.min(n, tensors.length));
-  const groups: T[][] = [];
-  let cur: T[] = [];
-  let acc = 0;
-  tensors.forEach((t, i) => {
-    cur.push(t);
-    acc += sizeOf(t);
-    const left = tensors.length - i - 1;
-    const groupsLeft = n - groups.length - 1;
-    if (groupsLeft > 0 && (acc >= (total * (groups.length + 1)) / n || left === groupsLeft)) {
-      groups.push(cur);
-      cur = [];
-    }
-  });
-  if (cur.length) groups.push(cur);
-  return groups;
-}
 
 /** What a generated dir was made from, kept beside it (not in it: the dir is committed to the Hub as is). */
 const stampOf = (dir: string) => `${dir}.bench.json`;
@@ -223,7 +202,7 @@ export async function makeRealisticModel(dir: string, bytes: number, shards = 3,
   if ((await readFile(stamp, "utf8").catch(() => "")) !== want) {
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
-    const groups = split(tensors, shards);
+    const groups = splitEvenly(tensors, shards);
     for (let i = 0; i < groups.length; i++) await writeSafetensorsFile(path.join(dir, shardName(i, groups.length)), groups[i]!, { format: "pt" });
     await writeIndex(dir, groups);
     await writeRepoFiles(dir, shape);
@@ -302,7 +281,7 @@ export async function reshard(srcDir: string, outDir: string, shards: number): P
     const h = await readHeaderOf(file);
     for (const t of h.tensors) all.push({ name: t.name, dtype: t.dtype, shape: [...t.shape], file, begin: h.dataStart + t.begin, end: h.dataStart + t.end });
   }
-  const groups = split(all, shards);
+  const groups = splitEvenly(all, shards);
   const buf = Buffer.allocUnsafe(1 << 20);
   const handles = new Map<string, FileHandle>();
   try {

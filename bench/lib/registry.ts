@@ -2,9 +2,10 @@
  * Registry helpers for the scenarios: push a model folder with cake (setup, not measured), read a
  * manifest back, and split the blob bytes a counting proxy saw into tensor bytes and the rest.
  */
+import fs from "node:fs/promises";
 import type { CountingProxy } from "../../test/registry/counting-proxy.js";
 import { cakeEnv } from "./context.js";
-import { cake } from "./proc.js";
+import { cake, medianOf, type Scratch } from "./proc.js";
 
 const TENSOR_TYPES = new Set(["application/vnd.cake.tensor.v1.raw", "application/vnd.cake.tensor-pack.v1.raw"]);
 
@@ -37,4 +38,29 @@ export function blobBytes(proxy: CountingProxy, m: Manifest): { all: number; ten
     if (tensorDigests.has(digest)) tensor += r.down;
   }
   return { all: proxy.bytes("down", "GET", "blob"), tensor };
+}
+
+/**
+ * What a second pull costs after a first one: per run, a fresh directory, `first` (not counted),
+ * the proxy's counters reset, `second`; medians of its seconds and of the blob bytes it moved
+ * (all, and those of tensor layers of `m`).
+ */
+export function secondPull(
+  runs: number,
+  scratch: Scratch,
+  prefix: string,
+  proxy: CountingProxy,
+  m: Manifest,
+  first: (dir: string) => Promise<unknown>,
+  second: (dir: string) => Promise<{ secs: number }>,
+) {
+  return medianOf(runs, async () => {
+    const d = await scratch.dir(prefix);
+    await first(d);
+    proxy.reset();
+    const t = await second(d);
+    const b = blobBytes(proxy, m);
+    await fs.rm(d, { recursive: true, force: true });
+    return { secs: t.secs, bytes: b.all, tensor: b.tensor };
+  });
 }

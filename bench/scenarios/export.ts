@@ -11,7 +11,7 @@ import { startHub } from "../../test/hub/emulator.js";
 import { startRegistry } from "../../test/registry/harness.js";
 import { cakeEnv, type Models, type Options } from "../lib/context.js";
 import { checkRegistry, ensureOras } from "../lib/peers.js";
-import { cake, medianOf, run, Scratch, timed } from "../lib/proc.js";
+import { cake, medianOf, run, Scratch, timed, type Timed } from "../lib/proc.js";
 import { mb, mib, pct, secs, type Section } from "../lib/report.js";
 
 const gbs = (bytes: number, s: number) => (bytes / 1e9 / s).toFixed(2);
@@ -38,70 +38,44 @@ export async function exportAndPush(models: Models, opts: Options): Promise<Sect
     const env = cakeEnv(hub, store);
     await cake(["pull", "-q", "hf://bench/model"], env);
 
-    const exportRuns = (flags: string[]) =>
+    /** Median seconds and RSS of `run`, each time writing into `<fresh dir>/out` (removed after). */
+    const intoFresh = (prefix: string, run: (out: string) => Promise<Timed>) =>
       medianOf(opts.runs, async () => {
-        const d = await scratch.dir("export-out");
-        const t = await cake(["export", "-q", ...flags, "hf://bench/model", path.join(d, "out")], env);
+        const d = await scratch.dir(prefix);
+        const t = await run(path.join(d, "out"));
         await fs.rm(d, { recursive: true, force: true });
         return { secs: t.secs, rss: t.rssMiB };
       });
-    const exp = await exportRuns([]);
-    const expVerify = await exportRuns(["--verify"]);
+    /** The same, without an output directory. */
+    const repeat = (run: () => Promise<Timed>) =>
+      medianOf(opts.runs, async () => {
+        const t = await run();
+        return { secs: t.secs, rss: t.rssMiB };
+      });
+    const exp = await intoFresh("export-out", (out) => cake(["export", "-q", "hf://bench/model", out], env));
+    const expVerify = await intoFresh("export-out", (out) => cake(["export", "-q", "--verify", "hf://bench/model", out], env));
 
     // The same at a bigger size: the fixed cost of starting node (~0.2 s) weighs less.
     const big = await models.base(opts.mb2);
     await hub.commit("bench/big", big.dir);
     const bigEnv = cakeEnv(hub, await scratch.dir("export-big-store")); // apart: push below measures the first store's blobs
     await cake(["pull", "-q", "hf://bench/big"], bigEnv);
-    const bigExp = await medianOf(opts.runs, async () => {
-      const d = await scratch.dir("export-big");
-      const t = await cake(["export", "-q", "hf://bench/big", path.join(d, "out")], bigEnv);
-      await fs.rm(d, { recursive: true, force: true });
-      return { secs: t.secs, rss: t.rssMiB };
-    });
-    const bigCp = await medianOf(opts.runs, async () => {
-      const d = await scratch.dir("export-big-cp");
-      const t = await timed("cp", ["-r", big.dir, path.join(d, "out")]);
-      await fs.rm(d, { recursive: true, force: true });
-      return { secs: t.secs, rss: t.rssMiB };
-    });
-    const bare = await medianOf(opts.runs, async () => {
-      const t = await timed(process.execPath, ["-e", "0"]);
-      return { secs: t.secs, rss: t.rssMiB };
-    });
-    const version = await medianOf(opts.runs, async () => {
-      const t = await cake(["--version"], env);
-      return { secs: t.secs, rss: t.rssMiB };
-    });
-    const cp = await medianOf(opts.runs, async () => {
-      const d = await scratch.dir("export-cp");
-      const t = await timed("cp", ["-r", model.dir, path.join(d, "out")]);
-      await fs.rm(d, { recursive: true, force: true });
-      return { secs: t.secs, rss: t.rssMiB };
-    });
-    const cpSync = await medianOf(opts.runs, async () => {
-      const d = await scratch.dir("export-cpsync");
-      const t = await timed("sh", ["-c", 'cp -r "$0" "$1" && sync -f "$1"', model.dir, path.join(d, "out")]);
-      await fs.rm(d, { recursive: true, force: true });
-      return { secs: t.secs, rss: t.rssMiB };
-    });
-
+    const bigExp = await intoFresh("export-big", (out) => cake(["export", "-q", "hf://bench/big", out], bigEnv));
+    const bigCp = await intoFresh("export-big-cp", (out) => timed("cp", ["-r", big.dir, out]));
+    const bare = await repeat(() => timed(process.execPath, ["-e", "0"]));
+    const version = await repeat(() => cake(["--version"], env));
+    const cp = await intoFresh("export-cp", (out) => timed("cp", ["-r", model.dir, out]));
+    const cpSync = await intoFresh("export-cpsync", (out) => timed("sh", ["-c", 'cp -r "$0" "$1" && sync -f "$1"', model.dir, out]));
     // cp with the guarantee cake export --verify gives: every byte written hashed.
-    const cpVerified = await medianOf(opts.runs, async () => {
-      const d = await scratch.dir("export-cpv");
-      const t = await timed("sh", ["-c", 'cp -r "$0" "$1" && sha256sum "$1"/* > /dev/null', model.dir, path.join(d, "out")]);
-      await fs.rm(d, { recursive: true, force: true });
-      return { secs: t.secs, rss: t.rssMiB };
-    });
+    const cpVerified = await intoFresh("export-cpv", (out) => timed("sh", ["-c", 'cp -r "$0" "$1" && sha256sum "$1"/* > /dev/null', model.dir, out]));
 
     const refName = await layoutRefName(store, "hf://bench/model@main");
-    const pushOnce = async (argsFor: (host: string) => [string, string[]]) =>
-      medianOf(opts.runs, async () => {
+    const pushOnce = (argsFor: (host: string) => [string, string[]]) =>
+      repeat(async () => {
         const reg = await startRegistry();
         try {
           const [cmd, args] = argsFor(reg.host);
-          const t = cmd === "cake" ? await cake(args, env) : await timed(cmd, args);
-          return { secs: t.secs, rss: t.rssMiB };
+          return cmd === "cake" ? await cake(args, env) : await timed(cmd, args);
         } finally {
           await reg.close();
         }

@@ -17,7 +17,7 @@ import { startRegistry } from "../../test/registry/harness.js";
 import { cakeEnv, hfEnv, hfSnapshotArgs, type Models, type Options } from "../lib/context.js";
 import { checkRegistry, ensureCrane, ensureHfHub, ensureOras } from "../lib/peers.js";
 import { cake, medianOf, Scratch, timed } from "../lib/proc.js";
-import { blobBytes, getManifest, pushDir, tensorBytesOf } from "../lib/registry.js";
+import { getManifest, pushDir, secondPull, tensorBytesOf } from "../lib/registry.js";
 import { mb, pct, secs, type Section } from "../lib/report.js";
 
 /** Bytes of the files of `b` whose content differs from the same path in `a` (or is new). */
@@ -80,15 +80,7 @@ export async function fineTune(models: Models, opts: Options): Promise<Section> 
     const baseRef = `${proxy.host}/bench/base:v1`;
     const ftRef = `${proxy.host}/bench/ft:v1`;
     const regCase = async (name: string, first: (d: string) => Promise<unknown>, second: (d: string) => Promise<{ secs: number }>) => {
-      const m = await medianOf(opts.runs, async () => {
-        const d = await scratch.dir("ft-reg");
-        await first(d);
-        proxy.reset();
-        const t = await second(d);
-        const b = blobBytes(proxy, ftManifest);
-        await fs.rm(d, { recursive: true, force: true });
-        return { secs: t.secs, bytes: b.all, tensor: b.tensor };
-      });
+      const m = await secondPull(opts.runs, scratch, "ft-reg", proxy, ftManifest, first, second);
       rows.push(["registry", name, mb(m.bytes), pct(m.bytes / ft.changedBytes), secs(m.secs)]);
       return m;
     };

@@ -12,7 +12,7 @@ import { cakeEnv, type Models, type Options } from "../lib/context.js";
 import { repoBytes } from "../lib/models.js";
 import { checkRegistry, ensureCrane, ensureOras } from "../lib/peers.js";
 import { cake, medianOf, Scratch, timed } from "../lib/proc.js";
-import { blobBytes, getManifest, pushDir, tensorBytesOf } from "../lib/registry.js";
+import { getManifest, pushDir, secondPull, tensorBytesOf } from "../lib/registry.js";
 import { mb, secs, type Section } from "../lib/report.js";
 
 export async function reshardScenario(models: Models, opts: Options): Promise<Section> {
@@ -36,15 +36,7 @@ export async function reshardScenario(models: Models, opts: Options): Promise<Se
     const ftRef = `${proxy.host}/bench/ft:v1`;
     const rsRef = `${proxy.host}/bench/ft-resharded:v1`;
     const regCase = async (name: string, first: (d: string) => Promise<unknown>, second: (d: string) => Promise<{ secs: number }>) => {
-      const m = await medianOf(opts.runs, async () => {
-        const d = await scratch.dir("rs-reg");
-        await first(d);
-        proxy.reset();
-        const t = await second(d);
-        const b = blobBytes(proxy, rsManifest);
-        await fs.rm(d, { recursive: true, force: true });
-        return { secs: t.secs, bytes: b.all, tensor: b.tensor };
-      });
+      const m = await secondPull(opts.runs, scratch, "rs-reg", proxy, rsManifest, first, second);
       rows.push(["registry", name, mb(m.bytes), mb(m.tensor), secs(m.secs)]);
       return m;
     };
