@@ -105,6 +105,15 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
     p.then(forget, forget);
     return p;
   };
+  /** While nothing waits for a request slot: split the slowest running streams, or wait for one to become worth it. */
+  const helpAtTail = async () => {
+    while (requests.waiting === 0 && open.waiting === 0) {
+      const f = stealFrom(active);
+      if (f) await takeOver(f);
+      else if (mayStealLater(active)) await sleep(STEAL_POLL_MS, abort.signal);
+      else break;
+    }
+  };
   // Runs open at once: enough to keep the request pool full while others hash and commit.
   const open = new Pool(concurrency * 2);
   const abort = new AbortController();
@@ -184,22 +193,30 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
         const step = Math.min(chunk, MIN_RANGE);
         const tasks = work.reduce((n, [a, b]) => n + Math.ceil((b - a) / step), 0);
         await Promise.all(
-          Array.from({ length: tasks }, () =>
-            requests.run(async () => {
-              if (abort.signal.aborted) throw abort.signal.reason;
-              const r = carve(work, pieceSize(), step);
-              if (r) {
-                unstarted -= r[1] - r[0];
-                await fetchRange(new Fetch(label, target, r, openRange), active, abort.signal, onBytes);
-              }
-              // Nothing left to start: help the slowest stream finish instead of idling at the tail.
-              while (requests.waiting === 0 && open.waiting === 0) {
-                const f = stealFrom(active);
-                if (f) await takeOver(f);
-                else if (mayStealLater(active)) await sleep(STEAL_POLL_MS, abort.signal);
-                else break;
-              }
-            }),
+          Array.from(
+            { length: tasks },
+            () =>
+              new Promise<void>((fetched, failed) => {
+                requests
+                  .run(async () => {
+                    try {
+                      if (abort.signal.aborted) throw abort.signal.reason;
+                      const r = carve(work, pieceSize(), step);
+                      if (r) {
+                        unstarted -= r[1] - r[0];
+                        await fetchRange(new Fetch(label, target, r, openRange), active, abort.signal, onBytes);
+                      }
+                      fetched();
+                    } catch (err) {
+                      failed(err);
+                      return;
+                    }
+                    // This run's share is in (its commit does not wait for what follows). Nothing left to
+                    // start: the slot helps the slowest stream of any run finish instead of idling.
+                    await helpAtTail();
+                  })
+                  .catch(() => {}); // a stolen half's error reaches the run it belongs to (see `stolen`)
+              }),
           ),
         );
         // Halves of this run's ranges that other streams took over may still be running.
