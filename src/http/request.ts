@@ -6,7 +6,7 @@
  * The caller owns the returned body and must consume it or `dump()` it.
  */
 import type { Dispatcher } from "undici";
-import { sharedDispatcher, undici } from "./agent.js";
+import { dispatchRequest, sharedDispatcher } from "./agent.js";
 import { DEFAULT_RETRY, RETRYABLE_STATUS, isNetworkError, retryDelay, sleep, type RetryPolicy } from "./retry.js";
 
 export type HttpMethod = "GET" | "HEAD" | "PUT" | "POST" | "PATCH" | "DELETE";
@@ -53,12 +53,11 @@ export async function httpRequest(url: string, req: HttpRequest = {}): Promise<H
     attempt++;
     let res: Dispatcher.ResponseData;
     try {
-      res = await (await undici()).request(target, {
+      res = await dispatchRequest(req.dispatcher ?? (await sharedDispatcher()), target, {
         method,
         headers,
         body: typeof body === "function" ? body() : body,
         signal: req.signal,
-        dispatcher: req.dispatcher ?? (await sharedDispatcher()),
       });
     } catch (err) {
       if (attempt <= policy.retries && isNetworkError(err) && !req.signal?.aborted) {
