@@ -28,6 +28,15 @@ export function checkRelativePath(p: unknown, what: string): string {
   return p;
 }
 
+export function isSafeRelativePath(p: unknown): p is string {
+  try {
+    checkRelativePath(p, "");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Joins a checked relative path to `dir`, and proves the result stays inside it. */
 export function safeJoin(dir: string, rel: string, what: string): string {
   checkRelativePath(rel, what);

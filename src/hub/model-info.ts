@@ -8,6 +8,8 @@ export interface ModelInfo {
   sha: string;
   private?: boolean;
   gated?: boolean | string;
+  /** The revision's files, by name only (the tree API has their sizes and hashes). */
+  siblings?: { rfilename: string }[];
 }
 
 export async function modelInfo(params: HubParams, repo: string, revision: string): Promise<ModelInfo> {

@@ -11,14 +11,14 @@ import { CakeError } from "../errors.js";
 import { buildArtifact, type Artifact } from "../format/artifact.js";
 import { gitBlobPrefix } from "../format/git-oid.js";
 import { ANN, MT } from "../format/oci.js";
-import { CAKE_DIR, checkRelativePath } from "../format/paths.js";
+import { CAKE_DIR, checkRelativePath, isSafeRelativePath } from "../format/paths.js";
 import { MAX_LAYERS, PACK_FACTOR, planUnits, sortFiles, type ModelFile, type Unit } from "../format/plan.js";
 import { parseHeader, readHeaderLength } from "../format/safetensors.js";
 import type { HubParams } from "../hub/config.js";
 import { HubFileReader } from "../hub/file-reader.js";
 import { listFiles, type HubFile } from "../hub/list-files.js";
-import { modelInfo } from "../hub/model-info.js";
-import { hashParts, runningHash, type HashPart, type RunningHash } from "../store/hasher.js";
+import { modelInfo, type ModelInfo } from "../hub/model-info.js";
+import { hashParts, runningHash, warmHasher, type HashPart, type RunningHash } from "../store/hasher.js";
 import type { Store } from "../store/layout.js";
 import { transferBlobs, type BlobJob, type TransferStats } from "../transfer/engine.js";
 import { Pool } from "../transfer/pool.js";
@@ -57,45 +57,95 @@ type PlannedFile = ModelFile & { hub: HubFile; reader: HubFileReader };
 
 const fileKey = (f: HubFile) => (f.lfs ? f.lfs.oid : `git-${f.oid}`);
 
-/** Reads and checks the header of a safetensors file on the Hub: 8 bytes, then N. */
-async function readRemoteHeader(f: PlannedFile): Promise<void> {
-  const first8 = await f.reader.read(0, 8);
-  const n = readHeaderLength(first8, f.size, f.path);
-  const json = await f.reader.read(8, 8 + n);
-  const header = parseHeader(json, f.size, f.path);
-  f.safetensors = { headerBytes: Buffer.concat([first8, json]), header };
+/**
+ * Reads a safetensors file's header on the Hub: 8 bytes, then N. The reads may start before the tree
+ * listing has answered (from the file names in the model info): the file's size, which the length
+ * is checked against before the N bytes are asked for, comes from `sizeOf` (undefined: not a file
+ * of this commit, nothing more is read).
+ */
+async function readRemoteHeader(reader: HubFileReader, sizeOf: Promise<Map<string, number>>): Promise<ModelFile["safetensors"]> {
+  const first8 = await reader.read(0, 8);
+  const size = (await sizeOf).get(reader.path);
+  if (size === undefined) return undefined;
+  const n = readHeaderLength(first8, size, reader.path);
+  const json = await reader.read(8, 8 + n);
+  return { headerBytes: Buffer.concat([first8, json]), header: parseHeader(json, size, reader.path) };
+}
+
+/** Every file of the revision (tree API), checked, with a reader each (the one `readerFor` made). */
+async function listPlanned(hub: HubParams, repo: string, commit: string, readerFor: (path: string) => HubFileReader): Promise<PlannedFile[]> {
+  const files: PlannedFile[] = [];
+  for await (const f of listFiles(hub, repo, commit)) {
+    checkRelativePath(f.path, `hf://${repo} file`);
+    if (f.path === CAKE_DIR || f.path.startsWith(`${CAKE_DIR}/`)) {
+      throw new CakeError("E_PATH", `hf://${repo}: file ${f.path} uses the reserved ${CAKE_DIR}/ prefix`);
+    }
+    const size = f.lfs?.size ?? f.size;
+    files.push({ path: f.path, size, hub: f, reader: readerFor(f.path), // An LFS file's git oid is its pointer's, not its content's: only non-LFS files carry one.
+      ...(f.lfs ? { sha256: f.lfs.oid, lfs: true } : { gitOid: f.oid }) });
+  }
+  return sortFiles(files);
 }
 
 export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResult> {
   const { store, hub } = opts;
   const name = formatHfRef(ref);
-  const info = await modelInfo(hub, ref.repo, ref.revision);
+  // The lease (a file write) and the hash worker's start overlap the Hub's first answer.
+  const leased = store.lease();
+  leased.catch(() => {}); // awaited below
+  warmHasher();
+  let info: ModelInfo;
+  try {
+    info = await modelInfo(hub, ref.repo, ref.revision);
+  } catch (err) {
+    await (await leased.catch(() => undefined))?.();
+    throw err;
+  }
   const commit = info.sha;
   const byCommit = formatHfRef({ repo: ref.repo, revision: commit });
   const tagExtra = { [ANN.hfRepo]: ref.repo, [ANN.hfCommit]: commit };
 
-  // Up to date: the commit is already a tagged artifact; just (re)point the revision at it.
-  const have = await store.resolve(byCommit);
-  if (have && (await store.hasBlob(have.digest))) {
-    if (name !== byCommit) await store.tag(name, ociRefName(name), have, tagExtra);
-    return { ref: name, commit, manifestDigest: have.digest, upToDate: true, stats: { fetchedBytes: 0, skippedBlobs: 0 } };
-  }
-
-  const release = await store.lease();
+  const release = await leased;
   try {
-    const files: PlannedFile[] = [];
-    for await (const f of listFiles(hub, ref.repo, commit)) {
-      checkRelativePath(f.path, `hf://${ref.repo} file`);
-      if (f.path === CAKE_DIR || f.path.startsWith(`${CAKE_DIR}/`)) {
-        throw new CakeError("E_PATH", `hf://${ref.repo}: file ${f.path} uses the reserved ${CAKE_DIR}/ prefix`);
-      }
-      const size = f.lfs?.size ?? f.size;
-      files.push({ path: f.path, size, hub: f, reader: new HubFileReader(hub, ref.repo, commit, f.path), // An LFS file's git oid is its pointer's, not its content's: only non-LFS files carry one.
-        ...(f.lfs ? { sha256: f.lfs.oid, lfs: true } : { gitOid: f.oid }) });
+    // Up to date: the commit is already a tagged artifact; just (re)point the revision at it.
+    const have = await store.resolve(byCommit);
+    if (have && (await store.hasBlob(have.digest))) {
+      if (name !== byCommit) await store.tag(name, ociRefName(name), have, tagExtra);
+      return { ref: name, commit, manifestDigest: have.digest, upToDate: true, stats: { fetchedBytes: 0, skippedBlobs: 0 } };
     }
-    const sorted = sortFiles(files);
+
+    // The tree listing and the header reads run at once: the model info already names the files
+    // (its siblings), the tree gives their sizes and hashes. One round trip less before the first tensor byte.
+    const readers = new Map<string, HubFileReader>();
+    const readerFor = (path: string) => {
+      let r = readers.get(path);
+      if (!r) readers.set(path, (r = new HubFileReader(hub, ref.repo, commit, path)));
+      return r;
+    };
+    const listed = listPlanned(hub, ref.repo, commit, readerFor);
+    const sizes = listed.then((fs) => new Map(fs.map((f) => [f.path, f.size])));
+    sizes.catch(() => {}); // the listing's own error is the one reported, from `listed`
     const headerPool = new Pool(opts.concurrency ?? 16);
-    await Promise.all(sorted.filter((f) => f.path.endsWith(".safetensors")).map((f) => headerPool.run(() => readRemoteHeader(f))));
+    const headers = new Map<string, Promise<ModelFile["safetensors"]>>();
+    const readHeader = (path: string) => {
+      let h = headers.get(path);
+      if (!h) {
+        headers.set(path, (h = headerPool.run(() => readRemoteHeader(readerFor(path), sizes))));
+        h.catch(() => {}); // awaited below
+      }
+      return h;
+    };
+    for (const { rfilename: path } of info.siblings ?? []) {
+      // Only names the tree listing would accept (it checks and reports them itself).
+      if (typeof path === "string" && path.endsWith(".safetensors") && isSafeRelativePath(path)) readHeader(path);
+    }
+    const sorted = await listed;
+    await Promise.all(
+      sorted.filter((f) => f.path.endsWith(".safetensors")).map(async (f) => {
+        const st = await readHeader(f.path);
+        if (st) f.safetensors = st;
+      }),
+    );
 
     const plan = planUnits(sorted);
     const byPath = new Map(sorted.map((f) => [f.path, f]));

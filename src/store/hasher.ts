@@ -181,6 +181,14 @@ function pick(): HashWorker | undefined {
   return fresh;
 }
 
+/**
+ * Starts a hash worker now if none runs (it takes tens of milliseconds to boot, on its own thread),
+ * so that a transfer's first hash does not wait for it.
+ */
+export function warmHasher(): void {
+  if (!parentPort && workers.length === 0) pick();
+}
+
 /** Hashes `job` on the least busy worker thread. */
 export function hashParts(job: HashJob): Promise<HashResult> {
   const w = pick();
