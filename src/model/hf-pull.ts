@@ -161,6 +161,13 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     };
     for (const c of checks.values()) landed(c); // a file whose tensors are all empty has no units to wait for
 
+    // The store's record of each file's ranges, read once for the first look of all its units.
+    const ranges = new Map<string, Promise<Map<string, string>>>();
+    const rangesOf = (key: string) => {
+      let r = ranges.get(key);
+      if (!r) ranges.set(key, (r = store.knownRanges(key)));
+      return r;
+    };
     const jobs: BlobJob[] = plan.units.map((u) => {
       const f = byPath.get(u.path)!;
       const key = fileKey(f.hub);
@@ -171,8 +178,8 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
         items: u.tensors.length,
         ...(whole && f.hub.lfs ? { expected: `sha256:${f.hub.lfs.oid}` } : {}),
         label: whole ? `hf://${ref.repo}/${u.path}` : `hf://${ref.repo}/${u.path} bytes ${u.begin}-${u.end}`,
-        existing: async () => {
-          const d = (await store.knownRanges(key)).get(`${u.begin}-${u.end}`);
+        existing: async (underLock) => {
+          const d = (await (underLock ? store.knownRanges(key) : rangesOf(key))).get(`${u.begin}-${u.end}`);
           return d && (await store.hasBlob(d, u.end - u.begin)) ? d : undefined;
         },
         open: (s, e, signal) => f.reader.open(u.begin + s, u.begin + e, signal).then((r) => ({ body: r.body, start: r.start - u.begin })),

@@ -29,8 +29,12 @@ export interface BlobJob {
   label: string;
   /** What this blob counts for in the progress line's items (e.g. the tensors it holds); default 1. */
   items?: number;
-  /** The digest, when the store already has this blob (checked again under the ingest lock). */
-  existing(): Promise<string | undefined>;
+  /**
+   * The digest, when the store already has this blob. Asked twice: first a look before the blob's
+   * ingest lock is taken (which may use what the job read for its neighbours), then `underLock`,
+   * which must look again (another process may have finished the blob while this one waited).
+   */
+  existing(underLock?: boolean): Promise<string | undefined>;
   /**
    * A stream of the blob's bytes from `start` to `end` (exclusive). The source may start earlier
    * (a 200 answer to a Range request): it says where its body starts.
@@ -171,7 +175,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
           const job = jobs[run[k]!]!;
           const ing = ings[t]!;
           // Another process may have finished it while we waited for the lock.
-          const again = await job.existing();
+          const again = await job.existing(true);
           if (again) {
             await ing.discard();
             skipped(job);
