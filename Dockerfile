@@ -12,7 +12,7 @@ COPY proxy ./proxy
 COPY bench ./bench
 COPY test ./test
 COPY bin ./bin
-RUN npx tsc -p tsconfig.json && npm prune --omit=dev
+RUN npm run build && npm prune --omit=dev
 
 FROM node:20-slim
 ENV NODE_ENV=production CAKE_HOME=/data CAKE_PROXY_HOST=0.0.0.0 CAKE_PROXY_PORT=5000
