@@ -1,8 +1,8 @@
 /**
  * `cake pull hf://org/name[@rev]`: a Hub revision into the store as a cake artifact.
  *
- * Plan: resolve the revision to its commit, list the files (tree API), read each safetensors header
- * with two Range requests (8 bytes, then N), cut the files into units (format/plan.ts). Then the
+ * Plan: resolve the revision to its commit, list the files (tree API) while reading each safetensors
+ * header with two Range requests (8 bytes, then N), cut the files into units (format/plan.ts). Then the
  * shared engine fetches every unit with Range requests into the store. Each file is checked against
  * the Hub as soon as its last unit lands: safetensors files re-assembled from the store must hash to
  * the LFS oid (or git oid), whole files to theirs. Only then is the manifest written and tagged.
@@ -87,6 +87,45 @@ async function listPlanned(hub: HubParams, repo: string, commit: string, readerF
   return sortFiles(files);
 }
 
+/**
+ * The revision's files, each safetensors file with its header. The tree listing and the header reads
+ * run at once: the model info already names the files (`siblings`), the tree gives their sizes and
+ * hashes. One round trip less before the first tensor byte.
+ */
+async function listWithHeaders(hub: HubParams, repo: string, commit: string, siblings: { rfilename: string }[], concurrency: number): Promise<PlannedFile[]> {
+  const readers = new Map<string, HubFileReader>();
+  const readerFor = (path: string) => {
+    let r = readers.get(path);
+    if (!r) readers.set(path, (r = new HubFileReader(hub, repo, commit, path)));
+    return r;
+  };
+  const listed = listPlanned(hub, repo, commit, readerFor);
+  const sizes = listed.then((fs) => new Map(fs.map((f) => [f.path, f.size])));
+  sizes.catch(() => {}); // the listing's own error is the one reported, from `listed`
+  const pool = new Pool(concurrency);
+  const headers = new Map<string, Promise<ModelFile["safetensors"]>>();
+  const readHeader = (path: string) => {
+    let h = headers.get(path);
+    if (!h) {
+      headers.set(path, (h = pool.run(() => readRemoteHeader(readerFor(path), sizes))));
+      h.catch(() => {}); // awaited below
+    }
+    return h;
+  };
+  for (const { rfilename: path } of siblings) {
+    // Only names the tree listing would accept (it checks and reports them itself).
+    if (typeof path === "string" && path.endsWith(".safetensors") && isSafeRelativePath(path)) readHeader(path);
+  }
+  const files = await listed;
+  await Promise.all(
+    files.filter((f) => f.path.endsWith(".safetensors")).map(async (f) => {
+      const st = await readHeader(f.path);
+      if (st) f.safetensors = st;
+    }),
+  );
+  return files;
+}
+
 export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResult> {
   const { store, hub } = opts;
   const name = formatHfRef(ref);
@@ -114,38 +153,7 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
       return { ref: name, commit, manifestDigest: have.digest, upToDate: true, stats: { fetchedBytes: 0, skippedBlobs: 0 } };
     }
 
-    // The tree listing and the header reads run at once: the model info already names the files
-    // (its siblings), the tree gives their sizes and hashes. One round trip less before the first tensor byte.
-    const readers = new Map<string, HubFileReader>();
-    const readerFor = (path: string) => {
-      let r = readers.get(path);
-      if (!r) readers.set(path, (r = new HubFileReader(hub, ref.repo, commit, path)));
-      return r;
-    };
-    const listed = listPlanned(hub, ref.repo, commit, readerFor);
-    const sizes = listed.then((fs) => new Map(fs.map((f) => [f.path, f.size])));
-    sizes.catch(() => {}); // the listing's own error is the one reported, from `listed`
-    const headerPool = new Pool(opts.concurrency ?? 16);
-    const headers = new Map<string, Promise<ModelFile["safetensors"]>>();
-    const readHeader = (path: string) => {
-      let h = headers.get(path);
-      if (!h) {
-        headers.set(path, (h = headerPool.run(() => readRemoteHeader(readerFor(path), sizes))));
-        h.catch(() => {}); // awaited below
-      }
-      return h;
-    };
-    for (const { rfilename: path } of info.siblings ?? []) {
-      // Only names the tree listing would accept (it checks and reports them itself).
-      if (typeof path === "string" && path.endsWith(".safetensors") && isSafeRelativePath(path)) readHeader(path);
-    }
-    const sorted = await listed;
-    await Promise.all(
-      sorted.filter((f) => f.path.endsWith(".safetensors")).map(async (f) => {
-        const st = await readHeader(f.path);
-        if (st) f.safetensors = st;
-      }),
-    );
+    const sorted = await listWithHeaders(hub, ref.repo, commit, info.siblings ?? [], opts.concurrency ?? 16);
 
     const plan = planUnits(sorted);
     const byPath = new Map(sorted.map((f) => [f.path, f]));
