@@ -41,6 +41,11 @@ export interface HubKnobs {
   /** Every Nth request (Hub or CDN) answers 503. */
   fail503Every?: number;
   resolveCache?: boolean;
+  /**
+   * What model info's `siblings` lists, given the commit's file names (default: all of them). Tests
+   * leave files out or add names the commit lacks, as a trimmed or stale answer would.
+   */
+  siblings?: (names: string[]) => string[];
 }
 
 export interface HubCounters {
@@ -226,6 +231,13 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     }
     return out;
   };
+  const siblingsOf = (commit: Commit, blobsToo: boolean) => {
+    const names = [...commit.files.keys()];
+    return (knobs.siblings?.(names) ?? names).map((name) => {
+      const f = commit.files.get(name);
+      return f ? siblingJson(f, blobsToo) : { rfilename: name };
+    });
+  };
   const siblingJson = (f: RepoFile, blobsToo: boolean) => {
     if (!blobsToo) return { rfilename: f.path };
     const s: Record<string, unknown> = { rfilename: f.path, size: f.size, blobId: f.oid };
@@ -261,7 +273,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     downloads: 0,
     likes: 0,
     tags: [] as string[],
-    siblings: commit ? [...commit.files.values()].map((f) => siblingJson(f, blobsToo)) : [],
+    siblings: commit ? siblingsOf(commit, blobsToo) : [],
     usedStorage: repo.usedStorage(),
   });
 
@@ -527,7 +539,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
           const head = r.head();
           s.author = r.author;
           s.sha = head?.sha;
-          s.siblings = head ? [...head.files.values()].map((f) => siblingJson(f, false)) : [];
+          s.siblings = head ? siblingsOf(head, false) : [];
         }
         return s;
       }),

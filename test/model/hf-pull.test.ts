@@ -34,7 +34,7 @@ afterAll(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
 beforeEach(() => {
-  hub.setKnobs({ bandwidth: 0, latencyMs: 0, dropAfterBytes: 0, dropEvery: 0, fail429Every: 0, fail503Every: 0 });
+  hub.setKnobs({ bandwidth: 0, latencyMs: 0, dropAfterBytes: 0, dropEvery: 0, fail429Every: 0, fail503Every: 0, siblings: undefined });
   hub.counters.reset();
 });
 
@@ -120,6 +120,29 @@ describe("cake pull hf:// + export", () => {
     const bad = /(model-0000\d-of-00003\.safetensors)/.exec(r2.stderr)![1]!;
     expect(await fs.readdir(out)).not.toContain(bad);
     expect((await fs.readdir(out)).filter((f) => f.endsWith(".tmp"))).toEqual([]);
+  });
+
+  it("reads the headers whether or not the model info names the files, and pulls only what the tree lists", async () => {
+    // Model info's file names let header reads start before the tree answers; the tree decides.
+    const answers: [string, (names: string[]) => string[]][] = [
+      ["no siblings", () => []],
+      ["a sibling the commit lacks", (names) => [...names, "ghost-00001-of-00001.safetensors"]],
+    ];
+    for (const [what, siblings] of answers) {
+      hub.setKnobs({ siblings });
+      hub.counters.reset();
+      const env = freshEnv();
+      const pull = await cake(["pull", "-q", "hf://acme/tiny-llama"], env);
+      expect(pull.stderr, what).toBe("");
+      expect(pull.code, what).toBe(0);
+      for (const shard of ["model-00001-of-00003.safetensors", "model-00003-of-00003.safetensors"]) {
+        const ranges = hub.counters.rangesByFile.get(`acme/tiny-llama/${shard}`)!;
+        expect(ranges[0], what).toEqual([0, 8]);
+      }
+      const out = path.join(tmp, `out-siblings-${n}`);
+      expect((await cake(["export", "-q", "hf://acme/tiny-llama", out], env)).code, what).toBe(0);
+      expect(await hashTree(out), what).toEqual(await hashTree(base));
+    }
   });
 
   it("pulls by tag and by commit sha to the same manifest", async () => {
