@@ -310,7 +310,10 @@ export class Store {
   async lease(): Promise<() => Promise<void>> {
     await this.init();
     const file = this.p("cake", "leases", `${process.pid}-${tmpName()}`);
-    await fsp.writeFile(file, String(process.pid));
+    // Written aside and renamed in: gc must never see a lease without its pid (it would take it for stale).
+    const tmp = this.p("cake", `lease-${tmpName()}.tmp`);
+    await fsp.writeFile(tmp, String(process.pid));
+    await fsp.rename(tmp, file);
     return () => fsp.rm(file, { force: true });
   }
 

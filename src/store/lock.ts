@@ -26,22 +26,35 @@ export async function lockOwner(path: string): Promise<number | undefined> {
   }
 }
 
-/** Tries once; true when this process now holds the lock. */
+let seq = 0;
+
+/**
+ * Tries once; true when this process now holds the lock. The lock file appears with its owner's pid
+ * already in it: written aside, then hard-linked into place (which fails if the lock exists). Created
+ * empty and written after, another process could read it in between, take it for stale (no live
+ * pid) and take it over: two holders of one ingest, seen as concurrent pulls failing on each other's
+ * partial files.
+ */
 export async function tryLock(path: string): Promise<boolean> {
-  for (let i = 0; i < 2; i++) {
-    try {
-      const fh = await fs.open(path, "wx");
-      await fh.writeFile(String(process.pid));
-      await fh.close();
-      return true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      if ((await lockOwner(path)) !== undefined) return false;
-      // Stale: its owner died. Remove and try again (another process may win the race; fine).
-      await fs.rm(path, { force: true });
+  const mine = `${path}.${process.pid}-${seq++}.tmp`;
+  await fs.writeFile(mine, String(process.pid));
+  try {
+    for (let i = 0; i < 2; i++) {
+      try {
+        await fs.link(mine, path);
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+        if ((await lockOwner(path)) !== undefined) return false;
+        // Stale: its owner died. Remove and try again. (Two processes that find the same stale lock in
+        // the same instant can both take it: left as is, it needs a killed owner and a tie.)
+        await fs.rm(path, { force: true });
+      }
     }
+    return false;
+  } finally {
+    await fs.rm(mine, { force: true });
   }
-  return false;
 }
 
 export async function withLock<T>(path: string, what: string, fn: () => Promise<T>, timeoutMs = 120_000): Promise<T> {
