@@ -20,7 +20,7 @@ import type { Readable } from "node:stream";
 import { CakeError } from "../errors.js";
 import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { Ingest } from "./ingest.js";
-import { lockOwner, tryLock, withLock } from "./lock.js";
+import { lockOwner, lockTempOwnerAlive, tryLock, withLock } from "./lock.js";
 
 export function defaultStoreDir(): string {
   return process.env.CAKE_HOME || path.join(os.homedir(), ".cache", "cake");
@@ -353,6 +353,11 @@ export class Store {
       // Partial downloads nobody holds: a later pull would resume them, but gc means "free the space".
       for (const name of await fsp.readdir(this.p("ingest"))) {
         if (name.endsWith(".lock")) continue;
+        const writing = lockTempOwnerAlive(name);
+        if (writing !== undefined) {
+          if (!writing) await fsp.rm(this.p("ingest", name), { force: true });
+          continue;
+        }
         const key = name.replace(/\.(partial|journal|bytes|tmp)$/, "");
         if ((await lockOwner(this.p("ingest", `${key}.lock`))) !== undefined) continue;
         await fsp.rm(this.p("ingest", name), { force: true });

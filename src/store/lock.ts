@@ -28,6 +28,18 @@ export async function lockOwner(path: string): Promise<number | undefined> {
 
 let seq = 0;
 
+/** Where `pid` writes a lock before linking it into place (see `lockTempOwner`). */
+const lockTempName = (path: string, pid: number, n: number) => `${path}.${pid}-${n}.tmp`;
+
+/**
+ * For a file name in a lock's folder: undefined if it is not a lock being written, else whether its
+ * writer still runs (a sweep must leave those alone: the writer is about to link it).
+ */
+export function lockTempOwnerAlive(name: string): boolean | undefined {
+  const m = /\.lock\.(\d+)-\d+\.tmp$/.exec(name);
+  return m ? alive(Number(m[1])) : undefined;
+}
+
 /**
  * Tries once; true when this process now holds the lock. The lock file appears with its owner's pid
  * already in it: written aside, then hard-linked into place (which fails if the lock exists). Created
@@ -36,7 +48,7 @@ let seq = 0;
  * partial files.
  */
 export async function tryLock(path: string): Promise<boolean> {
-  const mine = `${path}.${process.pid}-${seq++}.tmp`;
+  const mine = lockTempName(path, process.pid, seq++);
   await fs.writeFile(mine, String(process.pid));
   try {
     for (let i = 0; i < 2; i++) {

@@ -1,0 +1,57 @@
+/**
+ * Cross-process locks: a lock file holds its owner's pid from the moment it exists (a lock seen
+ * empty would be taken for stale and taken over), a dead owner's lock is taken over, and gc's sweep
+ * of the ingest folder leaves a lock that is being written alone.
+ */
+import { spawnSync } from "node:child_process";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Store } from "../../src/store/layout.js";
+import { lockOwner, tryLock } from "../../src/store/lock.js";
+
+let tmp: string;
+/** The pid of a process that has exited. */
+let deadPid: number;
+
+beforeAll(async () => {
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "cake-locks-"));
+  deadPid = spawnSync(process.execPath, ["-e", "0"]).pid!;
+});
+afterAll(async () => {
+  await fs.rm(tmp, { recursive: true, force: true });
+});
+
+describe("store locks", () => {
+  it("a lock holds its owner's pid as soon as it exists, and leaves nothing else behind", async () => {
+    const dir = await fs.mkdtemp(path.join(tmp, "a-"));
+    const lock = path.join(dir, "k.lock");
+    expect(await tryLock(lock)).toBe(true);
+    expect(await fs.readFile(lock, "utf8")).toBe(String(process.pid));
+    expect(await lockOwner(lock)).toBe(process.pid);
+    expect(await tryLock(lock)).toBe(false); // held (by a live process)
+    expect(await fs.readdir(dir)).toEqual(["k.lock"]);
+  });
+
+  it("takes over the lock of a process that is gone", async () => {
+    const dir = await fs.mkdtemp(path.join(tmp, "b-"));
+    const lock = path.join(dir, "k.lock");
+    await fs.writeFile(lock, String(deadPid));
+    expect(await lockOwner(lock)).toBeUndefined();
+    expect(await tryLock(lock)).toBe(true);
+    expect(await fs.readFile(lock, "utf8")).toBe(String(process.pid));
+  });
+
+  it("gc leaves a lock being written by a live process alone, and removes a dead one's", async () => {
+    const store = new Store(path.join(tmp, "store"));
+    await store.lease().then((release) => release()); // creates the layout
+    const ingest = path.join(store.root, "ingest");
+    const live = `abc.lock.${process.pid}-7.tmp`;
+    const dead = `abc.lock.${deadPid}-3.tmp`;
+    await fs.writeFile(path.join(ingest, live), String(process.pid));
+    await fs.writeFile(path.join(ingest, dead), String(deadPid));
+    await store.gc(() => []);
+    expect((await fs.readdir(ingest)).sort()).toEqual([live]);
+  });
+});
