@@ -1,5 +1,5 @@
 /**
- * Cross-process locks as files created with O_EXCL holding the owner's pid. A lock whose owner is
+ * Cross-process locks as files holding the owner's pid, created atomically (see `tryLock`). A lock whose owner is
  * gone (killed pull) is stale and taken over, so a crash never wedges the store.
  */
 import fs from "node:fs/promises";
@@ -28,7 +28,7 @@ export async function lockOwner(path: string): Promise<number | undefined> {
 
 let seq = 0;
 
-/** Where `pid` writes a lock before linking it into place (see `lockTempOwner`). */
+/** Where `pid` writes a lock before linking it into place (see `lockTempOwnerAlive`). */
 const lockTempName = (path: string, pid: number, n: number) => `${path}.${pid}-${n}.tmp`;
 
 /**
