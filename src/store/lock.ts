@@ -1,6 +1,6 @@
 /**
- * Cross-process locks as files holding the owner's pid, created atomically (see `tryLock`). A lock whose owner is
- * gone (killed pull) is stale and taken over, so a crash never wedges the store.
+ * Cross-process locks as files holding the owner's pid, created atomically (see `tryLock`). A lock
+ * whose owner is gone (killed pull) is stale and taken over, so a crash never wedges the store.
  */
 import fs from "node:fs/promises";
 import { CakeError } from "../errors.js";
