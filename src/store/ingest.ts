@@ -16,6 +16,17 @@ const JOURNAL_EVERY = 256 << 10;
 
 export type Range = [start: number, end: number];
 
+/** `ranges` sorted, those that overlap or meet merged into one (new arrays: the input is not changed). */
+export function mergeRanges(ranges: readonly Range[]): Range[] {
+  const merged: Range[] = [];
+  for (const [a, b] of [...ranges].sort((x, y) => x[0] - y[0])) {
+    const last = merged[merged.length - 1];
+    if (last && a <= last[1]) last[1] = Math.max(last[1], b);
+    else merged.push([a, b]);
+  }
+  return merged;
+}
+
 /** What is left of `parts` after its first `skip` bytes (after a short vectored write). */
 function remaining(parts: Uint8Array[], skip: number): Uint8Array[] {
   const out: Uint8Array[] = [];
@@ -62,14 +73,7 @@ export class Ingest {
   }
 
   private add(r: Range) {
-    const all = [...this.done, r].sort((x, y) => x[0] - y[0]);
-    const merged: Range[] = [];
-    for (const [a, b] of all) {
-      const last = merged[merged.length - 1];
-      if (last && a <= last[1]) last[1] = Math.max(last[1], b);
-      else merged.push([a, b]);
-    }
-    this.done = merged;
+    this.done = mergeRanges([...this.done, r]);
   }
 
   /** Bytes already on disk. */

@@ -12,7 +12,7 @@ import { CakeError, isCakeError, oneLine } from "../errors.js";
 import { isNetworkError, retryDelay, sleep, DEFAULT_RETRY } from "../http/retry.js";
 import { byteWindow } from "../http/window.js";
 import type { Store } from "../store/layout.js";
-import type { Ingest, Range } from "../store/ingest.js";
+import { mergeRanges, type Ingest, type Range } from "../store/ingest.js";
 import { DEFAULT_CHUNK, DEFAULT_CONCURRENCY, MIN_RANGE, RANGE_ATTEMPTS, WRITE_BATCH } from "./defaults.js";
 import { Pool } from "./pool.js";
 import { silentProgress, type ProgressSink } from "./progress.js";
@@ -318,16 +318,7 @@ class SpanTarget implements RangeTarget {
 
   /** The blobs' missing ranges in source coordinates; ranges meeting at a blob edge merge. */
   missing(): Range[] {
-    const all: Range[] = [];
-    for (const p of this.parts) for (const [a, b] of p.ing.missing()) all.push([p.offset + a, p.offset + b]);
-    all.sort((x, y) => x[0] - y[0]);
-    const merged: Range[] = [];
-    for (const r of all) {
-      const last = merged[merged.length - 1];
-      if (last && last[1] === r[0]) last[1] = r[1];
-      else merged.push([...r]);
-    }
-    return merged;
+    return mergeRanges(this.parts.flatMap((p) => p.ing.missing().map(([a, b]): Range => [p.offset + a, p.offset + b])));
   }
 
   async write(pos: number, parts: Buffer[], rangeStart: number, since: { n: number }): Promise<void> {
