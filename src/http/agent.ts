@@ -11,8 +11,8 @@
 import type { Dispatcher } from "undici";
 
 interface UndiciCore {
-  Agent: typeof import("undici").Agent;
-  request: (this: Dispatcher, opts: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>;
+  Agent: typeof import("undici/lib/dispatcher/agent.js").default;
+  request: typeof import("undici/lib/api/api-request.js").default;
 }
 let loaded: Promise<UndiciCore> | undefined;
 let shared: Promise<Dispatcher> | undefined;

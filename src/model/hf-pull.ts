@@ -57,6 +57,15 @@ type PlannedFile = ModelFile & { hub: HubFile; reader: HubFileReader };
 
 const fileKey = (f: HubFile) => (f.lfs ? f.lfs.oid : `git-${f.oid}`);
 
+/** `make`, called once per key: later calls with the same key get the first call's value. */
+function once<K, V>(make: (key: K) => V): (key: K) => V {
+  const made = new Map<K, V>();
+  return (key) => {
+    if (!made.has(key)) made.set(key, make(key));
+    return made.get(key)!;
+  };
+}
+
 /**
  * Reads a safetensors file's header on the Hub: 8 bytes, then N. The reads may start before the tree
  * listing has answered (from the file names in the model info): the file's size, which the length
@@ -93,25 +102,16 @@ async function listPlanned(hub: HubParams, repo: string, commit: string, readerF
  * hashes. One round trip less before the first tensor byte.
  */
 async function listWithHeaders(hub: HubParams, repo: string, commit: string, siblings: { rfilename: string }[], concurrency: number): Promise<PlannedFile[]> {
-  const readers = new Map<string, HubFileReader>();
-  const readerFor = (path: string) => {
-    let r = readers.get(path);
-    if (!r) readers.set(path, (r = new HubFileReader(hub, repo, commit, path)));
-    return r;
-  };
+  const readerFor = once((path: string) => new HubFileReader(hub, repo, commit, path));
   const listed = listPlanned(hub, repo, commit, readerFor);
   const sizes = listed.then((fs) => new Map(fs.map((f) => [f.path, f.size])));
   sizes.catch(() => {}); // the listing's own error is the one reported, from `listed`
   const pool = new Pool(concurrency);
-  const headers = new Map<string, Promise<ModelFile["safetensors"]>>();
-  const readHeader = (path: string) => {
-    let h = headers.get(path);
-    if (!h) {
-      headers.set(path, (h = pool.run(() => readRemoteHeader(readerFor(path), sizes))));
-      h.catch(() => {}); // awaited below
-    }
+  const readHeader = once((path: string) => {
+    const h = pool.run(() => readRemoteHeader(readerFor(path), sizes));
+    h.catch(() => {}); // awaited below, for the files the tree lists
     return h;
-  };
+  });
   for (const { rfilename: path } of siblings) {
     // Only names the tree listing would accept (it checks and reports them itself).
     if (typeof path === "string" && path.endsWith(".safetensors") && isSafeRelativePath(path)) readHeader(path);
@@ -170,12 +170,7 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     for (const c of checks.values()) landed(c); // a file whose tensors are all empty has no units to wait for
 
     // The store's record of each file's ranges, read once for the first look of all its units.
-    const ranges = new Map<string, Promise<Map<string, string>>>();
-    const rangesOf = (key: string) => {
-      let r = ranges.get(key);
-      if (!r) ranges.set(key, (r = store.knownRanges(key)));
-      return r;
-    };
+    const rangesOf = once((key: string) => store.knownRanges(key));
     const jobs: BlobJob[] = plan.units.map((u) => {
       const f = byPath.get(u.path)!;
       const key = fileKey(f.hub);
