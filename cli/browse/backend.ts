@@ -4,11 +4,10 @@
  * blob when both manifests list its digest, and a tensor when both configs place it at the same
  * offset of the same blob (what `cake diff` counts as shared).
  */
-import { createHash } from "node:crypto";
 import path from "node:path";
-import type { Readable } from "node:stream";
 import {
   CakeError,
+  DOCUMENT_LIMIT,
   MT,
   clientFor,
   diffModels,
@@ -163,11 +162,7 @@ export function libraryBackend(opts: BackendOptions): Backend {
     if (manifest.config.mediaType !== MT.config) {
       return { ref, where: "registry", summary, files: [], note: `not a cake model (config ${manifest.config.mediaType})` };
     }
-    const blob = await client.fetchBlob(r.repository, manifest.config.digest);
-    const bytes = await readAll(blob.body, 256 << 20, `${ref} config`);
-    if (`sha256:${createHash("sha256").update(bytes).digest("hex")}` !== manifest.config.digest) {
-      throw new CakeError("E_DIGEST", `${ref}: config does not hash to ${manifest.config.digest}`);
-    }
+    const bytes = await client.readBlob(r.repository, manifest.config.digest, DOCUMENT_LIMIT);
     const config = JSON.parse(bytes.toString("utf8")) as ModelConfig;
     const have = new Set(entries.flatMap((e) => e.manifest?.layers.map((l) => l.digest) ?? []));
     const missing = manifest.layers.filter((l) => !have.has(l.digest)).reduce((n, l) => n + l.size, 0);
@@ -282,21 +277,6 @@ export function libraryBackend(opts: BackendOptions): Backend {
 
     diff: (a, b) => diffModels(a, b, store, access),
   };
-}
-
-/** A config blob, refused past `limit` bytes. */
-async function readAll(body: Readable, limit: number, what: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of body) {
-    n += (c as Buffer).length;
-    if (n > limit) {
-      body.destroy();
-      throw new CakeError("E_SIZE", `${what}: more than ${formatBytes(limit)}, refused`);
-    }
-    chunks.push(c as Buffer);
-  }
-  return Buffer.concat(chunks);
 }
 
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));

@@ -6,7 +6,7 @@
  * Everything here is a pure function of its inputs, serialized with a fixed key order: the same
  * model revision gives the same manifest digest whoever converts it.
  */
-import { createHash } from "node:crypto";
+import { sha256Digest } from "../digest.js";
 import { CAKE_DIR } from "./paths.js";
 import { ANN, MT, type Descriptor, type ImageManifest } from "./oci.js";
 import type { ModelFile, Plan, Unit } from "./plan.js";
@@ -15,7 +15,10 @@ export const EMPTY_DIGEST = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b
 export const RECIPE_TITLE = `${CAKE_DIR}/recipe.json`;
 export const blobTitle = (digest: string) => `${CAKE_DIR}/blobs/sha256/${digest.slice(7)}`;
 
-export const sha256Digest = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
+export { sha256Digest };
+
+/** The most a config or recipe may weigh when read back (a 7B model's config is about 6 MB). */
+export const DOCUMENT_LIMIT = 64 << 20;
 
 export interface RecipeFile {
   path: string;

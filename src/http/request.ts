@@ -6,6 +6,7 @@
  * The caller owns the returned body and must consume it or `dump()` it.
  */
 import type { Dispatcher } from "undici";
+import { CakeError } from "../errors.js";
 import { dispatchRequest, sharedDispatcher } from "./agent.js";
 import { DEFAULT_RETRY, RETRYABLE_STATUS, isNetworkError, retryDelay, sleep, type RetryPolicy } from "./retry.js";
 
@@ -106,7 +107,7 @@ export async function readLimited(body: AsyncIterable<Uint8Array> & { destroy():
     n += chunk.length;
     if (n > limit) {
       body.destroy();
-      throw new Error(`${what}: response larger than ${limit} bytes`);
+      throw new CakeError("E_SIZE", `${what}: more than ${limit} bytes, refused`);
     }
     chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
   }

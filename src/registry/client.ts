@@ -8,11 +8,11 @@
  * which answers 401s; every failure is a one-line CakeError naming registry, repository and
  * reference, and the registry's own error code.
  */
-import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
+import { sha256Digest } from "../digest.js";
 import { CakeError, isCakeError } from "../errors.js";
-import { header, httpRequest, type HttpMethod, type HttpRequest, type HttpResponse } from "../http/request.js";
+import { header, httpRequest, readLimited, type HttpMethod, type HttpRequest, type HttpResponse } from "../http/request.js";
 import { DEFAULT_RETRY, RETRYABLE_STATUS, isNetworkError, retryDelay, sleep, type RetryPolicy } from "../http/retry.js";
 import { Authenticator, lookupCredentials, repositoryScope, type Credentials } from "./auth.js";
 import { discard, registryError, urlish } from "./errors.js";
@@ -116,8 +116,6 @@ interface SendRequest {
   followRedirects?: boolean;
 }
 
-const sha256 = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
-
 export class RegistryClient {
   readonly registry: string;
   /** `http(s)://host[:port]` */
@@ -165,7 +163,7 @@ export class RegistryClient {
       throw new CakeError("E_SIZE", `${ctx}: manifest is ${declared} bytes, more than the ${limit / MiB} MiB cake accepts`);
     }
     const bytes = await this.readBody(res, limit, ctx, "manifest");
-    const digest = sha256(bytes);
+    const digest = sha256Digest(bytes);
     if (isDigest(reference) && digest !== reference) {
       throw new CakeError("E_DIGEST", `${ctx}: the registry sent a manifest that hashes to ${digest}, not the digest asked for`);
     }
@@ -203,7 +201,7 @@ export class RegistryClient {
     if (bytes.length > REGISTRY_DEFAULTS.manifestLimit) {
       throw new CakeError("E_SIZE", `${ctx}: manifest is ${bytes.length} bytes, more than the ${REGISTRY_DEFAULTS.manifestLimit / MiB} MiB registries accept`);
     }
-    const digest = sha256(bytes);
+    const digest = sha256Digest(bytes);
     if (isDigest(reference) && reference !== digest) {
       throw new CakeError("E_DIGEST", `${ctx}: manifest hashes to ${digest}, not the digest it is pushed as`);
     }
@@ -267,6 +265,16 @@ export class RegistryClient {
       return { body: res.body, status: 206, start: Number(m[1]), totalSize: m[3] === "*" ? undefined : Number(m[3]) };
     }
     throw await this.fail(res, "GET", url, ctx);
+  }
+
+  /** A small blob (a config, a recipe) read whole and checked against its digest. */
+  async readBlob(repo: string, digest: string, limit: number): Promise<Buffer> {
+    const ctx = this.context(repo, digest);
+    const blob = await this.fetchBlob(repo, digest);
+    const bytes = await readLimited(blob.body, limit, `${ctx}: blob`);
+    const got = sha256Digest(bytes);
+    if (got !== digest) throw new CakeError("E_DIGEST", `${ctx}: the registry sent a blob that hashes to ${got}`);
+    return bytes;
   }
 
   /**

@@ -11,13 +11,14 @@
  *
  * A blob becomes visible only by rename after its bytes were hashed and checked.
  */
-import { createHash } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { Readable } from "node:stream";
+import { sha256Digest } from "../digest.js";
 import { CakeError } from "../errors.js";
+import { DOCUMENT_LIMIT } from "../format/artifact.js";
 import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { Ingest } from "./ingest.js";
 import { lockOwner, lockTempOwnerAlive, tryLock, withLock } from "./lock.js";
@@ -119,7 +120,7 @@ export class Store {
     return fs.createReadStream(this.blobPath(digest), { start, ...(end !== undefined ? { end: end - 1 } : {}), highWaterMark: 1 << 20 });
   }
 
-  async readBlob(digest: string, limit = 64 << 20): Promise<Buffer> {
+  async readBlob(digest: string, limit = DOCUMENT_LIMIT): Promise<Buffer> {
     const size = await this.blobSize(digest);
     if (size === undefined) throw new CakeError("E_NOT_FOUND", `blob ${digest} is not in the store ${this.root}`);
     if (size > limit) throw new CakeError("E_SIZE", `blob ${digest} is ${size} bytes, more than ${limit}`);
@@ -129,7 +130,7 @@ export class Store {
   /** Stores small bytes (manifests, configs, recipes) under their digest. */
   async putBytes(bytes: Buffer): Promise<string> {
     await this.init();
-    const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+    const digest = sha256Digest(bytes);
     if (await this.hasBlob(digest, bytes.length)) return digest;
     const tmp = this.p("ingest", `${tmpName()}.bytes`);
     await this.atomicWrite(tmp, bytes);

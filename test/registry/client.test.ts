@@ -330,6 +330,15 @@ describe("against distribution, no auth", () => {
     proxy.fault({ method: "PUT", kind: "manifest", rewrite: (r) => ({ headers: { ...r.headers, "docker-content-digest": sha256(Buffer.from("other")) } }) });
     expect((await caught(client.putManifest("cake/lie", "v2", manifest, MEDIA_TYPE.ociManifest))).code).toBe("E_DIGEST");
 
+    // a small blob read whole (a config): checked against its digest and refused past the limit
+    expect((await client.readBlob("cake/lie", desc.digest, 10)).equals(bytes)).toBe(true);
+    proxy.fault({ method: "GET", kind: "blob", rewrite: () => ({ body: Buffer.alloc(10) }) });
+    const badBlob = await caught(client.readBlob("cake/lie", desc.digest, 100));
+    expect(badBlob.code).toBe("E_DIGEST");
+    expect(badBlob.message).toContain(`cake/lie@${desc.digest}`);
+    const tooBig = await caught(client.readBlob("cake/lie", desc.digest, 9));
+    expect(tooBig.code).toBe("E_SIZE");
+
     const b = blob(100);
     proxy.fault({ method: "PUT", kind: "upload", rewrite: (r) => ({ headers: { ...r.headers, "docker-content-digest": sha256(Buffer.from("other")) } }) });
     expect((await caught(client.pushBlob("cake/lie", b.desc, opener(b.bytes)))).code).toBe("E_DIGEST");
