@@ -21,7 +21,8 @@ import { CakeError } from "../errors.js";
 import { DOCUMENT_LIMIT } from "../format/artifact.js";
 import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { Ingest } from "./ingest.js";
-import { lockOwner, lockTempOwnerAlive, tryLock, withLock } from "./lock.js";
+import { lockOwner, tryLock, withLock } from "./lock.js";
+import { tempPath, tempWriterAlive } from "./pid.js";
 
 export function defaultStoreDir(): string {
   return process.env.CAKE_HOME || path.join(os.homedir(), ".cache", "cake");
@@ -32,9 +33,6 @@ export interface Tag {
   ref: string;
   descriptor: Descriptor;
 }
-
-let tmpSeq = 0;
-const tmpName = () => `${process.pid}-${Date.now()}-${tmpSeq++}`;
 
 export class Store {
   readonly root: string;
@@ -69,14 +67,8 @@ export class Store {
   }
 
   private async atomicWrite(file: string, content: string | Buffer) {
-    const tmp = `${file}.${tmpName()}.tmp`;
-    const fh = await fsp.open(tmp, "w");
-    try {
-      await fh.writeFile(content);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    const tmp = tempPath(file);
+    await writeSynced(tmp, content);
     await fsp.rename(tmp, file);
   }
 
@@ -132,8 +124,8 @@ export class Store {
     await this.init();
     const digest = sha256Digest(bytes);
     if (await this.hasBlob(digest, bytes.length)) return digest;
-    const tmp = this.p("ingest", `${tmpName()}.bytes`);
-    await this.atomicWrite(tmp, bytes);
+    const tmp = tempPath(this.p("ingest", "bytes"));
+    await writeSynced(tmp, bytes);
     await this.publish(tmp, digest);
     return digest;
   }
@@ -310,9 +302,9 @@ export class Store {
   /** Marks this process as working in the store until the returned function is called. */
   async lease(): Promise<() => Promise<void>> {
     await this.init();
-    const file = this.p("cake", "leases", `${process.pid}-${tmpName()}`);
+    const tmp = tempPath(this.p("cake", "lease"));
+    const file = this.p("cake", "leases", path.basename(tmp, ".tmp"));
     // Written aside and renamed in: gc must never see a lease without its pid (it would take it for stale).
-    const tmp = this.p("cake", `lease-${tmpName()}.tmp`);
     await fsp.writeFile(tmp, String(process.pid));
     await fsp.rename(tmp, file);
     return () => fsp.rm(file, { force: true });
@@ -351,15 +343,16 @@ export class Store {
         await fsp.rm(file, { force: true });
         removed++;
       }
+      // Temp files of killed processes (a live one's is about to be renamed or linked into place).
+      for (const dir of [[], ["cake"], ["cake", "ranges"], ["ingest"]]) {
+        for (const name of await fsp.readdir(this.p(...dir))) {
+          if (tempWriterAlive(name) === false) await fsp.rm(this.p(...dir, name), { force: true });
+        }
+      }
       // Partial downloads nobody holds: a later pull would resume them, but gc means "free the space".
       for (const name of await fsp.readdir(this.p("ingest"))) {
-        if (name.endsWith(".lock")) continue;
-        const writing = lockTempOwnerAlive(name);
-        if (writing !== undefined) {
-          if (!writing) await fsp.rm(this.p("ingest", name), { force: true });
-          continue;
-        }
-        const key = name.replace(/\.(partial|journal|bytes|tmp)$/, "");
+        if (/\.lock(\.break)?$/.test(name) || tempWriterAlive(name) !== undefined) continue;
+        const key = name.replace(/\.(partial|journal)$/, "");
         if ((await lockOwner(this.p("ingest", `${key}.lock`))) !== undefined) continue;
         await fsp.rm(this.p("ingest", name), { force: true });
       }
@@ -367,6 +360,7 @@ export class Store {
         if (!live.has(`sha256:${hex}`)) await fsp.rm(this.p("cake", "verified", hex), { force: true });
       }
       for (const name of await fsp.readdir(this.p("cake", "ranges"))) {
+        if (tempWriterAlive(name) !== undefined) continue;
         const text = await fsp.readFile(this.p("cake", "ranges", name), "utf8");
         const keep = text.split("\n").filter((l) => l && live.has(l.split(" ")[2]!));
         if (keep.length === 0) await fsp.rm(this.p("cake", "ranges", name), { force: true });
@@ -376,5 +370,16 @@ export class Store {
     } finally {
       await fsp.rm(gcLock, { force: true });
     }
+  }
+}
+
+/** Writes a new file and flushes it to disk (before it is renamed into place). */
+async function writeSynced(file: string, content: string | Buffer): Promise<void> {
+  const fh = await fsp.open(file, "w");
+  try {
+    await fh.writeFile(content);
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
 }

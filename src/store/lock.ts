@@ -5,39 +5,56 @@
 import fs from "node:fs/promises";
 import { CakeError } from "../errors.js";
 import { sleep } from "../http/retry.js";
+import { pidAlive, tempPath } from "./pid.js";
 
-function alive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
+/** The pid a lock file names (0 if it names none), or undefined when there is no such file. */
+async function holder(path: string): Promise<number | undefined> {
+  let text: string;
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+    text = await fs.readFile(path, "utf8");
+  } catch {
+    return undefined;
   }
+  const pid = Number(text.trim());
+  return Number.isInteger(pid) && pid > 0 ? pid : 0;
 }
 
 /** The lock file's owner pid, if the lock exists and its owner lives. */
 export async function lockOwner(path: string): Promise<number | undefined> {
+  const pid = await holder(path);
+  return pid && pidAlive(pid) ? pid : undefined;
+}
+
+/** Links `mine` (a file holding our pid) as `path`; false when `path` exists. */
+async function linkNew(mine: string, path: string): Promise<boolean> {
   try {
-    const pid = Number((await fs.readFile(path, "utf8")).trim());
-    return alive(pid) ? pid : undefined;
-  } catch {
-    return undefined;
+    await fs.link(mine, path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw err;
   }
 }
 
-let seq = 0;
-
-/** Where `pid` writes a lock before linking it into place (see `lockTempOwnerAlive`). */
-const lockTempName = (path: string, pid: number, n: number) => `${path}.${pid}-${n}.tmp`;
-
 /**
- * For a file name in a lock's folder: undefined if it is not a lock being written, else whether its
- * writer still runs (a sweep must leave those alone: the writer is about to link it).
+ * Removes the lock `path` if it still names the dead `pid`. Done under a second lock
+ * (`<path>.break`): two processes that found the same stale lock must not both remove it, or the
+ * second would remove the first's fresh lock and both would hold it. False when another process is
+ * breaking it now.
  */
-export function lockTempOwnerAlive(name: string): boolean | undefined {
-  const m = /\.lock\.(\d+)-\d+\.tmp$/.exec(name);
-  return m ? alive(Number(m[1])) : undefined;
+async function breakStale(path: string, pid: number, mine: string): Promise<boolean> {
+  const breaker = `${path}.break`;
+  if (!(await linkNew(mine, breaker))) {
+    // Whoever breaks it was killed too: clear the way for the next try (two faults at once can still tie here).
+    if ((await lockOwner(breaker)) === undefined) await fs.rm(breaker, { force: true });
+    return false;
+  }
+  try {
+    if ((await holder(path)) === pid) await fs.rm(path, { force: true });
+    return true;
+  } finally {
+    await fs.rm(breaker, { force: true });
+  }
 }
 
 /**
@@ -48,20 +65,14 @@ export function lockTempOwnerAlive(name: string): boolean | undefined {
  * partial files.
  */
 export async function tryLock(path: string): Promise<boolean> {
-  const mine = lockTempName(path, process.pid, seq++);
+  const mine = tempPath(path);
   await fs.writeFile(mine, String(process.pid));
   try {
     for (let i = 0; i < 2; i++) {
-      try {
-        await fs.link(mine, path);
-        return true;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-        if ((await lockOwner(path)) !== undefined) return false;
-        // Stale: its owner died. Remove and try again. (Two processes that find the same stale lock in
-        // the same instant can both take it: left as is, it needs a killed owner and a tie.)
-        await fs.rm(path, { force: true });
-      }
+      if (await linkNew(mine, path)) return true;
+      const pid = await holder(path);
+      if (pid === undefined) continue; // released (or being replaced) in between: try again
+      if (pidAlive(pid) || !(await breakStale(path, pid, mine))) return false;
     }
     return false;
   } finally {

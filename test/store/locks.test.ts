@@ -1,7 +1,7 @@
 /**
  * Cross-process locks: a lock file holds its owner's pid from the moment it exists (a lock seen
- * empty would be taken for stale and taken over), a dead owner's lock is taken over, and gc's sweep
- * of the ingest folder leaves a lock that is being written alone.
+ * empty would be taken for stale and taken over), a dead owner's lock is taken over by exactly one
+ * of those who find it, and gc sweeps the temp files of dead processes and leaves live ones' alone.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs/promises";
@@ -41,17 +41,35 @@ describe("store locks", () => {
     expect(await lockOwner(lock)).toBeUndefined();
     expect(await tryLock(lock)).toBe(true);
     expect(await fs.readFile(lock, "utf8")).toBe(String(process.pid));
+    expect(await fs.readdir(dir)).toEqual(["k.lock"]);
+  });
+
+  it("a stale lock found by many at once is taken by one of them", async () => {
+    for (const content of [String(deadPid), ""]) {
+      const dir = await fs.mkdtemp(path.join(tmp, "c-"));
+      const lock = path.join(dir, "k.lock");
+      await fs.writeFile(lock, content);
+      const took = await Promise.all(Array.from({ length: 16 }, () => tryLock(lock)));
+      expect(took.filter(Boolean)).toHaveLength(1);
+      expect(await fs.readdir(dir)).toEqual(["k.lock"]);
+    }
   });
 
   it("gc leaves a lock being written by a live process alone, and removes a dead one's", async () => {
     const store = new Store(path.join(tmp, "store"));
     await store.lease().then((release) => release()); // creates the layout
     const ingest = path.join(store.root, "ingest");
-    const live = `abc.lock.${process.pid}-7.tmp`;
-    const dead = `abc.lock.${deadPid}-3.tmp`;
+    const live = `abc.lock.${process.pid}-1-7.tmp`;
+    const dead = `abc.lock.${deadPid}-1-3.tmp`;
     await fs.writeFile(path.join(ingest, live), String(process.pid));
     await fs.writeFile(path.join(ingest, dead), String(deadPid));
+    // a lease, index.json and a ranges file a killed process had written but not renamed into place
+    const leftovers = [["cake", `lease.${deadPid}-1-1.tmp`], [`index.json.${deadPid}-1-2.tmp`], ["cake", "ranges", `ab.${deadPid}-1-4.tmp`]];
+    for (const p of leftovers) await fs.writeFile(path.join(store.root, ...p), String(deadPid));
+    const index = await fs.readFile(path.join(store.root, "index.json"), "utf8");
     await store.gc(() => []);
     expect((await fs.readdir(ingest)).sort()).toEqual([live]);
+    for (const p of leftovers) await expect(fs.access(path.join(store.root, ...p))).rejects.toThrow();
+    expect(await fs.readFile(path.join(store.root, "index.json"), "utf8")).toBe(index);
   });
 });
