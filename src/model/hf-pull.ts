@@ -129,10 +129,14 @@ async function listWithHeaders(hub: HubParams, repo: string, commit: string, sib
 export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResult> {
   const { store, hub } = opts;
   const name = formatHfRef(ref);
-  // The lease (a file write) and the hash worker's start overlap the Hub's first answer.
+  // The lease (a file write) and the hash worker's start overlap the Hub's first answer. The worker is
+  // not started when the revision is here already: then the pull is most likely up to date.
   const leased = store.lease();
   leased.catch(() => {}); // awaited below
-  warmHasher();
+  store.resolve(name).then(
+    (have) => have || warmHasher(),
+    () => warmHasher(),
+  );
   let info: ModelInfo;
   try {
     info = await modelInfo(hub, ref.repo, ref.revision);
