@@ -12,13 +12,24 @@ export class Pool {
   }
 
   async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.running >= this.size) await new Promise<void>((r) => this.queue.push(r));
-    this.running++;
+    const release = await this.acquire();
     try {
       return await task();
     } finally {
+      release();
+    }
+  }
+
+  /** Waits for a slot and holds it until the returned function is called (once or more). */
+  async acquire(): Promise<() => void> {
+    if (this.running >= this.size) await new Promise<void>((r) => this.queue.push(r));
+    this.running++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
       this.running--;
       this.queue.shift()?.();
-    }
+    };
   }
 }
