@@ -1,7 +1,7 @@
 /** What the store holds, for `ls`, `inspect`, `rm` and `gc`: read from manifests and configs. */
 import { CakeError } from "../errors.js";
-import type { ModelConfig } from "../format/artifact.js";
-import { ANN, MT } from "../format/oci.js";
+import type { Artifact, ModelConfig } from "../format/artifact.js";
+import { ANN, MT, type Descriptor } from "../format/oci.js";
 import type { Store } from "../store/layout.js";
 import { canonicalRef } from "./source.js";
 
@@ -74,4 +74,14 @@ export async function removeModel(store: Store, ref: string): Promise<string[]> 
     }
   }
   return removed;
+}
+
+/**
+ * Stores an artifact's config, recipe and manifest, all at once (nothing points at them until a tag
+ * does), and returns the manifest's descriptor for the tag.
+ */
+export async function storeArtifact(store: Store, artifact: Artifact): Promise<Descriptor> {
+  const [, , digest] = await Promise.all([store.putBytes(artifact.configBytes), store.putBytes(artifact.recipeBytes), store.putBytes(artifact.manifestBytes)]);
+  if (digest !== artifact.manifestDigest) throw new Error(`manifest digest drift: ${digest} stored, ${artifact.manifestDigest} built`);
+  return { mediaType: MT.manifest, digest, size: artifact.manifestBytes.length, artifactType: MT.artifact };
 }

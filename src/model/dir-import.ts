@@ -16,6 +16,7 @@ import { parseHeader, readHeaderLength } from "../format/safetensors.js";
 import type { Store } from "../store/layout.js";
 import { transferBlobs } from "../transfer/engine.js";
 import type { ProgressSink } from "../transfer/progress.js";
+import { storeArtifact } from "./catalog.js";
 
 /** Every regular file below `dir` (relative, '/'-separated), skipping VCS folders. */
 async function walk(dir: string): Promise<string[]> {
@@ -88,10 +89,7 @@ export async function importDir(dir: string, store: Store, opts: { progress?: Pr
     });
     const { digests } = await transferBlobs(store, jobs, { ...(opts.progress ? { progress: opts.progress } : {}), ...(opts.concurrency ? { concurrency: opts.concurrency } : {}) });
     const artifact = buildArtifact({ files: sorted, plan, unitDigests: digests, source: { type: "dir" }, maxLayers: MAX_LAYERS, packFactor: PACK_FACTOR });
-    await store.putBytes(artifact.configBytes);
-    await store.putBytes(artifact.recipeBytes);
-    const digest = await store.putBytes(artifact.manifestBytes);
-    if (digest !== artifact.manifestDigest) throw new Error("manifest digest drift");
+    const { digest } = await storeArtifact(store, artifact);
     return { ...artifact, digest };
   } finally {
     await release();

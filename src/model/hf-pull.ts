@@ -10,7 +10,7 @@
 import { CakeError } from "../errors.js";
 import { buildArtifact, type Artifact } from "../format/artifact.js";
 import { gitBlobPrefix } from "../format/git-oid.js";
-import { ANN, MT } from "../format/oci.js";
+import { ANN } from "../format/oci.js";
 import { CAKE_DIR, checkRelativePath, isSafeRelativePath } from "../format/paths.js";
 import { MAX_LAYERS, PACK_FACTOR, planUnits, sortFiles, type ModelFile, type Unit } from "../format/plan.js";
 import { parseHeader, readHeaderLength } from "../format/safetensors.js";
@@ -23,6 +23,7 @@ import type { Store } from "../store/layout.js";
 import { transferBlobs, type BlobJob, type TransferStats } from "../transfer/engine.js";
 import { Pool } from "../transfer/pool.js";
 import type { ProgressSink } from "../transfer/progress.js";
+import { storeArtifact } from "./catalog.js";
 import { formatHfRef, ociRefName, type HfRef } from "./ref.js";
 
 export interface HfPullOptions {
@@ -227,10 +228,8 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
       maxLayers: MAX_LAYERS,
       packFactor: PACK_FACTOR,
     });
-    await store.putBytes(artifact.configBytes);
-    await store.putBytes(artifact.recipeBytes);
-    const digest = await store.putBytes(artifact.manifestBytes);
-    const desc = { mediaType: MT.manifest, digest, size: artifact.manifestBytes.length, artifactType: MT.artifact };
+    const desc = await storeArtifact(store, artifact);
+    const digest = desc.digest;
     await store.markVerified(digest); // every file matched the Hub's hashes above: export need not hash again
     await store.tag(byCommit, ociRefName(byCommit), desc, tagExtra);
     if (name !== byCommit) await store.tag(name, ociRefName(name), desc, tagExtra);
