@@ -139,15 +139,12 @@ export class Store {
   /**
    * Runs `fn` with the ingest of `key` (a digest hex, or a Hub file range) held exclusively by this
    * process, so two pulls never write the same partial file. `fn` sees an Ingest opened for resume.
-   * `onWait` is told when another holder makes it wait.
    */
-  async withIngest<T>(key: string, size: number, fn: (ing: Ingest) => Promise<T>, onWait?: () => void): Promise<T> {
+  async withIngest<T>(key: string, size: number, fn: (ing: Ingest) => Promise<T>): Promise<T> {
     await this.init();
     if (!/^[A-Za-z0-9._-]+$/.test(key)) throw new CakeError("E_IO", `bad ingest key ${key}`);
     // In-process: serialize on the key; across processes: the lock file.
-    const held = this.localLocks.get(key);
-    if (held) onWait?.();
-    const prev = held ?? Promise.resolve();
+    const prev = this.localLocks.get(key) ?? Promise.resolve();
     let release!: () => void;
     const mine = new Promise<void>((r) => (release = r));
     const chain = prev.then(() => mine);
@@ -161,7 +158,7 @@ export class Store {
         } finally {
           await ing.close();
         }
-      }, 24 * 3600_000, onWait);
+      }, 24 * 3600_000);
     } finally {
       release();
       if (this.localLocks.get(key) === chain) this.localLocks.delete(key);

@@ -80,13 +80,11 @@ export async function tryLock(path: string): Promise<boolean> {
   }
 }
 
-/** Runs `fn` holding the lock `path`, waiting for it (`onWait` is told when it has to) up to `timeoutMs`. */
-export async function withLock<T>(path: string, what: string, fn: () => Promise<T>, timeoutMs = 120_000, onWait?: () => void): Promise<T> {
+export async function withLock<T>(path: string, what: string, fn: () => Promise<T>, timeoutMs = 120_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let wait = 5;
   while (!(await tryLock(path))) {
     if (Date.now() > deadline) throw new CakeError("E_LOCK", `${what} is locked by process ${await lockOwner(path)}`);
-    onWait?.();
     await sleep(wait);
     wait = Math.min(wait * 2, 200);
   }

@@ -23,6 +23,3 @@ export const RANGE_ATTEMPTS = DEFAULT_RETRY.retries + 2;
  * cost 990 ms of CPU here; as 1 MiB pieces, 120 ms (bench: FileHandle.write, page cache).
  */
 export const WRITE_BATCH = 1 << 20;
-
-/** Runs setting up their ingests (lock, journal, partial file) at once: libuv's 4 threads do the file work. */
-export const SETUP_AT_ONCE = 4;

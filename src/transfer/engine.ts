@@ -13,7 +13,7 @@ import { isNetworkError, retryDelay, sleep, DEFAULT_RETRY } from "../http/retry.
 import { byteWindow } from "../http/window.js";
 import type { Store } from "../store/layout.js";
 import { mergeRanges, type Ingest, type Range } from "../store/ingest.js";
-import { DEFAULT_CHUNK, DEFAULT_CONCURRENCY, MIN_RANGE, RANGE_ATTEMPTS, SETUP_AT_ONCE, WRITE_BATCH } from "./defaults.js";
+import { DEFAULT_CHUNK, DEFAULT_CONCURRENCY, MIN_RANGE, RANGE_ATTEMPTS, WRITE_BATCH } from "./defaults.js";
 import { Pool } from "./pool.js";
 import { silentProgress, type ProgressSink } from "./progress.js";
 
@@ -120,11 +120,6 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   };
   // Runs open at once: enough to keep the request pool full while others hash and commit.
   const open = new Pool(concurrency * 2);
-  // Runs setting up their ingests at once. A set-up is a few file operations in a row (lock, journal,
-  // partial file); all open runs at once queue them behind each other on libuv's few threads, and the
-  // first request waited for everyone's (about 60 ms at the start of a pull). A few at a time, in
-  // job order, the first runs' requests go out at once and the later set-ups overlap their round trips.
-  const setup = new Pool(SETUP_AT_ONCE);
   const abort = new AbortController();
   setMaxListeners(0, abort.signal); // one listener per request in flight, by design
   const onOuterAbort = () => abort.abort(opts.signal!.reason);
@@ -173,79 +168,72 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
     );
     if (todo.length === 0) return out;
     todo.sort((a, b) => a - b); // locks are always taken in job order: two processes never deadlock
-    await open.run(async () => {
-      // Held until this run is set up, or while it waits on another holder of an ingest.
-      const setUp = await setup.acquire();
-      try {
-        await withIngests(store, todo.map((k) => jobs[run[k]!]!), setUp, async (ings) => {
-          const parts: SpanPart[] = [];
-          for (const [t, k] of todo.entries()) {
-            const job = jobs[run[k]!]!;
-            const ing = ings[t]!;
-            // Another process may have finished it while we waited for the lock.
-            const again = await job.existing(true);
-            if (again) {
-              await ing.discard();
-              skipped(job);
-              out[k] = again;
-              continue;
-            }
-            progress.bytes(ing.have);
-            unstarted -= ing.have;
-            parts.push({ k, job, ing, offset: job.span?.offset ?? 0 });
+    await open.run(() =>
+      withIngests(store, todo.map((k) => jobs[run[k]!]!), async (ings) => {
+        const parts: SpanPart[] = [];
+        for (const [t, k] of todo.entries()) {
+          const job = jobs[run[k]!]!;
+          const ing = ings[t]!;
+          // Another process may have finished it while we waited for the lock.
+          const again = await job.existing(true);
+          if (again) {
+            await ing.discard();
+            skipped(job);
+            out[k] = again;
+            continue;
           }
-          setUp();
-          if (parts.length === 0) return;
-          const single = parts.length === 1 && run.length === 1;
-          const target: RangeTarget = single ? parts[0]!.ing : new SpanTarget(parts);
-          const openRange: OpenRange = single ? parts[0]!.job.open : parts[0]!.job.span!.open;
-          const label = single ? parts[0]!.job.label : `${parts[0]!.job.label} (and ${parts.length - 1} neighbours)`;
-          // The missing bytes, handed out piece by piece as streams free up (one task per smallest piece:
-          // tasks that find nothing left end at once).
-          const work = target.missing();
-          const step = Math.min(chunk, MIN_RANGE);
-          const tasks = work.reduce((n, [a, b]) => n + Math.ceil((b - a) / step), 0);
-          await Promise.all(
-            Array.from(
-              { length: tasks },
-              () =>
-                new Promise<void>((fetched, failed) => {
-                  requests
-                    .run(async () => {
-                      try {
-                        if (abort.signal.aborted) throw abort.signal.reason;
-                        const r = carve(work, pieceSize(), step);
-                        if (r) {
-                          unstarted -= r[1] - r[0];
-                          await fetchRange(new Fetch(label, target, r, openRange), active, abort.signal, onBytes);
-                        }
-                        fetched();
-                      } catch (err) {
-                        failed(err);
-                        return;
+          progress.bytes(ing.have);
+          unstarted -= ing.have;
+          parts.push({ k, job, ing, offset: job.span?.offset ?? 0 });
+        }
+        if (parts.length === 0) return;
+        const single = parts.length === 1 && run.length === 1;
+        const target: RangeTarget = single ? parts[0]!.ing : new SpanTarget(parts);
+        const openRange: OpenRange = single ? parts[0]!.job.open : parts[0]!.job.span!.open;
+        const label = single ? parts[0]!.job.label : `${parts[0]!.job.label} (and ${parts.length - 1} neighbours)`;
+        // The missing bytes, handed out piece by piece as streams free up (one task per smallest piece:
+        // tasks that find nothing left end at once).
+        const work = target.missing();
+        const step = Math.min(chunk, MIN_RANGE);
+        const tasks = work.reduce((n, [a, b]) => n + Math.ceil((b - a) / step), 0);
+        await Promise.all(
+          Array.from(
+            { length: tasks },
+            () =>
+              new Promise<void>((fetched, failed) => {
+                requests
+                  .run(async () => {
+                    try {
+                      if (abort.signal.aborted) throw abort.signal.reason;
+                      const r = carve(work, pieceSize(), step);
+                      if (r) {
+                        unstarted -= r[1] - r[0];
+                        await fetchRange(new Fetch(label, target, r, openRange), active, abort.signal, onBytes);
                       }
-                      // This run's share is in (its commit does not wait for what follows). Nothing left to
-                      // start: the slot helps the slowest stream of any run finish instead of idling.
-                      await helpAtTail();
-                    })
-                    .catch(() => {}); // a stolen half's error reaches the run it belongs to (see `stolen`)
-                }),
-            ),
-          );
-          // Halves of this run's ranges that other streams took over may still be running.
-          for (let left = stolen.get(target); left?.size; left = stolen.get(target)) await Promise.all(left);
-          await Promise.all(
-            parts.map(async ({ k, job, ing }) => {
-              const digest = await store.commit(ing, job.expected, job.label);
-              await job.done?.(digest);
-              out[k] = digest;
-            }),
-          );
-        });
-      } finally {
-        setUp();
-      }
-    });
+                      fetched();
+                    } catch (err) {
+                      failed(err);
+                      return;
+                    }
+                    // This run's share is in (its commit does not wait for what follows). Nothing left to
+                    // start: the slot helps the slowest stream of any run finish instead of idling.
+                    await helpAtTail();
+                  })
+                  .catch(() => {}); // a stolen half's error reaches the run it belongs to (see `stolen`)
+              }),
+          ),
+        );
+        // Halves of this run's ranges that other streams took over may still be running.
+        for (let left = stolen.get(target); left?.size; left = stolen.get(target)) await Promise.all(left);
+        await Promise.all(
+          parts.map(async ({ k, job, ing }) => {
+            const digest = await store.commit(ing, job.expected, job.label);
+            await job.done?.(digest);
+            out[k] = digest;
+          }),
+        );
+      }),
+    );
     return out;
   };
 
@@ -288,11 +276,11 @@ function carve(work: Range[], size: number, step: number): Range | undefined {
   return piece;
 }
 
-/** Runs `fn` with the ingests of `jobs` all held (taken in order, released in reverse); `onWait` as in Store.withIngest. */
-function withIngests<T>(store: Store, jobs: BlobJob[], onWait: () => void, fn: (ings: Ingest[]) => Promise<T>, held: Ingest[] = []): Promise<T> {
+/** Runs `fn` with the ingests of `jobs` all held (taken in order, released in reverse). */
+function withIngests<T>(store: Store, jobs: BlobJob[], fn: (ings: Ingest[]) => Promise<T>, held: Ingest[] = []): Promise<T> {
   if (held.length === jobs.length) return fn(held);
   const job = jobs[held.length]!;
-  return store.withIngest(job.key, job.size, (ing) => withIngests(store, jobs, onWait, fn, [...held, ing]), onWait);
+  return store.withIngest(job.key, job.size, (ing) => withIngests(store, jobs, fn, [...held, ing]));
 }
 
 /** An error that names the blob it happened to: "hf://acme/m/model.safetensors bytes 0-99: socket hang up". */

@@ -12,24 +12,13 @@ export class Pool {
   }
 
   async run<T>(task: () => Promise<T>): Promise<T> {
-    const release = await this.acquire();
+    if (this.running >= this.size) await new Promise<void>((r) => this.queue.push(r));
+    this.running++;
     try {
       return await task();
     } finally {
-      release();
-    }
-  }
-
-  /** Waits for a slot and holds it until the returned function is called (once or more). */
-  async acquire(): Promise<() => void> {
-    if (this.running >= this.size) await new Promise<void>((r) => this.queue.push(r));
-    this.running++;
-    let held = true;
-    return () => {
-      if (!held) return;
-      held = false;
       this.running--;
       this.queue.shift()?.();
-    };
+    }
   }
 }
