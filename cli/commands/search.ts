@@ -64,8 +64,9 @@ export async function searchRegistry(target: string, query: string, access: Regi
   return hits;
 }
 
-const compact = new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 1 });
-export const formatCount = (n: number) => compact.format(n);
+// Made on first use: ICU's compact-notation data takes ~30 ms to load, which every command paid at import.
+let compact: Intl.NumberFormat | undefined;
+export const formatCount = (n: number) => (compact ??= new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 1 })).format(n);
 export const formatDay = (iso?: string) => (iso && /^\d{4}-\d{2}-\d{2}/.test(iso) ? iso.slice(0, 10) : "-");
 export const hubFlags = (m: HubModelHit) => [m.private ? "private" : "", m.gated ? "gated" : ""].filter(Boolean).join(",");
 
