@@ -46,7 +46,8 @@ async function breakStale(path: string, pid: number, mine: string): Promise<bool
   const breaker = `${path}.break`;
   if (!(await linkNew(mine, breaker))) {
     // Whoever breaks it was killed too: clear the way for the next try (two faults at once can still tie here).
-    if ((await lockOwner(breaker)) === undefined) await fs.rm(breaker, { force: true });
+    const b = await holder(breaker);
+    if (b !== undefined && !pidAlive(b)) await fs.rm(breaker, { force: true });
     return false;
   }
   try {

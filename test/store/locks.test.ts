@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Store } from "../../src/store/layout.js";
-import { lockOwner, tryLock } from "../../src/store/lock.js";
+import { lockOwner, tryLock, withLock } from "../../src/store/lock.js";
 
 let tmp: string;
 /** The pid of a process that has exited. */
@@ -53,6 +53,15 @@ describe("store locks", () => {
       expect(took.filter(Boolean)).toHaveLength(1);
       expect(await fs.readdir(dir)).toEqual(["k.lock"]);
     }
+  });
+
+  it("a stale lock whose breaker was killed too is still taken over, and the dead breaker cleared", async () => {
+    const dir = await fs.mkdtemp(path.join(tmp, "d-"));
+    const lock = path.join(dir, "k.lock");
+    await fs.writeFile(lock, String(deadPid));
+    await fs.writeFile(`${lock}.break`, String(deadPid));
+    expect(await withLock(lock, "k", () => fs.readFile(lock, "utf8"), 5_000)).toBe(String(process.pid));
+    expect(await fs.readdir(dir)).toEqual([]);
   });
 
   it("gc leaves a lock being written by a live process alone, and removes a dead one's", async () => {
