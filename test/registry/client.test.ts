@@ -614,7 +614,10 @@ describe("token auth", () => {
   it("re-authenticates when the registry refuses a token in the middle of an upload", async () => {
     const client = clientFor(proxy.host, { username: account.user, password: account.password, chunkSize: MiB, monolithicThreshold: MiB });
     const { bytes, desc } = blob(4 * MiB);
-    ts.validFor = 1; // the registry refuses each token about a second after issue; the client thinks it lasts 300 s
+    // The registry refuses each token 1-2 s after issue (JWT times are whole seconds: with 1, a token
+    // issued late in a second was refused at once, on the first request); the client thinks it lasts
+    // 300 s. The upload takes about 2.8 s, so it meets a refusal in the middle.
+    ts.validFor = 2;
     try {
       proxy.reset();
       const before = ts.requests.length;
