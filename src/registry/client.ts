@@ -12,7 +12,7 @@ import { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
 import { sha256Digest } from "../digest.js";
 import { CakeError, isCakeError } from "../errors.js";
-import { header, httpRequest, readLimited, type HttpMethod, type HttpRequest, type HttpResponse } from "../http/request.js";
+import { header, httpRequest, type HttpMethod, type HttpRequest, type HttpResponse } from "../http/request.js";
 import { DEFAULT_RETRY, RETRYABLE_STATUS, isNetworkError, retryDelay, sleep, type RetryPolicy } from "../http/retry.js";
 import { Authenticator, lookupCredentials, repositoryScope, type Credentials } from "./auth.js";
 import { discard, registryError, urlish } from "./errors.js";
@@ -270,8 +270,7 @@ export class RegistryClient {
   /** A small blob (a config, a recipe) read whole and checked against its digest. */
   async readBlob(repo: string, digest: string, limit: number): Promise<Buffer> {
     const ctx = this.context(repo, digest);
-    const blob = await this.fetchBlob(repo, digest);
-    const bytes = await readLimited(blob.body, limit, `${ctx}: blob`);
+    const bytes = await this.readBody(await this.fetchBlob(repo, digest), limit, ctx, "blob");
     const got = sha256Digest(bytes);
     if (got !== digest) throw new CakeError("E_DIGEST", `${ctx}: the registry sent a blob that hashes to ${got}`);
     return bytes;
@@ -676,7 +675,7 @@ export class RegistryClient {
     return registryError(res, method, url, ctx, hint);
   }
 
-  private async readBody(res: HttpResponse, limit: number, ctx: string, what: string): Promise<Buffer> {
+  private async readBody(res: { body: Readable }, limit: number, ctx: string, what: string): Promise<Buffer> {
     const chunks: Buffer[] = [];
     let n = 0;
     try {

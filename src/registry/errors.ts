@@ -5,6 +5,7 @@
  * registry said. Callers match on `code`; `errors` keeps the registry's own codes.
  */
 import { STATUS_CODES } from "node:http";
+import type { Readable } from "node:stream";
 import { CakeError, type ErrorCode } from "../errors.js";
 import type { HttpResponse } from "../http/request.js";
 
@@ -159,7 +160,7 @@ async function readUpTo(body: HttpResponse["body"], limit: number): Promise<Buff
 }
 
 /** Drops a response body without reading it (undici's destroy() reports an abort nobody wants). */
-export function discard(body: HttpResponse["body"]): void {
+export function discard(body: Readable): void {
   body.on("error", () => undefined);
   body.destroy();
 }
