@@ -91,8 +91,8 @@ async function listPlanned(hub: HubParams, repo: string, commit: string, readerF
       throw new CakeError("E_PATH", `hf://${repo}: file ${f.path} uses the reserved ${CAKE_DIR}/ prefix`);
     }
     const size = f.lfs?.size ?? f.size;
-    files.push({ path: f.path, size, hub: f, reader: readerFor(f.path), // An LFS file's git oid is its pointer's, not its content's: only non-LFS files carry one.
-      ...(f.lfs ? { sha256: f.lfs.oid, lfs: true } : { gitOid: f.oid }) });
+    // An LFS file's git oid is its pointer's, not its content's: only non-LFS files carry one.
+    files.push({ path: f.path, size, hub: f, reader: readerFor(f.path), ...(f.lfs ? { sha256: f.lfs.oid, lfs: true } : { gitOid: f.oid }) });
   }
   return sortFiles(files);
 }
