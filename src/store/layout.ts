@@ -23,6 +23,7 @@ import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../
 import { Ingest } from "./ingest.js";
 import { lockOwner, tryLock, withLock } from "./lock.js";
 import { tempPath, tempWriterAlive } from "./pid.js";
+import { removeFile } from "./remove.js";
 
 export function defaultStoreDir(): string {
   return process.env.CAKE_HOME || path.join(os.homedir(), ".cache", "cake");
@@ -175,9 +176,9 @@ export class Store {
       await ing.discard();
       throw new CakeError("E_DIGEST", `${what}: content hashes to ${digest}, not ${expected}`);
     }
-    if (await this.hasBlob(digest, ing.size)) await fsp.rm(ing.partialPath, { force: true });
+    if (await this.hasBlob(digest, ing.size)) await removeFile(ing.partialPath);
     else await this.publish(ing.partialPath, digest);
-    await fsp.rm(ing.journalPath, { force: true });
+    await removeFile(ing.journalPath);
     return digest;
   }
 
@@ -206,7 +207,7 @@ export class Store {
   }
 
   async forgetRanges(fileKey: string): Promise<void> {
-    await fsp.rm(this.rangesPath(fileKey), { force: true });
+    await removeFile(this.rangesPath(fileKey));
   }
 
   // ---- where blobs are known to live on registries (for cross-repository mounts) ----
@@ -307,7 +308,7 @@ export class Store {
     // Written aside and renamed in: gc must never see a lease without its pid (it would take it for stale).
     await fsp.writeFile(tmp, String(process.pid));
     await fsp.rename(tmp, file);
-    return () => fsp.rm(file, { force: true });
+    return () => removeFile(file);
   }
 
   /**
@@ -321,7 +322,7 @@ export class Store {
     try {
       for (const name of await fsp.readdir(this.p("cake", "leases"))) {
         const owner = await lockOwner(this.p("cake", "leases", name));
-        if (owner === undefined) await fsp.rm(this.p("cake", "leases", name), { force: true });
+        if (owner === undefined) await removeFile(this.p("cake", "leases", name));
         else if (owner !== process.pid) throw new CakeError("E_LOCK", `another cake process (${owner}) is using ${this.root}; run gc when it ends`);
       }
       const live = new Set<string>();
@@ -340,13 +341,13 @@ export class Store {
         }
         const file = this.p("blobs", "sha256", hex);
         bytes += (await fsp.stat(file)).size;
-        await fsp.rm(file, { force: true });
+        await removeFile(file);
         removed++;
       }
       // Temp files of killed processes (a live one's is about to be renamed or linked into place).
       for (const dir of [[], ["cake"], ["cake", "ranges"], ["ingest"]]) {
         for (const name of await fsp.readdir(this.p(...dir))) {
-          if (tempWriterAlive(name) === false) await fsp.rm(this.p(...dir, name), { force: true });
+          if (tempWriterAlive(name) === false) await removeFile(this.p(...dir, name));
         }
       }
       // Partial downloads nobody holds: a later pull would resume them, but gc means "free the space".
@@ -354,21 +355,21 @@ export class Store {
         if (/\.lock(\.break)?$/.test(name) || tempWriterAlive(name) !== undefined) continue;
         const key = name.replace(/\.(partial|journal)$/, "");
         if ((await lockOwner(this.p("ingest", `${key}.lock`))) !== undefined) continue;
-        await fsp.rm(this.p("ingest", name), { force: true });
+        await removeFile(this.p("ingest", name));
       }
       for (const hex of await fsp.readdir(this.p("cake", "verified"))) {
-        if (!live.has(`sha256:${hex}`)) await fsp.rm(this.p("cake", "verified", hex), { force: true });
+        if (!live.has(`sha256:${hex}`)) await removeFile(this.p("cake", "verified", hex));
       }
       for (const name of await fsp.readdir(this.p("cake", "ranges"))) {
         if (tempWriterAlive(name) !== undefined) continue;
         const text = await fsp.readFile(this.p("cake", "ranges", name), "utf8");
         const keep = text.split("\n").filter((l) => l && live.has(l.split(" ")[2]!));
-        if (keep.length === 0) await fsp.rm(this.p("cake", "ranges", name), { force: true });
+        if (keep.length === 0) await removeFile(this.p("cake", "ranges", name));
         else await this.atomicWrite(this.p("cake", "ranges", name), keep.join("\n") + "\n");
       }
       return { removed, bytes, kept };
     } finally {
-      await fsp.rm(gcLock, { force: true });
+      await removeFile(gcLock);
     }
   }
 }

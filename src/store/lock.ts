@@ -6,6 +6,7 @@ import fs from "node:fs/promises";
 import { CakeError } from "../errors.js";
 import { sleep } from "../http/retry.js";
 import { pidAlive, tempPath } from "./pid.js";
+import { removeFile } from "./remove.js";
 
 /** The pid a lock file names (0 if it names none), or undefined when there is no such file. */
 async function holder(path: string): Promise<number | undefined> {
@@ -47,14 +48,14 @@ async function breakStale(path: string, pid: number, mine: string): Promise<bool
   if (!(await linkNew(mine, breaker))) {
     // Whoever breaks it was killed too: clear the way for the next try (two faults at once can still tie here).
     const b = await holder(breaker);
-    if (b !== undefined && !pidAlive(b)) await fs.rm(breaker, { force: true });
+    if (b !== undefined && !pidAlive(b)) await removeFile(breaker);
     return false;
   }
   try {
-    if ((await holder(path)) === pid) await fs.rm(path, { force: true });
+    if ((await holder(path)) === pid) await removeFile(path);
     return true;
   } finally {
-    await fs.rm(breaker, { force: true });
+    await removeFile(breaker);
   }
 }
 
@@ -77,7 +78,7 @@ export async function tryLock(path: string): Promise<boolean> {
     }
     return false;
   } finally {
-    await fs.rm(mine, { force: true });
+    await removeFile(mine);
   }
 }
 
@@ -92,6 +93,6 @@ export async function withLock<T>(path: string, what: string, fn: () => Promise<
   try {
     return await fn();
   } finally {
-    await fs.rm(path, { force: true });
+    await removeFile(path);
   }
 }
