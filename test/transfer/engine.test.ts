@@ -50,6 +50,21 @@ describe("transfer engine", () => {
     expect((await fs.stat(store.blobPath(digest))).mode & 0o222).toBe(0); // read-only
   });
 
+  it("leaves no small last piece: a blob a third over the chunk size is one request", async () => {
+    const store = new Store(path.join(tmp, "third-over"));
+    const big = Buffer.concat([data, data]); // 12 MiB
+    const want = `sha256:${createHash("sha256").update(big).digest("hex")}`;
+    const calls: [number, number][] = [];
+    const open = async (start: number, end: number) => {
+      calls.push([start, end]);
+      return { body: Readable.from([big.subarray(start, end)]), start };
+    };
+    const one: BlobJob = { key: "third-over", size: big.length, expected: want, label: "12 MiB blob", existing: async () => undefined, open };
+    const { digests } = await transferBlobs(store, [one], { chunkSize: 9 << 20, concurrency: 1 });
+    expect(digests).toEqual([want]);
+    expect(calls).toEqual([[0, 12 << 20]]); // not 9 MiB and then 3
+  });
+
   it("takes a 200 answer to a Range request (the whole blob) and uses only the bytes it asked for", async () => {
     const store = new Store(path.join(tmp, "e"));
     const calls: number[] = [];
