@@ -98,7 +98,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   // A stolen half runs in another run's request slot; its own run waits for it (by target) before committing.
   const stolen = new Map<RangeTarget, Set<Promise<void>>>();
   const takeOver = (f: Fetch): Promise<void> => {
-    const p = fetchRange(f, active, abort.signal, onBytes);
+    const p = fetchRange(f, active, abort.signal, onBytes, firstByte);
     let set = stolen.get(f.target);
     if (!set) stolen.set(f.target, (set = new Set()));
     set.add(p);
@@ -120,6 +120,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   };
   // Runs open at once: enough to keep the request pool full while others hash and commit.
   const open = new Pool(concurrency * 2);
+  const firstByte = new FirstByteWait();
   const abort = new AbortController();
   setMaxListeners(0, abort.signal); // one listener per request in flight, by design
   const onOuterAbort = () => abort.abort(opts.signal!.reason);
@@ -208,7 +209,17 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
                       const r = carve(work, pieceSize(), step);
                       if (r) {
                         unstarted -= r[1] - r[0];
-                        await fetchRange(new Fetch(label, target, r, openRange), active, abort.signal, onBytes);
+                        const f = new Fetch(label, target, r, openRange);
+                        const done = fetchRange(f, active, abort.signal, onBytes, firstByte);
+                        const finished = done.then(() => false);
+                        finished.catch(() => {}); // reported through `done`
+                        // Once the rest of this piece takes less than a request's wait for its first byte,
+                        // the slot goes to the next piece (if one waits): its request goes out now and its
+                        // bytes start about when these end, instead of the stream idling for the wait.
+                        if (await Promise.race([finished, f.nearlyDone.then(() => (requests.waiting > 0 ? true : finished))])) {
+                          done.then(() => fetched(), failed);
+                          return;
+                        }
                       }
                       fetched();
                     } catch (err) {
@@ -380,6 +391,9 @@ class Fetch {
   /** When this attempt's body started, and where: its rate so far says how long the rest will take. */
   startedAt = 0;
   startedPos = 0;
+  /** Settles when the rest takes less than the link's wait for a first byte (see FirstByteWait). */
+  readonly nearlyDone: Promise<void>;
+  signalNearlyDone!: () => void;
   constructor(
     readonly label: string,
     readonly target: RangeTarget,
@@ -388,6 +402,21 @@ class Fetch {
   ) {
     [this.pos, this.end] = range;
     this.seen = this.pos;
+    this.nearlyDone = new Promise((resolve) => (this.signalNearlyDone = resolve));
+  }
+}
+
+/** A stream's rate means something after this long (ms): its first bytes may come with the headers. */
+const RATE_AFTER_MS = 20;
+
+/**
+ * How long a request of this transfer waits for its first byte (a moving average, ms): what a
+ * stream would idle between two pieces if it asked for the next only after the last byte.
+ */
+class FirstByteWait {
+  ms = 0;
+  observe(ms: number): void {
+    this.ms = this.ms ? this.ms + 0.25 * (ms - this.ms) : ms;
   }
 }
 
@@ -431,7 +460,7 @@ function stealFrom(active: Set<Fetch>): Fetch | undefined {
 }
 
 /** Fetches [pos, end) of `f` into its target, continuing after dropped connections. */
-async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSignal, onBytes: (n: number) => void): Promise<void> {
+async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSignal, onBytes: (n: number) => void, firstByte: FirstByteWait): Promise<void> {
   active.add(f);
   try {
     for (let attempt = 1; ; attempt++) {
@@ -439,9 +468,11 @@ async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSignal, onB
       const rangeStart = f.pos;
       f.seen = f.pos;
       try {
+        const asked = performance.now();
         const { body, start: bodyStart } = await f.open(f.pos, f.end, signal);
         f.ranged = bodyStart === f.pos;
         f.startedAt = performance.now();
+        firstByte.observe(f.startedAt - asked);
         f.startedPos = f.pos;
         // Network chunks are ~64 KiB; the disk takes them WRITE_BATCH at a time, in one vectored write (no copy).
         let batch: Buffer[] = [];
@@ -464,6 +495,8 @@ async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSignal, onB
               batch.push(keep < data.length ? data.subarray(0, keep) : data);
               batchLen += keep;
               f.seen = at + keep;
+              const now = performance.now();
+              if (now - f.startedAt >= RATE_AFTER_MS && timeLeft(f, now) <= firstByte.ms) f.signalNearlyDone();
             }
             if (batchLen >= WRITE_BATCH || at + keep >= f.end) await flush();
             if (at + data.length >= f.end) break;

@@ -65,6 +65,29 @@ describe("transfer engine", () => {
     expect(calls).toEqual([[0, 12 << 20]]); // not 9 MiB and then 3
   });
 
+  it("asks for a stream's next piece before the last bytes of its current one arrive (no idle wait for the first byte)", async () => {
+    const store = new Store(path.join(tmp, "next-early"));
+    const events: string[] = [];
+    let n = 0;
+    const open = async (start: number, end: number) => {
+      const i = n++;
+      events.push(`open ${i}`);
+      await new Promise((r) => setTimeout(r, 60)); // the server's wait for a first byte
+      async function* body() {
+        for (let at = start; at < end; at += 64 << 10) {
+          await new Promise((r) => setTimeout(r, 5)); // ~13 MB/s: 3 MiB take ~240 ms
+          if (at + (64 << 10) >= end) events.push(`last byte ${i}`);
+          yield data.subarray(at, Math.min(end, at + (64 << 10)));
+        }
+      }
+      return { body: Readable.from(body()), start };
+    };
+    const { digests } = await transferBlobs(store, [job(store, open)], { chunkSize: 3 << 20, concurrency: 1 });
+    expect(digests).toEqual([digest]);
+    expect(events.filter((e) => e.startsWith("open"))).toEqual(["open 0", "open 1"]);
+    expect(events.slice(0, 3)).toEqual(["open 0", "open 1", "last byte 0"]);
+  });
+
   it("takes a 200 answer to a Range request (the whole blob) and uses only the bytes it asked for", async () => {
     const store = new Store(path.join(tmp, "e"));
     const calls: number[] = [];
