@@ -29,8 +29,13 @@ async function killAt(hub: Hub, at: number, spawnIt: () => ChildProcess): Promis
   if (done) throw new Error(`the client finished before ${mb(at)} MB were served: use a bigger --mb or a lower --bandwidth`);
   child.kill("SIGKILL");
   await exited;
-  // Let the server notice the closed sockets (it counts what it handed to them).
-  await sleep(100);
+  // Let the server notice the closed sockets (it counts what it handed to them) before the rerun's
+  // count starts: until its count has stood still for 200 ms (at most 3 s), not a fixed 100 ms.
+  const until = performance.now() + 3000;
+  for (let last = -1, still = performance.now(); performance.now() < until; await sleep(20)) {
+    if (hub.counters.bytesServed !== last) [last, still] = [hub.counters.bytesServed, performance.now()];
+    else if (performance.now() - still >= 200) break;
+  }
   return hub.counters.bytesServed;
 }
 
