@@ -144,7 +144,7 @@ export async function resume(models: Models, opts: Options): Promise<Section> {
       hfKept,
     );
     // The same for cake with a cap 8x lower: the emulator then hands 8x smaller pieces to each socket
-    // (cap/20), so what is lost at the kill shows how much of it is the emulation's granularity.
+    // (cap/200, test/hub/emulator.ts PACE_HZ), so what is lost at the kill shows how much of it is the emulation's granularity.
     const fine = opts.bandwidth / 8;
     hub.setKnobs({ bandwidth: fine * 1e6, latencyMs: opts.latencyMs });
     const cFine = await measure(
@@ -155,7 +155,7 @@ export async function resume(models: Models, opts: Options): Promise<Section> {
     );
     const chunkBound = STREAMS * DEFAULT_CHUNK;
     // What cake itself can lose per stream: bytes gathered but not yet written, plus written but not yet journaled;
-    // what the emulation can count as served but never delivered: one piece of cap/20 bytes per stream.
+    // what the emulation can count as served but never delivered: one piece of cap/200 bytes per stream.
     const fmt = (x: number) => `${mb(x)} MB`;
     return {
       name: "resume",
@@ -189,7 +189,7 @@ export async function resume(models: Models, opts: Options): Promise<Section> {
       ],
       notes: [
         "kept on disk = what the rerun can use: for cake the Hub ranges recorded in cake/ranges/ plus the journaled ranges of the ingest partial files; for huggingface_hub the finished blobs only: 2.4.0 names each attempt's partial file `<etag>.<uuid8>.incomplete` (file_download.py), so a new process never resumes one (they stay behind in the cache). " +
-          `lost at the kill = served - kept: bytes in the kernel's socket buffers (on loopback they grow to MBs per connection: tcp_wmem up to 4 MiB, tcp_rmem up to 32 MiB; a 16 MiB Range request can fill them, a 2 MiB one could not), bytes the emulator handed to a socket but the client never read (with a cap it hands over cap/20 bytes at a time, 2 MB at 40 MB/s, and counts them as served), bytes cake gathered but had not written yet (up to WRITE_BATCH, ${WRITE_BATCH >> 10} KiB, per stream: src/transfer/engine.ts fetchRange) and bytes written but not yet journaled (every ${JOURNAL_EVERY >> 10} KiB per stream, src/store/ingest.ts). ` +
+          `lost at the kill = served - kept: bytes in the kernel's socket buffers (on loopback they grow to MBs per connection: tcp_wmem up to 4 MiB, tcp_rmem up to 32 MiB; a 16 MiB Range request can fill them, a 2 MiB one could not), bytes the emulator handed to a socket but the client never read (with a cap it hands over cap/200 bytes at a time, 200 kB at 40 MB/s, and counts them as served), bytes cake gathered but had not written yet (up to WRITE_BATCH, ${WRITE_BATCH >> 10} KiB, per stream: src/transfer/engine.ts fetchRange) and bytes written but not yet journaled (every ${JOURNAL_EVERY >> 10} KiB per stream, src/store/ingest.ts). ` +
           "fetched again though kept = what the rerun was served beyond what the kill left missing (resume waste proper; over slow connections it also holds what splitting the tail costs: the bytes in flight past the cut when a slow stream hands half its rest to an idle one, src/transfer/engine.ts stealFrom).",
       ],
     };
