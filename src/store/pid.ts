@@ -1,6 +1,6 @@
 /**
  * Files that belong to a process: locks and leases hold its pid, temp files carry it in their
- * name (`<file>.<pid>-<n>.tmp`), so that whoever finds one later can tell a live writer's file from
+ * name (`<file>.<pid>-<time>-<n>.tmp`), so that whoever finds one later can tell a live writer's file from
  * a dead one's (a killed pull) without any other bookkeeping.
  */
 export function pidAlive(pid: number): boolean {
