@@ -1,6 +1,6 @@
 /**
  * The ceiling of a download on this machine: what a client that does nothing with the bytes gets from
- * the same server with the same request pattern as cake (16 MiB Range requests, N in flight), so that
+ * the same server with the same request pattern as cake (its DEFAULT_CHUNK Range requests, N in flight), so that
  * cake's rate can be read as a fraction of what the emulation and loopback can deliver at all.
  * With `"store": DIR` it also does the least a verifying client must: sha256 of each range as it
  * streams and each network chunk written at its offset (FileHandle.write), the cost of Node itself.

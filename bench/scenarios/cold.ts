@@ -14,18 +14,21 @@ import { ensureCrane, ensureHfHub, ensureOras, checkRegistry } from "../lib/peer
 import { cake, median, ROOT, Scratch, timed, type Timed } from "../lib/proc.js";
 import { getManifest } from "../lib/registry.js";
 import { mb, mbs, mib, pct, secs, type Section } from "../lib/report.js";
+import { DEFAULT_CHUNK } from "../../src/transfer/defaults.js";
 
 const REPO = "bench/model";
 const CAKE_CONCURRENCY = 16;
-const CHUNK = 16 << 20;
+/** Ceiling clients use cake's request pattern: its piece size. */
+const CHUNK = DEFAULT_CHUNK;
+const CHUNK_MIB = `${DEFAULT_CHUNK >> 20} MiB`;
 
-/** bench/drain.js over `files` (16 MiB ranges, `concurrency` in flight); with `store`, hashing and writing too. */
+/** bench/drain.js over `files` (CHUNK ranges, `concurrency` in flight); with `store`, hashing and writing too. */
 function drain(files: { url: string; size: number }[], concurrency: number, store?: string): Promise<Timed> {
   return timed(process.execPath, [path.join(ROOT, "dist", "bench", "drain.js"), JSON.stringify({ files, concurrency, chunk: CHUNK, ...(store ? { store } : {}) })]);
 }
 
 /**
- * The ceiling: curl (native, nearly free of CPU) fetching the same 16 MiB ranges, 16 at a time, into
+ * The ceiling: curl (native, nearly free of CPU) fetching the same CHUNK ranges, 16 at a time, into
  * /dev/null. Hub files are asked at their CDN location (resolved once, as cake does).
  */
 async function curlDrain(files: { url: string; size: number }[], concurrency: number): Promise<Timed> {
@@ -164,7 +167,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       notes: [
         "Capacity: the emulation allows any number of connections, each capped, so a client's link capacity is the cap × its own concurrency " +
           `(cake 16, snapshot_download ${HF_WORKERS} workers; it opens one stream per file, so with ${model.shards} shards it uses ${model.shards}). ` +
-          "Uncapped, the capacity is the ceiling: curl fetching cake's request pattern (16 MiB ranges, 16 in flight) into /dev/null from the same server; it measures the server + loopback + 2 cores, not a network.",
+          `Uncapped, the capacity is the ceiling: curl fetching cake's request pattern (${CHUNK_MIB} ranges, 16 in flight) into /dev/null from the same server; it measures the server + loopback + 2 cores, not a network.`,
         `"${nodeName}" and "${minimalName}" (bench/drain.ts) make the same requests with undici: the first drops the bytes, the second hashes each network chunk (sha256) and writes it at its offset with FileHandle.write, nothing else. They are what Node itself costs a client before any of cake's own work.`,
         "The Hub emulation runs in the bench's own node process, distribution in its own; every client is a child process. All share 2 cores, so uncapped figures are CPU-bound and CPU s (user + system seconds of the client, /usr/bin/time) is the cost that decides them.",
         "oras's default concurrency is 3 and crane's 4 (go-containerregistry's default jobs).",

@@ -65,6 +65,29 @@ describe("transfer engine", () => {
     expect(calls).toEqual([[0, 12 << 20]]); // not 9 MiB and then 3
   });
 
+  it("sends the first request once the first blob's ingest is open, not after every open run's", async () => {
+    const store = new Store(path.join(tmp, "open-in-order"));
+    const blobs = Array.from({ length: 32 }, (_, i) => Buffer.from(`blob ${i}`));
+    let partialsAtFirstRequest = -1;
+    const jobs: BlobJob[] = blobs.map((b, i) => ({
+      key: `open-in-order-${i}`,
+      size: b.length,
+      expected: `sha256:${createHash("sha256").update(b).digest("hex")}`,
+      label: `blob ${i}`,
+      existing: async () => undefined,
+      open: async (start, end) => {
+        if (partialsAtFirstRequest < 0) {
+          partialsAtFirstRequest = (await fs.readdir(path.join(store.root, "ingest"))).filter((f) => f.endsWith(".partial")).length;
+        }
+        return { body: Readable.from([b.subarray(start, end)]), start };
+      },
+    }));
+    await transferBlobs(store, jobs, { concurrency: 16 });
+    // 32 runs may be open at once (concurrency × 2); a few at a time take their locks and files.
+    expect(partialsAtFirstRequest).toBeGreaterThan(0);
+    expect(partialsAtFirstRequest).toBeLessThanOrEqual(12);
+  });
+
   it("asks for a stream's next piece before the last bytes of its current one arrive (no idle wait for the first byte)", async () => {
     const store = new Store(path.join(tmp, "next-early"));
     const events: string[] = [];
