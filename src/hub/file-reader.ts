@@ -54,6 +54,14 @@ export class HubFileReader {
     return this.where;
   }
 
+  /**
+   * Finds where the file is served (the resolve's round trip) ahead of the reads. A failure is
+   * forgotten (see location) and met again by the next read.
+   */
+  async locate(): Promise<void> {
+    await this.location();
+  }
+
   /** Bytes [start, end) of the file. Says where its body starts (0 when the server ignored Range). */
   async open(start: number, end: number, signal?: AbortSignal): Promise<{ body: Readable; start: number }> {
     if (end <= start) throw new RangeError(`empty range ${start}-${end}`);

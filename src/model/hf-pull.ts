@@ -2,8 +2,8 @@
  * `cake pull hf://org/name[@rev]`: a Hub revision into the store as a cake artifact.
  *
  * Plan: resolve the revision to its commit, list the files (tree API) while reading each safetensors
- * header with two Range requests (8 bytes, then N), cut the files into units (format/plan.ts). Then the
- * shared engine fetches every unit with Range requests into the store. Each file is checked against
+ * header with one Range request (see readRemoteHeader), cut the files into units (format/plan.ts).
+ * Then the shared engine fetches every unit with Range requests into the store. Each file is checked against
  * the Hub as soon as its last unit lands: safetensors files re-assembled from the store must hash to
  * the LFS oid (or git oid), whole files to theirs. Only then is the manifest written and tagged.
  */
@@ -68,18 +68,30 @@ function once<K, V>(make: (key: K) => V): (key: K) => V {
 }
 
 /**
- * Reads a safetensors file's header on the Hub: 8 bytes, then N. The reads may start before the tree
- * listing has answered (from the file names in the model info): the file's size, which the length
- * is checked against before the N bytes are asked for, comes from `sizeOf` (undefined: not a file
- * of this commit, nothing more is read).
+ * A fresh file's header is read with its length in one request of this many bytes (a 7B shard's
+ * header is ~20 KB; a longer one takes a second request for the rest). The tensor bytes that come
+ * along, under 64 KiB a file, are dropped and fetched again with their tensors.
  */
-async function readRemoteHeader(reader: HubFileReader, sizeOf: Promise<Map<string, number>>): Promise<ModelFile["safetensors"]> {
-  const first8 = await reader.read(0, 8);
-  const size = (await sizeOf).get(reader.path);
-  if (size === undefined) return undefined;
-  const n = readHeaderLength(first8, size, reader.path);
-  const json = await reader.read(8, 8 + n);
-  return { headerBytes: Buffer.concat([first8, json]), header: parseHeader(json, size, reader.path) };
+const HEADER_GUESS = 64 << 10;
+
+/** What a header read needs to know of a file from the tree listing and the store. */
+interface HeaderPlan {
+  size: number;
+  /** The store holds none of its bytes: the first read may take tensor bytes along. */
+  fresh: boolean;
+}
+
+/**
+ * Reads a safetensors file's header on the Hub, its length checked against the file's size before
+ * more is asked for. A fresh file's length and header come in one request (HEADER_GUESS). A file the
+ * store holds bytes of (a killed pull run again) is read as 8 bytes then N, so that no byte already
+ * on disk is fetched again.
+ */
+async function readRemoteHeader(reader: HubFileReader, f: HeaderPlan): Promise<NonNullable<ModelFile["safetensors"]>> {
+  const head = f.size < 8 ? Buffer.alloc(0) : await reader.read(0, Math.min(f.size, f.fresh ? HEADER_GUESS : 8));
+  const n = readHeaderLength(head, f.size, reader.path);
+  const json = 8 + n <= head.length ? head.subarray(8, 8 + n) : Buffer.concat([head.subarray(8), await reader.read(head.length, 8 + n)]);
+  return { headerBytes: Buffer.concat([head.subarray(0, 8), json]), header: parseHeader(json, f.size, reader.path) };
 }
 
 /** Every file of the revision (tree API), checked, with a reader each (the one `readerFor` made). */
@@ -98,18 +110,35 @@ async function listPlanned(hub: HubParams, repo: string, commit: string, readerF
 }
 
 /**
- * The revision's files, each safetensors file with its header. The tree listing and the header reads
- * run at once: the model info already names the files (`siblings`), the tree gives their sizes and
- * hashes. One round trip less before the first tensor byte.
+ * The revision's files, each safetensors file with its header. The tree listing and each file's
+ * resolve (where the CDN serves it) run at once, from the file names in the model info (`siblings`);
+ * the header read waits for the tree, which gives the file's size and key. One round trip less before
+ * the first tensor byte. `holdsBytesOf(key)`: whether the store has any bytes of the file with that key.
  */
-async function listWithHeaders(hub: HubParams, repo: string, commit: string, siblings: { rfilename: string }[], concurrency: number): Promise<PlannedFile[]> {
+async function listWithHeaders(
+  hub: HubParams,
+  repo: string,
+  commit: string,
+  siblings: { rfilename: string }[],
+  concurrency: number,
+  holdsBytesOf: (key: string) => Promise<boolean>,
+): Promise<PlannedFile[]> {
   const readerFor = once((path: string) => new HubFileReader(hub, repo, commit, path));
   const listed = listPlanned(hub, repo, commit, readerFor);
-  const sizes = listed.then((fs) => new Map(fs.map((f) => [f.path, f.size])));
-  sizes.catch(() => {}); // the listing's own error is the one reported, from `listed`
+  const byPath = listed.then((fs) => new Map(fs.map((f) => [f.path, f])));
+  byPath.catch(() => {}); // the listing's own error is the one reported, from `listed`
+  const planFor = async (path: string): Promise<HeaderPlan | undefined> => {
+    const f = (await byPath).get(path);
+    return f && { size: f.size, fresh: !(await holdsBytesOf(fileKey(f.hub))) };
+  };
   const pool = new Pool(concurrency);
   const readHeader = once((path: string) => {
-    const h = pool.run(() => readRemoteHeader(readerFor(path), sizes));
+    const reader = readerFor(path);
+    const h = (async () => {
+      await pool.run(() => reader.locate().catch(() => {})); // a file the commit lacks: the tree says so
+      const f = await planFor(path);
+      return f && pool.run(() => readRemoteHeader(reader, f));
+    })();
     h.catch(() => {}); // awaited below, for the files the tree lists
     return h;
   });
@@ -158,7 +187,12 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
       return { ref: name, commit, manifestDigest: have.digest, upToDate: true, stats: { fetchedBytes: 0, skippedBlobs: 0 } };
     }
 
-    const sorted = await listWithHeaders(hub, ref.repo, commit, info.siblings ?? [], opts.concurrency ?? 16);
+    // The store's record of each file's ranges, read once for the header reads and the first look of all its units.
+    const rangesOf = once((key: string) => store.knownRanges(key));
+    const partials = store.ingestKeys();
+    partials.catch(() => {}); // awaited by holdsBytesOf
+    const holdsBytesOf = async (key: string) => (await rangesOf(key)).size > 0 || (await partials).some((k) => k.startsWith(`${key}-`));
+    const sorted = await listWithHeaders(hub, ref.repo, commit, info.siblings ?? [], opts.concurrency ?? 16, holdsBytesOf);
 
     const plan = planUnits(sorted);
     const byPath = new Map(sorted.map((f) => [f.path, f]));
@@ -174,8 +208,6 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     };
     for (const c of checks.values()) landed(c); // a file whose tensors are all empty has no units to wait for
 
-    // The store's record of each file's ranges, read once for the first look of all its units.
-    const rangesOf = once((key: string) => store.knownRanges(key));
     const jobs: BlobJob[] = plan.units.map((u) => {
       const f = byPath.get(u.path)!;
       const key = fileKey(f.hub);

@@ -166,6 +166,12 @@ export class Store {
     }
   }
 
+  /** Keys of the blobs being written (partial files in ingest/): what killed transfers left to resume. */
+  async ingestKeys(): Promise<string[]> {
+    const names = await fsp.readdir(this.p("ingest")).catch(() => [] as string[]);
+    return names.filter((n) => n.endsWith(".partial")).map((n) => n.slice(0, -".partial".length));
+  }
+
   /**
    * Makes a finished ingest a blob. `expected`, when given, must equal the bytes' digest, else
    * the partial data is discarded and E_DIGEST thrown: nothing is visible under a wrong name.
