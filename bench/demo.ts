@@ -117,7 +117,10 @@ async function main() {
     say(`\ndemo: results`);
     for (const [what, same] of checks) say(`  ${same ? "OK  " : "FAIL"} ${what}: byte-identical to the original`);
     say(`  dedup: the fine-tune changed ${diff.changed.tensors} tensors; pulling it next to the base moved ${mib(diff.transferBytes)} of its ${mib(diff.totalBytes)}`);
-    say(`  the Hub served ${mib(hubBytesBase)} for the base (its size: ${mib(await dirBytes(base))}) — once, to the proxy`);
+    const baseBytes = await dirBytes(base);
+    // Beyond the model's size: the tensor bytes each shard's one header request took along (under 64 KiB a shard).
+    const headerExtra = hubBytesBase > baseBytes ? `; ${((hubBytesBase - baseBytes) / 1024).toFixed(0)} KiB more came along with the headers` : "";
+    say(`  the Hub served ${mib(hubBytesBase)} for the base (its size: ${mib(baseBytes)}${headerExtra}) — once, to the proxy`);
     say(`\ndemo: where everything is (remove with: rm -rf ${work})`);
     say(`  originals      ${path.dirname(base)}`);
     say(`  cake store     ${env.CAKE_HOME}   (an OCI image layout)`);
