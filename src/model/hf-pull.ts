@@ -57,6 +57,10 @@ export interface PullResult {
 type PlannedFile = ModelFile & { hub: HubFile; reader: HubFileReader };
 
 const fileKey = (f: HubFile) => (f.lfs ? f.lfs.oid : `git-${f.oid}`);
+/** The ingest key of bytes [begin, end) of the file with key `file`. */
+const unitKey = (file: string, begin: number, end: number) => `${file}-${begin}-${end}`;
+/** Whether ingest key `ingest` is a unit of the file with key `file` (see unitKey). */
+const isUnitOf = (ingest: string, file: string) => ingest.startsWith(`${file}-`);
 
 /** `make`, called once per key: later calls with the same key get the first call's value. */
 function once<K, V>(make: (key: K) => V): (key: K) => V {
@@ -191,7 +195,7 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     const rangesOf = once((key: string) => store.knownRanges(key));
     const partials = store.ingestKeys();
     partials.catch(() => {}); // awaited by holdsBytesOf
-    const holdsBytesOf = async (key: string) => (await rangesOf(key)).size > 0 || (await partials).some((k) => k.startsWith(`${key}-`));
+    const holdsBytesOf = async (key: string) => (await rangesOf(key)).size > 0 || (await partials).some((k) => isUnitOf(k, key));
     const sorted = await listWithHeaders(hub, ref.repo, commit, info.siblings ?? [], opts.concurrency ?? 16, holdsBytesOf);
 
     const plan = planUnits(sorted);
@@ -213,7 +217,7 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
       const key = fileKey(f.hub);
       const whole = u.kind === "file";
       return {
-        key: `${key}-${u.begin}-${u.end}`,
+        key: unitKey(key, u.begin, u.end),
         size: u.end - u.begin,
         items: u.tensors.length,
         ...(whole && f.hub.lfs ? { expected: `sha256:${f.hub.lfs.oid}` } : {}),

@@ -62,9 +62,11 @@ describe("cake pull hf:// + export", () => {
       // The shard's data came in Range requests that cover it exactly once...
       const data = ranges.slice(1);
       expect(data.reduce((n, [a, b]) => n + (b - a), 0)).toBe(bytes.length - headerEnd);
-      // ...and few of them, not one per tensor.
-      const tensors = Object.keys(JSON.parse(bytes.subarray(8, headerEnd).toString()) as object).filter((k) => k !== "__metadata__").length;
-      if (tensors > 10) expect(data.length).toBeLessThan(tensors / 2);
+      // ...and, for the two shards of many tensors, few of them, not one per tensor.
+      if (shard !== "model-00003-of-00003.safetensors") {
+        const tensors = Object.keys(JSON.parse(bytes.subarray(8, headerEnd).toString()) as object).filter((k) => k !== "__metadata__").length;
+        expect(data.length).toBeLessThan(tensors / 2);
+      }
     }
     // The token went to the Hub, never to the CDN.
     expect(hub.counters.cdnAuthorizationSeen).toBe(0);
