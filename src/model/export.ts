@@ -32,7 +32,7 @@ export interface ExportOptions {
   verify?: boolean;
 }
 
-/** Bytes per read/write when copying a blob through user space (one buffer per file being written). */
+/** Bytes per read/write when copying a blob through user space (two buffers per file being written). */
 const COPY_BUFFER = 4 << 20;
 /** Files written at once: reads and writes of one overlap the hashing or copying of the others. */
 const FILES_AT_ONCE = 4;
@@ -43,10 +43,10 @@ let seq = 0;
 type Feed = (b: Buffer) => void;
 
 /**
- * Blob `d`'s bytes, at most its recipe size: from its local file through `buf` (reused: each piece
- * must be consumed before the next is asked for), else from the source's stream.
+ * Blob `d`'s bytes, at most its recipe size: from its local file, each read into the buffer `take`
+ * gives, else from the source's stream.
  */
-async function* blobPieces(src: ArtifactSource, d: string, want: number, buf: Buffer): AsyncGenerator<Buffer> {
+async function* blobPieces(src: ArtifactSource, d: string, want: number, take: () => Buffer): AsyncGenerator<Buffer> {
   if (!src.blobFile) {
     yield* src.openBlob(d) as AsyncIterable<Buffer>;
     return;
@@ -54,6 +54,7 @@ async function* blobPieces(src: ArtifactSource, d: string, want: number, buf: Bu
   const fh = await fsp.open(src.blobFile(d), "r");
   try {
     for (let got = 0; got < want; ) {
+      const buf = take();
       const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, want - got), got);
       if (bytesRead === 0) return;
       yield buf.subarray(0, bytesRead);
@@ -64,17 +65,47 @@ async function* blobPieces(src: ArtifactSource, d: string, want: number, buf: Bu
   }
 }
 
-/** Appends blob `d` (exactly its recipe size) to `out` at `at`; returns the new end. */
-async function appendBlob(src: ArtifactSource, d: string, out: fsp.FileHandle, at: number, buf: Buffer, feed: Feed, what: string): Promise<number> {
-  const want = src.recipe.blobs[d]!.size;
-  let got = 0;
-  for await (const b of blobPieces(src, d, want, buf)) {
-    feed(b);
-    await writeAll(out, b, at + got);
-    got += b.length;
+/** File `f`'s bytes in order: its safetensors header, then each blob, exactly its recipe size. */
+async function* filePieces(src: ArtifactSource, f: RecipeFile, take: () => Buffer): AsyncGenerator<Buffer> {
+  if (f.header !== undefined) yield Buffer.from(f.header, "base64");
+  for (const d of f.digest !== undefined ? [f.digest] : f.parts!) {
+    const want = src.recipe.blobs[d]!.size;
+    let got = 0;
+    for await (const b of blobPieces(src, d, want, take)) {
+      got += b.length;
+      yield b;
+    }
+    if (got !== want) throw new CakeError("E_SIZE", `${src.where}: blob ${d} for ${f.path} has ${got} bytes, the recipe says ${want}`);
   }
-  if (got !== want) throw new CakeError("E_SIZE", `${src.where}: blob ${d} for ${what} has ${got} bytes, the recipe says ${want}`);
-  return at + got;
+}
+
+/**
+ * `pieces`, with the next one always on its way while the caller handles the current one: the read
+ * of piece k+1 overlaps the write of piece k (one read then one write at a time copies at half the
+ * speed). A piece's buffer may be reused once the piece after it has been asked for, so `pieces`
+ * needs two buffers to alternate.
+ */
+async function* readAhead(pieces: AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
+  // The read in flight may fail while the caller is still writing: handled at once (not an
+  // unhandled rejection), still thrown where it is awaited.
+  const ask = () => {
+    const p = pieces.next();
+    p.catch(() => undefined);
+    return p;
+  };
+  let next = ask();
+  try {
+    for (;;) {
+      const r = await next;
+      if (r.done) return;
+      next = ask();
+      yield r.value;
+    }
+  } finally {
+    // Stopped early (a write failed, another file failed): let the read in flight end, close the file.
+    await next.catch(() => undefined);
+    await pieces.return(undefined);
+  }
 }
 
 async function writeAll(out: fsp.FileHandle, b: Buffer, at: number): Promise<void> {
@@ -82,7 +113,7 @@ async function writeAll(out: fsp.FileHandle, b: Buffer, at: number): Promise<voi
 }
 
 /** Writes one file of the recipe to `target` (atomically; hashed and checked when `verify`). */
-async function writeFile(src: ArtifactSource, f: RecipeFile, target: string, progress: ProgressSink, verify: boolean, buf: () => Buffer, stop: AbortSignal): Promise<void> {
+async function writeFile(src: ArtifactSource, f: RecipeFile, target: string, progress: ProgressSink, verify: boolean, bufs: () => [Buffer, Buffer], stop: AbortSignal): Promise<void> {
   await fsp.mkdir(path.dirname(target), { recursive: true });
   const tmp = path.join(path.dirname(target), `.${path.basename(target)}.cake-${process.pid}-${seq++}.tmp`);
   const sha = verify ? createHash("sha256") : undefined;
@@ -105,13 +136,13 @@ async function writeFile(src: ArtifactSource, f: RecipeFile, target: string, pro
       const out = await fsp.open(tmp, "w", 0o644);
       try {
         written = 0;
-        if (f.header !== undefined) {
-          const h = Buffer.from(f.header, "base64");
-          feed(h);
-          await writeAll(out, h, 0);
-          written = h.length;
+        let k = 0;
+        const take = () => bufs()[(k ^= 1)]!;
+        for await (const b of readAhead(filePieces(src, f, take))) {
+          feed(b);
+          await writeAll(out, b, written);
+          written += b.length;
         }
-        for (const d of f.digest !== undefined ? [f.digest] : f.parts!) written = await appendBlob(src, d, out, written, buf(), feed, f.path);
       } finally {
         await out.close();
       }
@@ -136,7 +167,7 @@ const sizeOf = (file: string) => fsp.stat(file).then((s) => s.size, () => -1);
 
 /**
  * Runs `each` for every file, FILES_AT_ONCE at a time; `each` writes the file where it wants with
- * the `write` it is given (a copy buffer of its own), or skips it (it counts as done). Records a
+ * the `write` it is given (two copy buffers of its own), or skips it (it counts as done). Records a
  * clean verification at the end.
  */
 async function forEachFile(src: ArtifactSource, opts: ExportOptions, each: (f: RecipeFile, i: number, write: (target: string) => Promise<void>) => Promise<void>): Promise<void> {
@@ -144,15 +175,15 @@ async function forEachFile(src: ArtifactSource, opts: ExportOptions, each: (f: R
   const verify = opts.verify === true || src.verified !== true;
   progress.addTotal(src.recipe.files.reduce((n, f) => n + f.size, 0), src.recipe.files.length);
   const pool = new Pool(FILES_AT_ONCE);
-  const free: Buffer[] = [];
+  const free: [Buffer, Buffer][] = [];
   // The first failure stops the other files (each removes its temp file) before export reports it.
   const stop = new AbortController();
   const settled = await Promise.allSettled(
     src.recipe.files.map((f, i) =>
       pool.run(async () => {
         stop.signal.throwIfAborted();
-        let buf: Buffer | undefined;
-        const take = () => (buf ??= free.pop() ?? Buffer.allocUnsafe(COPY_BUFFER));
+        let bufs: [Buffer, Buffer] | undefined;
+        const take = () => (bufs ??= free.pop() ?? [Buffer.allocUnsafe(COPY_BUFFER), Buffer.allocUnsafe(COPY_BUFFER)]);
         let wrote = false;
         try {
           await each(f, i, (target) => {
@@ -163,7 +194,7 @@ async function forEachFile(src: ArtifactSource, opts: ExportOptions, each: (f: R
           if (!stop.signal.aborted) stop.abort(err);
           throw err;
         } finally {
-          if (buf) free.push(buf);
+          if (bufs) free.push(bufs);
         }
         if (!wrote) {
           progress.bytes(f.size);
