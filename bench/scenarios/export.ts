@@ -38,36 +38,57 @@ export async function exportAndPush(models: Models, opts: Options): Promise<Sect
     const env = cakeEnv(hub, store);
     await cake(["pull", "-q", "hf://bench/model"], env);
 
-    /** Median seconds and RSS of `run`, each time writing into `<fresh dir>/out` (removed after). */
-    const intoFresh = (prefix: string, run: (out: string) => Promise<Timed>) =>
-      medianOf(opts.runs, async () => {
-        const d = await scratch.dir(prefix);
-        const t = await run(path.join(d, "out"));
-        await fs.rm(d, { recursive: true, force: true });
-        return { secs: t.secs, rss: t.rssMiB };
-      });
-    /** The same, without an output directory. */
+    /**
+     * Seconds and RSS of `cmd` writing into `<fresh dir>/out` (removed after). It starts after a
+     * `sync`: no write-back of an earlier run's dirty pages competes with it (cp and cake alike).
+     */
+    const intoFresh = async (prefix: string, cmd: (out: string) => Promise<Timed>) => {
+      const d = await scratch.dir(prefix);
+      await run("sync", []);
+      const t = await cmd(path.join(d, "out"));
+      await fs.rm(d, { recursive: true, force: true });
+      return t;
+    };
+    /** Median seconds and RSS of `run`, without an output directory. */
     const repeat = (run: () => Promise<Timed>) =>
       medianOf(opts.runs, async () => {
         const t = await run();
         return { secs: t.secs, rss: t.rssMiB };
       });
-    const exp = await intoFresh("export-out", (out) => cake(["export", "-q", "hf://bench/model", out], env));
-    const expVerify = await intoFresh("export-out", (out) => cake(["export", "-q", "--verify", "hf://bench/model", out], env));
+    /** Medians over rounds that run every command once each (interleaved: a change in the machine's load or disk hits all alike). */
+    const rounds = async <K extends string>(cmds: Record<K, (out: string) => Promise<Timed>>) => {
+      const keys = Object.keys(cmds) as K[];
+      const m = await medianOf(opts.runs, async () => {
+        const r: Record<string, number> = {};
+        for (const k of keys) {
+          const t = await intoFresh(`export-${k}`, cmds[k]);
+          r[`${k}.secs`] = t.secs;
+          r[`${k}.rss`] = t.rssMiB;
+        }
+        return r;
+      });
+      return Object.fromEntries(keys.map((k) => [k, { secs: m[`${k}.secs`]!, rss: m[`${k}.rss`]! }])) as Record<K, { secs: number; rss: number }>;
+    };
+    const { exp, expVerify, cp, cpSync, cpVerified } = await rounds({
+      exp: (out) => cake(["export", "-q", "hf://bench/model", out], env),
+      expVerify: (out) => cake(["export", "-q", "--verify", "hf://bench/model", out], env),
+      cp: (out) => timed("cp", ["-r", model.dir, out]),
+      cpSync: (out) => timed("sh", ["-c", 'cp -r "$0" "$1" && sync -f "$1"', model.dir, out]),
+      // cp with the guarantee cake export --verify gives: every byte written hashed.
+      cpVerified: (out) => timed("sh", ["-c", 'cp -r "$0" "$1" && sha256sum "$1"/* > /dev/null', model.dir, out]),
+    });
 
-    // The same at a bigger size: the fixed cost of starting node (~0.2 s) weighs less.
+    // The same at a bigger size: the fixed cost of starting node (~0.1 s) weighs less.
     const big = await models.base(opts.mb2);
     await hub.commit("bench/big", big.dir);
     const bigEnv = cakeEnv(hub, await scratch.dir("export-big-store")); // apart: push below measures the first store's blobs
     await cake(["pull", "-q", "hf://bench/big"], bigEnv);
-    const bigExp = await intoFresh("export-big", (out) => cake(["export", "-q", "hf://bench/big", out], bigEnv));
-    const bigCp = await intoFresh("export-big-cp", (out) => timed("cp", ["-r", big.dir, out]));
+    const { bigExp, bigCp } = await rounds({
+      bigExp: (out) => cake(["export", "-q", "hf://bench/big", out], bigEnv),
+      bigCp: (out) => timed("cp", ["-r", big.dir, out]),
+    });
     const bare = await repeat(() => timed(process.execPath, ["-e", "0"]));
     const version = await repeat(() => cake(["--version"], env));
-    const cp = await intoFresh("export-cp", (out) => timed("cp", ["-r", model.dir, out]));
-    const cpSync = await intoFresh("export-cpsync", (out) => timed("sh", ["-c", 'cp -r "$0" "$1" && sync -f "$1"', model.dir, out]));
-    // cp with the guarantee cake export --verify gives: every byte written hashed.
-    const cpVerified = await intoFresh("export-cpv", (out) => timed("sh", ["-c", 'cp -r "$0" "$1" && sha256sum "$1"/* > /dev/null', model.dir, out]));
 
     const refName = await layoutRefName(store, "hf://bench/model@main");
     const pushOnce = (argsFor: (host: string) => [string, string[]]) =>
@@ -90,7 +111,7 @@ export async function exportAndPush(models: Models, opts: Options): Promise<Sect
       name: "export",
       title: "6. Export and push",
       setup: [
-        `${mb(model.bytes)} MB model pulled into a store first; every command reads from a warm page cache; median of ${opts.runs} runs`,
+        `${mb(model.bytes)} MB model pulled into a store first; every command reads from a warm page cache; median of ${opts.runs} rounds, each running every copy once (interleaved), each copy after a \`sync\``,
         `push: into a fresh CNCF distribution (filesystem storage, same disk, loopback) per run; ${mb(blobBytes)} MB of blobs`,
       ],
       header: ["command", "seconds", "GB/s", "vs cp -r", "max RSS"],
@@ -116,7 +137,7 @@ export async function exportAndPush(models: Models, opts: Options): Promise<Sect
         },
       ],
       notes: [
-        "cake export copies store blobs that hash to their names and whose rebuilt files the pull matched against the Hub's sha256 (the store records it per manifest), so by default it hashes nothing: whole-file blobs go through the kernel (copy_file_range, as cp), safetensors files are header + blobs through 4 MiB reads and writes, 4 files at a time, each into a temp file renamed when complete. Like cp it does not fsync. `--verify` hashes every file again (sha256, and the git blob oid for files not in LFS), the first export of an artifact the store has not checked (from a registry or an archive) does so too.",
+        "cake export copies store blobs that hash to their names and whose rebuilt files the pull matched against the Hub's sha256 (the store records it per manifest), so by default it hashes nothing: whole-file blobs go through the kernel (copy_file_range, as cp), safetensors files are header + blobs through 2 MiB reads and writes (the next piece read while the current one is written), 4 files at a time, each into a temp file renamed when complete. Like cp it does not fsync. `--verify` hashes every file again (sha256, and the git blob oid for files not in LFS), the first export of an artifact the store has not checked (from a registry or an archive) does so too.",
         `Push rate: ${gbs(blobBytes, push.secs)} GB/s for cake, ${gbs(blobBytes, Math.min(orasCp.secs, orasCp16.secs))} GB/s for the faster oras; distribution writes every blob to disk and hashes it too, on the same 2 cores.`,
       ],
     };

@@ -32,8 +32,12 @@ export interface ExportOptions {
   verify?: boolean;
 }
 
-/** Bytes per read/write when copying a blob through user space (two buffers per file being written). */
-const COPY_BUFFER = 4 << 20;
+/**
+ * Bytes per read/write when copying a blob through user space (two buffers per file being written).
+ * 2 MiB: a 518 MB export took 0.57 s with 1-2 MiB, 0.64 s with 512 KiB, 0.71-0.76 s with 4 MiB
+ * (interleaved runs; a buffer the CPU caches hold is written out faster than one it must refetch).
+ */
+const COPY_BUFFER = 2 << 20;
 /** Files written at once: reads and writes of one overlap the hashing or copying of the others. */
 const FILES_AT_ONCE = 4;
 
