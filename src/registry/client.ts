@@ -816,8 +816,10 @@ class ChunkReader {
       this.parts.push(b);
       this.have += b.length;
     }
+    // Views, not copies: neither piece is written to, and a copy of every byte costs the CPU the
+    // registry (often on the same machine) needs.
     const all = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts);
-    const out = Buffer.from(all.subarray(0, Math.min(n, all.length)));
+    const out = all.subarray(0, Math.min(n, all.length));
     const rest = all.subarray(out.length);
     this.parts = rest.length > 0 ? [rest] : [];
     this.have = rest.length;
