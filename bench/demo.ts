@@ -46,8 +46,40 @@ async function sameFiles(a: string, b: string): Promise<boolean> {
   return x.size === y.size && [...x].every(([f, h]) => y.get(f) === h);
 }
 
+/** Whether process `pid` exists (signal 0 only checks). */
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Where this run keeps everything: `$TMPDIR/cake-demo`, replacing the previous run's (each leaves
+ * about 1 GB to look at; run after run they would pile up). A directory of its own (kept) while
+ * another demo is still running there, or when the previous one cannot be removed.
+ */
+async function workDir(): Promise<{ dir: string; replacedNextTime: boolean }> {
+  const dir = path.join(os.tmpdir(), "cake-demo");
+  const pidFile = path.join(dir, "demo.pid");
+  const other = Number(await fsp.readFile(pidFile, "utf8").catch(() => ""));
+  if (!(other > 0 && running(other))) {
+    try {
+      await fsp.rm(dir, { recursive: true, force: true });
+      await fsp.mkdir(dir);
+      await fsp.writeFile(pidFile, String(process.pid));
+      return { dir, replacedNextTime: true };
+    } catch {
+      // someone else's, or in use: fall through to a directory of this run's own
+    }
+  }
+  return { dir: await fsp.mkdtemp(`${dir}-`), replacedNextTime: false };
+}
+
 async function main() {
-  const work = await fsp.mkdtemp(path.join(os.tmpdir(), "cake-demo-"));
+  const { dir: work, replacedNextTime } = await workDir();
   const base = path.join(work, "models", "tiny-llama");
   const ft = path.join(work, "models", "tiny-llama-ft");
   say(`demo: generating a llama-like model and a fine-tune of its top layer in ${path.dirname(base)}`);
@@ -121,7 +153,7 @@ async function main() {
     // Beyond the model's size: the tensor bytes each shard's one header request took along (under 64 KiB a shard).
     const headerExtra = hubBytesBase > baseBytes ? `; ${((hubBytesBase - baseBytes) / 1024).toFixed(0)} KiB more came along with the headers` : "";
     say(`  the Hub served ${mib(hubBytesBase)} for the base (its size: ${mib(baseBytes)}${headerExtra}) — once, to the proxy`);
-    say(`\ndemo: where everything is (remove with: rm -rf ${work})`);
+    say(`\ndemo: where everything is (${replacedNextTime ? "the next demo replaces it; " : ""}remove with: rm -rf ${work})`);
     say(`  originals      ${path.dirname(base)}`);
     say(`  cake store     ${env.CAKE_HOME}   (an OCI image layout)`);
     say(`  proxy store    ${path.join(work, "proxy-store")}`);
