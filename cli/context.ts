@@ -18,6 +18,15 @@ export function say(opts: GlobalOpts, line: string): void {
   if (!opts.quiet) process.stderr.write(line + "\n");
 }
 
+/**
+ * A Hub pull that used the store's copy (HF_HUB_OFFLINE, or the Hub unreachable) says so on stderr,
+ * --quiet or not, as huggingface_hub warns when it falls back to its cache. True when it did.
+ */
+export function warnIfOffline(r: { offline?: string; ref: string; commit: string }): boolean {
+  if (r.offline) process.stderr.write(`cake: warning: ${r.offline}; using ${r.ref} as the store has it (commit ${r.commit})\n`);
+  return r.offline !== undefined;
+}
+
 export function parsePositiveInt(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1 || n > 1024) throw new Error(`not a positive integer (1-1024): ${v}`);

@@ -14,6 +14,7 @@ export type ErrorCode =
   | "E_GATED" // Hub gated repo
   | "E_HTTP" // other HTTP failure
   | "E_NETWORK" // connection failure after retries
+  | "E_OFFLINE" // HF_HUB_OFFLINE is set: the Hub may not be asked
   | "E_REGISTRY" // OCI distribution error
   | "E_LOCK" // store busy
   | "E_USAGE" // bad command-line usage

@@ -1,6 +1,6 @@
 import { Command, Option } from "commander";
 import { formatBytes, isHfRef, parseHfRef, pullFromRegistry, pullHf } from "../../src/index.js";
-import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, withRegistryOptions, type AccessOpts } from "../context.js";
+import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, warnIfOffline, withRegistryOptions, type AccessOpts } from "../context.js";
 
 export function pullCommand(): Command {
   const cmd = new Command("pull")
@@ -19,7 +19,7 @@ export function pullCommand(): Command {
     };
     if (isHfRef(ref)) {
       const r = await pullHf(parseHfRef(ref), { ...common, hub: hub() });
-      say(opts, r.upToDate ? `${r.ref}: up to date (${r.commit})` : `${r.ref}: pulled commit ${r.commit}`);
+      if (!warnIfOffline(r)) say(opts, r.upToDate ? `${r.ref}: up to date (${r.commit})` : `${r.ref}: pulled commit ${r.commit}`);
       process.stdout.write(`${r.manifestDigest}\n`);
       return;
     }

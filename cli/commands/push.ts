@@ -1,13 +1,17 @@
 import fs from "node:fs";
 import { Command, Option } from "commander";
 import { canonicalRef, importDir, isHfRef, parseHfRef, pullHf, pushToRegistry, Store, formatHfRef, ociRefName } from "../../src/index.js";
-import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, withRegistryOptions, type AccessOpts } from "../context.js";
+import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, warnIfOffline, withRegistryOptions, type AccessOpts } from "../context.js";
 
-/** The store reference to push: a folder is imported, a Hub model pulled (if needed), else the store ref itself. */
+/**
+ * The store reference to push: a folder is imported, a Hub model pulled (if needed; the store's copy
+ * when HF_HUB_OFFLINE is set or the Hub cannot be reached), else the store ref itself.
+ */
 async function storeRefFor(src: string, dest: string, store: Store, opts: { quiet?: boolean; concurrency?: number }): Promise<string> {
   if (isHfRef(src)) {
     const ref = parseHfRef(src);
     const r = await pullHf(ref, { store, hub: hub(), progress: progressFor(opts, `pull ${src}`, "blobs"), ...(opts.concurrency ? { concurrency: opts.concurrency } : {}) });
+    warnIfOffline(r);
     return formatHfRef({ repo: ref.repo, revision: r.commit });
   }
   if (fs.existsSync(src) && fs.statSync(src).isDirectory()) {

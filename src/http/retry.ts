@@ -28,6 +28,14 @@ export function isNetworkError(err: unknown): boolean {
   return false;
 }
 
+/** A failed request's message, with its cause's code when the message does not say it (undici's "fetch failed" does not). */
+export function describeError(err: unknown): string {
+  const e = err as { message?: string; code?: string; cause?: { message?: string; code?: string } };
+  const msg = e?.message ?? String(err);
+  const cause = e?.cause?.code ?? e?.cause?.message;
+  return cause && !msg.includes(cause) ? `${msg} (${cause})` : msg;
+}
+
 export interface RetryPolicy {
   retries: number;
   baseDelayMs: number;

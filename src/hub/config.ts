@@ -1,6 +1,7 @@
 /**
  * Where the Hub is and who we are to it, the way huggingface_hub decides: HF_ENDPOINT (default
- * https://huggingface.co), HF_TOKEN, else the token file ($HF_TOKEN_PATH or $HF_HOME/token).
+ * https://huggingface.co), HF_TOKEN, else the token file ($HF_TOKEN_PATH or $HF_HOME/token), and
+ * HF_HUB_OFFLINE (1/true/yes/on: never ask the Hub; what the store holds is used).
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -10,6 +11,8 @@ export interface HubParams {
   hubUrl: string;
   accessToken?: string;
   signal?: AbortSignal;
+  /** HF_HUB_OFFLINE: no request goes to the Hub (each fails with E_OFFLINE before it is sent). */
+  offline?: boolean;
 }
 
 export function hfHome(): string {
@@ -27,5 +30,6 @@ export function hubParamsFromEnv(): HubParams {
       /* no token file: anonymous */
     }
   }
-  return { hubUrl, ...(accessToken ? { accessToken } : {}) };
+  const offline = ["1", "ON", "YES", "TRUE"].includes((process.env.HF_HUB_OFFLINE ?? "").toUpperCase()); // huggingface_hub's spelling of true
+  return { hubUrl, ...(accessToken ? { accessToken } : {}), ...(offline ? { offline } : {}) };
 }

@@ -24,11 +24,23 @@ export async function readConfig(store: Store, manifestDigest: string): Promise<
   }
 }
 
+/** The Hub commit a stored model came from: its tag says (a pull), else its config (a loaded archive). */
+const hubCommitOf = (descriptor: Descriptor, cfg: ModelConfig | undefined) =>
+  descriptor.annotations?.[ANN.hfCommit] ?? (cfg?.source.type === "hf" ? cfg.source.commit : undefined);
+
+/** A reference the store holds whole (its manifest is there), and the Hub commit it came from. */
+export async function storedModel(store: Store, ref: string): Promise<{ descriptor: Descriptor; commit?: string } | undefined> {
+  const descriptor = await store.resolve(ref);
+  if (!descriptor || !(await store.hasBlob(descriptor.digest))) return undefined;
+  const commit = hubCommitOf(descriptor, await readConfig(store, descriptor.digest));
+  return { descriptor, ...(commit ? { commit } : {}) };
+}
+
 export async function listModels(store: Store): Promise<ModelSummary[]> {
   const out: ModelSummary[] = [];
   for (const { ref, descriptor } of await store.tags()) {
     const cfg = await readConfig(store, descriptor.digest);
-    const commit = descriptor.annotations?.[ANN.hfCommit] ?? (cfg?.source.type === "hf" ? cfg.source.commit : undefined);
+    const commit = hubCommitOf(descriptor, cfg);
     out.push({
       ref,
       digest: descriptor.digest,

@@ -7,7 +7,7 @@
  * the Hub as soon as its last unit lands: safetensors files re-assembled from the store must hash to
  * the LFS oid (or git oid), whole files to theirs. Only then is the manifest written and tagged.
  */
-import { CakeError } from "../errors.js";
+import { CakeError, isCakeError } from "../errors.js";
 import { buildArtifact, type Artifact } from "../format/artifact.js";
 import { gitBlobPrefix } from "../format/git-oid.js";
 import { ANN } from "../format/oci.js";
@@ -23,7 +23,7 @@ import type { Store } from "../store/layout.js";
 import { transferBlobs, type BlobJob, type TransferStats } from "../transfer/engine.js";
 import { Pool } from "../transfer/pool.js";
 import type { ProgressSink } from "../transfer/progress.js";
-import { storeArtifact } from "./catalog.js";
+import { storeArtifact, storedModel } from "./catalog.js";
 import { formatHfRef, ociRefName, type HfRef } from "./ref.js";
 
 export interface HfPullOptions {
@@ -51,6 +51,11 @@ export interface PullResult {
   manifestDigest: string;
   /** Already in the store: nothing fetched. */
   upToDate: boolean;
+  /**
+   * Why the Hub was not asked (HF_HUB_OFFLINE) or could not be reached: the result is the store's
+   * copy of the reference, as it was last pulled (huggingface_hub falls back to its cache the same way).
+   */
+  offline?: string;
   stats: TransferStats;
 }
 
@@ -176,7 +181,11 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     info = await modelInfo(hub, ref.repo, ref.revision);
   } catch (err) {
     await (await leased.catch(() => undefined))?.();
-    throw err;
+    if (!isCakeError(err, "E_NETWORK") && !isCakeError(err, "E_OFFLINE")) throw err;
+    const stored = await storedModel(store, name);
+    if (!stored) throw new CakeError(err.code, `${err.message}; and ${name} is not in the store ${store.root}`, { cause: err });
+    const commit = stored.commit ?? ref.revision;
+    return { ref: name, commit, manifestDigest: stored.descriptor.digest, upToDate: true, offline: err.message, stats: { fetchedBytes: 0, skippedBlobs: 0 } };
   }
   const commit = info.sha;
   const byCommit = formatHfRef({ repo: ref.repo, revision: commit });

@@ -13,7 +13,7 @@ import type { Dispatcher } from "undici";
 import { sha256Digest } from "../digest.js";
 import { CakeError, isCakeError } from "../errors.js";
 import { header, httpRequest, type HttpMethod, type HttpRequest, type HttpResponse } from "../http/request.js";
-import { DEFAULT_RETRY, RETRYABLE_STATUS, isNetworkError, retryDelay, sleep, type RetryPolicy } from "../http/retry.js";
+import { DEFAULT_RETRY, RETRYABLE_STATUS, describeError, isNetworkError, retryDelay, sleep, type RetryPolicy } from "../http/retry.js";
 import { Authenticator, lookupCredentials, repositoryScope, type Credentials } from "./auth.js";
 import { discard, registryError, urlish } from "./errors.js";
 import { DOCKER_HUB, assertDigest, assertRepository, assertTagOrDigest, isDigest, isPlainHttpHost } from "./reference.js";
@@ -654,7 +654,7 @@ export class RegistryClient {
         });
       } catch (err) {
         if (req.signal?.aborted || isCakeError(err) || hasSourceError(err)) throw err;
-        throw new CakeError("E_NETWORK", `${req.context}: ${req.method} ${urlish(url)}: ${describe(err)}`, { cause: err });
+        throw new CakeError("E_NETWORK", `${req.context}: ${req.method} ${urlish(url)}: ${describeError(err)}`, { cause: err });
       }
       if (res.status !== 401 || attempt > 0 || !sameOrigin) return res;
       let next: string | undefined;
@@ -689,7 +689,7 @@ export class RegistryClient {
       }
     } catch (err) {
       if (isCakeError(err)) throw err;
-      throw new CakeError("E_NETWORK", `${ctx}: reading the ${what}: ${describe(err)}`, { cause: err });
+      throw new CakeError("E_NETWORK", `${ctx}: reading the ${what}: ${describeError(err)}`, { cause: err });
     }
     return Buffer.concat(chunks);
   }
@@ -749,13 +749,6 @@ function asCakeError(err: unknown, ctx: string): unknown {
   }
   return err;
 }
-
-const describe = (err: unknown) => {
-  const e = err as { message?: string; code?: string; cause?: { message?: string; code?: string } };
-  const msg = e?.message ?? String(err);
-  const cause = e?.cause?.code ?? e?.cause?.message;
-  return cause && !msg.includes(cause) ? `${msg} (${cause})` : msg;
-};
 
 function openSource(open: (start: number) => Readable, start: number): Readable {
   try {

@@ -204,6 +204,42 @@ describe("cake pull hf:// + export", () => {
     expect(other.code).toBe(1);
   });
 
+  it("uses the store's copy, with a warning, when HF_HUB_OFFLINE is set or the Hub cannot be reached; one line when the store lacks it", async () => {
+    const env = freshEnv();
+    const first = await cake(["pull", "-q", "hf://acme/tiny-llama"], env);
+    expect(first.code).toBe(0);
+    const using = (why: string) => `cake: warning: hf://acme/tiny-llama@main: ${why}; using hf://acme/tiny-llama@main as the store has it (commit ${baseCommit})\n`;
+
+    hub.counters.reset();
+    const offline = await cake(["pull", "-q", "hf://acme/tiny-llama"], { ...env, HF_HUB_OFFLINE: "1" });
+    expect(offline.stderr).toBe(using("HF_HUB_OFFLINE is set, the Hub is not asked"));
+    expect(offline.code).toBe(0);
+    expect(offline.stdout).toBe(first.stdout);
+    expect(hub.counters.requests).toBe(0);
+
+    // Nothing listens at port 9: the pull falls back at once (no retries asked for), and so does a push.
+    const down = { ...env, HF_ENDPOINT: "http://127.0.0.1:9", CAKE_HTTP_RETRIES: "0" };
+    const unreachable = await cake(["pull", "-q", "hf://acme/tiny-llama"], down);
+    expect(unreachable.stderr).toBe(using("cannot reach the Hub at http://127.0.0.1:9: connect ECONNREFUSED 127.0.0.1:9"));
+    expect(unreachable.code).toBe(0);
+    expect(unreachable.stdout).toBe(first.stdout);
+    const push = await cake(["push", "-q", "hf://acme/tiny-llama", "127.0.0.1:9/acme/tiny-llama:v1"], down);
+    const [warned, failed, ...rest] = push.stderr.split("\n");
+    expect(`${warned}\n`).toBe(using("cannot reach the Hub at http://127.0.0.1:9: connect ECONNREFUSED 127.0.0.1:9"));
+    expect(failed).toMatch(/^cake: 127\.0\.0\.1:9\/acme\/tiny-llama@sha256:[a-f0-9]{64}: HEAD /); // on to the registry, with the store's blobs
+    expect(rest).toEqual([""]);
+    expect(push.code).toBe(1);
+
+    for (const [extra, why] of [
+      [{ HF_HUB_OFFLINE: "true" }, "HF_HUB_OFFLINE is set, the Hub is not asked"],
+      [down, "cannot reach the Hub at http://127.0.0.1:9: connect ECONNREFUSED 127.0.0.1:9"],
+    ] as const) {
+      const missing = await cake(["pull", "-q", "hf://acme/other"], { ...env, ...extra });
+      expect(missing.stderr).toBe(`cake: hf://acme/other@main: ${why}; and hf://acme/other@main is not in the store ${env.CAKE_HOME}\n`);
+      expect(missing.code).toBe(1);
+    }
+  });
+
   it("refuses a hostile safetensors header on the Hub, naming the file and the tensor, and stores nothing", async () => {
     const dir = path.join(tmp, "hostile");
     await fs.mkdir(dir, { recursive: true });
