@@ -11,6 +11,7 @@ import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { pidAlive } from "../src/store/pid.js";
 import { startHub } from "../test/hub/emulator.js";
 import { dirBytes, hashTree, makeFineTune, makeLlamaLike } from "../test/fixtures/models.js";
 
@@ -46,16 +47,6 @@ async function sameFiles(a: string, b: string): Promise<boolean> {
   return x.size === y.size && [...x].every(([f, h]) => y.get(f) === h);
 }
 
-/** Whether process `pid` exists (signal 0 only checks). */
-function running(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Where this run keeps everything: `$TMPDIR/cake-demo`, replacing the previous run's (each leaves
  * about 1 GB to look at; run after run they would pile up). A directory of its own (kept) while
@@ -65,7 +56,7 @@ async function workDir(): Promise<{ dir: string; replacedNextTime: boolean }> {
   const dir = path.join(os.tmpdir(), "cake-demo");
   const pidFile = path.join(dir, "demo.pid");
   const other = Number(await fsp.readFile(pidFile, "utf8").catch(() => ""));
-  if (!(other > 0 && running(other))) {
+  if (!pidAlive(other)) {
     try {
       await fsp.rm(dir, { recursive: true, force: true });
       await fsp.mkdir(dir);

@@ -219,20 +219,21 @@ describe("cake pull hf:// + export", () => {
 
     // Nothing listens at port 9: the pull falls back at once (no retries asked for), and so does a push.
     const down = { ...env, HF_ENDPOINT: "http://127.0.0.1:9", CAKE_HTTP_RETRIES: "0" };
+    const refused = "cannot reach the Hub at http://127.0.0.1:9: connect ECONNREFUSED 127.0.0.1:9";
     const unreachable = await cake(["pull", "-q", "hf://acme/tiny-llama"], down);
-    expect(unreachable.stderr).toBe(using("cannot reach the Hub at http://127.0.0.1:9: connect ECONNREFUSED 127.0.0.1:9"));
+    expect(unreachable.stderr).toBe(using(refused));
     expect(unreachable.code).toBe(0);
     expect(unreachable.stdout).toBe(first.stdout);
     const push = await cake(["push", "-q", "hf://acme/tiny-llama", "127.0.0.1:9/acme/tiny-llama:v1"], down);
     const [warned, failed, ...rest] = push.stderr.split("\n");
-    expect(`${warned}\n`).toBe(using("cannot reach the Hub at http://127.0.0.1:9: connect ECONNREFUSED 127.0.0.1:9"));
+    expect(`${warned}\n`).toBe(using(refused));
     expect(failed).toMatch(/^cake: 127\.0\.0\.1:9\/acme\/tiny-llama@sha256:[a-f0-9]{64}: HEAD /); // on to the registry, with the store's blobs
     expect(rest).toEqual([""]);
     expect(push.code).toBe(1);
 
     for (const [extra, why] of [
       [{ HF_HUB_OFFLINE: "true" }, "HF_HUB_OFFLINE is set, the Hub is not asked"],
-      [down, "cannot reach the Hub at http://127.0.0.1:9: connect ECONNREFUSED 127.0.0.1:9"],
+      [down, refused],
     ] as const) {
       const missing = await cake(["pull", "-q", "hf://acme/other"], { ...env, ...extra });
       expect(missing.stderr).toBe(`cake: hf://acme/other@main: ${why}; and hf://acme/other@main is not in the store ${env.CAKE_HOME}\n`);

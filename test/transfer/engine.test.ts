@@ -77,7 +77,7 @@ describe("transfer engine", () => {
       existing: async () => undefined,
       open: async (start, end) => {
         if (partialsAtFirstRequest < 0) {
-          partialsAtFirstRequest = (await fs.readdir(path.join(store.root, "ingest"))).filter((f) => f.endsWith(".partial")).length;
+          partialsAtFirstRequest = (await store.ingestKeys()).length;
         }
         return { body: Readable.from([b.subarray(start, end)]), start };
       },
