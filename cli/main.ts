@@ -1,6 +1,6 @@
 /** The `cake` command line. Commands are thin: they parse, call the library, print. */
 import { Command, CommanderError } from "commander";
-import { closeSharedDispatcher, isCakeError, oneLine } from "../src/index.js";
+import { closeSharedDispatcher, isCakeError, oneLine, onRetryWait } from "../src/index.js";
 import { exportCommand } from "./commands/export.js";
 import { inspectCommand } from "./commands/inspect.js";
 import { lsCommand } from "./commands/ls.js";
@@ -30,6 +30,8 @@ export async function main(argv: string[]): Promise<void> {
     if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
     throw err;
   });
+  // A long wait the server asked for (a rate limit's reset, Retry-After) is said on stderr, not sat through silently.
+  if (!argv.includes("-q") && !argv.includes("--quiet")) onRetryWait((line) => process.stderr.write(`cake: ${line}\n`));
   let code = 0;
   try {
     await program().parseAsync(argv);

@@ -1,14 +1,21 @@
 /**
  * One HTTP request, done the way every cake client needs it: shared keep-alive pools, redirects
  * followed by hand so that Authorization never leaves the origin it was meant for (the Hub's 302 to
- * its CDN, a registry's 307 to S3), and 408/429/5xx/dropped connections retried with backoff.
+ * its CDN, a registry's 307 to S3), and one retry discipline for every request: a reset, a cut
+ * answer, a timeout, 408/429/5xx are tried again with backoff and jitter, a server's Retry-After or
+ * RateLimit reset honoured up to a bound (src/http/retry.ts).
  *
- * The caller owns the returned body and must consume it or `dump()` it.
+ * `httpRequest` hands back the streaming body (the caller owns it and must consume or `dump()` it);
+ * a body cut after that is the caller's to resume (the transfer engine continues Range requests from
+ * their last byte). `httpReadAll` reads a small answer whole inside the same loop: a cut JSON answer
+ * is asked again whole, a cut Range answer continues from its last byte.
  */
 import type { Dispatcher } from "undici";
 import { CakeError } from "../errors.js";
+import { formatBytes } from "../units.js";
 import { dispatchRequest, sharedDispatcher } from "./agent.js";
-import { DEFAULT_RETRY, RETRYABLE_STATUS, isNetworkError, retryDelay, sleep, type RetryPolicy } from "./retry.js";
+import { DEFAULT_RETRY, RETRYABLE_STATUS, backoffDelay, describeError, isNetworkError, noticeWait, serverWait, sleep, type RetryPolicy, type ServerWait } from "./retry.js";
+import { byteWindow } from "./window.js";
 
 export type HttpMethod = "GET" | "HEAD" | "PUT" | "POST" | "PATCH" | "DELETE";
 
@@ -32,6 +39,13 @@ export interface HttpResponse {
   body: Dispatcher.ResponseData["body"];
   /** The URL that answered, after redirects. */
   url: string;
+  /** How many times the request was sent (1 when the first answer was the final one). */
+  tries: number;
+}
+
+/** A whole answer, read into memory. */
+export interface HttpDocument extends Omit<HttpResponse, "body"> {
+  bytes: Buffer;
 }
 
 export const header = (h: HttpResponse["headers"], name: string): string | undefined => {
@@ -39,64 +53,222 @@ export const header = (h: HttpResponse["headers"], name: string): string | undef
   return Array.isArray(v) ? v[0] : v;
 };
 
+/** A URL as it may be printed: no credentials, no query (signed URLs carry their signature there). */
+export function displayUrl(url: string | URL): string {
+  try {
+    const u = new URL(url);
+    return `${u.origin}${u.pathname}${u.search ? "?…" : ""}`;
+  } catch {
+    return String(url).replace(/\?.*$/, "?…");
+  }
+}
+
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
-export async function httpRequest(url: string, req: HttpRequest = {}): Promise<HttpResponse> {
+/**
+ * The answer's body broke off while it was read (a reset, a proxy or load balancer cutting it): the
+ * request is worth another try. `progressed`: bytes of it were kept (a Range read continues from them).
+ */
+class CutAnswer extends Error {
+  constructor(
+    cause: unknown,
+    readonly progressed = false,
+    readonly detail = "connection closed",
+  ) {
+    super(detail, { cause });
+  }
+}
+
+/** The peer (or something between) closed the connection: undici says "other side closed", node "socket hang up". */
+const isClosed = (err: unknown) => ["UND_ERR_SOCKET", "ECONNRESET", "EPIPE"].includes((err as { code?: string })?.code ?? "");
+
+const tries = (n: number) => `(${n} ${n === 1 ? "try" : "tries"})`;
+
+/**
+ * The retry loop every request goes through. `consume` turns a final answer into the result; when
+ * it throws a CutAnswer, the request is sent again (counting as a try) after the usual backoff. A
+ * try that kept bytes (a Range read that got further) earns a fresh budget of tries, as a transfer
+ * stream does (src/transfer/engine.ts). `progress` says how far a read got, for the last message.
+ */
+async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpResponse) => Promise<T>, progress?: () => string | undefined): Promise<T> {
   const policy = { ...DEFAULT_RETRY, ...req.retry };
   let method: HttpMethod = req.method ?? "GET";
-  let headers = { ...req.headers };
+  // Read at every try: a consumer may change them for the next (httpReadAll's Range continuation).
+  const given = req.headers ?? {};
+  let offOrigin = false;
+  const headersNow = () => (offOrigin ? Object.fromEntries(Object.entries(given).filter(([k]) => k.toLowerCase() !== "authorization")) : { ...given });
   let target = new URL(url);
   const origin0 = target.origin;
   let body = req.body;
+  /** Tries since the last progress (the budget), and sent in all (what the message says). */
   let attempt = 0;
+  let sent = 0;
   let redirects = 0;
+  const failed = (err: unknown, what: string): never => {
+    if (req.signal?.aborted) throw req.signal.reason ?? err;
+    const got = progress?.();
+    throw new CakeError("E_NETWORK", `${method} ${displayUrl(target)}: ${what}${got ? ` after ${got}` : ""} ${tries(sent)}`, { cause: err });
+  };
+  /** Whether another try is allowed, given what the server asked for (a wait past the bound: no). */
+  const mayRetry = (wait?: ServerWait) => attempt <= policy.retries && !req.signal?.aborted && !(wait && wait.ms > policy.maxServerWaitMs);
+  /** Waits before the next try: what the server asked for, else backoff with jitter. */
+  const pause = async (wait?: ServerWait) => {
+    const ms = wait?.ms ?? backoffDelay(attempt, policy);
+    if (wait) noticeWait(`${method} ${displayUrl(target)}`, ms, wait.reason);
+    await sleep(ms, req.signal);
+  };
   for (;;) {
     attempt++;
+    sent++;
     let res: Dispatcher.ResponseData;
     try {
       res = await dispatchRequest(req.dispatcher ?? (await sharedDispatcher()), target, {
         method,
-        headers,
+        headers: headersNow(),
         body: typeof body === "function" ? body() : body,
         signal: req.signal,
       });
     } catch (err) {
-      if (attempt <= policy.retries && isNetworkError(err) && !req.signal?.aborted) {
-        await sleep(retryDelay(attempt, policy), req.signal);
-        continue;
-      }
-      throw err;
+      if (!isNetworkError(err)) throw err;
+      if (!mayRetry()) return failed(err, isClosed(err) ? "connection closed" : describeError(err));
+      await pause();
+      continue;
     }
     const { statusCode: status } = res;
     if (REDIRECTS.has(status) && req.followRedirects !== false && res.headers.location) {
       await res.body.dump();
-      if (++redirects > 10) throw new Error(`${url}: too many redirects`);
+      if (++redirects > 10) throw new CakeError("E_HTTP", `${displayUrl(url)}: too many redirects`);
       const loc = Array.isArray(res.headers.location) ? res.headers.location[0]! : res.headers.location;
       target = new URL(loc, target);
       // Credentials are for the origin they were given for, never for a CDN or storage backend.
-      if (target.origin !== origin0) {
-        headers = Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== "authorization"));
-      }
+      if (target.origin !== origin0) offOrigin = true;
       if (status === 303) {
         method = method === "HEAD" ? "HEAD" : "GET";
         body = undefined;
       }
       attempt--; // a redirect is not a failure
+      sent--;
       continue;
     }
     const replayable = body === undefined || typeof body !== "object" || Buffer.isBuffer(body);
-    if (
-      RETRYABLE_STATUS.has(status) &&
-      !req.noRetryStatus?.includes(status) &&
-      attempt <= policy.retries &&
-      replayable
-    ) {
-      await res.body.dump();
-      await sleep(retryDelay(attempt, policy, res.headers["retry-after"]), req.signal);
-      continue;
+    if (RETRYABLE_STATUS.has(status) && !req.noRetryStatus?.includes(status) && replayable) {
+      const wait = serverWait(status, res.headers);
+      if (mayRetry(wait)) {
+        await res.body.dump();
+        await pause(wait);
+        continue;
+      }
     }
-    return { status, headers: res.headers, body: res.body, url: target.toString() };
+    try {
+      return await consume({ status, headers: res.headers, body: res.body, url: target.toString(), tries: sent });
+    } catch (err) {
+      if (!(err instanceof CutAnswer)) throw err;
+      if (err.progressed) attempt = 0;
+      if (!mayRetry()) return failed(err.cause, err.detail);
+      await pause();
+    }
   }
+}
+
+export function httpRequest(url: string, req: HttpRequest = {}): Promise<HttpResponse> {
+  return exchange(url, req, async (res) => res);
+}
+
+/** `bytes=a-b` or `bytes=a-` as numbers (end exclusive); undefined for anything else. */
+function parseRangeHeader(value: string | undefined): { start: number; end?: number } | undefined {
+  const m = value ? /^bytes=(\d+)-(\d*)$/.exec(value.trim()) : null;
+  if (!m) return undefined;
+  return { start: Number(m[1]), ...(m[2] ? { end: Number(m[2]) + 1 } : {}) };
+}
+
+const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+|\*)$/;
+
+/** The start, end (exclusive) and total of a 206's Content-Range. */
+export function parseContentRange(value: string | undefined): { start: number; end: number; total?: number } | undefined {
+  const m = value ? CONTENT_RANGE.exec(value.trim()) : null;
+  if (!m) return undefined;
+  return { start: Number(m[1]), end: Number(m[2]) + 1, ...(m[3] !== "*" ? { total: Number(m[3]) } : {}) };
+}
+
+/** A size limit as set ("4 MiB", "64 KiB"). */
+const limitText = (n: number) => (n % (1 << 20) === 0 ? `${n >> 20} MiB` : n % 1024 === 0 ? `${n >> 10} KiB` : `${n} bytes`);
+
+/** Error answers are read whole for their message, up to this much. */
+const ERROR_BODY_LIMIT = 64 << 10;
+
+/**
+ * A small answer read whole (JSON, a manifest, a token, a header's bytes), at most `limit` bytes,
+ * retried as one request: an answer cut half-way is asked again, a Range answer from the byte it
+ * stopped at (the bytes already read are kept), any other answer whole. Answers that are not 2xx
+ * (once the retries for 429/5xx are spent) are read up to 64 KiB, for the caller's error message.
+ */
+export async function httpReadAll(url: string, req: HttpRequest & { limit: number; what?: string }): Promise<HttpDocument> {
+  const headers = { ...req.headers };
+  const range = parseRangeHeader(headers.range ?? headers.Range);
+  if (headers.Range !== undefined) {
+    headers.range = headers.Range;
+    delete headers.Range;
+  }
+  const parts: Buffer[] = [];
+  let got = 0;
+  /** The size of what is read, when known: the Range asked for, else the answer's Content-Length. */
+  let total: number | undefined = range?.end !== undefined ? range.end - range.start : undefined;
+  const what = req.what ?? displayUrl(url);
+  const progress = () => (total !== undefined ? `${formatBytes(got)} of ${formatBytes(total)}` : got > 0 ? formatBytes(got) : undefined);
+  return exchange(
+    url,
+    { ...req, headers },
+    async (res) => {
+      const ok = res.status >= 200 && res.status < 300;
+      // Where this answer's body starts, and the part of it that is wanted.
+      let bodyStart = 0;
+      let from = 0;
+      let to = Infinity;
+      const declared = Number(header(res.headers, "content-length"));
+      if (ok && range) {
+        const cr = res.status === 206 ? parseContentRange(header(res.headers, "content-range")) : undefined;
+        if (res.status === 206 && (!cr || cr.start !== range.start + got)) {
+          res.body.destroy();
+          throw new CakeError("E_HTTP", `${what}: asked for ${headers.range}, got Content-Range ${header(res.headers, "content-range")}`);
+        }
+        bodyStart = cr ? cr.start : 0; // a 200 ignored the Range: its body starts at byte 0
+        from = range.start + got;
+        to = cr ? cr.end : (range.end ?? Infinity);
+        if (Number.isFinite(to)) total = to - range.start;
+      } else {
+        parts.length = 0; // a whole answer again: what the last try read is dropped
+        got = 0;
+        total = Number.isFinite(declared) ? declared : undefined;
+      }
+      const limit = ok ? req.limit : ERROR_BODY_LIMIT;
+      if (ok && !range && declared > limit) {
+        res.body.destroy();
+        throw new CakeError("E_SIZE", `${what}: the answer is ${formatBytes(declared)}, more than the ${limitText(limit)} cake accepts; refused`);
+      }
+      const before = got;
+      try {
+        for await (const { data } of byteWindow(res.body, bodyStart, from, to)) {
+          got += data.length;
+          if (got > limit) {
+            if (!ok) break; // the start of an error body is enough for its message
+            throw new CakeError("E_SIZE", `${what}: more than the ${limitText(limit)} cake accepts; refused`);
+          }
+          parts.push(data);
+        }
+      } catch (err) {
+        if (!isNetworkError(err)) throw err;
+        if (range && ok) headers.range = `bytes=${range.start + got}-${range.end !== undefined ? range.end - 1 : ""}`;
+        throw new CutAnswer(err, Boolean(range && ok && got > before));
+      }
+      if (range && ok && range.end !== undefined && to === range.end && range.start + got < to) {
+        // The body ended early without an error (a proxy that closed it cleanly): ask for the rest.
+        headers.range = `bytes=${range.start + got}-${range.end - 1}`;
+        throw new CutAnswer(undefined, got > before, "the answer ended early");
+      }
+      return { status: res.status, headers: res.headers, url: res.url, tries: res.tries, bytes: Buffer.concat(parts) };
+    },
+    progress,
+  );
 }
 
 /** Reads a small body as text, refusing more than `limit` bytes (a lying server cannot exhaust memory). */

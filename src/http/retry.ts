@@ -40,13 +40,23 @@ export interface RetryPolicy {
   retries: number;
   baseDelayMs: number;
   maxDelayMs: number;
+  /**
+   * The longest wait a server may ask for (Retry-After, or the reset of a `RateLimit` window) that
+   * cake honours before the next try; a server asking for more fails the request at once, saying so.
+   */
+  maxServerWaitMs: number;
 }
 
-/** Retries per request; CAKE_HTTP_RETRIES overrides (0 = fail at the first error, e.g. behind a proxy that retries). */
+/**
+ * Retries per request; CAKE_HTTP_RETRIES overrides (0 = fail at the first error, e.g. behind a proxy
+ * that retries). CAKE_HTTP_MAX_WAIT (seconds, default 300): the longest rate-limit or Retry-After
+ * wait honoured, as huggingface_hub waits out the Hub's window (its reset + 1 s).
+ */
 export const DEFAULT_RETRY: RetryPolicy = {
   retries: envInt("CAKE_HTTP_RETRIES", 6),
   baseDelayMs: 250,
   maxDelayMs: 20_000,
+  maxServerWaitMs: envInt("CAKE_HTTP_MAX_WAIT", 300) * 1000,
 };
 
 function envInt(name: string, dflt: number): number {
@@ -54,16 +64,63 @@ function envInt(name: string, dflt: number): number {
   return process.env[name] !== undefined && Number.isInteger(v) && v >= 0 ? v : dflt;
 }
 
-/** Milliseconds to wait before attempt `attempt` (1-based), honouring a Retry-After header value. */
-export function retryDelay(attempt: number, policy: RetryPolicy, retryAfter?: string | string[] | null): number {
-  const ra = Array.isArray(retryAfter) ? retryAfter[0] : retryAfter;
+/** What a server said about when to ask again: how long (ms) and why, from its answer's headers. */
+export interface ServerWait {
+  ms: number;
+  /** e.g. `rate limit "api" (0 of 500 requests left in a 300 s window)` or `Retry-After: 30`. */
+  reason: string;
+}
+
+type Headers = Record<string, string | string[] | undefined>;
+const first = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v);
+
+/**
+ * The wait a 429/503 asks for. The Hub sends the IETF draft's `RateLimit: "api";r=0;t=55` (and
+ * `RateLimit-Policy: "fixed window";"api";q=500;w=300`) without Retry-After: when no request is left
+ * (r=0), wait out the window's reset plus a second, as huggingface_hub does (utils/_http.py).
+ * Otherwise `Retry-After` in seconds or as an HTTP date.
+ */
+export function serverWait(status: number, headers: Headers): ServerWait | undefined {
+  const rl = first(headers["ratelimit"]);
+  const m = rl ? /"(\w+)"\s*;\s*r\s*=\s*(\d+)\s*;\s*t\s*=\s*(\d+)/.exec(rl) : null;
+  if (status === 429 && m && Number(m[2]) === 0) {
+    const policy = /q\s*=\s*(\d+).*?w\s*=\s*(\d+)/.exec(first(headers["ratelimit-policy"]) ?? "");
+    const window = policy ? ` (0 of ${policy[1]} requests left in a ${policy[2]} s window)` : "";
+    return { ms: (Number(m[3]) + 1) * 1000, reason: `rate limit "${m[1]}"${window}, resets in ${m[3]} s` };
+  }
+  const ra = first(headers["retry-after"]);
   if (ra) {
     const secs = Number(ra);
     const ms = Number.isFinite(secs) ? secs * 1000 : Date.parse(ra) - Date.now();
-    if (Number.isFinite(ms) && ms >= 0) return Math.min(ms, 60_000);
+    if (Number.isFinite(ms) && ms >= 0) return { ms, reason: `Retry-After: ${ra.trim()}` };
   }
+  return undefined;
+}
+
+/** Milliseconds to wait before attempt `attempt` + 1 (1-based): exponential backoff with jitter. */
+export function backoffDelay(attempt: number, policy: RetryPolicy): number {
   const exp = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
   return exp / 2 + Math.random() * (exp / 2);
+}
+
+/** Milliseconds to wait before attempt `attempt` (1-based), honouring a Retry-After header value. */
+export function retryDelay(attempt: number, policy: RetryPolicy, retryAfter?: string | string[] | null): number {
+  const wait = retryAfter ? serverWait(0, { "retry-after": retryAfter }) : undefined;
+  return wait ? Math.min(wait.ms, policy.maxServerWaitMs) : backoffDelay(attempt, policy);
+}
+
+/**
+ * Where a long wait is told (a rate limit, a server that asked for time): the CLI prints these lines
+ * on stderr unless --quiet, the proxy logs them; silent by default (a library says nothing by itself).
+ */
+let waitNotice: ((line: string) => void) | undefined;
+export function onRetryWait(sink: ((line: string) => void) | undefined): void {
+  waitNotice = sink;
+}
+/** Waits shorter than this are the ordinary backoff between tries: not worth a line. */
+const NOTICE_AFTER_MS = 2000;
+export function noticeWait(what: string, ms: number, reason: string): void {
+  if (ms >= NOTICE_AFTER_MS) waitNotice?.(`${what}: ${reason}; waiting ${Math.round(ms / 1000)} s before asking again`);
 }
 
 export const sleep = (ms: number, signal?: AbortSignal) =>

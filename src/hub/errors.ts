@@ -3,19 +3,25 @@
  * (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo), as huggingface_hub does.
  */
 import { CakeError } from "../errors.js";
-import { header, readLimited, type HttpResponse } from "../http/request.js";
+import { serverWait } from "../http/retry.js";
+import { header, readLimited, type HttpDocument, type HttpResponse } from "../http/request.js";
 
 export async function hubError(res: HttpResponse, what: string, params: { accessToken?: string }): Promise<CakeError> {
+  const bytes = header(res.headers, "x-error-message") ? (await res.body.dump(), Buffer.alloc(0)) : await readLimited(res.body, 64 << 10, what).catch(() => Buffer.alloc(0));
+  return hubErrorOf({ ...res, bytes }, what, params);
+}
+
+/** The one-line error for a Hub answer already read (`httpReadAll`). */
+export function hubErrorOf(res: HttpDocument, what: string, params: { accessToken?: string }): CakeError {
   const code = header(res.headers, "x-error-code");
   let message = header(res.headers, "x-error-message");
   if (!message) {
-    const body = await readLimited(res.body, 64 << 10, what).catch(() => Buffer.alloc(0));
     try {
-      message = (JSON.parse(body.toString("utf8")) as { error?: string }).error;
+      message = (JSON.parse(res.bytes.toString("utf8")) as { error?: string }).error;
     } catch {
       message = undefined;
     }
-  } else await res.body.dump();
+  }
   const token = params.accessToken ? "" : " (no HF_TOKEN set)";
   switch (code) {
     case "GatedRepo":
@@ -31,5 +37,8 @@ export async function hubError(res: HttpResponse, what: string, params: { access
     return new CakeError("E_AUTH", `${what}: ${res.status === 401 ? "unauthorized" : "forbidden"}${message ? `: ${message}` : ""}${token}`);
   }
   if (res.status === 404) return new CakeError("E_NOT_FOUND", `${what}: not found`);
-  return new CakeError("E_HTTP", `${what}: HTTP ${res.status}${message ? `: ${message}` : ""}`);
+  const wait = res.status === 429 ? serverWait(429, res.headers) : undefined;
+  const tries = res.tries > 1 ? ` (${res.tries} tries)` : "";
+  if (wait) return new CakeError("E_HTTP", `${what}: HTTP 429, the Hub's ${wait.reason}: more than CAKE_HTTP_MAX_WAIT allows; try again later${tries}`);
+  return new CakeError("E_HTTP", `${what}: HTTP ${res.status}${message ? `: ${message}` : ""}${tries}`);
 }

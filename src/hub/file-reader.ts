@@ -7,11 +7,10 @@
  */
 import type { Readable } from "node:stream";
 import { CakeError } from "../errors.js";
-import { header, httpRequest } from "../http/request.js";
-import { byteWindow } from "../http/window.js";
+import { header, httpReadAll, httpRequest, parseContentRange } from "../http/request.js";
 import type { HubParams } from "./config.js";
-import { hubError } from "./errors.js";
-import { encodePath, encodeRepo, hubHeaders, hubRequest, USER_AGENT } from "./request.js";
+import { hubError, hubErrorOf } from "./errors.js";
+import { encodePath, encodeRepo, hubHeaders, hubRequest, unreachable, USER_AGENT } from "./request.js";
 
 export class HubFileReader {
   private where?: Promise<{ url: string; hub: boolean }>;
@@ -62,24 +61,38 @@ export class HubFileReader {
     await this.location();
   }
 
+  /** The headers for a Range request to where the file is served: the token only on the Hub. */
+  private rangeHeaders(loc: { hub: boolean }, range: string): Record<string, string> {
+    return loc.hub ? hubHeaders(this.params, { range }) : { "user-agent": USER_AGENT, range };
+  }
+
+  /** The CDN refused a signed location it gave out: it expired, and resolving again gives a fresh one. */
+  private expired(loc: { hub: boolean }, status: number): boolean {
+    return !loc.hub && (status === 403 || status === 410);
+  }
+
   /** Bytes [start, end) of the file. Says where its body starts (0 when the server ignored Range). */
   async open(start: number, end: number, signal?: AbortSignal): Promise<{ body: Readable; start: number }> {
     if (end <= start) throw new RangeError(`empty range ${start}-${end}`);
     const range = `bytes=${start}-${end - 1}`;
     for (let attempt = 0; attempt < 2; attempt++) {
       const loc = await this.location();
-      const headers = loc.hub ? hubHeaders(this.params, { range }) : { "user-agent": USER_AGENT, range };
-      const res = await httpRequest(loc.url, { headers, ...(signal ? { signal } : {}) });
+      let res;
+      try {
+        res = await httpRequest(loc.url, { headers: this.rangeHeaders(loc, range), ...(signal ? { signal } : {}) });
+      } catch (err) {
+        throw unreachable(this.params, this.what, err);
+      }
       if (res.status === 206) {
-        const cr = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res.headers, "content-range") ?? "");
-        if (!cr || Number(cr[1]) !== start) {
+        const cr = parseContentRange(header(res.headers, "content-range"));
+        if (!cr || cr.start !== start) {
           res.body.destroy();
           throw new CakeError("E_HTTP", `${this.what}: asked for ${range}, got Content-Range ${header(res.headers, "content-range")}`);
         }
         return { body: res.body, start };
       }
       if (res.status === 200) return { body: res.body, start: 0 };
-      if (!loc.hub && (res.status === 403 || res.status === 410) && attempt === 0) {
+      if (this.expired(loc, res.status) && attempt === 0) {
         await res.body.dump();
         this.where = undefined; // signed URL expired: resolve again
         continue;
@@ -93,13 +106,32 @@ export class HubFileReader {
     throw new CakeError("E_HTTP", `${this.what}: CDN refused the signed location twice`);
   }
 
-  /** Reads a small range fully into memory (headers). */
+  /**
+   * Reads a small range whole into memory (a safetensors header): one request whose answer, if it
+   * is cut, continues from its last byte (src/http `httpReadAll`).
+   */
   async read(start: number, end: number, signal?: AbortSignal): Promise<Buffer> {
-    const { body, start: at } = await this.open(start, end, signal);
-    const chunks: Buffer[] = [];
-    for await (const { data } of byteWindow(body, at, start, end)) chunks.push(data);
-    const buf = Buffer.concat(chunks);
-    if (buf.length !== end - start) throw new CakeError("E_SIZE", `${this.what}: short read at ${start}-${end}: ${buf.length} bytes`);
-    return buf;
+    if (end <= start) throw new RangeError(`empty range ${start}-${end}`);
+    const range = `bytes=${start}-${end - 1}`;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const loc = await this.location();
+      let res;
+      try {
+        res = await httpReadAll(loc.url, { headers: this.rangeHeaders(loc, range), limit: end - start, what: this.what, ...(signal ? { signal } : {}) });
+      } catch (err) {
+        throw unreachable(this.params, this.what, err);
+      }
+      if (res.status === 206 || res.status === 200) {
+        if (res.bytes.length !== end - start) throw new CakeError("E_SIZE", `${this.what}: short read at ${start}-${end}: ${res.bytes.length} bytes`);
+        return res.bytes;
+      }
+      if (this.expired(loc, res.status) && attempt === 0) {
+        this.where = undefined;
+        continue;
+      }
+      if (loc.hub) throw hubErrorOf(res, this.what, this.params);
+      throw new CakeError("E_HTTP", `${this.what}: CDN answered HTTP ${res.status} to ${range}`);
+    }
+    throw new CakeError("E_HTTP", `${this.what}: CDN refused the signed location twice`);
   }
 }

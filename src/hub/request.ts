@@ -1,9 +1,9 @@
 /** A request to the Hub with the token attached and Hub errors turned into CakeErrors. */
-import { CakeError } from "../errors.js";
-import { httpRequest, readLimited, type HttpRequest, type HttpResponse } from "../http/request.js";
+import { CakeError, isCakeError } from "../errors.js";
+import { displayUrl, httpReadAll, httpRequest, type HttpDocument, type HttpRequest, type HttpResponse } from "../http/request.js";
 import { describeError, isNetworkError } from "../http/retry.js";
 import type { HubParams } from "./config.js";
-import { hubError } from "./errors.js";
+import { hubError, hubErrorOf } from "./errors.js";
 
 export const USER_AGENT = "cake/0.1 (+https://github.com/cake)";
 
@@ -21,23 +21,63 @@ export function hubHeaders(params: HubParams, extra: Record<string, string> = {}
  * asked (E_OFFLINE): callers that have a local copy fall back to it on those two.
  */
 export async function hubRequest(params: HubParams, url: string, what: string, req: HttpRequest = {}): Promise<HttpResponse> {
-  if (params.offline) throw new CakeError("E_OFFLINE", `${what}: HF_HUB_OFFLINE is set, the Hub is not asked`);
+  if (params.offline) throw offlineError(what);
   let res: HttpResponse;
   try {
     res = await httpRequest(url, { ...req, signal: params.signal, headers: hubHeaders(params, req.headers) });
   } catch (err) {
-    if (!isNetworkError(err)) throw err;
-    throw new CakeError("E_NETWORK", `${what}: cannot reach the Hub at ${params.hubUrl}: ${describeError(err)}`, { cause: err });
+    throw unreachable(params, what, err);
   }
   const okRedirect = req.followRedirects === false && res.status >= 300 && res.status < 400;
   if ((res.status < 200 || res.status >= 300) && !okRedirect) throw await hubError(res, what, params);
   return res;
 }
 
-export async function hubJson<T>(params: HubParams, url: string, what: string): Promise<{ value: T; res: HttpResponse }> {
-  const res = await hubRequest(params, url, what);
-  const body = await readLimited(res.body, 256 << 20, what);
-  return { value: JSON.parse(body.toString("utf8")) as T, res };
+/**
+ * A JSON answer of the Hub (model info, a tree page, refs, search), read whole: an answer cut
+ * half-way is asked again whole (src/http `httpReadAll`), like every other request.
+ */
+export async function hubJson<T>(params: HubParams, url: string, what: string): Promise<{ value: T; res: HttpDocument }> {
+  if (params.offline) throw offlineError(what);
+  let res: HttpDocument;
+  try {
+    res = await httpReadAll(url, { signal: params.signal, headers: hubHeaders(params), limit: JSON_LIMIT, what });
+  } catch (err) {
+    throw unreachable(params, what, err);
+  }
+  if (res.status < 200 || res.status >= 300) throw hubErrorOf(res, what, params);
+  try {
+    return { value: JSON.parse(res.bytes.toString("utf8")) as T, res };
+  } catch {
+    throw new CakeError("E_HTTP", `${what}: the Hub's answer to ${displayUrl(res.url)} is not JSON (${res.bytes.length} bytes)`);
+  }
+}
+
+/** A listing of a 70B model's tree is a few MB; nothing the Hub sends as JSON comes near this. */
+const JSON_LIMIT = 256 << 20;
+
+const offlineError = (what: string) => new CakeError("E_OFFLINE", `${what}: HF_HUB_OFFLINE is set, the Hub is not asked`);
+
+/** Connection-level codes: the Hub was never reached (as opposed to an answer cut half-way). */
+const CONNECT_CODES = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|UND_ERR_CONNECT_TIMEOUT)$/;
+
+/**
+ * A request that failed on the network after its retries, as one line naming `what`: "cannot reach
+ * the Hub" when no connection could be made (callers with a local copy fall back to it on
+ * E_NETWORK), else what happened to which URL and how many tries.
+ */
+export function unreachable(params: HubParams, what: string, err: unknown): unknown {
+  if (!isCakeError(err, "E_NETWORK") && !isNetworkError(err)) return err;
+  let code: string | undefined;
+  for (let e = err as { code?: string; cause?: unknown } | undefined, i = 0; e && i < 8; e = e.cause as typeof e, i++) {
+    if (typeof e.code === "string" && CONNECT_CODES.test(e.code)) code = e.code;
+  }
+  if (code) {
+    const tries = / \(\d+ tr(y|ies)\)$/.exec((err as Error).message)?.[0] ?? "";
+    const cause = (err as { cause?: unknown }).cause ?? err;
+    return new CakeError("E_NETWORK", `${what}: cannot reach the Hub at ${params.hubUrl}: ${describeError(cause)}${tries === " (1 try)" ? "" : tries}`, { cause: err });
+  }
+  return new CakeError("E_NETWORK", `${what}: ${isCakeError(err) ? err.message : describeError(err)}`, { cause: err });
 }
 
 export const encodeRepo = (repo: string) => repo.split("/").map(encodeURIComponent).join("/");

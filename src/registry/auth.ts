@@ -14,10 +14,10 @@ import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import type { Dispatcher } from "undici";
-import { CakeError } from "../errors.js";
-import { header, httpRequest, readLimited, type HttpResponse } from "../http/request.js";
+import { CakeError, isCakeError } from "../errors.js";
+import { header, httpReadAll, httpRequest, type HttpDocument } from "../http/request.js";
 import type { RetryPolicy } from "../http/retry.js";
-import { registryError, urlish } from "./errors.js";
+import { errorFromBody, registryError, urlish } from "./errors.js";
 import { DOCKER_HUB, isPlainHttpHost } from "./reference.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -399,7 +399,7 @@ export class Authenticator {
     }
     const creds = await this.credentials();
     const headers: Record<string, string> = { "user-agent": this.opts.userAgent ?? "cake" };
-    let res: HttpResponse;
+    let res: HttpDocument;
     let method: "GET" | "POST";
     if (creds?.identityToken) {
       // OAuth2 refresh-token grant (https://distribution.github.io/distribution/spec/auth/oauth/)
@@ -419,12 +419,11 @@ export class Authenticator {
     }
     if (res.status !== 200) {
       const hint = res.status === 401 || res.status === 403 ? await this.describeCredentials() : undefined;
-      const err = await registryError(res, method, realmUrl.toString(), `${this.registry}: token server`, hint);
-      throw err;
+      throw errorFromBody(res.status, res.bytes, method, realmUrl.toString(), `${this.registry}: token server`, hint);
     }
     let body: { token?: unknown; access_token?: unknown; expires_in?: unknown };
     try {
-      body = JSON.parse((await readLimited(res.body, TOKEN_RESPONSE_LIMIT, urlish(realm))).toString("utf8")) as typeof body;
+      body = JSON.parse(res.bytes.toString("utf8")) as typeof body;
     } catch (err) {
       throw new CakeError("E_AUTH", `${this.registry}: token server ${urlish(realm)} answered with something that is not a token: ${(err as Error).message}`, { cause: err });
     }
@@ -437,10 +436,13 @@ export class Authenticator {
     return { token, expiresAt: Date.now() + seconds * 900 };
   }
 
-  private async tokenRequest(url: string, req: { method: "GET" | "POST"; headers: Record<string, string>; body?: string }): Promise<HttpResponse> {
+  /** A token request, its answer read whole (a cut answer is asked again, as every request is). */
+  private async tokenRequest(url: string, req: { method: "GET" | "POST"; headers: Record<string, string>; body?: string }): Promise<HttpDocument> {
     try {
-      return await httpRequest(url, { ...req, retry: this.opts.retry, dispatcher: this.opts.dispatcher });
+      return await httpReadAll(url, { ...req, retry: this.opts.retry, dispatcher: this.opts.dispatcher, limit: TOKEN_RESPONSE_LIMIT, what: `${this.registry}: token server ${urlish(url)}` });
     } catch (err) {
+      if (isCakeError(err, "E_SIZE")) throw err;
+      if (isCakeError(err, "E_NETWORK")) throw new CakeError("E_NETWORK", `${this.registry}: token server: ${err.message}`, { cause: err });
       throw new CakeError("E_NETWORK", `${this.registry}: token server ${urlish(url)}: ${(err as Error).message}`, { cause: err });
     }
   }

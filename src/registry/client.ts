@@ -12,10 +12,10 @@ import { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
 import { sha256Digest } from "../digest.js";
 import { CakeError, isCakeError } from "../errors.js";
-import { header, httpRequest, type HttpMethod, type HttpRequest, type HttpResponse } from "../http/request.js";
+import { header, httpReadAll, httpRequest, type HttpDocument, type HttpMethod, type HttpRequest, type HttpResponse } from "../http/request.js";
 import { DEFAULT_RETRY, RETRYABLE_STATUS, describeError, isNetworkError, retryDelay, sleep, type RetryPolicy } from "../http/retry.js";
 import { Authenticator, lookupCredentials, repositoryScope, type Credentials } from "./auth.js";
-import { discard, registryError, urlish } from "./errors.js";
+import { discard, errorFromBody, registryError, urlish } from "./errors.js";
 import { DOCKER_HUB, assertDigest, assertRepository, assertTagOrDigest, isDigest, isPlainHttpHost } from "./reference.js";
 
 const MiB = 1024 * 1024;
@@ -154,15 +154,10 @@ export class RegistryClient {
     const ctx = this.context(repo, reference);
     assertTagOrDigest(reference, ctx);
     const url = `${this.origin}/v2/${repo}/manifests/${reference}`;
-    const res = await this.send(url, { method: "GET", headers: { accept: MANIFEST_ACCEPT }, scopes: this.pull(repo), context: ctx });
-    if (res.status !== 200) throw await this.fail(res, "GET", url, ctx);
     const limit = REGISTRY_DEFAULTS.manifestLimit;
-    const declared = Number(header(res.headers, "content-length"));
-    if (Number.isFinite(declared) && declared > limit) {
-      discard(res.body);
-      throw new CakeError("E_SIZE", `${ctx}: manifest is ${declared} bytes, more than the ${limit / MiB} MiB cake accepts`);
-    }
-    const bytes = await this.readBody(res, limit, ctx, "manifest");
+    const res = await this.sendRead(url, { method: "GET", headers: { accept: MANIFEST_ACCEPT }, scopes: this.pull(repo), context: ctx }, limit, "manifest");
+    if (res.status !== 200) throw await this.failRead(res, "GET", url, ctx);
+    const bytes = res.bytes;
     const digest = sha256Digest(bytes);
     if (isDigest(reference) && digest !== reference) {
       throw new CakeError("E_DIGEST", `${ctx}: the registry sent a manifest that hashes to ${digest}, not the digest asked for`);
@@ -270,10 +265,13 @@ export class RegistryClient {
   /** A small blob (a config, a recipe) read whole and checked against its digest. */
   async readBlob(repo: string, digest: string, limit: number): Promise<Buffer> {
     const ctx = this.context(repo, digest);
-    const bytes = await this.readBody(await this.fetchBlob(repo, digest), limit, ctx, "blob");
-    const got = sha256Digest(bytes);
+    assertDigest(digest, ctx);
+    const url = `${this.origin}/v2/${repo}/blobs/${digest}`;
+    const res = await this.sendRead(url, { method: "GET", scopes: this.pull(repo), context: ctx }, limit, "blob");
+    if (res.status !== 200) throw await this.failRead(res, "GET", url, ctx);
+    const got = sha256Digest(res.bytes);
     if (got !== digest) throw new CakeError("E_DIGEST", `${ctx}: the registry sent a blob that hashes to ${got}`);
-    return bytes;
+    return res.bytes;
   }
 
   /**
@@ -331,9 +329,9 @@ export class RegistryClient {
     while (url !== undefined) {
       if (seen.has(url)) throw new CakeError("E_REGISTRY", `${ctx}: tag listing links back to a page already read (${urlish(url)})`);
       seen.add(url);
-      const res = await this.send(url, { method: "GET", scopes: this.pull(repo), context: ctx });
-      if (res.status !== 200) throw await this.fail(res, "GET", url, ctx);
-      const body = await this.readBody(res, REGISTRY_DEFAULTS.tagsPageLimit, ctx, "tag list");
+      const res = await this.sendRead(url, { method: "GET", scopes: this.pull(repo), context: ctx }, REGISTRY_DEFAULTS.tagsPageLimit, "tag list");
+      if (res.status !== 200) throw await this.failRead(res, "GET", url, ctx);
+      const body = res.bytes;
       let tags: unknown;
       try {
         tags = (JSON.parse(body.toString("utf8")) as { tags?: unknown }).tags;
@@ -361,9 +359,9 @@ export class RegistryClient {
     while (url !== undefined) {
       if (seen.has(url)) throw new CakeError("E_REGISTRY", `${ctx}: catalog links back to a page already read (${urlish(url)})`);
       seen.add(url);
-      const res = await this.send(url, { method: "GET", scopes: [CATALOG_SCOPE], context: ctx });
+      const res = await this.sendRead(url, { method: "GET", scopes: [CATALOG_SCOPE], context: ctx }, REGISTRY_DEFAULTS.tagsPageLimit, "catalog");
       if (res.status !== 200) {
-        const err = await this.fail(res, "GET", url, ctx);
+        const err = await this.failRead(res, "GET", url, ctx);
         const refused = res.status === 401 || res.status === 403;
         const hint = refused ? `; ${await this.auth.describeCredentials()}` : "";
         if (res.status === 404 || refused || err.errors.some((e) => e.code === "UNSUPPORTED")) {
@@ -376,7 +374,7 @@ export class RegistryClient {
         }
         throw err;
       }
-      const body = await this.readBody(res, REGISTRY_DEFAULTS.tagsPageLimit, ctx, "catalog");
+      const body = res.bytes;
       let repos: unknown;
       try {
         repos = (JSON.parse(body.toString("utf8")) as { repositories?: unknown }).repositories;
@@ -637,13 +635,36 @@ export class RegistryClient {
    * a 401 one more try with what the challenge asks for (a token refreshed, a scope added).
    * Authorization only ever goes to the registry's own origin.
    */
-  private async send(url: string, req: SendRequest): Promise<HttpResponse> {
+  private send(url: string, req: SendRequest): Promise<HttpResponse> {
+    return this.authorized(url, req, (r) => httpRequest(url, r), (res) => res.body.dump());
+  }
+
+  /**
+   * A small answer (a manifest, a tag page, a config) read whole with authentication: an answer cut
+   * half-way is asked again in the same retry loop as the request itself (src/http `httpReadAll`).
+   * Answers that are not 2xx come back read (up to 64 KiB) for `failRead`.
+   */
+  private sendRead(url: string, req: SendRequest, limit: number, what: string): Promise<HttpDocument> {
+    return this.authorized(url, req, (r) => httpReadAll(url, { ...r, limit, what: `${req.context}: ${what}` }), async () => {});
+  }
+
+  /**
+   * One request with authentication: the header the Authenticator has for these scopes, and on
+   * a 401 one more try with what the challenge asks for (a token refreshed, a scope added).
+   * Authorization only ever goes to the registry's own origin.
+   */
+  private async authorized<T extends { status: number; headers: HttpResponse["headers"] }>(
+    url: string,
+    req: SendRequest,
+    call: (r: HttpRequest) => Promise<T>,
+    drop: (res: T) => Promise<unknown>,
+  ): Promise<T> {
     const sameOrigin = new URL(url).origin === this.origin;
     let authorization = sameOrigin ? await this.auth.authorization(req.scopes) : undefined;
     for (let attempt = 0; ; attempt++) {
-      let res: HttpResponse;
+      let res: T;
       try {
-        res = await httpRequest(url, {
+        res = await call({
           method: req.method,
           headers: { "user-agent": this.userAgent, ...req.headers, ...(authorization ? { authorization } : {}) },
           body: req.body,
@@ -653,7 +674,9 @@ export class RegistryClient {
           dispatcher: this.opts.dispatcher,
         });
       } catch (err) {
-        if (req.signal?.aborted || isCakeError(err) || hasSourceError(err)) throw err;
+        if (req.signal?.aborted || hasSourceError(err)) throw err;
+        if (isCakeError(err, "E_NETWORK")) throw new CakeError("E_NETWORK", `${req.context}: ${err.message}`, { cause: err });
+        if (isCakeError(err)) throw err;
         throw new CakeError("E_NETWORK", `${req.context}: ${req.method} ${urlish(url)}: ${describeError(err)}`, { cause: err });
       }
       if (res.status !== 401 || attempt > 0 || !sameOrigin) return res;
@@ -661,37 +684,24 @@ export class RegistryClient {
       try {
         next = await this.auth.challenge(res.headers["www-authenticate"], req.scopes, authorization);
       } catch (err) {
-        discard(res.body);
+        await drop(res).catch(() => {});
         throw err;
       }
       if (next === undefined) return res;
-      await res.body.dump();
+      await drop(res);
       authorization = next;
     }
+  }
+
+  /** The error for an answer read whole by `sendRead`. */
+  private async failRead(res: HttpDocument, method: string, url: string, ctx: string) {
+    const hint = res.status === 401 || res.status === 403 ? await this.auth.describeCredentials() : undefined;
+    return errorFromBody(res.status, res.bytes, method, url, ctx, hint);
   }
 
   private async fail(res: HttpResponse, method: string, url: string, ctx: string) {
     const hint = res.status === 401 || res.status === 403 ? await this.auth.describeCredentials() : undefined;
     return registryError(res, method, url, ctx, hint);
-  }
-
-  private async readBody(res: { body: Readable }, limit: number, ctx: string, what: string): Promise<Buffer> {
-    const chunks: Buffer[] = [];
-    let n = 0;
-    try {
-      for await (const chunk of res.body) {
-        n += (chunk as Buffer).length;
-        if (n > limit) {
-          discard(res.body);
-          throw new CakeError("E_SIZE", `${ctx}: ${what} is more than ${limit / MiB} MiB, refused`);
-        }
-        chunks.push(chunk as Buffer);
-      }
-    } catch (err) {
-      if (isCakeError(err)) throw err;
-      throw new CakeError("E_NETWORK", `${ctx}: reading the ${what}: ${describeError(err)}`, { cause: err });
-    }
-    return Buffer.concat(chunks);
   }
 
   private checkDigestHeader(res: HttpResponse, expected: string, ctx: string, what: string): void {

@@ -2,6 +2,9 @@
  * Progress of a long transfer on stderr: bytes, rate, ETA and items done, redrawn at most 5 times a
  * second on a TTY; nothing when stderr is not a TTY or with --quiet.
  */
+import { formatBytes } from "../units.js";
+
+export { formatBytes };
 export interface ProgressSink {
   addTotal(bytes: number, items?: number): void;
   bytes(n: number): void;
@@ -11,16 +14,6 @@ export interface ProgressSink {
 }
 
 export const silentProgress: ProgressSink = { addTotal() {}, bytes() {}, item() {}, done() {} };
-
-export function formatBytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
-}
 
 const formatEta = (s: number) => (!Number.isFinite(s) ? "--:--" : `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`);
 

@@ -13,6 +13,7 @@ import { readdir } from "node:fs/promises";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join, posix } from "node:path";
+import { cutAnswer, type CutPlan } from "../helpers/cut-answer.js";
 import { BlobIndex, entryAt, listTree, Repo, scanDir, type Commit, type RepoFile, type TreeEntry } from "./repo.js";
 
 export interface HubOptions {
@@ -42,12 +43,29 @@ export interface HubKnobs {
   fail503Every?: number;
   resolveCache?: boolean;
   /**
+   * Cuts any answer at any byte, the way a CDN, a proxy or a load balancer sometimes does: asked once
+   * per request (Hub and CDN alike: JSON, redirects, errors, file bytes), it says how much of the
+   * whole answer as sent on the wire (status line, headers, body) goes out before the connection is
+   * destroyed: `{ bytes }`, or `{ fraction }` of the whole (headers + Content-Length); undefined = no cut.
+   * `n` counts requests from when the knob was set. See `cutEvery` (test/helpers/cut-answer.ts).
+   */
+  cut?: (r: CutRequest) => CutPlan | undefined;
+  /**
    * What model info's `siblings` lists, given the commit's file names (default: all of them). Tests
    * leave files out or add names the commit lacks, as a trimmed or stale answer would.
    */
   siblings?: (names: string[]) => string[];
 }
 
+export interface CutRequest {
+  /** 1 for the first request after the knob was set. */
+  n: number;
+  server: "hub" | "cdn";
+  method: string;
+  /** Path and query. */
+  url: string;
+  range?: string;
+}
 export interface HubCounters {
   requests: number;
   bytesServed: number; // body bytes of file content (resolve + CDN)
@@ -55,6 +73,8 @@ export interface HubCounters {
   rangesByFile: Map<string, Array<[number, number]>>; // byte ranges served [start, endExclusive], in order
   cdnAuthorizationSeen: number; // requests reaching the CDN that carried an Authorization header (must stay 0 for good clients)
   dropped: number;
+  /** Answers cut by the `cut` knob (the connection destroyed part-way). */
+  cut: number;
   injected429: number;
   injected503: number;
   reset(): void;
@@ -146,7 +166,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
   const secret = randomBytes(32);
   const knobs: HubKnobs = { bandwidth: opts.bandwidth, latencyMs: opts.latencyMs, resolveCache: opts.resolveCache };
   // Phase counters for the deterministic knobs, restarted whenever the knob is set.
-  const phase = { requests: 0, content: 0 };
+  const phase = { requests: 0, content: 0, cut: 0 };
   let repoSerial = 0;
 
   const counters: HubCounters = {
@@ -156,6 +176,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     rangesByFile: new Map(),
     cdnAuthorizationSeen: 0,
     dropped: 0,
+    cut: 0,
     injected429: 0,
     injected503: 0,
     reset() {
@@ -165,6 +186,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
       counters.rangesByFile.clear();
       counters.cdnAuthorizationSeen = 0;
       counters.dropped = 0;
+      counters.cut = 0;
       counters.injected429 = 0;
       counters.injected503 = 0;
     },
@@ -706,6 +728,8 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
       counters.requests++;
       if (kind === "cdn" && req.headers.authorization !== undefined) counters.cdnAuthorizationSeen++;
       const n = ++phase.requests;
+      const plan = knobs.cut?.({ n: ++phase.cut, server: kind, method: req.method ?? "GET", url: req.url ?? "/", ...(req.headers.range ? { range: req.headers.range } : {}) });
+      if (plan) cutAnswer(res, plan, () => counters.cut++);
       if (knobs.latencyMs) await sleep(knobs.latencyMs);
       if (knobs.fail429Every && n % knobs.fail429Every === 0) {
         counters.injected429++;
@@ -784,6 +808,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
       Object.assign(knobs, k);
       if ("fail429Every" in k || "fail503Every" in k) phase.requests = 0;
       if ("dropAfterBytes" in k || "dropEvery" in k) phase.content = 0;
+      if ("cut" in k) phase.cut = 0;
     },
     counters,
     async close() {

@@ -3,13 +3,14 @@
  * each request (method, path kind, status, body bytes each way), so a test can say "the second
  * push sent no PATCH" or "only the changed bytes crossed the wire". Faults can be injected for
  * the rare case a real registry will not provoke: a canned answer, a connection cut mid-body,
- * a request header dropped, a rewritten answer.
+ * a request header dropped, a rewritten answer, an answer cut at any byte (headers included).
  *
  * The Host header is forwarded unchanged, so the registry's Location URLs point back through
  * the proxy.
  */
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { cutAnswer, type CutPlan } from "../helpers/cut-answer.js";
 
 export type PathKind = "base" | "manifest" | "blob" | "upload" | "tags" | "catalog" | "other";
 
@@ -58,6 +59,8 @@ export interface Fault {
   throttle?: number;
   /** Forward the request body at most this many bytes per second (to kill an upload mid-blob). */
   throttleUp?: number;
+  /** Cut the answer (status line, headers or body) at this point, then the connection (test/helpers/cut-answer.ts). */
+  cutAnswer?: CutPlan | ((req: IncomingMessage) => CutPlan);
   /** Request headers removed before forwarding. */
   dropRequestHeaders?: string[];
   /** Change the registry's answer (read whole, Content-Length fixed up). */
@@ -97,6 +100,7 @@ export async function startCountingProxy(targetUrl: string): Promise<CountingPro
     if (fault) {
       fault.left--;
       record.faulted = true;
+      if (fault.cutAnswer) cutAnswer(res, typeof fault.cutAnswer === "function" ? fault.cutAnswer(req) : fault.cutAnswer);
     }
 
     if (fault?.respond) {

@@ -14,6 +14,7 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import type { AddressInfo } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
+import { cutAnswer, type CutPlan } from "../helpers/cut-answer.js";
 
 export type Tool = "oras" | "crane" | "skopeo" | "docker-registry" | "htpasswd" | "openssl";
 
@@ -78,6 +79,8 @@ export interface TokenServer {
   validFor: number;
   /** A refresh token (docker's `identitytoken`) accepted for the user. */
   refreshToken: string;
+  /** Cuts the `n`th token answer (1-based) where it returns a plan (test/helpers/cut-answer.ts). Mutable. */
+  cut?: (n: number) => CutPlan | undefined;
   close(): Promise<void>;
 }
 
@@ -284,6 +287,8 @@ async function startTokenServer(
   };
 
   server.on("request", (req: IncomingMessage, res) => {
+    const plan = ts.cut?.(ts.requests.length + 1);
+    if (plan) cutAnswer(res, plan);
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
