@@ -67,7 +67,8 @@ export class HubFileReader {
     if (end <= start) throw new RangeError(`empty range ${start}-${end}`);
     const range = `bytes=${start}-${end - 1}`;
     for (let attempt = 0; attempt < 2; attempt++) {
-      const loc = await this.location();
+      const located = this.location();
+      const loc = await located;
       const headers = loc.hub ? hubHeaders(this.params, { range }) : { "user-agent": USER_AGENT, range };
       const res = await httpRequest(loc.url, { headers, ...(signal ? { signal } : {}) });
       if (res.status === 206) {
@@ -79,9 +80,14 @@ export class HubFileReader {
         return { body: res.body, start };
       }
       if (res.status === 200) return { body: res.body, start: 0 };
-      if (!loc.hub && (res.status === 403 || res.status === 410) && attempt === 0) {
+      // A signed location that expired: CloudFront/S3 answer 403 (410 some), the Xet bridge and some CDNs 400.
+      // Any 400 counts, whatever its body says: the bodies differ by CDN (S3 XML, HTML, plain text), the
+      // signature is the only part of this request that goes stale, and a wrong guess costs one HEAD on the
+      // Hub before the same answer is reported with its status.
+      if (!loc.hub && (res.status === 400 || res.status === 403 || res.status === 410) && attempt === 0) {
         await res.body.dump();
-        this.where = undefined; // signed URL expired: resolve again
+        // Resolve again, once for all the reads that met it (not again if another read already has).
+        if (this.where === located) this.where = undefined;
         continue;
       }
       if (loc.hub) {
