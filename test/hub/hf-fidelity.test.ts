@@ -289,6 +289,7 @@ describe("huggingface_hub 2.4.0 against the emulator", () => {
       hub.setKnobs({ resolveCache: false });
     }
     expect(hub.counters.bytesByFile.get("acme/gated-llama/config.json")).toBe((await readFile(join(baseDir, "config.json"))).length);
+    expect(hub.counters.resolveCacheRedirects).toBe(2); // the HEAD of each; the GET then goes to the location found
   });
 
   test("Xet-backed files: the client takes them for Xet ones and, with HF_HUB_DISABLE_XET=1, downloads them from the Xet bridge without its token", async () => {
@@ -311,19 +312,25 @@ describe("huggingface_hub 2.4.0 against the emulator", () => {
     expect(hub.counters.cdnAuthorizationSeen).toBe(0);
   });
 
-  test("a 429 with the Hub's RateLimit headers and no Retry-After: the client waits t + 1 s and succeeds", async () => {
+  test("a 429 with the Hub's RateLimit headers and no Retry-After: the client waits t + 1 s and succeeds, or names the limit", async () => {
     hub.counters.reset();
     // The HEAD passes, the GET of the file is refused once.
     hub.setKnobs({ fail429Every: 2, rateLimitStyle: "ratelimit", retryAfterSeconds: 1 });
     let out: Awaited<ReturnType<typeof hfLogged>>;
+    let refused: PyResult | undefined;
     try {
       out = await hfLogged([{ op: "download", repo: "acme/llama-tiny", filename: "config.json", revision: v1 }]);
+      // file_exists does not retry: the error it raises is read from the RateLimit headers.
+      hub.setKnobs({ fail429Every: 1 });
+      [refused] = await hf([{ op: "file_exists", repo: "acme/llama-tiny", filename: "config.json" }]);
     } finally {
       hub.setKnobs({ fail429Every: 0, rateLimitStyle: undefined, retryAfterSeconds: undefined });
     }
     expect(await readFile(ok<string>(out.results[0]), "utf8")).toBe(await readFile(join(baseDir, "config.json"), "utf8"));
-    expect(hub.counters.injected429).toBe(1);
     expect(out.log).toContainEqual(expect.stringMatching(/^Rate limited\. Waiting 2\.0s before retry/));
+    expect(err(refused).status).toBe(429);
+    expect(err(refused).message).toContain("you have reached your 'resolvers' rate limit.\nRetry after 1 seconds (0/3000 requests remaining in current 300s window).");
+    expect(hub.counters.injected429).toBe(2);
   });
 
   test("a connection cut mid-body is resumed with a Range request", async () => {
