@@ -66,9 +66,15 @@ export class HubFileReader {
     return loc.hub ? hubHeaders(this.params, { range }) : { "user-agent": USER_AGENT, range };
   }
 
-  /** The CDN refused a signed location it gave out: it expired, and resolving again gives a fresh one. */
+  /**
+   * The CDN refused a signed location it gave out: it expired, and resolving again gives a fresh one.
+   * CloudFront/S3 answer 403 (410 some), the Xet bridge and some CDNs 400. Any 400 counts, whatever its
+   * body says: the bodies differ by CDN (S3 XML, HTML, plain text), the signature is the only part of
+   * the request that goes stale, and a wrong guess costs one HEAD on the Hub before the same answer is
+   * reported with its status.
+   */
   private expired(loc: { hub: boolean }, status: number): boolean {
-    return !loc.hub && (status === 403 || status === 410);
+    return !loc.hub && (status === 400 || status === 403 || status === 410);
   }
 
   /** Bytes [start, end) of the file. Says where its body starts (0 when the server ignored Range). */
@@ -76,7 +82,8 @@ export class HubFileReader {
     if (end <= start) throw new RangeError(`empty range ${start}-${end}`);
     const range = `bytes=${start}-${end - 1}`;
     for (let attempt = 0; attempt < 2; attempt++) {
-      const loc = await this.location();
+      const located = this.location();
+      const loc = await located;
       let res;
       try {
         res = await httpRequest(loc.url, { headers: this.rangeHeaders(loc, range), ...(signal ? { signal } : {}) });
@@ -94,7 +101,8 @@ export class HubFileReader {
       if (res.status === 200) return { body: res.body, start: 0 };
       if (this.expired(loc, res.status) && attempt === 0) {
         await res.body.dump();
-        this.where = undefined; // signed URL expired: resolve again
+        // Resolve again, once for all the reads that met it (not again if another read already has).
+        if (this.where === located) this.where = undefined;
         continue;
       }
       if (loc.hub) {
@@ -114,7 +122,8 @@ export class HubFileReader {
     if (end <= start) throw new RangeError(`empty range ${start}-${end}`);
     const range = `bytes=${start}-${end - 1}`;
     for (let attempt = 0; attempt < 2; attempt++) {
-      const loc = await this.location();
+      const located = this.location();
+      const loc = await located;
       let res;
       try {
         res = await httpReadAll(loc.url, { headers: this.rangeHeaders(loc, range), limit: end - start, what: this.what, ...(signal ? { signal } : {}) });
@@ -126,7 +135,7 @@ export class HubFileReader {
         return res.bytes;
       }
       if (this.expired(loc, res.status) && attempt === 0) {
-        this.where = undefined;
+        if (this.where === located) this.where = undefined;
         continue;
       }
       if (loc.hub) throw hubErrorOf(res, this.what, this.params);

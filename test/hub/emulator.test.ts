@@ -526,12 +526,143 @@ describe("knobs", () => {
     }
   });
 
+  test("xet: picked LFS files resolve to the Xet bridge with X-Xet-Hash and Link; the bridge serves Range, refuses a forged link", async () => {
+    const bytes = await readFile(join(model, "data", "random.bin"));
+    hub.counters.reset();
+    hub.setKnobs({ xet: (path) => path === "data/random.bin" });
+    try {
+      const head = await http(`${hub.url}/acme/tiny/resolve/v1/data/random.bin`, { method: "HEAD" });
+      expect(head.status).toBe(302);
+      expect(head.h("x-repo-commit")).toBe(sha1);
+      expect(head.h("x-linked-etag")).toBe(`"${sha256(bytes)}"`);
+      expect(head.h("x-linked-size")).toBe(String(RANDOM_SIZE));
+      const hash = head.h("x-xet-hash")!;
+      expect(hash).toMatch(/^[0-9a-f]{64}$/);
+      expect(head.h("link")).toBe(
+        `<${hub.url}/api/models/acme/tiny/xet-read-token/${sha1}>; rel="xet-auth", <${hub.xetUrl}/v1/reconstructions/${hash}>; rel="xet-reconstruction-info"`,
+      );
+      const location = head.h("location")!;
+      expect(location).toMatch(new RegExp(`^${hub.xetUrl}/xet-bridge-us/[0-9a-f]{24}/${hash}\\?X-Amz-Algorithm=`));
+      expect(new URL(location).searchParams.get("X-Amz-Expires")).toBe("3600");
+      // Not picked: the CDN as before.
+      const other = await http(`${hub.url}/acme/tiny/resolve/v1/model-00001-of-00002.safetensors`, { method: "HEAD" });
+      expect(other.h("location")!.startsWith(`${hub.cdnUrl}/repos/`)).toBe(true);
+      expect(other.h("x-xet-hash")).toBeUndefined();
+
+      const whole = await http(location);
+      expect(whole.status).toBe(200);
+      expect(whole.body.equals(bytes)).toBe(true);
+      const mid = await http(location, { headers: { range: "bytes=1000-1999" } });
+      expect(mid.status).toBe(206);
+      expect(mid.h("content-range")).toBe(`bytes 1000-1999/${RANDOM_SIZE}`);
+      expect(mid.body.equals(bytes.subarray(1000, 2000))).toBe(true);
+      expect(hub.counters.xetRequests).toBe(2);
+      expect(hub.counters.rangesByFile.get("acme/tiny/data/random.bin")).toEqual([
+        [0, RANDOM_SIZE],
+        [1000, 2000],
+      ]);
+
+      hub.setKnobs({ xetRangeRequiredAbove: 1000 });
+      const noRange = await http(location);
+      expect(noRange.status).toBe(400);
+      expect(noRange.body.toString()).toContain("A Range header is required for objects larger than 1000 bytes.");
+      expect((await http(location, { method: "HEAD" })).status).toBe(200);
+      expect((await http(location, { headers: { range: "bytes=0-" } })).status).toBe(206);
+
+      const forged = new URL(location);
+      forged.searchParams.set("X-Amz-Signature", "0".repeat(64));
+      const refused = await http(forged.toString());
+      expect(refused.status).toBe(403);
+      expect(refused.body.toString()).toContain("<Code>SignatureDoesNotMatch</Code>");
+      expect(hub.counters.cdnAuthorizationSeen).toBe(0);
+      await http(location, { headers: { ...bearer("hf_alice"), range: "bytes=0-9" } });
+      expect(hub.counters.cdnAuthorizationSeen).toBe(1);
+
+      // The tree lists the hash, as the Hub does for Xet files; the Xet protocol itself says it is not emulated.
+      const tree = await http(`${hub.url}/api/models/acme/tiny/tree/v1/data`);
+      expect(tree.json<Array<{ path: string; xetHash?: string }>>()).toEqual([expect.objectContaining({ path: "data/random.bin", xetHash: hash })]);
+      const token = await http(`${hub.url}/api/models/acme/tiny/xet-read-token/${sha1}`);
+      expect(token.status).toBe(501);
+      expect(token.h("x-error-message")).toContain("HF_HUB_DISABLE_XET=1");
+    } finally {
+      hub.setKnobs({ xet: undefined, xetRangeRequiredAbove: undefined });
+    }
+  });
+
+  test("linkTtlSeconds and expiredLinkStatus: an expired CDN or bridge link answers 403, or 400 when asked", async () => {
+    const resolve = async (file: string) => (await http(`${hub.url}/acme/tiny/resolve/v1/${file}`, { method: "HEAD" })).h("location")!;
+    hub.counters.reset();
+    hub.setKnobs({ xet: (path) => path === "data/random.bin", linkTtlSeconds: 5 });
+    try {
+      const cdn = await resolve("model-00001-of-00002.safetensors");
+      expect(Number(new URL(cdn).searchParams.get("Expires")) - Date.now() / 1000).toBeGreaterThan(4);
+      expect(Number(new URL(cdn).searchParams.get("Expires")) - Date.now() / 1000).toBeLessThanOrEqual(6);
+      expect(new URL(await resolve("data/random.bin")).searchParams.get("X-Amz-Expires")).toBe("5");
+      expect((await http(cdn, { headers: { range: "bytes=0-9" } })).status).toBe(206);
+
+      // A negative lifetime hands out links that have already expired.
+      hub.setKnobs({ linkTtlSeconds: -2 });
+      const [oldCdn, oldBridge] = [await resolve("model-00001-of-00002.safetensors"), await resolve("data/random.bin")];
+      for (const link of [oldCdn, oldBridge]) {
+        const r = await http(link, { headers: { range: "bytes=0-9" } });
+        expect(r.status).toBe(403);
+        expect(r.body.toString()).toContain("<Code>AccessDenied</Code><Message>Request has expired</Message>");
+      }
+      hub.setKnobs({ expiredLinkStatus: 400 });
+      for (const link of [oldCdn, oldBridge]) {
+        const r = await http(link, { headers: { range: "bytes=0-9" } });
+        expect(r.status).toBe(400);
+        expect(r.body.toString()).toContain("<Code>ExpiredToken</Code>");
+      }
+      expect(hub.counters.expiredLinks).toBe(4);
+      expect(hub.counters.xetRequests).toBe(0);
+    } finally {
+      hub.setKnobs({ xet: undefined, linkTtlSeconds: undefined, expiredLinkStatus: undefined });
+    }
+  });
+
+  test("rateLimitStyle 'ratelimit': 429 with RateLimit and RateLimit-Policy and no Retry-After, per bucket", async () => {
+    const loc = (await http(`${hub.url}/acme/tiny/resolve/main/data/random.bin`, { method: "HEAD" })).h("location")!;
+    hub.setKnobs({ fail429Every: 1, rateLimitStyle: "ratelimit", retryAfterSeconds: 7 });
+    try {
+      const api = await http(`${hub.url}/api/models/acme/tiny`);
+      expect(api.status).toBe(429);
+      expect(api.h("retry-after")).toBeUndefined();
+      expect(api.h("ratelimit")).toBe('"api";r=0;t=7');
+      expect(api.h("ratelimit-policy")).toBe('"fixed window";"api";q=500;w=300');
+      for (const url of [`${hub.url}/acme/tiny/resolve/main/config.json`, loc]) {
+        const r = await http(url);
+        expect(r.status).toBe(429);
+        expect(r.h("ratelimit")).toBe('"resolvers";r=0;t=7');
+        expect(r.h("ratelimit-policy")).toBe('"fixed window";"resolvers";q=3000;w=300');
+      }
+    } finally {
+      hub.setKnobs({ fail429Every: 0, rateLimitStyle: undefined, retryAfterSeconds: undefined });
+    }
+  });
+
+  test("resolveCache 'always' redirects regular files at a commit sha too", async () => {
+    hub.counters.reset();
+    hub.setKnobs({ resolveCache: "always" });
+    try {
+      const head = await http(`${hub.url}/acme/tiny/resolve/${sha1}/config.json`, { method: "HEAD" });
+      expect(head.status).toBe(307);
+      expect(head.h("location")!.startsWith(`/api/resolve-cache/models/acme/tiny/${sha1}/config.json?`)).toBe(true);
+      expect((await http(`${hub.url}${head.h("location")!}`, { method: "HEAD" })).status).toBe(200);
+      expect((await http(`${hub.url}/acme/tiny/resolve/${sha1}/data/random.bin`, { method: "HEAD" })).status).toBe(302);
+      expect(hub.counters.resolveCacheRedirects).toBe(1);
+    } finally {
+      hub.setKnobs({ resolveCache: false });
+    }
+  });
+
   test("counters.reset() zeroes everything", async () => {
     await http(`${hub.url}/acme/tiny/resolve/main/config.json`);
     expect(hub.counters.requests).toBeGreaterThan(0);
     expect(hub.counters.bytesServed).toBeGreaterThan(0);
     hub.counters.reset();
     expect(hub.counters).toMatchObject({ requests: 0, bytesServed: 0, cdnAuthorizationSeen: 0, dropped: 0, injected429: 0, injected503: 0 });
+    expect(hub.counters).toMatchObject({ xetRequests: 0, expiredLinks: 0, resolveCacheRedirects: 0 });
     expect(hub.counters.bytesByFile.size).toBe(0);
     expect(hub.counters.rangesByFile.size).toBe(0);
   });

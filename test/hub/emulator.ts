@@ -3,8 +3,9 @@
  * paths-info, search, resolve with LFS redirects to a CDN on another host), its error codes, and knobs to
  * make the network bad on purpose (bandwidth, latency, dropped connections, 429, 503).
  *
- * Two plain node:http servers: the Hub on `host` and the "CDN" on `cdnHost`, another loopback address, so a
- * client that forwards its token off the Hub host is caught (`counters.cdnAuthorizationSeen`).
+ * Three plain node:http servers: the Hub on `host`, the "CDN" on `cdnHost` and the Xet bridge on `xetHost`
+ * (xet-bridge.ts), other loopback addresses, so a client that forwards its token off the Hub host is caught
+ * (`counters.cdnAuthorizationSeen`).
  * See docs/hub-emulation.md.
  */
 import { createHash, createHmac, randomBytes } from "node:crypto";
@@ -14,19 +15,23 @@ import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join, posix } from "node:path";
 import { cutAnswer, type CutPlan } from "../helpers/cut-answer.js";
+import { rateLimitHeaders, type RateLimitStyle } from "./rate-limit.js";
 import { BlobIndex, entryAt, listTree, Repo, scanDir, type Commit, type RepoFile, type TreeEntry } from "./repo.js";
+import { xetBridge, xetHashOf } from "./xet-bridge.js";
 
 export interface HubOptions {
   host?: string; // default "127.0.0.1"
   cdnHost?: string; // default "127.0.0.2" (another loopback address; the CDN is a second HTTP server there)
   port?: number;
   cdnPort?: number; // default 0 = free port
+  xetHost?: string; // default "127.0.0.3": the Xet bridge (cas-bridge.xethub.hf.co), a third HTTP server
+  xetPort?: number; // default 0 = free port
   pageSize?: number; // tree listing page size (default 1000 like the Hub); tests set it small to force Link pagination
   tokens?: Record<string, { user: string; gatedAccess?: string[] }>; // HF tokens accepted, and gated repos each may read
   bandwidth?: number; // per-connection cap in bytes/second on CDN + resolve bodies (0/undefined = none)
   latencyMs?: number; // added before answering each request
-  /** Answer regular files at a branch/tag with a relative 307 to /api/resolve-cache/… as huggingface.co does (default false). */
-  resolveCache?: boolean;
+  /** Answer regular files at a branch/tag (`"always"`: at a commit too) with a relative 307 to /api/resolve-cache/… as huggingface.co does (default false). */
+  resolveCache?: boolean | "always";
 }
 
 export interface HubKnobs {
@@ -36,12 +41,23 @@ export interface HubKnobs {
   dropAfterBytes?: number;
   /** Which content requests `dropAfterBytes` applies to: every Nth; 0 = none. Unset: all of them if dropAfterBytes > 0. */
   dropEvery?: number;
-  /** Every Nth request (Hub or CDN) answers 429 with `Retry-After: retryAfterSeconds`. */
+  /** Every Nth request (Hub, CDN or bridge) answers 429 that says to retry in `retryAfterSeconds` (see rateLimitStyle). */
   fail429Every?: number;
   retryAfterSeconds?: number;
   /** Every Nth request (Hub or CDN) answers 503. */
   fail503Every?: number;
-  resolveCache?: boolean;
+  /** `"always"`: also at a full commit sha (what clients' captures of huggingface.co show for small files). */
+  resolveCache?: boolean | "always";
+  /** LFS files stored with Xet (all with `true`, or those the predicate picks): resolve 302s to the Xet bridge. */
+  xet?: boolean | ((path: string) => boolean);
+  /** The Xet bridge answers 400 to a GET without Range of a file larger than this (unset: never). */
+  xetRangeRequiredAbove?: number;
+  /** Lifetime of the signed CDN and bridge links handed out from now on (default 24 h CDN, 1 h bridge). */
+  linkTtlSeconds?: number;
+  /** What an expired CDN or bridge link answers: 403 (CloudFront/S3, default) or 400. */
+  expiredLinkStatus?: 403 | 400;
+  /** How injected 429s say when to retry: `Retry-After` (default) or the Hub's `RateLimit` headers, t = retryAfterSeconds. */
+  rateLimitStyle?: RateLimitStyle;
   /**
    * Cuts any answer at any byte, the way a CDN, a proxy or a load balancer sometimes does: asked once
    * per request (Hub and CDN alike: JSON, redirects, errors, file bytes), it says how much of the
@@ -60,7 +76,7 @@ export interface HubKnobs {
 export interface CutRequest {
   /** 1 for the first request after the knob was set. */
   n: number;
-  server: "hub" | "cdn";
+  server: "hub" | "cdn" | "xet";
   method: string;
   /** Path and query. */
   url: string;
@@ -68,10 +84,13 @@ export interface CutRequest {
 }
 export interface HubCounters {
   requests: number;
-  bytesServed: number; // body bytes of file content (resolve + CDN)
+  bytesServed: number; // body bytes of file content (resolve + CDN + bridge)
   bytesByFile: Map<string, number>; // key "org/name/path" -> content bytes served
   rangesByFile: Map<string, Array<[number, number]>>; // byte ranges served [start, endExclusive], in order
-  cdnAuthorizationSeen: number; // requests reaching the CDN that carried an Authorization header (must stay 0 for good clients)
+  cdnAuthorizationSeen: number; // requests reaching the CDN or the Xet bridge that carried an Authorization header (must stay 0 for good clients)
+  xetRequests: number; // requests the Xet bridge accepted (signature valid, link alive)
+  expiredLinks: number; // CDN or bridge requests refused because their signed link had expired
+  resolveCacheRedirects: number; // resolve answers that were a 307 to /api/resolve-cache
   dropped: number;
   /** Answers cut by the `cut` knob (the connection destroyed part-way). */
   cut: number;
@@ -83,6 +102,7 @@ export interface HubCounters {
 export interface Hub {
   url: string; // e.g. http://127.0.0.1:PORT  (HF_ENDPOINT)
   cdnUrl: string;
+  xetUrl: string;
   addRepo(id: string, opts?: { gated?: boolean; private?: boolean }): void; // "org/name"
   /** Make a commit whose tree is exactly the files under `dir` (read from disk, streamed: files can be GBs). Moves `branch` (default "main") to it, adds tags. Returns the 40-hex commit sha (deterministic: sha1 over the tree + parent). */
   commit(id: string, dir: string, opts?: { branch?: string; tags?: string[]; message?: string }): Promise<string>;
@@ -175,6 +195,9 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     bytesByFile: new Map(),
     rangesByFile: new Map(),
     cdnAuthorizationSeen: 0,
+    xetRequests: 0,
+    expiredLinks: 0,
+    resolveCacheRedirects: 0,
     dropped: 0,
     cut: 0,
     injected429: 0,
@@ -185,6 +208,9 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
       counters.bytesByFile.clear();
       counters.rangesByFile.clear();
       counters.cdnAuthorizationSeen = 0;
+      counters.xetRequests = 0;
+      counters.expiredLinks = 0;
+      counters.resolveCacheRedirects = 0;
       counters.dropped = 0;
       counters.cut = 0;
       counters.injected429 = 0;
@@ -194,6 +220,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
 
   let hubUrl = "";
   let cdnUrl = "";
+  let xetUrl = "";
 
   // ---------- responses ----------
 
@@ -213,6 +240,11 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     send(req, res, status, `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message></Error>`, {
       "Content-Type": "application/xml",
     });
+  const refuseExpired = (req: IncomingMessage, res: ServerResponse) => {
+    counters.expiredLinks++;
+    if (knobs.expiredLinkStatus === 400) return cdnError(req, res, 400, "ExpiredToken", "The provided token has expired.");
+    cdnError(req, res, 403, "AccessDenied", "Request has expired");
+  };
 
   // ---------- access ----------
 
@@ -255,6 +287,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
         ? { type: "file", oid: e.file.oid, size: e.file.size, path: e.path }
         : { type: "directory", oid: e.oid, size: 0, path: e.path };
     if (e.type === "file" && e.file.lfs) out.lfs = { oid: e.file.sha256, size: e.file.size, pointerSize: e.file.pointerSize };
+    if (e.type === "file" && bridge.isXet(e.file)) out.xetHash = xetHashOf(e.file);
     if (expand) {
       out.lastCommit = lastCommitJson(repo.lastCommitFor(commit.sha, e.path));
       if (e.type === "file") out.securityFileStatus = { status: "safe", avScan: { virusFound: false, virusNames: null }, pickleImportScan: null };
@@ -336,7 +369,8 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
 
   const cdnLocation = (repo: Repo, f: RepoFile): string => {
     const repoHash = createHash("sha256").update(`models/${repo.id}`).digest("hex");
-    const expires = Math.floor(Date.now() / 1000) + CDN_TTL_SECONDS;
+    // Rounded up: a link lives its lifetime plus less than a second, never less.
+    const expires = Math.ceil(Date.now() / 1000 + (knobs.linkTtlSeconds ?? CDN_TTL_SECONDS));
     const policy = b64url(JSON.stringify({ r: repo.id, p: f.path, s: f.sha256, e: expires }));
     const signature = createHmac("sha256", secret).update(policy).digest("base64url");
     const q = new URLSearchParams({
@@ -464,6 +498,16 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     }
   };
 
+  const bridge = xetBridge({
+    secret,
+    knobs,
+    counters,
+    repoKey: (repo) => mongoId(repo.id),
+    serveContent: (req, res, repo, f, headers) => serveContent(req, res, repo, f, headers, true),
+    refuse: cdnError,
+    refuseExpired,
+  });
+
   // ---------- routes ----------
 
   const readBody = async (req: IncomingMessage, limit = 16 * 1024 * 1024): Promise<string> => {
@@ -497,13 +541,14 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     if (!f) throw new HttpError(404, "EntryNotFound", "Entry not found", { "X-Repo-Commit": commit.sha });
     const headers: Record<string, string> = {
       "X-Repo-Commit": commit.sha,
-      "Access-Control-Expose-Headers": "X-Repo-Commit,X-Linked-Etag,X-Linked-Size,X-Error-Code,X-Error-Message,ETag,Content-Range,Link",
+      "Access-Control-Expose-Headers": "X-Repo-Commit,X-Linked-Etag,X-Linked-Size,X-Xet-Hash,X-Error-Code,X-Error-Message,ETag,Content-Range,Link",
     };
-    if (!f.lfs && knobs.resolveCache && !pinned && rev !== commit.sha) {
+    if (!f.lfs && knobs.resolveCache && !pinned && (rev !== commit.sha || knobs.resolveCache === "always")) {
       // What huggingface.co does for regular files at a branch or tag: a relative redirect to a URL pinned to the
       // commit (cacheable). Clients must follow it on the same host, keeping their token.
       const encoded = path.split("/").map(encodeURIComponent).join("/");
       const location = `/api/resolve-cache/models/${id}/${commit.sha}/${encoded}?etag=${encodeURIComponent(`"${f.contentOid}"`)}`;
+      counters.resolveCacheRedirects++;
       return send(req, res, 307, "", { ...headers, Location: location });
     }
     if (f.lfs) {
@@ -514,6 +559,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
         "X-Linked-Size": String(f.size),
         ETag: `"${f.sha256}"`,
         "Accept-Ranges": "bytes",
+        ...bridge.redirectHeaders(hubUrl, repo, commit.sha, f),
       });
     }
     await serveContent(req, res, repo, f, { ...headers, ETag: `"${f.contentOid}"`, "Content-Type": contentTypeOf(f.path), "Content-Disposition": contentDisposition(f.path) }, false);
@@ -661,6 +707,9 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
       const headers: Record<string, string> = {};
       return sendJson(req, res, 200, paginate(req, url, all, pageSize, headers), headers);
     }
+    if (op === "xet-read-token") {
+      throw new HttpError(501, undefined, "hub emulator: the Xet protocol is not emulated; set HF_HUB_DISABLE_XET=1 to download through the Xet bridge");
+    }
     throw new HttpError(404, undefined, "Sorry, we can't find the page you are looking for.");
   };
 
@@ -709,7 +758,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
       return cdnError(req, res, 403, "AccessDenied", "Malformed policy");
     }
     if (p.s !== m[1]) return cdnError(req, res, 403, "AccessDenied", "Signature does not match this object");
-    if (p.e * 1000 < Date.now()) return cdnError(req, res, 403, "AccessDenied", "Request has expired");
+    if (p.e * 1000 < Date.now()) return refuseExpired(req, res);
     const repo = repos.get(p.r);
     const f = repo ? [...repo.commits.values()].map((c) => c.files.get(p.p)).find((x) => x?.sha256 === p.s) : undefined;
     if (!repo || !f) return cdnError(req, res, 404, "NoSuchKey", "The specified key does not exist.");
@@ -723,24 +772,25 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     await serveContent(req, res, repo, f, headers, true);
   };
 
-  const handler = (kind: "hub" | "cdn") => (req: IncomingMessage, res: ServerResponse) => {
+  const handler = (kind: "hub" | "cdn" | "xet") => (req: IncomingMessage, res: ServerResponse) => {
     void (async () => {
       counters.requests++;
-      if (kind === "cdn" && req.headers.authorization !== undefined) counters.cdnAuthorizationSeen++;
+      if (kind !== "hub" && req.headers.authorization !== undefined) counters.cdnAuthorizationSeen++;
       const n = ++phase.requests;
       const plan = knobs.cut?.({ n: ++phase.cut, server: kind, method: req.method ?? "GET", url: req.url ?? "/", ...(req.headers.range ? { range: req.headers.range } : {}) });
       if (plan) cutAnswer(res, plan, () => counters.cut++);
       if (knobs.latencyMs) await sleep(knobs.latencyMs);
       if (knobs.fail429Every && n % knobs.fail429Every === 0) {
         counters.injected429++;
-        const retry = String(knobs.retryAfterSeconds ?? 1);
-        return sendError(req, res, new HttpError(429, undefined, "Too Many Requests (injected by the hub emulator)", { "Retry-After": retry }));
+        const headers = rateLimitHeaders(knobs.rateLimitStyle, knobs.retryAfterSeconds ?? 1, kind, new URL(req.url ?? "/", "http://x").pathname);
+        return sendError(req, res, new HttpError(429, undefined, "Too Many Requests (injected by the hub emulator)", headers));
       }
       if (knobs.fail503Every && n % knobs.fail503Every === 0) {
         counters.injected503++;
         return sendError(req, res, new HttpError(503, undefined, "Service Unavailable (injected by the hub emulator)"));
       }
       if (kind === "hub") await hubRoute(req, res);
+      else if (kind === "xet") await bridge.route(req, res);
       else await cdnRoute(req, res);
     })().catch((err: unknown) => {
       if (res.headersSent) {
@@ -754,6 +804,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
 
   const hubServer = http.createServer(handler("hub"));
   const cdnServer = http.createServer(handler("cdn"));
+  const xetServer = http.createServer(handler("xet"));
   const listen = (server: http.Server, port: number, h: string) =>
     new Promise<number>((resolve, reject) => {
       const onError = (err: Error) => reject(err);
@@ -766,18 +817,24 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
 
   const hubPort = await listen(hubServer, opts.port ?? 0, host);
   hubUrl = `http://${host}:${hubPort}`;
-  try {
-    const cdnPort = await listen(cdnServer, opts.cdnPort ?? 0, cdnHost);
-    cdnUrl = `http://${cdnHost}:${cdnPort}`;
-  } catch (err) {
-    // Some systems (macOS) only configure 127.0.0.1: serve the CDN on the Hub's address under another host name,
-    // which is still another origin for clients.
-    if ((err as NodeJS.ErrnoException).code !== "EADDRNOTAVAIL" || host !== "127.0.0.1") {
-      await new Promise<void>((r) => hubServer.close(() => r()));
-      throw err;
+  /** Listens on another loopback address; the URL to reach it there. */
+  const listenElsewhere = async (server: http.Server, port: number, at: string): Promise<string> => {
+    try {
+      return `http://${at}:${await listen(server, port, at)}`;
+    } catch (err) {
+      // Some systems (macOS) only configure 127.0.0.1: serve on the Hub's address under another host name (or
+      // another port), which is still another origin for clients.
+      if ((err as NodeJS.ErrnoException).code !== "EADDRNOTAVAIL" || host !== "127.0.0.1") throw err;
+      return `http://localhost:${await listen(server, port, host)}`;
     }
-    const cdnPort = await listen(cdnServer, opts.cdnPort ?? 0, host);
-    cdnUrl = `http://localhost:${cdnPort}`;
+  };
+  try {
+    cdnUrl = await listenElsewhere(cdnServer, opts.cdnPort ?? 0, cdnHost);
+    xetUrl = await listenElsewhere(xetServer, opts.xetPort ?? 0, opts.xetHost ?? "127.0.0.3");
+    bridge.setUrl(xetUrl);
+  } catch (err) {
+    for (const s of [hubServer, cdnServer]) if (s.listening) await new Promise<void>((r) => s.close(() => r()));
+    throw err;
   }
 
   const addRepo = (id: string, o: { gated?: boolean; private?: boolean } = {}) => {
@@ -802,6 +859,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
   const hub: Hub = {
     url: hubUrl,
     cdnUrl,
+    xetUrl,
     addRepo,
     commit,
     setKnobs(k) {
@@ -817,7 +875,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
           s.close(() => r());
           s.closeAllConnections();
         });
-      await Promise.all([closeOne(hubServer), closeOne(cdnServer)]);
+      await Promise.all([closeOne(hubServer), closeOne(cdnServer), closeOne(xetServer)]);
     },
   };
 

@@ -64,8 +64,8 @@ const PAGE = 3;
 const BIG = 10 * 1024 * 1024 + 5;
 const CHANGED = "model.layers.1.mlp.up_proj.weight";
 
-/** Runs hf_client.py with a fresh HF_HOME; returns one result per operation. */
-async function hf(ops: object[], token?: string): Promise<PyResult[]> {
+/** Runs hf_client.py with a fresh HF_HOME; returns one result per operation, and the client's warnings. */
+async function hfLogged(ops: object[], token?: string, extra: Record<string, string> = {}): Promise<{ results: PyResult[]; log: string[] }> {
   const env = cleanEnv({
     HF_ENDPOINT: hub.url,
     HF_HUB_DISABLE_XET: "1",
@@ -74,13 +74,15 @@ async function hf(ops: object[], token?: string): Promise<PyResult[]> {
     HF_HUB_DISABLE_IMPLICIT_TOKEN: token ? "0" : "1",
     HF_HOME: join(tmp, `hf-home-${++homes}`),
     ...(token ? { HF_TOKEN: token } : {}),
+    ...extra,
   });
   const r = await run(PYTHON, [SCRIPT, JSON.stringify(ops)], env);
   if (r.code !== 0) throw new Error(`hf_client.py exited ${r.code}:\n${r.stderr}`);
-  const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as { version: string; results: PyResult[] };
+  const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as { version: string; results: PyResult[]; log: string[] };
   expect(out.version).toBe(PINNED);
-  return out.results;
+  return out;
 }
+const hf = async (ops: object[], token?: string): Promise<PyResult[]> => (await hfLogged(ops, token)).results;
 const ok = <T>(r: PyResult | undefined): T => {
   if (!r || !("ok" in r)) throw new Error(`expected success, got ${JSON.stringify(r)}`);
   return r.ok as T;
@@ -287,6 +289,48 @@ describe("huggingface_hub 2.4.0 against the emulator", () => {
       hub.setKnobs({ resolveCache: false });
     }
     expect(hub.counters.bytesByFile.get("acme/gated-llama/config.json")).toBe((await readFile(join(baseDir, "config.json"))).length);
+    expect(hub.counters.resolveCacheRedirects).toBe(2); // the HEAD of each; the GET then goes to the location found
+  });
+
+  test("Xet-backed files: the client takes them for Xet ones and, with HF_HUB_DISABLE_XET=1, downloads them from the Xet bridge without its token", async () => {
+    hub.counters.reset();
+    hub.setKnobs({ xet: true });
+    try {
+      const [snap] = await hf([{ op: "snapshot", repo: "acme/gated-llama" }], "hf_alice_can_read_gated");
+      expect(await hashTree(ok<string>(snap))).toEqual(await hashTree(baseDir));
+      // Proof that the client took the files for Xet ones: with Xet on (hf_xet is installed), it asks for a read token.
+      const shard = "model-00001-of-00003.safetensors";
+      const xetOn = await hfLogged([{ op: "download", repo: "acme/gated-llama", filename: shard }], "hf_alice_can_read_gated", { HF_HUB_DISABLE_XET: "0" });
+      expect(err(xetOn.results[0]).status).toBe(501);
+      expect(err(xetOn.results[0]).message).toContain("xet-read-token");
+    } finally {
+      hub.setKnobs({ xet: false });
+    }
+    // Every LFS file (3 shards and big.dat) came from the bridge, once and whole; the token stayed on the Hub.
+    expect(hub.counters.xetRequests).toBe(4);
+    expect(hub.counters.rangesByFile.get("acme/gated-llama/extra/big.dat")).toEqual([[0, BIG]]);
+    expect(hub.counters.cdnAuthorizationSeen).toBe(0);
+  });
+
+  test("a 429 with the Hub's RateLimit headers and no Retry-After: the client waits t + 1 s and succeeds, or names the limit", async () => {
+    hub.counters.reset();
+    // The HEAD passes, the GET of the file is refused once.
+    hub.setKnobs({ fail429Every: 2, rateLimitStyle: "ratelimit", retryAfterSeconds: 1 });
+    let out: Awaited<ReturnType<typeof hfLogged>>;
+    let refused: PyResult | undefined;
+    try {
+      out = await hfLogged([{ op: "download", repo: "acme/llama-tiny", filename: "config.json", revision: v1 }]);
+      // file_exists does not retry: the error it raises is read from the RateLimit headers.
+      hub.setKnobs({ fail429Every: 1 });
+      [refused] = await hf([{ op: "file_exists", repo: "acme/llama-tiny", filename: "config.json" }]);
+    } finally {
+      hub.setKnobs({ fail429Every: 0, rateLimitStyle: undefined, retryAfterSeconds: undefined });
+    }
+    expect(await readFile(ok<string>(out.results[0]), "utf8")).toBe(await readFile(join(baseDir, "config.json"), "utf8"));
+    expect(out.log).toContainEqual(expect.stringMatching(/^Rate limited\. Waiting 2\.0s before retry/));
+    expect(err(refused).status).toBe(429);
+    expect(err(refused).message).toContain("you have reached your 'resolvers' rate limit.\nRetry after 1 seconds (0/3000 requests remaining in current 300s window).");
+    expect(hub.counters.injected429).toBe(2);
   });
 
   test("a connection cut mid-body is resumed with a Range request", async () => {

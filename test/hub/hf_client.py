@@ -4,10 +4,11 @@ Usage: python3 hf_client.py '<json list of operations>'
 
 The endpoint, token and cache come from the environment (HF_ENDPOINT, HF_TOKEN, HF_HOME), exactly as a
 user would set them. Each operation's result (or the error it raised) is collected, and one JSON document
-{"version": ..., "results": [...]} is printed on stdout. Used by hf-fidelity.test.ts.
+{"version": ..., "results": [...], "log": [...]} is printed on stdout; "log" holds the client's warnings. Used by hf-fidelity.test.ts.
 """
 
 import json
+import logging
 import os
 import sys
 import traceback
@@ -70,8 +71,21 @@ def run(api, op):
     raise ValueError(f"unknown op {kind!r}")
 
 
+class Collect(logging.Handler):
+    """Keeps what huggingface_hub tells the user (e.g. "Rate limited. Waiting 2.0s before retry")."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
 def main():
     ops = json.loads(sys.argv[1])
+    log = Collect()
+    logging.getLogger("huggingface_hub").addHandler(log)
     api = HfApi()
     results = []
     for op in ops:
@@ -90,7 +104,11 @@ def main():
                     }
                 }
             )
-    print(json.dumps({"version": huggingface_hub.__version__, "endpoint": os.environ.get("HF_ENDPOINT"), "results": results}))
+    print(
+        json.dumps(
+            {"version": huggingface_hub.__version__, "endpoint": os.environ.get("HF_ENDPOINT"), "results": results, "log": log.lines}
+        )
+    )
 
 
 if __name__ == "__main__":
