@@ -24,6 +24,8 @@ export interface HttpRequest {
   /** Statuses that are final answers even if normally retried (e.g. a 5xx a test provokes). */
   noRetryStatus?: number[];
   dispatcher?: Dispatcher;
+  /** Whether a redirect from `from` to `to` (another origin) still goes to the party the credentials are for (the Hub's two host names); default: never. */
+  sameParty?: (from: URL, to: URL) => boolean;
 }
 
 export interface HttpResponse {
@@ -74,7 +76,7 @@ export async function httpRequest(url: string, req: HttpRequest = {}): Promise<H
       const loc = Array.isArray(res.headers.location) ? res.headers.location[0]! : res.headers.location;
       target = new URL(loc, target);
       // Credentials are for the origin they were given for, never for a CDN or storage backend.
-      if (target.origin !== origin0) {
+      if (target.origin !== origin0 && !req.sameParty?.(new URL(origin0), target)) {
         headers = Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== "authorization"));
       }
       if (status === 303) {

@@ -4,8 +4,16 @@
  */
 import { CakeError } from "../errors.js";
 import { header, readLimited, type HttpResponse } from "../http/request.js";
+import type { FoundToken } from "./token-files.js";
 
-export async function hubError(res: HttpResponse, what: string, params: { accessToken?: string }): Promise<CakeError> {
+/** What to do about a token the Hub refused: a variable is set by the user, the token file by `hf auth login`. */
+export function refusedToken(found: FoundToken): string {
+  const why = found.refreshError ? `(${found.refreshError})` : "(expired or revoked)";
+  const fix = found.source.startsWith("the token file") ? "run `hf auth login`" : `set a valid ${found.source}`;
+  return `the Hub refused the token from ${found.source} ${why}; ${fix}`;
+}
+
+export async function hubError(res: HttpResponse, what: string, params: { accessToken?: string; found?: FoundToken }): Promise<CakeError> {
   const code = header(res.headers, "x-error-code");
   let message = header(res.headers, "x-error-message");
   if (!message) {
@@ -16,9 +24,11 @@ export async function hubError(res: HttpResponse, what: string, params: { access
       message = undefined;
     }
   } else await res.body.dump();
-  const token = params.accessToken ? "" : " (no HF_TOKEN set)";
+  const refused = params.found?.refused ? params.found : undefined;
+  const token = refused ? `; ${refusedToken(refused)}` : params.accessToken ? "" : " (no HF_TOKEN set)";
   switch (code) {
     case "GatedRepo":
+      if (refused) return new CakeError("E_GATED", `${what}: gated repository${token}`);
       return new CakeError("E_GATED", `${what}: gated repository: ${res.status === 401 ? "log in with HF_TOKEN" : "your token has not been granted access"}; request access on the Hub${token}`);
     case "RepoNotFound":
       return new CakeError("E_NOT_FOUND", `${what}: repository not found (or private and not yours)${token}`);

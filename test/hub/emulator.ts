@@ -22,6 +22,14 @@ export interface HubOptions {
   cdnPort?: number; // default 0 = free port
   pageSize?: number; // tree listing page size (default 1000 like the Hub); tests set it small to force Link pagination
   tokens?: Record<string, { user: string; gatedAccess?: string[] }>; // HF tokens accepted, and gated repos each may read
+  /**
+   * Refresh tokens `POST /oauth/token` (grant_type=refresh_token) takes, as the Hub does for browser
+   * logins: each exchange mints a new access token for that user (`expires_in` 30 days); any other
+   * refresh token is `400 {"error":"invalid_grant"}`.
+   */
+  refreshTokens?: Record<string, { user: string; gatedAccess?: string[] }>;
+  /** Also serve the Hub on this address (`Hub.aliasUrl`), another name for it, as hf.co is for huggingface.co. */
+  aliasHost?: string;
   bandwidth?: number; // per-connection cap in bytes/second on CDN + resolve bodies (0/undefined = none)
   latencyMs?: number; // added before answering each request
   /** Answer regular files at a branch/tag with a relative 307 to /api/resolve-cache/… as huggingface.co does (default false). */
@@ -46,6 +54,8 @@ export interface HubKnobs {
    * leave files out or add names the commit lacks, as a trimmed or stale answer would.
    */
   siblings?: (names: string[]) => string[];
+  /** Every request to the Hub's main address answers 307 to the same path on the alias address (needs `aliasHost`). */
+  redirectToAlias?: boolean;
 }
 
 export interface HubCounters {
@@ -62,6 +72,7 @@ export interface HubCounters {
 
 export interface Hub {
   url: string; // e.g. http://127.0.0.1:PORT  (HF_ENDPOINT)
+  aliasUrl?: string; // with `aliasHost`: the Hub under its other name
   cdnUrl: string;
   addRepo(id: string, opts?: { gated?: boolean; private?: boolean }): void; // "org/name"
   /** Make a commit whose tree is exactly the files under `dir` (read from disk, streamed: files can be GBs). Moves `branch` (default "main") to it, adds tags. Returns the 40-hex commit sha (deterministic: sha1 over the tree + parent). */
@@ -172,6 +183,8 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
 
   let hubUrl = "";
   let cdnUrl = "";
+  let aliasUrl: string | undefined;
+  let minted = 0;
 
   // ---------- responses ----------
 
@@ -652,6 +665,14 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     }
     if (segs[segs.length - 1] === "" && segs.length > 1) segs = segs.slice(0, -1);
     const method = req.method ?? "GET";
+    if (segs[0] === "oauth" && segs[1] === "token" && segs.length === 2 && method === "POST") {
+      const form = new URLSearchParams(await readBody(req));
+      const who = form.get("grant_type") === "refresh_token" ? opts.refreshTokens?.[form.get("refresh_token") ?? ""] : undefined;
+      if (!who) return sendJson(req, res, 400, { error: "invalid_grant", error_description: "The refresh token is invalid or expired" });
+      const access = `hf_oauth_emulator_${++minted}`;
+      tokens.set(access, who);
+      return sendJson(req, res, 200, { access_token: access, token_type: "bearer", expires_in: 30 * 24 * 3600 });
+    }
     if (segs[0] === "api") {
       if (segs[1] === "whoami-v2" && segs.length === 2) {
         const auth = authOf(req);
@@ -701,7 +722,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     await serveContent(req, res, repo, f, headers, true);
   };
 
-  const handler = (kind: "hub" | "cdn") => (req: IncomingMessage, res: ServerResponse) => {
+  const handler = (kind: "hub" | "alias" | "cdn") => (req: IncomingMessage, res: ServerResponse) => {
     void (async () => {
       counters.requests++;
       if (kind === "cdn" && req.headers.authorization !== undefined) counters.cdnAuthorizationSeen++;
@@ -716,8 +737,9 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
         counters.injected503++;
         return sendError(req, res, new HttpError(503, undefined, "Service Unavailable (injected by the hub emulator)"));
       }
-      if (kind === "hub") await hubRoute(req, res);
-      else await cdnRoute(req, res);
+      if (kind === "hub" && knobs.redirectToAlias && aliasUrl) return send(req, res, 307, "", { Location: `${aliasUrl}${req.url ?? "/"}` });
+      if (kind === "cdn") await cdnRoute(req, res);
+      else await hubRoute(req, res);
     })().catch((err: unknown) => {
       if (res.headersSent) {
         res.destroy();
@@ -730,6 +752,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
 
   const hubServer = http.createServer(handler("hub"));
   const cdnServer = http.createServer(handler("cdn"));
+  const aliasServer = http.createServer(handler("alias"));
   const listen = (server: http.Server, port: number, h: string) =>
     new Promise<number>((resolve, reject) => {
       const onError = (err: Error) => reject(err);
@@ -756,6 +779,8 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     cdnUrl = `http://localhost:${cdnPort}`;
   }
 
+  if (opts.aliasHost) aliasUrl = `http://${opts.aliasHost}:${await listen(aliasServer, 0, opts.aliasHost)}`;
+
   const addRepo = (id: string, o: { gated?: boolean; private?: boolean } = {}) => {
     if (!REPO_ID_RE.test(id)) throw new Error(`hub emulator: bad repo id ${JSON.stringify(id)} (want "org/name")`);
     const existing = repos.get(id);
@@ -778,6 +803,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
   const hub: Hub = {
     url: hubUrl,
     cdnUrl,
+    ...(aliasUrl ? { aliasUrl } : {}),
     addRepo,
     commit,
     setKnobs(k) {
@@ -792,7 +818,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
           s.close(() => r());
           s.closeAllConnections();
         });
-      await Promise.all([closeOne(hubServer), closeOne(cdnServer)]);
+      await Promise.all([closeOne(hubServer), closeOne(cdnServer), ...(aliasUrl ? [closeOne(aliasServer)] : [])]);
     },
   };
 
