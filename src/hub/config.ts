@@ -9,7 +9,7 @@
 import os from "node:os";
 import path from "node:path";
 import { envPath } from "../paths-env.js";
-import { cleanToken, readTokenFile, storedTokenRefresh, type FoundToken } from "./token-files.js";
+import { addStoredRefresh, cleanToken, readTokenFile, type FoundToken } from "./token-files.js";
 
 export { cleanToken, type FoundToken } from "./token-files.js";
 
@@ -75,7 +75,7 @@ export function hubParamsFromEnv(): HubParams {
     else {
       const file = hfTokenPath();
       const token = readTokenFile(file);
-      if (token) found = { token, source: `the token file ${file}`, ...storedTokenRefresh(hubUrl, file, token) };
+      if (token) found = addStoredRefresh({ token, source: `the token file ${file}` }, hubUrl, file);
     }
   }
   return { hubUrl, ...(found ? { accessToken: found.token, found } : {}), ...(offline ? { offline } : {}) };

@@ -91,26 +91,24 @@ const expiresAt = (fields: Map<string, string> | undefined): number | undefined 
 };
 
 /**
- * `{ refresh }` when the token file's `token` is a browser login's with less than a day left and a
- * refresh token; `{}` for any other token (left as is).
+ * Gives `found` (the token file's token) its `refresh` when it is a browser login's with less than a
+ * day left and a refresh token; any other token is left as is.
  */
-export function storedTokenRefresh(hubUrl: string, tokenFile: string, token: string): Pick<FoundToken, "refresh"> {
+export function addStoredRefresh(found: FoundToken, hubUrl: string, tokenFile: string): FoundToken {
   const storedFile = path.join(path.dirname(tokenFile), "stored_tokens");
+  const token = found.token;
   const entry = [...readStoredTokens(storedFile)].find(([, f]) => f.get("hf_token") === token);
   const refreshToken = entry?.[1].get("refresh_token");
   const expires = expiresAt(entry?.[1]);
-  if (!entry || !refreshToken || expires === undefined || expires - REFRESH_MARGIN_S > Date.now() / 1000) return {};
-  const name = entry[0];
+  if (!entry || !refreshToken || expires === undefined || expires - REFRESH_MARGIN_S > Date.now() / 1000) return found;
   let once: Promise<void> | undefined;
-  return {
-    refresh(this: FoundToken) {
-      once ??= refreshStored(hubUrl, tokenFile, storedFile, name, token, refreshToken).then(
-        (fresh) => void (this.token = fresh),
-        (err: unknown) => void (this.refreshError = (err as Error).message),
-      );
-      return once;
-    },
-  };
+  found.refresh = () =>
+    (once ??= refreshStored(hubUrl, tokenFile, storedFile, entry[0], token, refreshToken).then(
+      (fresh) => void (found.token = fresh),
+      // Best effort, as huggingface_hub: the old token is sent; if the Hub refuses it, this says why.
+      (err: unknown) => void (found.refreshError = (err as Error).message),
+    ));
+  return found;
 }
 
 async function refreshStored(hubUrl: string, tokenFile: string, storedFile: string, name: string, token: string, refreshToken: string): Promise<string> {

@@ -84,10 +84,26 @@ describe("Hub tokens", () => {
     expect(r.stdout).toMatch(/^sha256:[a-f0-9]{64}\n$/);
   });
 
+  it("says why a browser login's token could not be refreshed when the Hub then refuses it", async () => {
+    const env = freshEnv();
+    const tokenFile = path.join(env.HF_HOME, "token");
+    await fs.mkdir(env.HF_HOME, { recursive: true });
+    await fs.writeFile(tokenFile, "hf_oauth_expired");
+    await fs.writeFile(path.join(env.HF_HOME, "stored_tokens"), `[oauth-alice]\nhf_token = hf_oauth_expired\nrefresh_token = hf_refresh_revoked\nexpires_at = 1700000000\n\n`);
+    const r = await cake(["pull", "-q", "hf://acme/public"], env);
+    expect(r.stderr).toBe(
+      `cake: warning: the Hub refused the token from the token file ${tokenFile} (refreshing it failed: invalid_grant - The refresh token is invalid or expired); run \`hf auth login\`; going on anonymously\n`,
+    );
+    expect(r.code).toBe(0);
+  });
+
   it("fails on a gated repo saying the Hub refused the token", async () => {
     const r = await cake(["pull", "-q", "hf://acme/gated"], freshEnv({ HF_TOKEN: "hf_expired" }));
-    const lines = r.stderr.trim().split("\n");
-    expect(lines.at(-1)).toMatch(/^cake: hf:\/\/acme\/gated@[0-9a-f]{12}\/[^:]+: gated repository; the Hub refused the token from HF_TOKEN \(expired or revoked\); set a valid HF_TOKEN$/);
+    // Model info is public, so the pull goes on anonymously (the warning) until the gated file (the error).
+    const [warning, error, ...rest] = r.stderr.split("\n");
+    expect(warning).toBe("cake: warning: the Hub refused the token from HF_TOKEN (expired or revoked); set a valid HF_TOKEN; going on anonymously");
+    expect(rest).toEqual([""]);
+    expect(error).toMatch(/^cake: hf:\/\/acme\/gated@[0-9a-f]{12}\/[^:]+: gated repository; the Hub refused the token from HF_TOKEN \(expired or revoked\); set a valid HF_TOKEN$/);
     expect(r.code).toBe(1);
   });
 
