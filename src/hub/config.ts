@@ -15,6 +15,7 @@ export { cleanToken, type FoundToken } from "./token-files.js";
 
 export interface HubParams {
   hubUrl: string;
+  /** The token given (proxy clients, tests); with `found`, its value when found (what goes out: `tokenToSend`). */
   accessToken?: string;
   signal?: AbortSignal;
   /** HF_HUB_OFFLINE: no request goes to the Hub (each fails with E_OFFLINE before it is sent). */

@@ -1,7 +1,8 @@
 /**
  * A Hugging Face Hub emulator: the HTTP API the real `huggingface_hub` client speaks (model info, tree,
  * paths-info, search, resolve with LFS redirects to a CDN on another host), its error codes, and knobs to
- * make the network bad on purpose (bandwidth, latency, dropped connections, 429, 503).
+ * make the network bad on purpose (bandwidth, latency, dropped connections, 429, 503); browser logins'
+ * token refresh (`/oauth/token`) and a second name for the Hub (`aliasHost`).
  *
  * Two plain node:http servers: the Hub on `host` and the "CDN" on `cdnHost`, another loopback address, so a
  * client that forwards its token off the Hub host is caught (`counters.cdnAuthorizationSeen`).
