@@ -73,13 +73,15 @@ export function readStoredTokens(file: string): Sections {
   return sections;
 }
 
-/** Writes sections as configparser does (sorted names, `key = value`, a blank line after each), owner-only like huggingface_hub's `_write_secret`. */
+/** Writes a secret owner-only, as huggingface_hub's `_write_secret` does (file 0600, its folder 0700). */
 function writeSecret(file: string, content: string): void {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   fs.writeFileSync(file, content, { mode: 0o600 });
   fs.chmodSync(file, 0o600);
+  fs.chmodSync(path.dirname(file), 0o700); // huggingface_hub restricts the folder too
 }
 
+/** Writes sections as configparser does: sorted names, `key = value`, a blank line after each. */
 function writeStoredTokens(file: string, sections: Sections): void {
   const names = [...sections.keys()].sort();
   writeSecret(file, names.map((n) => `[${n}]\n${[...sections.get(n)!].map(([k, v]) => `${k} = ${v}\n`).join("")}\n`).join(""));
