@@ -1,13 +1,18 @@
 /** What every command shares: the store, the Hub settings, progress per --quiet. */
 import type { Command } from "commander";
-import { Store, hubParamsFromEnv, ttyProgress, silentProgress, type ProgressSink, type RegistryAccess } from "../src/index.js";
+import { Store, hubParamsFromEnv, ttyProgress, silentProgress, type HubParams, type ProgressSink, type RegistryAccess } from "../src/index.js";
 
 export interface GlobalOpts {
   quiet?: boolean;
 }
 
 export const openStore = () => new Store();
-export const hub = () => hubParamsFromEnv();
+/** The Hub settings from the environment; a found token the Hub refuses is said once on stderr (--quiet or not). */
+export function hub(): HubParams {
+  const params = hubParamsFromEnv();
+  if (params.found) params.found.onRefused = (line) => process.stderr.write(`cake: warning: ${line}\n`);
+  return params;
+}
 
 export function progressFor(opts: GlobalOpts, label: string, items: string): ProgressSink {
   return opts.quiet ? silentProgress : ttyProgress(label, items);

@@ -1,7 +1,6 @@
 import fs from "node:fs";
-import path from "node:path";
 import { Command } from "commander";
-import { CakeError, exportTo, exportToHfCache, hfHome, isHfRef, parseHfRef, sourceFromDir, sourceFromStore, type ArtifactSource } from "../../src/index.js";
+import { CakeError, exportTo, exportToHfCache, hfHubCache, isHfRef, parseHfRef, sourceFromDir, sourceFromStore, type ArtifactSource } from "../../src/index.js";
 import { openStore, progressFor, say } from "../context.js";
 
 /** A directory written by `oras pull` when the argument is one; else a store reference. */
@@ -20,7 +19,7 @@ export function exportCommand(): Command {
     .description("rebuild the model's original files, byte for byte, from the store or an oras-pulled directory")
     .argument("<ref-or-dir>")
     .argument("[out]", "output directory")
-    .option("--hf-cache", "write into $HF_HOME/hub as huggingface_hub's cache (HF_HUB_OFFLINE=1 loads it)")
+    .option("--hf-cache", "write into huggingface_hub's cache ($HF_HUB_CACHE, else $HF_HOME/hub; HF_HUB_OFFLINE=1 loads it)")
     .option("--verify", "hash every file again against its sha256 (by default only files the store has not checked before are hashed)")
     .option("-q, --quiet", "no progress")
     .action(async (arg: string, out: string | undefined, opts: { hfCache?: boolean; verify?: boolean; quiet?: boolean }) => {
@@ -30,7 +29,7 @@ export function exportCommand(): Command {
         const s = src.config?.source;
         if (!s || s.type !== "hf") throw new CakeError("E_USAGE", `${arg}: --hf-cache needs a model pulled from the Hub (its commit names the snapshot)`);
         const revision = isHfRef(arg) ? parseHfRef(arg).revision : s.commit;
-        const snap = await exportToHfCache(src, out ?? path.join(hfHome(), "hub"), s.repo, s.commit, revision, { progress, ...(opts.verify ? { verify: true } : {}) });
+        const snap = await exportToHfCache(src, out ?? hfHubCache(), s.repo, s.commit, revision, { progress, ...(opts.verify ? { verify: true } : {}) });
         say(opts, `${arg}: ${src.recipe.files.length} files in ${snap}${checked(src, opts)}`);
         process.stdout.write(`${snap}\n`);
         return;

@@ -1,5 +1,5 @@
 import { Command } from "commander";
-import { CakeError, closeSharedDispatcher } from "../../src/index.js";
+import { CakeError, closeSharedDispatcher, tokenFromEnv } from "../../src/index.js";
 import { accessFrom, parsePositiveInt, say, type AccessOpts } from "../context.js";
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -65,7 +65,7 @@ function warmCommand(): Command {
       if (!m) throw new CakeError("E_REF", `${url}: want http://host:port/hf/<org>/<model>[:<tag>]`);
       const [, base, name, tag = "main"] = m;
       const { request } = await import("undici");
-      const token = process.env.HF_TOKEN;
+      const token = tokenFromEnv()?.token;
       // The manifest request itself waits for the conversion and returns its digest.
       const res = await request(`${base}/v2/${name}/manifests/${tag}`, {
         method: "HEAD",

@@ -31,6 +31,8 @@ export interface HttpRequest {
   /** Statuses that are final answers even if normally retried (e.g. a 5xx a test provokes). */
   noRetryStatus?: number[];
   dispatcher?: Dispatcher;
+  /** Whether a redirect from `from` to `to` (another origin) still goes to the party the credentials are for (the Hub's two host names); default: never. */
+  sameParty?: (from: URL, to: URL) => boolean;
 }
 
 export interface HttpResponse {
@@ -141,7 +143,7 @@ async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpRes
       const loc = Array.isArray(res.headers.location) ? res.headers.location[0]! : res.headers.location;
       target = new URL(loc, target);
       // Credentials are for the origin they were given for, never for a CDN or storage backend.
-      if (target.origin !== origin0) offOrigin = true;
+      if (target.origin !== origin0 && !req.sameParty?.(new URL(origin0), target)) offOrigin = true;
       if (status === 303) {
         method = method === "HEAD" ? "HEAD" : "GET";
         body = undefined;

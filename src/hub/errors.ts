@@ -5,14 +5,24 @@
 import { CakeError } from "../errors.js";
 import { serverWait } from "../http/retry.js";
 import { header, readLimited, type HttpDocument, type HttpResponse } from "../http/request.js";
+import type { FoundToken } from "./token-files.js";
 
-export async function hubError(res: HttpResponse, what: string, params: { accessToken?: string }): Promise<CakeError> {
+/** What to do about a token the Hub refused: a variable is set by the user, the token file by `hf auth login`. */
+export function refusedToken(found: FoundToken): string {
+  const why = found.refreshError ? `(${found.refreshError})` : "(expired or revoked)";
+  const fix = found.source.startsWith("the token file") ? "run `hf auth login`" : `set a valid ${found.source}`;
+  return `the Hub refused the token from ${found.source} ${why}; ${fix}`;
+}
+
+type TokenState = { accessToken?: string; found?: FoundToken };
+
+export async function hubError(res: HttpResponse, what: string, params: TokenState): Promise<CakeError> {
   const bytes = header(res.headers, "x-error-message") ? (await res.body.dump(), Buffer.alloc(0)) : await readLimited(res.body, 64 << 10, what).catch(() => Buffer.alloc(0));
   return hubErrorOf({ ...res, bytes }, what, params);
 }
 
 /** The one-line error for a Hub answer already read (`httpReadAll`). */
-export function hubErrorOf(res: HttpDocument, what: string, params: { accessToken?: string }): CakeError {
+export function hubErrorOf(res: HttpDocument, what: string, params: TokenState): CakeError {
   const code = header(res.headers, "x-error-code");
   let message = header(res.headers, "x-error-message");
   if (!message) {
@@ -22,9 +32,11 @@ export function hubErrorOf(res: HttpDocument, what: string, params: { accessToke
       message = undefined;
     }
   }
-  const token = params.accessToken ? "" : " (no HF_TOKEN set)";
+  const refused = params.found?.refused ? params.found : undefined;
+  const token = refused ? `; ${refusedToken(refused)}` : params.accessToken ? "" : " (no HF_TOKEN set)";
   switch (code) {
     case "GatedRepo":
+      if (refused) return new CakeError("E_GATED", `${what}: gated repository${token}`);
       return new CakeError("E_GATED", `${what}: gated repository: ${res.status === 401 ? "log in with HF_TOKEN" : "your token has not been granted access"}; request access on the Hub${token}`);
     case "RepoNotFound":
       return new CakeError("E_NOT_FOUND", `${what}: repository not found (or private and not yours)${token}`);

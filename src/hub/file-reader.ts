@@ -1,14 +1,15 @@
 /**
  * Byte ranges of one file of a Hub revision: `GET /{repo}/resolve/{commit}/{path}` with `Range`.
  * Like huggingface_hub, redirects on the Hub's own origin are followed with the token (the Hub's
- * resolve-cache 307s); a redirect to another origin (the LFS CDN) ends resolution. Where the bytes
+ * resolve-cache 307s, and between hf.co and huggingface.co); a redirect to another origin (the LFS
+ * CDN) ends resolution. Where the bytes
  * live is remembered, so each later range goes straight there (one round trip, not two); the CDN gets
  * no Authorization header, and its signed location is re-resolved when it refuses it (expired).
  */
 import type { Readable } from "node:stream";
 import { CakeError } from "../errors.js";
 import { header, httpReadAll, httpRequest, parseContentRange } from "../http/request.js";
-import type { HubParams } from "./config.js";
+import { isHubOrigin, type HubParams } from "./config.js";
 import { hubError, hubErrorOf } from "./errors.js";
 import { encodePath, encodeRepo, hubHeaders, hubRequest, unreachable, USER_AGENT } from "./request.js";
 
@@ -32,7 +33,6 @@ export class HubFileReader {
   /** Where the file's bytes are served: on the Hub's origin (with the token) or on a CDN (without). */
   private location(): Promise<{ url: string; hub: boolean }> {
     this.where ??= (async () => {
-      const origin = new URL(this.params.hubUrl).origin;
       let url = this.resolveUrl;
       for (let hops = 0; hops < 5; hops++) {
         const res = await hubRequest(this.params, url, this.what, { method: "HEAD", followRedirects: false });
@@ -45,7 +45,7 @@ export class HubFileReader {
         const loc = header(res.headers, "location");
         if (res.status < 300 || res.status >= 400 || !loc) return { url, hub: true };
         url = new URL(loc, url).toString();
-        if (new URL(url).origin !== origin) return { url, hub: false };
+        if (!isHubOrigin(this.params, url)) return { url, hub: false };
       }
       throw new CakeError("E_HTTP", `${this.what}: too many redirects on the Hub`);
     })();

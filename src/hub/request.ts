@@ -1,18 +1,75 @@
 /** A request to the Hub with the token attached and Hub errors turned into CakeErrors. */
 import { CakeError, isCakeError } from "../errors.js";
-import { displayUrl, httpReadAll, httpRequest, type HttpDocument, type HttpRequest, type HttpResponse } from "../http/request.js";
+import { displayUrl, header, httpReadAll, httpRequest, type HttpDocument, type HttpRequest, type HttpResponse } from "../http/request.js";
 import { describeError, isNetworkError } from "../http/retry.js";
-import type { HubParams } from "./config.js";
-import { hubError, hubErrorOf } from "./errors.js";
+import { isHubOrigin, type HubParams } from "./config.js";
+import { hubError, hubErrorOf, refusedToken } from "./errors.js";
 
 export const USER_AGENT = "cake/0.1 (+https://github.com/cake)";
 
+/** The token a request carries: the one cake found (refreshed; none once the Hub refused it), else the one given. */
+export function tokenToSend(params: HubParams): string | undefined {
+  return params.found ? (params.found.refused ? undefined : params.found.token) : params.accessToken;
+}
+
 export function hubHeaders(params: HubParams, extra: Record<string, string> = {}): Record<string, string> {
+  const token = tokenToSend(params);
   return {
     "user-agent": USER_AGENT,
-    ...(params.accessToken ? { authorization: `Bearer ${params.accessToken}` } : {}),
+    ...(token ? { authorization: `Bearer ${token}` } : {}),
     ...extra,
   };
+}
+
+/**
+ * A 401 that refuses the token itself (expired, revoked: "Invalid credentials in Authorization
+ * header"), not one that says what the repo needs (GatedRepo, RepoNotFound, ...).
+ */
+const refusesToken = (res: { status: number; headers: HttpResponse["headers"] }) =>
+  res.status === 401 && (!header(res.headers, "x-error-code") || header(res.headers, "x-error-message") === "Invalid credentials in Authorization header");
+
+const answered = (res: { status: number }, req: HttpRequest) =>
+  (res.status >= 200 && res.status < 300) || (req.followRedirects === false && res.status >= 300 && res.status < 400);
+
+/**
+ * One request to the Hub, however its answer is read (`send`): offline refused before it is sent,
+ * the token refreshed where the login allows it, a token cake found itself and the Hub refused (a
+ * browser login's expires after 30 days) dropped once, said once, and a network failure after the
+ * retries turned into one line naming `what`.
+ */
+async function toHub<T extends { status: number; headers: HttpResponse["headers"] }>(
+  params: HubParams,
+  what: string,
+  req: HttpRequest,
+  send: (r: HttpRequest) => Promise<T>,
+  drop: (res: T) => Promise<unknown>,
+): Promise<T> {
+  if (params.offline) throw offlineError(what);
+  const found = params.found;
+  await found?.refresh?.();
+  const sent = tokenToSend(params);
+  // The Hub may redirect between its own names (hf.co, huggingface.co): the token goes along.
+  const sameParty = (from: URL, to: URL) => isHubOrigin(params, from) && isHubOrigin(params, to);
+  const once = async () => {
+    try {
+      return await send({ ...req, signal: params.signal, headers: hubHeaders(params, req.headers), sameParty });
+    } catch (err) {
+      throw unreachable(params, what, err);
+    }
+  };
+  let res = await once();
+  if (found && sent && refusesToken(res)) {
+    // What is public is read without the refused token, once said; what is not fails saying why (hubError).
+    await drop(res);
+    found.refused = true;
+    res = await once();
+    if (answered(res, req)) {
+      const onRefused = found.onRefused;
+      found.onRefused = undefined; // said once per run, whichever request met the refusal first
+      onRefused?.(`${refusedToken(found)}; going on anonymously`);
+    }
+  }
+  return res;
 }
 
 /**
@@ -21,15 +78,8 @@ export function hubHeaders(params: HubParams, extra: Record<string, string> = {}
  * asked (E_OFFLINE): callers that have a local copy fall back to it on those two.
  */
 export async function hubRequest(params: HubParams, url: string, what: string, req: HttpRequest = {}): Promise<HttpResponse> {
-  if (params.offline) throw offlineError(what);
-  let res: HttpResponse;
-  try {
-    res = await httpRequest(url, { ...req, signal: params.signal, headers: hubHeaders(params, req.headers) });
-  } catch (err) {
-    throw unreachable(params, what, err);
-  }
-  const okRedirect = req.followRedirects === false && res.status >= 300 && res.status < 400;
-  if ((res.status < 200 || res.status >= 300) && !okRedirect) throw await hubError(res, what, params);
+  const res = await toHub(params, what, req, (r) => httpRequest(url, r), (r) => r.body.dump());
+  if (!answered(res, req)) throw await hubError(res, what, params);
   return res;
 }
 
@@ -38,14 +88,8 @@ export async function hubRequest(params: HubParams, url: string, what: string, r
  * half-way is asked again whole (src/http `httpReadAll`), like every other request.
  */
 export async function hubJson<T>(params: HubParams, url: string, what: string): Promise<{ value: T; res: HttpDocument }> {
-  if (params.offline) throw offlineError(what);
-  let res: HttpDocument;
-  try {
-    res = await httpReadAll(url, { signal: params.signal, headers: hubHeaders(params), limit: JSON_LIMIT, what });
-  } catch (err) {
-    throw unreachable(params, what, err);
-  }
-  if (res.status < 200 || res.status >= 300) throw hubErrorOf(res, what, params);
+  const res = await toHub(params, what, {}, (r) => httpReadAll(url, { ...r, limit: JSON_LIMIT, what }), async () => {});
+  if (!answered(res, {})) throw hubErrorOf(res, what, params);
   try {
     return { value: JSON.parse(res.bytes.toString("utf8")) as T, res };
   } catch {

@@ -18,6 +18,7 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 import { sha256Digest } from "../digest.js";
 import { CakeError } from "../errors.js";
+import { envPath } from "../paths-env.js";
 import { DOCUMENT_LIMIT } from "../format/artifact.js";
 import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { Ingest } from "./ingest.js";
@@ -26,7 +27,7 @@ import { tempPath, tempWriterAlive } from "./pid.js";
 import { removeFile } from "./remove.js";
 
 export function defaultStoreDir(): string {
-  return process.env.CAKE_HOME || path.join(os.homedir(), ".cache", "cake");
+  return envPath("CAKE_HOME") ?? path.join(os.homedir(), ".cache", "cake");
 }
 
 export interface Tag {

@@ -1,7 +1,8 @@
 /**
  * A Hugging Face Hub emulator: the HTTP API the real `huggingface_hub` client speaks (model info, tree,
  * paths-info, search, resolve with LFS redirects to a CDN on another host), its error codes, and knobs to
- * make the network bad on purpose (bandwidth, latency, dropped connections, 429, 503).
+ * make the network bad on purpose (bandwidth, latency, dropped connections, 429, 503); browser logins'
+ * token refresh (`/oauth/token`) and a second name for the Hub (`aliasHost`).
  *
  * Three plain node:http servers: the Hub on `host`, the "CDN" on `cdnHost` and the Xet bridge on `xetHost`
  * (xet-bridge.ts), other loopback addresses, so a client that forwards its token off the Hub host is caught
@@ -28,6 +29,14 @@ export interface HubOptions {
   xetPort?: number; // default 0 = free port
   pageSize?: number; // tree listing page size (default 1000 like the Hub); tests set it small to force Link pagination
   tokens?: Record<string, { user: string; gatedAccess?: string[] }>; // HF tokens accepted, and gated repos each may read
+  /**
+   * Refresh tokens `POST /oauth/token` (grant_type=refresh_token) takes, as the Hub does for browser
+   * logins: each exchange mints a new access token for that user (`expires_in` 30 days); any other
+   * refresh token is `400 {"error":"invalid_grant"}`.
+   */
+  refreshTokens?: Record<string, { user: string; gatedAccess?: string[] }>;
+  /** Also serve the Hub on this address (`Hub.aliasUrl`), another name for it, as hf.co is for huggingface.co. */
+  aliasHost?: string;
   bandwidth?: number; // per-connection cap in bytes/second on CDN + resolve bodies (0/undefined = none)
   latencyMs?: number; // added before answering each request
   /** Answer regular files at a branch/tag (`"always"`: at a commit too) with a relative 307 to /api/resolve-cache/… as huggingface.co does (default false). */
@@ -71,6 +80,8 @@ export interface HubKnobs {
    * leave files out or add names the commit lacks, as a trimmed or stale answer would.
    */
   siblings?: (names: string[]) => string[];
+  /** Every request to the Hub's main address answers 307 to the same path on the alias address (needs `aliasHost`). */
+  redirectToAlias?: boolean;
 }
 
 export interface CutRequest {
@@ -101,6 +112,7 @@ export interface HubCounters {
 
 export interface Hub {
   url: string; // e.g. http://127.0.0.1:PORT  (HF_ENDPOINT)
+  aliasUrl?: string; // with `aliasHost`: the Hub under its other name
   cdnUrl: string;
   xetUrl: string;
   addRepo(id: string, opts?: { gated?: boolean; private?: boolean }): void; // "org/name"
@@ -221,6 +233,8 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
   let hubUrl = "";
   let cdnUrl = "";
   let xetUrl = "";
+  let aliasUrl: string | undefined;
+  let minted = 0;
 
   // ---------- responses ----------
 
@@ -723,6 +737,14 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     }
     if (segs[segs.length - 1] === "" && segs.length > 1) segs = segs.slice(0, -1);
     const method = req.method ?? "GET";
+    if (segs[0] === "oauth" && segs[1] === "token" && segs.length === 2 && method === "POST") {
+      const form = new URLSearchParams(await readBody(req));
+      const who = form.get("grant_type") === "refresh_token" ? opts.refreshTokens?.[form.get("refresh_token") ?? ""] : undefined;
+      if (!who) return sendJson(req, res, 400, { error: "invalid_grant", error_description: "The refresh token is invalid or expired" });
+      const access = `hf_oauth_emulator_${++minted}`;
+      tokens.set(access, who);
+      return sendJson(req, res, 200, { access_token: access, token_type: "bearer", expires_in: 30 * 24 * 3600 });
+    }
     if (segs[0] === "api") {
       if (segs[1] === "whoami-v2" && segs.length === 2) {
         const auth = authOf(req);
@@ -772,26 +794,28 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     await serveContent(req, res, repo, f, headers, true);
   };
 
-  const handler = (kind: "hub" | "cdn" | "xet") => (req: IncomingMessage, res: ServerResponse) => {
+  const handler = (kind: "hub" | "alias" | "cdn" | "xet") => (req: IncomingMessage, res: ServerResponse) => {
     void (async () => {
       counters.requests++;
-      if (kind !== "hub" && req.headers.authorization !== undefined) counters.cdnAuthorizationSeen++;
+      const server = kind === "alias" ? "hub" : kind; // the alias is the Hub under its other name
+      if (server !== "hub" && req.headers.authorization !== undefined) counters.cdnAuthorizationSeen++;
       const n = ++phase.requests;
-      const plan = knobs.cut?.({ n: ++phase.cut, server: kind, method: req.method ?? "GET", url: req.url ?? "/", ...(req.headers.range ? { range: req.headers.range } : {}) });
+      const plan = knobs.cut?.({ n: ++phase.cut, server, method: req.method ?? "GET", url: req.url ?? "/", ...(req.headers.range ? { range: req.headers.range } : {}) });
       if (plan) cutAnswer(res, plan, () => counters.cut++);
       if (knobs.latencyMs) await sleep(knobs.latencyMs);
       if (knobs.fail429Every && n % knobs.fail429Every === 0) {
         counters.injected429++;
-        const headers = rateLimitHeaders(knobs.rateLimitStyle, knobs.retryAfterSeconds ?? 1, kind, new URL(req.url ?? "/", "http://x").pathname);
+        const headers = rateLimitHeaders(knobs.rateLimitStyle, knobs.retryAfterSeconds ?? 1, server, new URL(req.url ?? "/", "http://x").pathname);
         return sendError(req, res, new HttpError(429, undefined, "Too Many Requests (injected by the hub emulator)", headers));
       }
       if (knobs.fail503Every && n % knobs.fail503Every === 0) {
         counters.injected503++;
         return sendError(req, res, new HttpError(503, undefined, "Service Unavailable (injected by the hub emulator)"));
       }
-      if (kind === "hub") await hubRoute(req, res);
-      else if (kind === "xet") await bridge.route(req, res);
-      else await cdnRoute(req, res);
+      if (kind === "hub" && knobs.redirectToAlias && aliasUrl) return send(req, res, 307, "", { Location: `${aliasUrl}${req.url ?? "/"}` });
+      if (kind === "xet") await bridge.route(req, res);
+      else if (kind === "cdn") await cdnRoute(req, res);
+      else await hubRoute(req, res);
     })().catch((err: unknown) => {
       if (res.headersSent) {
         res.destroy();
@@ -805,6 +829,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
   const hubServer = http.createServer(handler("hub"));
   const cdnServer = http.createServer(handler("cdn"));
   const xetServer = http.createServer(handler("xet"));
+  const aliasServer = http.createServer(handler("alias"));
   const listen = (server: http.Server, port: number, h: string) =>
     new Promise<number>((resolve, reject) => {
       const onError = (err: Error) => reject(err);
@@ -837,6 +862,8 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     throw err;
   }
 
+  if (opts.aliasHost) aliasUrl = `http://${opts.aliasHost}:${await listen(aliasServer, 0, opts.aliasHost)}`;
+
   const addRepo = (id: string, o: { gated?: boolean; private?: boolean } = {}) => {
     if (!REPO_ID_RE.test(id)) throw new Error(`hub emulator: bad repo id ${JSON.stringify(id)} (want "org/name")`);
     const existing = repos.get(id);
@@ -860,6 +887,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     url: hubUrl,
     cdnUrl,
     xetUrl,
+    ...(aliasUrl ? { aliasUrl } : {}),
     addRepo,
     commit,
     setKnobs(k) {
@@ -875,7 +903,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
           s.close(() => r());
           s.closeAllConnections();
         });
-      await Promise.all([closeOne(hubServer), closeOne(cdnServer), closeOne(xetServer)]);
+      await Promise.all([closeOne(hubServer), closeOne(cdnServer), closeOne(xetServer), ...(aliasUrl ? [closeOne(aliasServer)] : [])]);
     },
   };
 
