@@ -85,9 +85,9 @@ export class ProxyRouter extends Dispatcher {
     if (!status) return err;
     if ((status[1] ?? status[2]) === "407") {
       const what = proxy.authorization
-        ? `refused the user and password in ${proxy.variable}`
-        : `asks for a user and password: put them in ${proxy.variable} (http://user:password@host:port)`;
-      return new CakeError("E_AUTH", `${via} ${what} (407 Proxy Authentication Required) for ${target}`, { cause: err });
+        ? `refused the user and password in ${proxy.variable} (407) for ${target}`
+        : `asks for a user and password (407) for ${target}: put them in ${proxy.variable} as http://user:password@host:port`;
+      return new CakeError("E_AUTH", `${via} ${what}`, { cause: err });
     }
     return new CakeError("E_NETWORK", `${via} refused the tunnel to ${target}: it answered ${status[1]} to CONNECT`, { cause: err });
   }

@@ -121,12 +121,12 @@ export async function startSquid(opts: SquidOptions = {}): Promise<Squid> {
       }
     },
     async close() {
+      // Nothing to save (the access log is written as requests end), and a graceful stop waits
+      // for the auth helper: killed. Its helpers exit when their input closes.
       if (!exited) {
         const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+        child.kill("SIGKILL");
         await gone;
-        clearTimeout(timer);
       }
       rmSync(dir, { recursive: true, force: true });
     },

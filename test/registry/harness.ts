@@ -19,7 +19,7 @@ import { delimiter, join } from "node:path";
 export type Tool = "oras" | "crane" | "skopeo" | "docker-registry" | "htpasswd" | "openssl" | "squid";
 
 /**
- * The absolute path of a test tool: `~/go/bin`, `$GOPATH/bin`, then `$PATH`. Throws (the test
+ * The absolute path of a test tool: `~/go/bin`, `$GOPATH/bin`, `$PATH`, then `/usr/sbin`. Throws (the test
  * fails, it never skips) when the tool is missing.
  */
 export function requireTool(name: Tool): string {
@@ -27,6 +27,7 @@ export function requireTool(name: Tool): string {
     join(homedir(), "go", "bin"),
     ...(process.env.GOPATH ?? "").split(delimiter).filter(Boolean).map((p) => join(p, "bin")),
     ...(process.env.PATH ?? "").split(delimiter).filter(Boolean),
+    "/usr/sbin", // squid, for a user whose PATH lacks it
   ];
   for (const dir of dirs) {
     const p = join(dir, name);
