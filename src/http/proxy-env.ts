@@ -2,8 +2,9 @@
  * The proxy settings curl reads from the environment, and which proxy (if any) a URL goes through.
  *
  * - `http://` URLs: `http_proxy`, then `HTTP_PROXY`. curl reads only the lower-case name, because a
- *   CGI program gets a request's `Proxy:` header as `HTTP_PROXY` ("httpoxy"); cake is never run as
- *   CGI, and huggingface_hub, requests and httpx read both, so cake does too (lower case first).
+ *   CGI program gets a request's `Proxy:` header as `HTTP_PROXY` ("httpoxy"); huggingface_hub,
+ *   requests and httpx read both, so cake does too, lower case first, and skips `HTTP_PROXY` when
+ *   `REQUEST_METHOD` says it runs as CGI (as Go does).
  * - `https://` URLs: `https_proxy`, then `HTTPS_PROXY`.
  * - either, when its own is unset: `all_proxy`, then `ALL_PROXY`.
  * - `no_proxy`, then `NO_PROXY`: hosts that go direct (see `parseNoProxy`).
@@ -44,7 +45,7 @@ const first = (env: Env, names: string[]): { name: string; value: string } | und
 /** The proxies the environment names, or undefined when it names none (then nothing proxy-related is loaded). */
 export function readProxyEnv(env: Env = process.env): ProxyEnv | undefined {
   const all = ["all_proxy", "ALL_PROXY"];
-  const http = first(env, ["http_proxy", "HTTP_PROXY", ...all]);
+  const http = first(env, ["http_proxy", ...(env.REQUEST_METHOD ? [] : ["HTTP_PROXY"]), ...all]);
   const https = first(env, ["https_proxy", "HTTPS_PROXY", ...all]);
   if (!http && !https) return undefined;
   return {

@@ -69,6 +69,8 @@ describe("proxy variables, as curl reads them", () => {
     expect(proxyFor(env, new URL("https://hub.internal/api/models/x"))).toBeUndefined();
     expect(proxyFor(env, new URL("https://ignored.example/"))).toBeDefined();
     expect(proxyFor(readProxyEnv({ HTTPS_PROXY: "http://p:1" })!, new URL("http://registry.example/v2/"))).toBeUndefined();
+    // HTTP_PROXY in a CGI program is a request header (httpoxy): not a proxy.
+    expect(readProxyEnv({ HTTP_PROXY: "http://attacker:80", REQUEST_METHOD: "GET" })).toBeUndefined();
   });
 
   it("proxy URLs: http:// when no scheme, curl's default ports, credentials kept out of the printable URL", () => {
