@@ -39,7 +39,7 @@ export function requireTool(name: Tool): string {
     }
   }
   throw new Error(
-    `${name} is required by the registry tests but was not found in ${dirs.join(", ")}; ` +
+    `${name} is required by the tests but was not found in ${dirs.join(", ")}; ` +
       `install the test tools with the setup step of .ci/run`,
   );
 }
