@@ -152,6 +152,12 @@ describe("cake through a real forward proxy", () => {
     expect(cdn.result.code).toBe(0);
     expect(cdn.requests.length).toBeGreaterThan(0);
     expect(cdn.requests.filter((r) => !/^(GET|HEAD) /.test(r) || !r.includes(` http://${hubHost()}/`))).toEqual([]);
+
+    // And the other way: the Hub on NO_PROXY, its CDN through the proxy.
+    const hubDirect = await through(() => cake(["pull", "hf://acme/tiny"], env({ http_proxy: squid.url, no_proxy: `${hubHost()}` })));
+    expect(hubDirect.result.code).toBe(0);
+    expect(hubDirect.requests.length).toBeGreaterThan(0);
+    expect(hubDirect.requests.filter((r) => !r.startsWith(`GET http://${cdnHost()}/repos/`))).toEqual([]);
   });
 
   it("pushes to and pulls from an HTTPS registry through HTTPS_PROXY (CONNECT), its token server through HTTP_PROXY", async () => {
