@@ -97,13 +97,7 @@ export async function startSquid(opts: SquidOptions = {}): Promise<Squid> {
   while (!(await listening(port))) {
     if (exited || Date.now() > deadline) {
       child.kill("SIGKILL");
-      const log = (() => {
-        try {
-          return readFileSync(join(dir, "cache.log"), "utf8");
-        } catch {
-          return stderr;
-        }
-      })();
+      const log = readIfThere(join(dir, "cache.log")) ?? stderr;
       rmSync(dir, { recursive: true, force: true });
       throw new Error(`squid did not start on 127.0.0.1:${port}: ${log.split("\n").slice(-8).join("\n")}`);
     }
@@ -112,14 +106,8 @@ export async function startSquid(opts: SquidOptions = {}): Promise<Squid> {
   return {
     url: `http://127.0.0.1:${port}`,
     port,
-    requests: () => {
-      try {
-        // "- error:…" lines are the start-up probe's connections, not requests.
-        return readFileSync(accessLog, "utf8").split("\n").filter((l) => l && !l.startsWith("- "));
-      } catch {
-        return [];
-      }
-    },
+    // "- error:…" lines are the start-up probe's connections, not requests.
+    requests: () => (readIfThere(accessLog) ?? "").split("\n").filter((l) => l && !l.startsWith("- ")),
     async close() {
       // Nothing to save (the access log is written as requests end), and a graceful stop waits
       // for the auth helper: killed. Its helpers exit when their input closes.
@@ -131,6 +119,14 @@ export async function startSquid(opts: SquidOptions = {}): Promise<Squid> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+function readIfThere(file: string): string | undefined {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
 }
 
 const listening = (port: number) =>
