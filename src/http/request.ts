@@ -84,7 +84,8 @@ class CutAnswer extends Error {
 /** The peer (or something between) closed the connection: undici says "other side closed", node "socket hang up". */
 const isClosed = (err: unknown) => ["UND_ERR_SOCKET", "ECONNRESET", "EPIPE"].includes((err as { code?: string })?.code ?? "");
 
-const tries = (n: number) => `(${n} ${n === 1 ? "try" : "tries"})`;
+/** " (3 tries)"; nothing for a request sent once (CAKE_HTTP_RETRIES=0, or a failure not worth another). */
+const tries = (n: number) => (n > 1 ? ` (${n} tries)` : "");
 
 /**
  * The retry loop every request goes through. `consume` turns a final answer into the result; when
@@ -109,7 +110,7 @@ async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpRes
   const failed = (err: unknown, what: string): never => {
     if (req.signal?.aborted) throw req.signal.reason ?? err;
     const got = progress?.();
-    throw new CakeError("E_NETWORK", `${method} ${displayUrl(target)}: ${what}${got ? ` after ${got}` : ""} ${tries(sent)}`, { cause: err });
+    throw new CakeError("E_NETWORK", `${method} ${displayUrl(target)}: ${what}${got ? ` after ${got}` : ""}${tries(sent)}`, { cause: err });
   };
   /** Whether another try is allowed, given what the server asked for (a wait past the bound: no). */
   const mayRetry = (wait?: ServerWait) => attempt <= policy.retries && !req.signal?.aborted && !(wait && wait.ms > policy.maxServerWaitMs);

@@ -183,7 +183,9 @@ describe("cake through a real forward proxy", () => {
   it("names a proxy that cannot be reached, once, without its credentials", async () => {
     const dead = `127.0.0.1:${await freePort()}`;
     const reg = await cake(["pull", `${REGISTRY_NAME}:443/acme/tiny:v1`], env({ HTTPS_PROXY: `http://cake:s3cret@${dead}`, CAKE_HTTP_RETRIES: "0" }));
-    expect(reg.stderr).toBe(`cake: cannot reach the proxy http://${dead} (from HTTPS_PROXY) for ${REGISTRY_NAME}:443: connect ECONNREFUSED\n`);
+    expect(reg.stderr).toBe(
+      `cake: ${REGISTRY_NAME}:443/acme/tiny:v1: GET https://${REGISTRY_NAME}/v2/acme/tiny/manifests/v1: cannot reach the proxy http://${dead} (from HTTPS_PROXY) for ${REGISTRY_NAME}:443: connect ECONNREFUSED\n`,
+    );
     expect(reg.code).toBe(1);
 
     const fromHub = await cake(["pull", "hf://acme/tiny"], env({ http_proxy: dead, CAKE_HTTP_RETRIES: "0" }));
