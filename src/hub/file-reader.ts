@@ -8,7 +8,7 @@
  */
 import type { Readable } from "node:stream";
 import { CakeError } from "../errors.js";
-import { header, httpReadAll, httpRequest, parseContentRange } from "../http/request.js";
+import { discard, header, httpReadAll, httpRequest, parseContentRange } from "../http/request.js";
 import { isHubOrigin, type HubParams } from "./config.js";
 import { hubError, hubErrorOf } from "./errors.js";
 import { encodePath, encodeRepo, hubHeaders, hubRequest, unreachable, USER_AGENT } from "./request.js";
@@ -93,7 +93,7 @@ export class HubFileReader {
       if (res.status === 206) {
         const cr = parseContentRange(header(res.headers, "content-range"));
         if (!cr || cr.start !== start) {
-          res.body.destroy();
+          discard(res.body);
           throw new CakeError("E_HTTP", `${this.what}: asked for ${range}, got Content-Range ${header(res.headers, "content-range")}`);
         }
         return { body: res.body, start };
