@@ -18,6 +18,7 @@ import {
   listFiles,
   modelInfo,
   parseHfRef,
+  parseConfig,
   parseManifest,
   parseReference,
   pullFromRegistry,
@@ -163,7 +164,7 @@ export function libraryBackend(opts: BackendOptions): Backend {
       return { ref, where: "registry", summary, files: [], note: `not a cake model (config ${manifest.config.mediaType})` };
     }
     const bytes = await client.readBlob(r.repository, manifest.config.digest, DOCUMENT_LIMIT);
-    const config = JSON.parse(bytes.toString("utf8")) as ModelConfig;
+    const config = parseConfig(bytes, `${ref} config`);
     const have = new Set(entries.flatMap((e) => e.manifest?.layers.map((l) => l.digest) ?? []));
     const missing = manifest.layers.filter((l) => !have.has(l.digest)).reduce((n, l) => n + l.size, 0);
     const tensors = tensorsOf(config, entries);

@@ -9,7 +9,7 @@ import { DIGEST_RE, MT, type ImageManifest } from "./oci.js";
 import { checkRelativePath } from "./paths.js";
 import { parseStrictJson } from "./strict-json.js";
 import { parseHeader, readHeaderLength } from "./safetensors.js";
-import type { Recipe, RecipeFile } from "./artifact.js";
+import type { ModelConfig, Recipe, RecipeFile } from "./artifact.js";
 
 const isInt = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 const HEX64 = /^[a-f0-9]{64}$/;
@@ -73,6 +73,52 @@ export function parseRecipe(bytes: Uint8Array, where: string): Recipe {
     if (total !== f.size) bad(`${at}: header and parts add up to ${total} bytes, not ${f.size}`);
   }
   return r as unknown as Recipe;
+}
+
+/**
+ * A cake model config read back (from a registry, an archive, the store), checked as the recipe is:
+ * the source, the layer rule, and every file and tensor (paths that cannot escape, sizes and offsets
+ * that are integers, digests and hashes well formed) before anything uses them.
+ */
+export function parseConfig(bytes: Uint8Array, where: string): ModelConfig {
+  const c = parseJson(bytes, where);
+  const bad = (what: string): never => {
+    throw new CakeError("E_RECIPE", `${where}: ${what}`);
+  };
+  if (c.mediaType !== MT.config || c.schemaVersion !== 1) bad("not a cake model config v1");
+  const src = c.source as Record<string, unknown> | undefined;
+  if (!src || typeof src !== "object") bad("source missing");
+  if (src!.type === "hf") {
+    if (typeof src!.repo !== "string" || !/^[^/\s]+\/[^/\s]+$/.test(src!.repo)) bad("source repo is not org/name");
+    if (typeof src!.commit !== "string" || !HEX40.test(src!.commit)) bad("source commit is not a 40-hex sha");
+  } else if (src!.type !== "dir") bad(`unknown source type ${JSON.stringify(src!.type)}`);
+  const rule = c.layerRule as Record<string, unknown> | undefined;
+  if (!rule || !isInt(rule.threshold) || !isInt(rule.packFactor) || !isInt(rule.maxLayers)) bad("layerRule is not three integers");
+  if (!Array.isArray(c.files)) bad("files missing");
+  const seen = new Set<string>();
+  for (const f of c.files as Array<Record<string, unknown>>) {
+    checkRelativePath(f?.path, `${where} file path`);
+    const at = `file ${String(f.path)}`;
+    if (seen.has(f.path as string)) bad(`${at} listed twice`);
+    seen.add(f.path as string);
+    if (!isInt(f.size)) bad(`${at}: bad size`);
+    if (typeof f.sha256 !== "string" || !HEX64.test(f.sha256)) bad(`${at}: bad sha256`);
+    if (f.gitOid !== undefined && (typeof f.gitOid !== "string" || !HEX40.test(f.gitOid))) bad(`${at}: bad gitOid`);
+    if (f.format !== "safetensors" && f.format !== "raw") bad(`${at}: unknown format ${JSON.stringify(f.format)}`);
+    if (f.metadata !== undefined && (!f.metadata || typeof f.metadata !== "object" || Array.isArray(f.metadata) || !Object.values(f.metadata).every((v) => typeof v === "string"))) {
+      bad(`${at}: metadata is not a map of strings`);
+    }
+    if (f.tensors === undefined) continue;
+    if (!Array.isArray(f.tensors)) bad(`${at}: tensors is not a list`);
+    for (const t of f.tensors as Array<Record<string, unknown>>) {
+      const tat = `${at}: tensor ${JSON.stringify(t?.name)}`;
+      if (!t || typeof t.name !== "string" || typeof t.dtype !== "string") bad(`${tat}: no name or dtype`);
+      if (!Array.isArray(t.shape) || !t.shape.every(isInt)) bad(`${tat}: bad shape`);
+      if (typeof t.digest !== "string" || !DIGEST_RE.test(t.digest)) bad(`${tat}: bad digest`);
+      if (!isInt(t.offset) || !isInt(t.size)) bad(`${tat}: bad offset or size`);
+    }
+  }
+  return c as unknown as ModelConfig;
 }
 
 /** Checks an image manifest's shape (not only cake's): descriptors well formed, digests unique. */

@@ -2,6 +2,7 @@
 import { CakeError } from "../errors.js";
 import type { Artifact, ModelConfig } from "../format/artifact.js";
 import { ANN, MT, type Descriptor } from "../format/oci.js";
+import { parseConfig } from "../format/recipe.js";
 import type { Store } from "../store/layout.js";
 import { canonicalRef } from "./source.js";
 
@@ -18,7 +19,7 @@ export async function readConfig(store: Store, manifestDigest: string): Promise<
   try {
     const m = JSON.parse((await store.readBlob(manifestDigest, 4 << 20)).toString("utf8")) as { config?: { mediaType?: string; digest?: string } };
     if (m.config?.mediaType !== MT.config || !m.config.digest) return undefined;
-    return JSON.parse((await store.readBlob(m.config.digest)).toString("utf8")) as ModelConfig;
+    return parseConfig(await store.readBlob(m.config.digest), `config ${m.config.digest}`);
   } catch {
     return undefined;
   }

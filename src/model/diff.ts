@@ -6,7 +6,7 @@
 import { CakeError } from "../errors.js";
 import { DOCUMENT_LIMIT, type ConfigTensor, type ModelConfig } from "../format/artifact.js";
 import { MT, type ImageManifest } from "../format/oci.js";
-import { parseManifest } from "../format/recipe.js";
+import { parseConfig, parseManifest } from "../format/recipe.js";
 import { isHfRef } from "./ref.js";
 import { parseReference } from "../registry/reference.js";
 import type { Store } from "../store/layout.js";
@@ -36,7 +36,7 @@ async function loadSide(ref: string, store: Store, access: RegistryAccess): Prom
     configBytes = await client.readBlob(r.repository, manifest.config.digest, DOCUMENT_LIMIT);
   }
   if (manifest.config.mediaType !== MT.config) throw new CakeError("E_RECIPE", `${ref}: not a cake model artifact`);
-  return { manifest, config: JSON.parse(configBytes.toString("utf8")) as ModelConfig };
+  return { manifest, config: parseConfig(configBytes, `${ref} config`) };
 }
 
 export interface DiffCount {

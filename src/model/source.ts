@@ -10,7 +10,7 @@ import { CakeError } from "../errors.js";
 import { RECIPE_TITLE, type ModelConfig, type Recipe } from "../format/artifact.js";
 import type { ImageManifest } from "../format/oci.js";
 import { safeJoin } from "../format/paths.js";
-import { parseManifest, parseRecipe, recipeLayer } from "../format/recipe.js";
+import { parseConfig, parseManifest, parseRecipe, recipeLayer } from "../format/recipe.js";
 import type { Store } from "../store/layout.js";
 import { formatReference, parseReference } from "../registry/reference.js";
 import { isHfRef, parseHfRef, formatHfRef } from "./ref.js";
@@ -53,7 +53,7 @@ export async function sourceFromStore(store: Store, ref: string): Promise<Artifa
   const { manifest, digest } = await readStoredManifest(store, ref);
   const rl = recipeLayer(manifest, ref);
   const recipe = parseRecipe(await store.readBlob(rl.digest), `${ref} recipe`);
-  const config = JSON.parse((await store.readBlob(manifest.config.digest)).toString("utf8")) as ModelConfig;
+  const config = parseConfig(await store.readBlob(manifest.config.digest), `${ref} config`);
   const layers = new Set(manifest.layers.map((l) => l.digest));
   for (const d of Object.keys(recipe.blobs)) {
     if (!layers.has(d)) throw new CakeError("E_RECIPE", `${ref}: recipe uses blob ${d} that the manifest does not list`);
