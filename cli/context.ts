@@ -1,5 +1,5 @@
 /** What every command shares: the store, the Hub settings, progress per --quiet. */
-import type { Command } from "commander";
+import { InvalidArgumentError, type Command } from "commander";
 import { Store, hubParamsFromEnv, ttyProgress, silentProgress, type HubParams, type ProgressSink, type RegistryAccess } from "../src/index.js";
 
 export interface GlobalOpts {
@@ -34,7 +34,7 @@ export function warnIfOffline(r: { offline?: string; ref: string; commit: string
 
 export function parsePositiveInt(v: string): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new Error(`not a positive integer (1-1024): ${v}`);
+  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new InvalidArgumentError(`not a positive integer (1-1024): ${v}`);
   return n;
 }
 

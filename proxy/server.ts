@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import type { AddressInfo } from "node:net";
-import { Store, hubParamsFromEnv, onRetryWait, type RegistryAccess } from "../src/index.js";
+import { CakeError, Store, hubParamsFromEnv, onRetryWait, type RegistryAccess } from "../src/index.js";
 import { createApp } from "./app.js";
 import { ProxyService } from "./service.js";
 
@@ -58,7 +58,7 @@ export function parseAliases(list: string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const a of list) {
     const m = /^([a-z0-9][a-z0-9._-]*)=([A-Za-z0-9][\w.-]*\/[\w.-]+)$/.exec(a.trim());
-    if (!m) throw new Error(`bad alias ${JSON.stringify(a)} (want name=org/model, name in lower case)`);
+    if (!m) throw new CakeError("E_USAGE", `bad alias ${JSON.stringify(a)} (want name=org/model, name in lower case)`);
     out[m[1]!] = m[2]!;
   }
   return out;

@@ -1,4 +1,5 @@
 /** `GET /api/models/{repo}/revision/{rev}`: which commit a branch, tag or sha names. */
+import { CakeError } from "../errors.js";
 import type { HubParams } from "./config.js";
 import { encodeRepo, hubJson } from "./request.js";
 import { searchModels } from "./search-models.js";
@@ -16,7 +17,7 @@ export async function modelInfo(params: HubParams, repo: string, revision: strin
   const url = `${params.hubUrl}/api/models/${encodeRepo(repo)}/revision/${encodeURIComponent(revision)}`;
   const { value } = await hubJson<ModelInfo>(params, url, `hf://${repo}@${revision}`);
   if (typeof value?.sha !== "string" || !/^[a-f0-9]{40}$/.test(value.sha)) {
-    throw new Error(`hf://${repo}@${revision}: the Hub's model info has no commit sha`);
+    throw new CakeError("E_HTTP", `hf://${repo}@${revision}: the Hub's model info has no commit sha`);
   }
   return value;
 }

@@ -95,6 +95,6 @@ export async function removeModel(store: Store, ref: string): Promise<string[]> 
  */
 export async function storeArtifact(store: Store, artifact: Artifact): Promise<Descriptor> {
   const [, , digest] = await Promise.all([store.putBytes(artifact.configBytes), store.putBytes(artifact.recipeBytes), store.putBytes(artifact.manifestBytes)]);
-  if (digest !== artifact.manifestDigest) throw new Error(`manifest digest drift: ${digest} stored, ${artifact.manifestDigest} built`);
+  if (digest !== artifact.manifestDigest) throw new CakeError("E_DIGEST", `manifest digest drift: ${digest} stored, ${artifact.manifestDigest} built`);
   return { mediaType: MT.manifest, digest, size: artifact.manifestBytes.length, artifactType: MT.artifact };
 }
