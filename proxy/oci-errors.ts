@@ -70,8 +70,9 @@ const UPSTREAM_RETRY_AFTER = 5;
 export function ociErrorOf(err: unknown, what: OciCode): OciError {
   if (err instanceof OciError) return err;
   if (isCakeError(err, "E_GATED") || isCakeError(err, "E_AUTH")) {
+    // 401: who you are is missing or wrong; 403: you are known and not allowed.
     const e = err as CakeError;
-    return /not been granted|forbidden/.test(e.message) ? new OciError("DENIED", e.message) : new OciError("UNAUTHORIZED", e.message);
+    return e.status === 403 ? new OciError("DENIED", e.message) : new OciError("UNAUTHORIZED", e.message);
   }
   if (isCakeError(err, "E_NOT_FOUND")) return new OciError(what, (err as CakeError).message);
   if (isCakeError(err, "E_REF")) return new OciError("NAME_INVALID", (err as CakeError).message);

@@ -16,6 +16,7 @@ import {
   CakeError,
   MT,
   fileAccess,
+  HubError,
   HubFileReader,
   formatHfRef,
   listRefs,
@@ -107,7 +108,7 @@ export class ProxyService {
         info = await modelInfo(hub, repo, commit ?? "main");
       } catch (err) {
         const e = err as CakeError;
-        if (e.code === "E_NOT_FOUND" && /revision/.test(e.message)) throw new OciError("MANIFEST_UNKNOWN", e.message);
+        if (err instanceof HubError && err.hubCode === "RevisionNotFound") throw new OciError("MANIFEST_UNKNOWN", e.message);
         if (e.code === "E_NOT_FOUND" || e.code === "E_AUTH" || e.code === "E_GATED") throw refuse("the Hub refuses access");
         throw err;
       }

@@ -16,6 +16,19 @@ export function refusedToken(found: FoundToken): string {
 
 type TokenState = { accessToken?: string; found?: FoundToken };
 
+/**
+ * A Hub answer as an error: its HTTP status and the Hub's own `X-Error-Code` (RepoNotFound,
+ * RevisionNotFound, EntryNotFound, GatedRepo), so callers match on those, never on the message.
+ */
+export class HubError extends CakeError {
+  readonly hubCode?: string;
+  constructor(code: ConstructorParameters<typeof CakeError>[0], message: string, status: number, hubCode: string | undefined) {
+    super(code, message, { status });
+    this.name = "HubError";
+    if (hubCode) this.hubCode = hubCode;
+  }
+}
+
 export async function hubError(res: HttpResponse, what: string, params: TokenState): Promise<CakeError> {
   const bytes = header(res.headers, "x-error-message") ? (await res.body.dump(), Buffer.alloc(0)) : await readLimited(res.body, 64 << 10, what).catch(() => Buffer.alloc(0));
   return hubErrorOf({ ...res, bytes }, what, params);
@@ -36,21 +49,21 @@ export function hubErrorOf(res: HttpDocument, what: string, params: TokenState):
   const token = refused ? `; ${refusedToken(refused)}` : params.accessToken ? "" : " (no HF_TOKEN set)";
   switch (code) {
     case "GatedRepo":
-      if (refused) return new CakeError("E_GATED", `${what}: gated repository${token}`, { status: res.status });
-      return new CakeError("E_GATED", `${what}: gated repository: ${res.status === 401 ? "log in with HF_TOKEN" : "your token has not been granted access"}; request access on the Hub${token}`, { status: res.status });
+      if (refused) return new HubError("E_GATED", `${what}: gated repository${token}`, res.status, code);
+      return new HubError("E_GATED", `${what}: gated repository: ${res.status === 401 ? "log in with HF_TOKEN" : "your token has not been granted access"}; request access on the Hub${token}`, res.status, code);
     case "RepoNotFound":
-      return new CakeError("E_NOT_FOUND", `${what}: repository not found (or private and not yours)${token}`, { status: res.status });
+      return new HubError("E_NOT_FOUND", `${what}: repository not found (or private and not yours)${token}`, res.status, code);
     case "RevisionNotFound":
-      return new CakeError("E_NOT_FOUND", `${what}: revision not found`, { status: res.status });
+      return new HubError("E_NOT_FOUND", `${what}: revision not found`, res.status, code);
     case "EntryNotFound":
-      return new CakeError("E_NOT_FOUND", `${what}: file not found in this revision`, { status: res.status });
+      return new HubError("E_NOT_FOUND", `${what}: file not found in this revision`, res.status, code);
   }
   if (res.status === 401 || res.status === 403) {
-    return new CakeError("E_AUTH", `${what}: ${res.status === 401 ? "unauthorized" : "forbidden"}${message ? `: ${message}` : ""}${token}`, { status: res.status });
+    return new HubError("E_AUTH", `${what}: ${res.status === 401 ? "unauthorized" : "forbidden"}${message ? `: ${message}` : ""}${token}`, res.status, code);
   }
-  if (res.status === 404) return new CakeError("E_NOT_FOUND", `${what}: not found`, { status: res.status });
+  if (res.status === 404) return new HubError("E_NOT_FOUND", `${what}: not found`, res.status, code);
   const wait = res.status === 429 ? serverWait(429, res.headers) : undefined;
   const tries = res.tries > 1 ? ` (${res.tries} tries)` : "";
-  if (wait) return new CakeError("E_HTTP", `${what}: HTTP 429, the Hub's ${wait.reason}: more than CAKE_HTTP_MAX_WAIT allows; try again later${tries}`, { status: res.status });
-  return new CakeError("E_HTTP", `${what}: HTTP ${res.status}${message ? `: ${message}` : ""}${tries}`, { status: res.status });
+  if (wait) return new HubError("E_HTTP", `${what}: HTTP 429, the Hub's ${wait.reason}: more than CAKE_HTTP_MAX_WAIT allows; try again later${tries}`, res.status, code);
+  return new HubError("E_HTTP", `${what}: HTTP ${res.status}${message ? `: ${message}` : ""}${tries}`, res.status, code);
 }
