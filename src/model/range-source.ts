@@ -1,0 +1,84 @@
+/**
+ * The byte-source seam: whatever a model file's bytes can be read from by range — a file on the Hub
+ * (its CDN), a local file (`cake push ./dir`), a registry blob read by Range (a ModelPack layer) —
+ * is a RangeSource. The header reader, the unit plan, the file check and the transfer engine are
+ * written once over it (src/model/convert.ts); each source is a small adapter.
+ */
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import type { Readable } from "node:stream";
+import { CakeError } from "../errors.js";
+import { parseHeader, readHeaderLength } from "../format/safetensors.js";
+import type { ModelFile } from "../format/plan.js";
+import { byteWindow } from "../http/window.js";
+import type { RegistryClient } from "../registry/client.js";
+
+export interface RangeSource {
+  /** Names the bytes in ingest keys and in the store's ranges record (e.g. the file's sha256). */
+  readonly key: string;
+  /** Names the source in transfer errors: `hf://org/m@abc/model.safetensors`, `./dir/model.safetensors`. */
+  readonly what: string;
+  /** The file's path in the model: what format errors name (`model.safetensors: invalid safetensors: …`). */
+  readonly name: string;
+  readonly size: number;
+  /** A stream of bytes [start, end); says where its body starts (0 when a server ignored the Range). */
+  open(start: number, end: number, signal?: AbortSignal): Promise<{ body: Readable; start: number }>;
+  /** Bytes [start, end) whole, in memory (headers, proof windows). */
+  read(start: number, end: number, signal?: AbortSignal): Promise<Buffer>;
+}
+
+/** A stream's bytes [start, end) in memory, the stream starting at `at`. */
+async function collect(src: { open: RangeSource["open"]; what: string }, start: number, end: number, signal?: AbortSignal): Promise<Buffer> {
+  const { body, start: at } = await src.open(start, end, signal);
+  const chunks: Buffer[] = [];
+  for await (const { data } of byteWindow(body, at, start, end)) chunks.push(data);
+  const buf = Buffer.concat(chunks);
+  if (buf.length !== end - start) throw new CakeError("E_SIZE", `${src.what}: short read at ${start}-${end}: ${buf.length} bytes`);
+  return buf;
+}
+
+/** A file on this machine. */
+export function localFileSource(file: string, name: string, key: string, size: number): RangeSource {
+  const what = file;
+  return {
+    key,
+    what,
+    name,
+    size,
+    open: async (start, end) => ({ body: fs.createReadStream(file, { start, end: end - 1 }), start }),
+    read: async (start, end) => {
+      const fh = await fsp.open(file, "r");
+      try {
+        const buf = Buffer.alloc(end - start);
+        const { bytesRead } = await fh.read(buf, 0, buf.length, start);
+        if (bytesRead !== buf.length) throw new CakeError("E_SIZE", `${what}: short read at ${start}-${end}: ${bytesRead} bytes`);
+        return buf;
+      } finally {
+        await fh.close();
+      }
+    },
+  };
+}
+
+/** A blob of a registry repository, read by Range (distribution serves blob ranges). */
+export function registryBlobSource(client: RegistryClient, repo: string, digest: string, size: number, name: string): RangeSource {
+  const what = `${client.registry}/${repo}@${digest}`;
+  const open: RangeSource["open"] = async (start, end, signal) => {
+    const b = await client.fetchBlob(repo, digest, { start, end }, signal);
+    return { body: b.body, start: b.start };
+  };
+  return { key: digest.replace(":", "-"), what, name, size, open, read: (start, end, signal) => collect({ open, what }, start, end, signal) };
+}
+
+/**
+ * A safetensors file's length and header, the length checked against the file's size before more
+ * is asked for. With `first` > 8, the length and header come in one read of that many bytes (a 7B
+ * shard's header is ~20 KB; a longer one takes a second read for the rest); else 8 bytes then N, so
+ * that no byte already on disk is read again (a killed pull run again).
+ */
+export async function readSafetensorsHeader(src: RangeSource, first = 8): Promise<NonNullable<ModelFile["safetensors"]>> {
+  const head = src.size < 8 ? Buffer.alloc(0) : await src.read(0, Math.min(src.size, Math.max(8, first)));
+  const n = readHeaderLength(head, src.size, src.name);
+  const json = 8 + n <= head.length ? head.subarray(8, 8 + n) : Buffer.concat([head.subarray(8), await src.read(head.length, 8 + n)]);
+  return { headerBytes: Buffer.concat([head.subarray(0, 8), json]), header: parseHeader(json, src.size, src.name) };
+}
