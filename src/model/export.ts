@@ -26,7 +26,7 @@ import { safeJoin } from "../format/paths.js";
 import { hashParts } from "../store/hasher.js";
 import { Pool } from "../transfer/pool.js";
 import { silentProgress, type ProgressSink } from "../transfer/progress.js";
-import { makeExportTemp, removeStaleExportTemps } from "./export-temp.js";
+import { makeDirsBelow, makeExportTemp, removeStaleExportTemps } from "./export-temp.js";
 import type { ArtifactSource } from "./source.js";
 
 export interface ExportOptions {
@@ -121,7 +121,6 @@ async function writeAll(out: fsp.FileHandle, b: Buffer, at: number): Promise<voi
 
 /** Writes one file of the recipe to `target` by way of `tmp`, a new name in the private temp folder (hashed and checked when `verify`). */
 async function writeFile(src: ArtifactSource, f: RecipeFile, tmp: string, target: string, progress: ProgressSink, verify: boolean, bufs: () => [Buffer, Buffer], stop: AbortSignal): Promise<void> {
-  await fsp.mkdir(path.dirname(target), { recursive: true });
   const sha = verify ? createHash("sha256") : undefined;
   const git = verify && f.gitOid ? gitBlobHasher(f.size) : undefined;
   const feed: Feed = (b) => {
@@ -215,10 +214,11 @@ async function forEachFile(src: ArtifactSource, opts: ExportOptions, temp: strin
 }
 
 /**
- * Runs `fn` with a private temp folder in `dir`, removed after; first removes the temp files that
- * killed exports left in `dir` and in `targetDirs`.
+ * Runs `fn` with a private temp folder in `dir`, removed after; first creates `targetDirs` (below
+ * `dir`, never through a link) and removes the temp files that killed exports left in them.
  */
 async function withExportTemp<T>(dir: string, targetDirs: string[], fn: (temp: string) => Promise<T>): Promise<T> {
+  await makeDirsBelow(dir, targetDirs);
   await removeStaleExportTemps([dir, ...targetDirs]);
   const temp = await makeExportTemp(dir);
   try {
@@ -230,7 +230,6 @@ async function withExportTemp<T>(dir: string, targetDirs: string[], fn: (temp: s
 
 /** Every file under `out/<path>`. */
 export async function exportTo(src: ArtifactSource, out: string, opts: ExportOptions = {}): Promise<string[]> {
-  await fsp.mkdir(out, { recursive: true });
   const targets = src.recipe.files.map((f) => safeJoin(out, f.path, "file path"));
   await withExportTemp(out, targets.map((t) => path.dirname(t)), (temp) => forEachFile(src, opts, temp, (_f, i, write) => write(targets[i]!)));
   return targets;
@@ -245,20 +244,19 @@ export async function exportToHfCache(src: ArtifactSource, hubCache: string, rep
   const repoDir = hfCacheRepoDir(hubCache, repo);
   const snapshot = path.join(repoDir, "snapshots", commit);
   const blobs = path.join(repoDir, "blobs");
-  await fsp.mkdir(blobs, { recursive: true });
-  await withExportTemp(repoDir, [blobs], async (temp) => {
-    await forEachFile(src, opts, temp, async (f, _i, write) => {
+  const links = src.recipe.files.map((f) => safeJoin(snapshot, f.path, "file path"));
+  const refFile = revision !== commit ? safeJoin(path.join(repoDir, "refs"), revision, "revision") : undefined;
+  const dirs = [blobs, ...links.map((l) => path.dirname(l)), ...(refFile ? [path.dirname(refFile)] : [])];
+  await withExportTemp(repoDir, dirs, async (temp) => {
+    await forEachFile(src, opts, temp, async (f, i, write) => {
       const etag = f.lfs || !f.gitOid ? f.sha256 : f.gitOid;
       const blob = path.join(blobs, etag);
       if (!(await cachedBlobHolds(blob, f, opts))) await write(blob);
-      const link = safeJoin(snapshot, f.path, "file path");
-      await fsp.mkdir(path.dirname(link), { recursive: true });
+      const link = links[i]!;
       await fsp.rm(link, { force: true });
       await fsp.symlink(path.relative(path.dirname(link), blob), link);
     });
-    if (revision !== commit) {
-      const refFile = safeJoin(path.join(repoDir, "refs"), revision, "revision");
-      await fsp.mkdir(path.dirname(refFile), { recursive: true });
+    if (refFile) {
       const tmp = path.join(temp, "ref");
       await fsp.writeFile(tmp, commit, { flag: "wx" });
       await fsp.rename(tmp, refFile);

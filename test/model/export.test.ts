@@ -94,6 +94,21 @@ describe("export and links planted in its target folder", () => {
     expect(warned).toEqual([`HF cache blob ${path.join(repoDir, "blobs", etags[0]!)} (${src.recipe.files[0]!.path}) is not a plain file: replaced with the model's own bytes`]);
     expect(await hashTree(snap)).toEqual(await hashTree(small));
   });
+
+  it("refuses a folder on the way that is a link (refs -> elsewhere), before writing anything", async () => {
+    const env = await pulled("hf://acme/small");
+    const repoDir = hfCacheRepoDir(path.join(tmp, "hf-dirlink"), "acme/small");
+    const elsewhere = path.join(tmp, "elsewhere");
+    await fsp.mkdir(elsewhere);
+    await fsp.mkdir(repoDir, { recursive: true });
+    await fsp.symlink(elsewhere, path.join(repoDir, "refs"));
+    const src = await sourceFromStore(new Store(env.CAKE_HOME), "hf://acme/small");
+    await expect(exportToHfCache(src, path.join(tmp, "hf-dirlink"), "acme/small", smallCommit, "main")).rejects.toThrow(
+      `${path.join(repoDir, "refs")} is a symbolic link, which cake never writes through: remove it and export again`,
+    );
+    expect(await fsp.readdir(elsewhere)).toEqual([]);
+    expect(await fsp.readdir(path.join(repoDir, "blobs"))).toEqual([]);
+  });
 });
 
 /** What is in `dir`, hidden entries and subfolders included, beyond `names`. */
