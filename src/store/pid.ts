@@ -50,7 +50,7 @@ export async function removeOwnTemp(file: string): Promise<void> {
  */
 export async function removeDeadTemps(dir: string, base: string): Promise<void> {
   for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
-    if (name.startsWith(`${base}.`) && TEMP_TAIL.test(name) && name.replace(TEMP_TAIL, "") === base && tempWriterAlive(name) === false) {
+    if (name.replace(TEMP_TAIL, "") === base && tempWriterAlive(name) === false) {
       await removeOwnTemp(path.join(dir, name));
     }
   }
