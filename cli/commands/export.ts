@@ -29,7 +29,9 @@ export function exportCommand(): Command {
         const s = src.config?.source;
         if (!s || s.type !== "hf") throw new CakeError("E_USAGE", `${arg}: --hf-cache needs a model pulled from the Hub (its commit names the snapshot)`);
         const revision = isHfRef(arg) ? parseHfRef(arg).revision : s.commit;
-        const snap = await exportToHfCache(src, out ?? hfHubCache(), s.repo, s.commit, revision, { progress, ...(opts.verify ? { verify: true } : {}) });
+        // Said --quiet or not: a damaged blob in the cache is news, not progress.
+        const warn = (line: string) => process.stderr.write(`cake: warning: ${line}\n`);
+        const snap = await exportToHfCache(src, out ?? hfHubCache(), s.repo, s.commit, revision, { progress, warn, ...(opts.verify ? { verify: true } : {}) });
         say(opts, `${arg}: ${src.recipe.files.length} files in ${snap}${checked(src, opts)}`);
         process.stdout.write(`${snap}\n`);
         return;

@@ -12,6 +12,7 @@
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import type { Readable } from "node:stream";
+import path from "node:path";
 import type tar from "tar-stream";
 import { CakeError, isCakeError } from "../errors.js";
 import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
@@ -20,6 +21,7 @@ import { ociRefName } from "./ref.js";
 import { canonicalRef } from "./source.js";
 import type { ProgressSink } from "../transfer/progress.js";
 import type { Store } from "../store/layout.js";
+import { removeDeadTemps, tempPath } from "../store/pid.js";
 
 /** tar-stream, loaded only by save and load. */
 const tarStream = async () => (await import("tar-stream")).default;
@@ -155,8 +157,9 @@ function addDir(pack: tar.Pack, name: string): Promise<void> {
 
 /**
  * Writes the models `refs` (store references, as `cake ls` shows them or as typed: `hf://acme/m`
- * means `hf://acme/m@main`) to the OCI archive `out`: written to `out.tmp-<pid>`, fsynced, then
- * renamed, so `out` is whole or absent.
+ * means `hf://acme/m@main`) to the OCI archive `out`: written to a fresh temp name beside it
+ * (`out.<pid>-<time>-<random>.tmp`, created exclusively: never through a link planted there), fsynced,
+ * then renamed, so `out` is whole or absent. What killed saves to `out` left is removed first.
  */
 export async function saveArchive(store: Store, refs: string[], out: string, opts: SaveOptions = {}): Promise<SaveResult> {
   if (refs.length === 0) throw new CakeError("E_USAGE", "save needs at least one reference");
@@ -188,8 +191,9 @@ export async function saveArchive(store: Store, refs: string[], out: string, opt
   opts.progress?.addTotal(bytes, blobs.length);
 
   const index: ImageIndex = { schemaVersion: 2, mediaType: MT.index, manifests };
-  const tmp = `${out}.tmp-${process.pid}`;
-  const fh = await fsp.open(tmp, "w");
+  await removeDeadTemps(path.dirname(out), path.basename(out));
+  const tmp = tempPath(out);
+  const fh = await fsp.open(tmp, "wx");
   try {
     await writeTar(fh, store, index, blobs, opts.progress);
     await fh.sync();

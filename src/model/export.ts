@@ -1,7 +1,8 @@
 /**
  * `cake export`: rebuilds every original file of an artifact, byte for byte. Each file is written
- * to a temp file beside its target and renamed into place when complete: a failed or killed export
- * never leaves a partial file under a real name.
+ * in the export's private temp folder (export-temp.ts) and renamed into place when complete: a
+ * failed or killed export never leaves a partial file under a real name, and a link planted at a
+ * target's name is replaced, never written through.
  *
  * Hashing: store blobs hash to their names (checked at ingest), and a Hub pull checks every rebuilt
  * file against the Hub's LFS oid / git oid, so the store records the manifest as verified and
@@ -22,14 +23,18 @@ import { CakeError } from "../errors.js";
 import type { RecipeFile } from "../format/artifact.js";
 import { gitBlobHasher } from "../format/git-oid.js";
 import { safeJoin } from "../format/paths.js";
+import { hashParts } from "../store/hasher.js";
 import { Pool } from "../transfer/pool.js";
 import { silentProgress, type ProgressSink } from "../transfer/progress.js";
+import { makeDirsBelow, makeExportTemp, removeStaleExportTemps } from "./export-temp.js";
 import type { ArtifactSource } from "./source.js";
 
 export interface ExportOptions {
   progress?: ProgressSink;
-  /** Hash every file against its recipe sha256 / git oid even if the store checked it before. */
+  /** Hash every file against its recipe sha256 / git oid even if the store checked it before (and, into the HF cache, the blobs it holds already). */
   verify?: boolean;
+  /** Told what the export repaired on its way (a damaged blob in the HF cache); silent by default. */
+  warn?: (line: string) => void;
 }
 
 /**
@@ -40,8 +45,6 @@ export interface ExportOptions {
 const COPY_BUFFER = 2 << 20;
 /** Files written at once: reads and writes of one overlap the hashing or copying of the others. */
 const FILES_AT_ONCE = 4;
-
-let seq = 0;
 
 /** Called with each piece of the file as it is written; throws to stop the file (another failed). */
 type Feed = (b: Buffer) => void;
@@ -116,10 +119,8 @@ async function writeAll(out: fsp.FileHandle, b: Buffer, at: number): Promise<voi
   for (let done = 0; done < b.length; ) done += (await out.write(b, done, b.length - done, at + done)).bytesWritten;
 }
 
-/** Writes one file of the recipe to `target` (atomically; hashed and checked when `verify`). */
-async function writeFile(src: ArtifactSource, f: RecipeFile, target: string, progress: ProgressSink, verify: boolean, bufs: () => [Buffer, Buffer], stop: AbortSignal): Promise<void> {
-  await fsp.mkdir(path.dirname(target), { recursive: true });
-  const tmp = path.join(path.dirname(target), `.${path.basename(target)}.cake-${process.pid}-${seq++}.tmp`);
+/** Writes one file of the recipe to `target` by way of `tmp`, a new name in the private temp folder (hashed and checked when `verify`). */
+async function writeFile(src: ArtifactSource, f: RecipeFile, tmp: string, target: string, progress: ProgressSink, verify: boolean, bufs: () => [Buffer, Buffer], stop: AbortSignal): Promise<void> {
   const sha = verify ? createHash("sha256") : undefined;
   const git = verify && f.gitOid ? gitBlobHasher(f.size) : undefined;
   const feed: Feed = (b) => {
@@ -132,12 +133,12 @@ async function writeFile(src: ArtifactSource, f: RecipeFile, target: string, pro
     let written: number;
     if (!verify && f.digest !== undefined && src.blobFile && (await sizeOf(src.blobFile(f.digest))) === f.size) {
       // A whole file that is one blob: the kernel copies it (copy_file_range, or a reflink where the filesystem can).
-      await fsp.copyFile(src.blobFile(f.digest), tmp, fs.constants.COPYFILE_FICLONE);
+      await fsp.copyFile(src.blobFile(f.digest), tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
       await fsp.chmod(tmp, 0o644); // store blobs are read-only; the user's copy is not
       progress.bytes(f.size);
       written = f.size;
     } else {
-      const out = await fsp.open(tmp, "w", 0o644);
+      const out = await fsp.open(tmp, "wx", 0o644);
       try {
         written = 0;
         let k = 0;
@@ -171,10 +172,10 @@ const sizeOf = (file: string) => fsp.stat(file).then((s) => s.size, () => -1);
 
 /**
  * Runs `each` for every file, FILES_AT_ONCE at a time; `each` writes the file where it wants with
- * the `write` it is given (two copy buffers of its own), or skips it (it counts as done). Records a
- * clean verification at the end.
+ * the `write` it is given (two copy buffers of its own, by way of `temp`, the export's private temp
+ * folder), or skips it (it counts as done). Records a clean verification at the end.
  */
-async function forEachFile(src: ArtifactSource, opts: ExportOptions, each: (f: RecipeFile, i: number, write: (target: string) => Promise<void>) => Promise<void>): Promise<void> {
+async function forEachFile(src: ArtifactSource, opts: ExportOptions, temp: string, each: (f: RecipeFile, i: number, write: (target: string) => Promise<void>) => Promise<void>): Promise<void> {
   const progress = opts.progress ?? silentProgress;
   const verify = opts.verify === true || src.verified !== true;
   progress.addTotal(src.recipe.files.reduce((n, f) => n + f.size, 0), src.recipe.files.length);
@@ -192,7 +193,7 @@ async function forEachFile(src: ArtifactSource, opts: ExportOptions, each: (f: R
         try {
           await each(f, i, (target) => {
             wrote = true;
-            return writeFile(src, f, target, progress, verify, take, stop.signal);
+            return writeFile(src, f, path.join(temp, String(i)), target, progress, verify, take, stop.signal);
           });
         } catch (err) {
           if (!stop.signal.aborted) stop.abort(err);
@@ -212,11 +213,25 @@ async function forEachFile(src: ArtifactSource, opts: ExportOptions, each: (f: R
   progress.done();
 }
 
+/**
+ * Runs `fn` with a private temp folder in `dir`, removed after; first creates `targetDirs` (below
+ * `dir`, never through a link) and removes the temp files that killed exports left in them.
+ */
+async function withExportTemp<T>(dir: string, targetDirs: string[], fn: (temp: string) => Promise<T>): Promise<T> {
+  await makeDirsBelow(dir, targetDirs);
+  await removeStaleExportTemps([dir, ...targetDirs]);
+  const temp = await makeExportTemp(dir);
+  try {
+    return await fn(temp);
+  } finally {
+    await fsp.rm(temp, { recursive: true, force: true });
+  }
+}
+
 /** Every file under `out/<path>`. */
 export async function exportTo(src: ArtifactSource, out: string, opts: ExportOptions = {}): Promise<string[]> {
-  await fsp.mkdir(out, { recursive: true });
   const targets = src.recipe.files.map((f) => safeJoin(out, f.path, "file path"));
-  await forEachFile(src, opts, (_f, i, write) => write(targets[i]!));
+  await withExportTemp(out, targets.map((t) => path.dirname(t)), (temp) => forEachFile(src, opts, temp, (_f, i, write) => write(targets[i]!)));
   return targets;
 }
 
@@ -228,20 +243,45 @@ export async function exportToHfCache(src: ArtifactSource, hubCache: string, rep
   if (!/^[a-f0-9]{40}$/.test(commit)) throw new CakeError("E_RECIPE", `${src.where}: no Hub commit to name the snapshot`);
   const repoDir = hfCacheRepoDir(hubCache, repo);
   const snapshot = path.join(repoDir, "snapshots", commit);
-  await fsp.mkdir(path.join(repoDir, "blobs"), { recursive: true });
-  await forEachFile(src, opts, async (f, _i, write) => {
-    const etag = f.lfs || !f.gitOid ? f.sha256 : f.gitOid;
-    const blob = path.join(repoDir, "blobs", etag);
-    if (!fs.existsSync(blob)) await write(blob);
-    const link = safeJoin(snapshot, f.path, "file path");
-    await fsp.mkdir(path.dirname(link), { recursive: true });
-    await fsp.rm(link, { force: true });
-    await fsp.symlink(path.relative(path.dirname(link), blob), link);
+  const blobs = path.join(repoDir, "blobs");
+  const links = src.recipe.files.map((f) => safeJoin(snapshot, f.path, "file path"));
+  const refFile = revision !== commit ? safeJoin(path.join(repoDir, "refs"), revision, "revision") : undefined;
+  const dirs = [blobs, ...links.map((l) => path.dirname(l)), ...(refFile ? [path.dirname(refFile)] : [])];
+  await withExportTemp(repoDir, dirs, async (temp) => {
+    await forEachFile(src, opts, temp, async (f, i, write) => {
+      const etag = f.lfs || !f.gitOid ? f.sha256 : f.gitOid;
+      const blob = path.join(blobs, etag);
+      if (!(await cachedBlobHolds(blob, f, opts))) await write(blob);
+      const link = links[i]!;
+      await fsp.rm(link, { force: true });
+      await fsp.symlink(path.relative(path.dirname(link), blob), link);
+    });
+    if (refFile) {
+      const tmp = path.join(temp, "ref");
+      await fsp.writeFile(tmp, commit, { flag: "wx" });
+      await fsp.rename(tmp, refFile);
+    }
   });
-  if (revision !== commit) {
-    const refFile = safeJoin(path.join(repoDir, "refs"), revision, "revision");
-    await fsp.mkdir(path.dirname(refFile), { recursive: true });
-    await fsp.writeFile(refFile, commit);
-  }
   return snapshot;
+}
+
+/**
+ * Whether the HF cache's `blob` already holds file `f`: a plain file of its size and, with
+ * `verify`, hashing to its sha256. Anything else found there (another size, a link, bytes that hash
+ * otherwise) is replaced by the caller, and said through `warn`.
+ */
+async function cachedBlobHolds(blob: string, f: RecipeFile, opts: ExportOptions): Promise<boolean> {
+  const st = await fsp.lstat(blob).catch(() => undefined);
+  if (!st) return false;
+  let wrong: string;
+  if (!st.isFile()) wrong = "is not a plain file";
+  else if (st.size !== f.size) wrong = `has ${st.size} bytes, not ${f.size}`;
+  else {
+    if (opts.verify !== true) return true;
+    const { sha256 } = await hashParts({ parts: [{ file: blob, start: 0, end: f.size }] });
+    if (sha256 === f.sha256) return true;
+    wrong = `hashes to sha256 ${sha256}, not ${f.sha256}`;
+  }
+  opts.warn?.(`HF cache blob ${blob} (${f.path}) ${wrong}: replaced with the model's own bytes`);
+  return false;
 }

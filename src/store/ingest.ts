@@ -10,6 +10,7 @@
 import fs from "node:fs/promises";
 import { CakeError } from "../errors.js";
 import { hashParts } from "./hasher.js";
+import { openOwn } from "./open-own.js";
 import { removeFile } from "./remove.js";
 
 /** How often (bytes) a running range records its progress: at most this much is fetched again after a kill. */
@@ -68,8 +69,8 @@ export class Ingest {
     } catch {
       this.done = [];
     }
-    this.fh = await fs.open(this.partialPath, this.done.length ? "r+" : "w+");
-    this.journal = await fs.open(this.journalPath, "a");
+    this.fh = await openOwn(this.partialPath, this.done.length ? "update" : "fresh");
+    this.journal = await openOwn(this.journalPath, "append");
     return this;
   }
 

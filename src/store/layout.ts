@@ -24,6 +24,7 @@ import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../
 import { Ingest } from "./ingest.js";
 import { lockOwner, tryLock, withLock } from "./lock.js";
 import { tempPath, tempWriterAlive } from "./pid.js";
+import { appendOwn } from "./open-own.js";
 import { removeFile } from "./remove.js";
 
 export function defaultStoreDir(): string {
@@ -99,7 +100,10 @@ export class Store {
 
   async markVerified(digest: string): Promise<void> {
     await this.init();
-    await fsp.writeFile(this.p("cake", "verified", hexOf(digest)), "");
+    // Its existence is the mark: created, never opened again (a link planted there is not written through).
+    await fsp.writeFile(this.p("cake", "verified", hexOf(digest)), "", { flag: "wx" }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== "EEXIST") throw err;
+    });
   }
 
   /** The blob's size, or undefined when the store lacks it. */
@@ -224,10 +228,15 @@ export class Store {
     return out;
   }
 
+<<<<<<< HEAD
   /** Records that `repo` served bytes [begin, end) of the file, held by blob `digest`. */
   async recordRange(fileKey: string, begin: number, end: number, digest: string, repo: string): Promise<void> {
     if (/\s/.test(repo)) throw new CakeError("E_IO", `bad repo id ${JSON.stringify(repo)}`);
     await fsp.appendFile(this.rangesPath(fileKey), `${begin} ${end} ${digest} ${repo}\n`);
+=======
+  async recordRange(fileKey: string, begin: number, end: number, digest: string): Promise<void> {
+    await appendOwn(this.rangesPath(fileKey), `${begin} ${end} ${digest}\n`);
+>>>>>>> h/tempfiles
   }
 
   async forgetRanges(fileKey: string): Promise<void> {
@@ -243,7 +252,7 @@ export class Store {
   /** Records that `repository` on `registry` holds these blobs. */
   async recordLocations(registry: string, repository: string, digests: readonly string[]): Promise<void> {
     await fsp.mkdir(this.p("cake", "locations"), { recursive: true });
-    await fsp.appendFile(this.locationsPath(registry), digests.map((d) => `${d} ${repository}\n`).join(""));
+    await appendOwn(this.locationsPath(registry), digests.map((d) => `${d} ${repository}\n`).join(""));
   }
 
   /** digest -> repositories of `registry` known to hold it. */
@@ -330,7 +339,7 @@ export class Store {
     const tmp = tempPath(this.p("cake", "lease"));
     const file = this.p("cake", "leases", path.basename(tmp, ".tmp"));
     // Written aside and renamed in: gc must never see a lease without its pid (it would take it for stale).
-    await fsp.writeFile(tmp, String(process.pid));
+    await fsp.writeFile(tmp, String(process.pid), { flag: "wx" });
     await fsp.rename(tmp, file);
     return () => removeFile(file);
   }
@@ -398,9 +407,9 @@ export class Store {
   }
 }
 
-/** Writes a new file and flushes it to disk (before it is renamed into place). */
+/** Writes a new file (a fresh temp name: O_EXCL, never an existing file or link) and flushes it to disk (before it is renamed into place). */
 async function writeSynced(file: string, content: string | Buffer): Promise<void> {
-  const fh = await fsp.open(file, "w");
+  const fh = await fsp.open(file, "wx");
   try {
     await fh.writeFile(content);
     await fh.sync();

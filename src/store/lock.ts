@@ -68,7 +68,7 @@ async function breakStale(path: string, pid: number, mine: string): Promise<bool
  */
 export async function tryLock(path: string): Promise<boolean> {
   const mine = tempPath(path);
-  await fs.writeFile(mine, String(process.pid));
+  await fs.writeFile(mine, String(process.pid), { flag: "wx" });
   try {
     for (let i = 0; i < 2; i++) {
       if (await linkNew(mine, path)) return true;

@@ -4,7 +4,7 @@
  * `cake export` rebuilds the model byte for byte, and hostile or damaged archives change nothing
  * they should not: a flipped byte is caught by digest, odd entry names are never written.
  */
-import { execFile } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
@@ -14,6 +14,8 @@ import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
 import tar from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { saveArchive } from "../../src/model/archive.js";
+import { Store } from "../../src/store/layout.js";
 import { hashTree, listAll, makeLlamaLike } from "../fixtures/models.js";
 import { cake } from "../helpers/cli.js";
 import { startHub, type Hub } from "../hub/emulator.js";
@@ -122,6 +124,23 @@ describe("cake save", () => {
     await run(requireTool("skopeo"), ["copy", "-q", `oci-archive:${archive}`, `oci:${dir}:main`]);
     const idx = JSON.parse(await fsp.readFile(path.join(dir, "index.json"), "utf8")) as { manifests: { digest: string }[] };
     expect(idx.manifests.map((m) => m.digest)).toEqual([pulled]);
+  });
+
+  it("writes nothing through a link planted at the temp name it once used (out.tmp-<pid>); a killed save's temp file goes at the next", async () => {
+    const dir = path.join(tmp, "shared");
+    await fsp.mkdir(dir);
+    const victim = path.join(tmp, "victim.txt");
+    await fsp.writeFile(victim, "precious");
+    const out = path.join(dir, "m.tar");
+    await fsp.symlink(victim, `${out}.tmp-${process.pid}`); // this process saves, in-process below
+    const deadPid = spawnSync(process.execPath, ["-e", "0"]).pid!;
+    const left = `${out}.${deadPid}-1-0123456789abcdef.tmp`;
+    await fsp.writeFile(left, "a killed save's bytes");
+    await saveArchive(new Store(home), ["hf://acme/tiny-llama"], out);
+    expect(await fsp.readFile(victim, "utf8")).toBe("precious");
+    expect((await fsp.lstat(out)).isFile()).toBe(true);
+    expect(await fsp.readFile(out)).toEqual(await fsp.readFile(archive));
+    expect(fs.existsSync(left)).toBe(false);
   });
 
   it("refuses a ref the store does not hold, and leaves no file", async () => {

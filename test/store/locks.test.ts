@@ -68,8 +68,9 @@ describe("store locks", () => {
     const store = new Store(path.join(tmp, "store"));
     await store.lease().then((release) => release()); // creates the layout
     const ingest = path.join(store.root, "ingest");
-    const live = `abc.lock.${process.pid}-1-7.tmp`;
-    const dead = `abc.lock.${deadPid}-1-3.tmp`;
+    // Temp names end in a random part; the counter older versions put there is still recognised (in leftovers below).
+    const live = `abc.lock.${process.pid}-1-0123456789abcdef.tmp`;
+    const dead = `abc.lock.${deadPid}-1-fedcba9876543210.tmp`;
     await fs.writeFile(path.join(ingest, live), String(process.pid));
     await fs.writeFile(path.join(ingest, dead), String(deadPid));
     // a lease, index.json and a ranges file a killed process had written but not renamed into place
