@@ -23,7 +23,12 @@ export function clientToken(req: Request): string | undefined {
   return undefined;
 }
 
-/** `bytes=a-b` (one range) against `size`: null = the whole blob, "bad" = 416. */
+/**
+ * `bytes=a-b` (one range) against `size`: null = the whole blob, "bad" = 416. A Range that does not
+ * parse (`bytes=5-2`: "last-pos < first-pos" makes the range-spec invalid, RFC 9110 §14.1.1; several
+ * ranges; another unit) is ignored and the whole blob sent (200), as §14.2 allows; only a valid range
+ * that starts past the end is unsatisfiable.
+ */
 function parseRange(h: string | undefined, size: number): { start: number; end: number } | null | "bad" {
   if (!h) return null;
   const m = /^bytes=(\d*)-(\d*)$/.exec(h.trim());
@@ -35,8 +40,18 @@ function parseRange(h: string | undefined, size: number): { start: number; end: 
     return n === 0 || size === 0 ? "bad" : { start: Math.max(0, size - n), end: size };
   }
   const start = Number(a);
+  if (b !== "" && Number(b) < start) return null;
   if (start >= size) return "bad";
   return { start, end: b === "" ? size : Math.min(Number(b) + 1, size) };
+}
+
+/** A path segment decoded, or a 400 for a malformed percent-escape (Go's server, so distribution, refuses those too). */
+function decodeSegment(segment: string, path: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new OciError("NAME_INVALID", `${path}: malformed percent-escape; names, tags and digests are plain ASCII`);
+  }
 }
 
 const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|tags|referrers)\/(.+)$/;
@@ -94,7 +109,7 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
     const [, name = "", kind, ref = ""] = m;
     const head = req.method === "HEAD";
     try {
-      if (kind === "manifests") return await manifest(req, res, name, decodeURIComponent(ref), head);
+      if (kind === "manifests") return await manifest(req, res, name, decodeSegment(ref, req.path), head);
       if (kind === "blobs") return await blob(req, res, name, ref, head);
       if (kind === "tags" && ref === "list") return await tags(req, res, name);
       if (kind === "referrers" && !head) {

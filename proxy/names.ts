@@ -19,6 +19,23 @@ export function isValidTag(tag: string): boolean {
   return TAG.test(tag);
 }
 
+/** Hex lengths of the algorithms the image spec registers: their encoding is lower-case hex only. */
+const REGISTERED: Record<string, number> = { sha256: 64, sha512: 128 };
+/** The image spec's digest grammar (algorithm ":" encoded). */
+const DIGEST_GRAMMAR = /^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$/;
+
+/**
+ * Whether `digest` is one the image spec allows ("descriptor.md#digests"): a registered algorithm
+ * with its exact lower-case hex (`sha256:ABC…` is not: 400 DIGEST_INVALID, as distribution answers),
+ * or any other algorithm in the grammar (well-formed, simply not here: 404).
+ */
+export function isWellFormedDigest(digest: string): boolean {
+  const m = DIGEST_GRAMMAR.exec(digest);
+  if (!m) return false;
+  const hex = REGISTERED[m[1]!];
+  return hex === undefined || new RegExp(`^[a-f0-9]{${hex}}$`).test(m[2]!);
+}
+
 export class Names {
   private readonly resolved = new Map<string, string>();
   constructor(

@@ -37,7 +37,7 @@ import {
   type Store,
 } from "../src/index.js";
 import { Metrics } from "./metrics.js";
-import { Names, isValidTag, revisionToTag, tagToRevision } from "./names.js";
+import { Names, isValidTag, isWellFormedDigest, revisionToTag, tagToRevision } from "./names.js";
 import { OciError, ociErrorOf } from "./oci-errors.js";
 
 export interface ServiceOptions {
@@ -70,7 +70,8 @@ export class ProxyService {
   readonly conversions = new Map<string, { status: Conversion; done: Promise<string> }>();
   private readonly access = new Map<string, { until: number; decision: Promise<void> }>();
   private readonly owners = new Map<string, { version: number; map: Map<string, string> }>();
-  private sources?: Promise<Map<string, HubBlobSource>>;
+  /** digest -> where each converted repo holds it (one source per repo: the same tensor may be in several). */
+  private sources?: Promise<Map<string, HubBlobSource[]>>;
   private readonly sourcesFile: string;
 
   constructor(readonly opts: ServiceOptions) {
@@ -135,6 +136,8 @@ export class ProxyService {
   async manifest(name: string, reference: string, clientToken: string | undefined): Promise<{ digest: string; bytes: Buffer }> {
     const hub = this.hubFor(clientToken);
     const repo = await this.names.repoFor(name, hub);
+    // Tags have no ':' (isValidTag): a reference with one is a digest, and a malformed one a bad request.
+    if (reference.includes(":") && !isWellFormedDigest(reference)) throw new OciError("DIGEST_INVALID", `${name}@${reference}: not a valid digest (sha256: 64 lower-case hex digits)`);
     if (DIGEST.test(reference)) {
       const commit = await this.commitOfManifest(repo, reference);
       if (!commit) throw new OciError("MANIFEST_UNKNOWN", `${name}@${reference}: not a manifest of this model`);
@@ -204,7 +207,7 @@ export class ProxyService {
         progress,
         ...(this.opts.concurrency ? { concurrency: this.opts.concurrency } : {}),
         onBlob: (digest, source) => {
-          sources.set(digest, source);
+          addSource(sources, digest, source);
           lines.push(`${digest} ${JSON.stringify(source)}\n`);
         },
       },
@@ -238,8 +241,8 @@ export class ProxyService {
   async blob(name: string, digest: string, clientToken: string | undefined): Promise<{ file: string; size: number }> {
     // A well-formed digest of another algorithm is simply not here (404); a malformed one is a bad request.
     if (!DIGEST.test(digest)) {
-      if (/^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(digest)) throw new OciError("BLOB_UNKNOWN", `${name}: no blob ${digest} (only sha256 here)`);
-      throw new OciError("DIGEST_INVALID", `${digest}: not a valid digest`);
+      if (isWellFormedDigest(digest)) throw new OciError("BLOB_UNKNOWN", `${name}: no blob ${digest} (only sha256 here)`);
+      throw new OciError("DIGEST_INVALID", `${digest}: not a valid digest (sha256: 64 lower-case hex digits)`);
     }
     const hub = this.hubFor(clientToken);
     const repo = await this.names.repoFor(name, hub);
@@ -282,9 +285,13 @@ export class ProxyService {
     return map;
   }
 
-  /** A blob the store lost (gc) or never had (a replica): from its Hub range, else the backend; verified. */
+  /**
+   * A blob the store lost (gc) or never had (a replica): from its Hub range, else the backend; verified.
+   * Only a range of `repo` itself is asked for: the same bytes in another repo (perhaps gated) are
+   * read with the credentials that were checked for this one, and must not be.
+   */
   private async refetch(repo: string, commit: string, digest: string, hub: HubParams): Promise<void> {
-    const source = (await this.loadSources()).get(digest);
+    const source = (await this.loadSources()).get(digest)?.find((s) => s.repo === repo);
     const store = this.opts.store;
     if (source) {
       const reader = new HubFileReader(hub, source.repo, source.commit, source.path);
@@ -323,15 +330,15 @@ export class ProxyService {
     }
   }
 
-  private loadSources(): Promise<Map<string, HubBlobSource>> {
+  private loadSources(): Promise<Map<string, HubBlobSource[]>> {
     this.sources ??= (async () => {
-      const map = new Map<string, HubBlobSource>();
+      const map = new Map<string, HubBlobSource[]>();
       const text = await fsp.readFile(this.sourcesFile, "utf8").catch(() => "");
       for (const line of text.split("\n")) {
         const sp = line.indexOf(" ");
         if (sp < 0) continue;
         try {
-          map.set(line.slice(0, sp), JSON.parse(line.slice(sp + 1)) as HubBlobSource);
+          addSource(map, line.slice(0, sp), JSON.parse(line.slice(sp + 1)) as HubBlobSource);
         } catch {
           /* a torn last line */
         }
@@ -396,4 +403,11 @@ export class ProxyService {
     const r = await pushToRegistry(formatHfRef({ repo, revision: commit }), b.full, { store: this.opts.store, ...this.opts.backendAccess });
     this.log({ event: "backend-push", ref: b.full, uploaded: r.counts.uploaded, bytes: r.uploadedBytes });
   }
+}
+
+/** Records where `repo` holds a blob, replacing that repo's older source (a later commit of it). */
+function addSource(map: Map<string, HubBlobSource[]>, digest: string, source: HubBlobSource): void {
+  const list = (map.get(digest) ?? []).filter((s) => s.repo !== source.repo);
+  list.push(source);
+  map.set(digest, list);
 }

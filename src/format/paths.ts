@@ -47,3 +47,36 @@ export function safeJoin(dir: string, rel: string, what: string): string {
   }
   return full;
 }
+
+/**
+ * The paths of one directory tree, checked as they are added so that every one can become a file:
+ * none twice, none that is also another's directory (`a` beside `a/b.json`: one of them would fail
+ * half-way through an export with EISDIR or ENOTDIR), and no two that differ only in case (they are
+ * one file on macOS and Windows). `add` returns the problem in words, naming both paths, or undefined.
+ */
+export class PathSet {
+  /** Lower-cased file paths -> the path as given. */
+  private readonly files = new Map<string, string>();
+  /** Lower-cased directories -> the first path found under it. */
+  private readonly dirs = new Map<string, string>();
+
+  add(p: string): string | undefined {
+    const key = p.toLowerCase();
+    const same = this.files.get(key);
+    if (same !== undefined) return same === p ? `${p} is listed twice` : `${same} and ${p} differ only in case`;
+    const under = this.dirs.get(key);
+    if (under !== undefined) return `${p} is a file and also the directory of ${under}`;
+    const parts = key.split("/");
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join("/");
+      const file = this.files.get(dir);
+      if (file !== undefined) return `${file} is a file and also the directory of ${p}`;
+    }
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join("/");
+      if (!this.dirs.has(dir)) this.dirs.set(dir, p);
+    }
+    this.files.set(key, p);
+    return undefined;
+  }
+}

@@ -6,7 +6,7 @@
  */
 import { CakeError } from "../errors.js";
 import { DIGEST_RE, MT, type ImageManifest } from "./oci.js";
-import { checkRelativePath } from "./paths.js";
+import { PathSet, checkRelativePath } from "./paths.js";
 import { parseStrictJson } from "./strict-json.js";
 import { parseHeader, readHeaderLength } from "./safetensors.js";
 import type { ModelConfig, Recipe, RecipeFile } from "./artifact.js";
@@ -43,11 +43,11 @@ export function parseRecipe(bytes: Uint8Array, where: string): Recipe {
     titles.add(b.title as string);
   }
   if (!Array.isArray(r.files)) bad("files missing");
-  const seen = new Set<string>();
+  const paths = new PathSet();
   for (const f of r.files as RecipeFile[]) {
     checkRelativePath(f?.path, "file path");
-    if (seen.has(f.path)) bad(`file ${f.path} listed twice`);
-    seen.add(f.path);
+    const clash = paths.add(f.path);
+    if (clash) bad(`files cannot all be written: ${clash}`);
     const at = `file ${f.path}`;
     if (!isInt(f.size)) bad(`${at}: bad size`);
     if (typeof f.sha256 !== "string" || !HEX64.test(f.sha256)) bad(`${at}: bad sha256`);

@@ -5,6 +5,9 @@
  */
 export class StrictJsonError extends Error {}
 
+/** A UTF-16 surrogate without its other half. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 export function parseStrictJson(text: string): unknown {
   let i = 0;
   const fail = (what: string): never => {
@@ -30,11 +33,16 @@ export function parseStrictJson(text: string): unknown {
     }
     if (i >= text.length) fail("unterminated string");
     i++;
+    let decoded: string;
     try {
-      return JSON.parse(text.slice(start, i)) as string;
+      decoded = JSON.parse(text.slice(start, i)) as string;
     } catch {
       return fail("bad string escape");
     }
+    // A `\ud800` escape without its pair is no Unicode text: serde_json (the safetensors reference) refuses it.
+    const lone = LONE_SURROGATE.exec(decoded);
+    if (lone) fail(`lone surrogate \\u${lone[0].charCodeAt(0).toString(16)} in a string`);
+    return decoded;
   };
   const value = (depth: number): unknown => {
     if (depth > 64) fail("nesting too deep");

@@ -15,6 +15,7 @@
 import type { Agent, Dispatcher } from "undici";
 import { readProxyEnv } from "./proxy-env.js";
 import type { ProxyRouter } from "./proxy-router.js";
+import { HTTP_TIMEOUTS } from "./timeouts.js";
 
 interface UndiciCore {
   Agent: typeof import("undici/lib/dispatcher/agent.js").default;
@@ -33,9 +34,10 @@ const undiciCore = (): Promise<UndiciCore> =>
 const AGENT_OPTIONS: Agent.Options = {
   connections: 64,
   keepAliveTimeout: 30_000,
-  headersTimeout: 60_000,
-  // A stalled body (no byte for this long) is a dropped connection: the caller resumes with Range.
-  bodyTimeout: 60_000,
+  // A stalled answer (no byte for this long) is a dropped connection: the caller resumes with Range.
+  // Every request sets its own (src/http/timeouts.ts); these are the same, for any other caller.
+  headersTimeout: HTTP_TIMEOUTS.idleMs,
+  bodyTimeout: HTTP_TIMEOUTS.idleMs,
   connect: { timeout: 30_000 },
 };
 

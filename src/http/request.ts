@@ -16,6 +16,7 @@ import { CakeError } from "../errors.js";
 import { formatBytes } from "../units.js";
 import { dispatchRequest, sharedDispatcher } from "./agent.js";
 import { DEFAULT_RETRY, RETRYABLE_STATUS, backoffDelay, describeError, isNetworkError, noticeWait, serverWait, sleep, type RetryPolicy, type ServerWait } from "./retry.js";
+import { HTTP_TIMEOUTS, STALLED_TRIES, UPLOAD_ANSWER_MS, deadlineError, describeTimeout, type HttpTimeouts } from "./timeouts.js";
 import { byteWindow } from "./window.js";
 
 export type HttpMethod = "GET" | "HEAD" | "PUT" | "POST" | "PATCH" | "DELETE";
@@ -34,6 +35,8 @@ export interface HttpRequest {
   dispatcher?: Dispatcher;
   /** Whether a redirect from `from` to `to` (another origin) still goes to the party the credentials are for (the Hub's two host names); default: never. */
   sameParty?: (from: URL, to: URL) => boolean;
+  /** The stall limits (src/http/timeouts.ts); default from the environment. */
+  timeouts?: Partial<HttpTimeouts>;
 }
 
 export interface HttpResponse {
@@ -94,8 +97,12 @@ const tries = (n: number) => (n > 1 ? ` (${n} tries)` : "");
  * try that kept bytes (a Range read that got further) earns a fresh budget of tries, as a transfer
  * stream does (src/transfer/engine.ts). `progress` says how far a read got, for the last message.
  */
-async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpResponse) => Promise<T>, progress?: () => string | undefined): Promise<T> {
+async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpResponse) => Promise<T>, progress?: () => string | undefined, deadlineMs = 0): Promise<T> {
   const policy = { ...DEFAULT_RETRY, ...req.retry };
+  const { idleMs, documentMs } = { ...HTTP_TIMEOUTS, ...req.timeouts };
+  // undici's 0 means no limit, as ours does.
+  const headersMs = req.body !== undefined && idleMs > 0 ? Math.max(idleMs, UPLOAD_ANSWER_MS) : idleMs;
+  const waits = { idleMs, documentMs, headersMs };
   let method: HttpMethod = req.method ?? "GET";
   // Read at every try: a consumer may change them for the next (httpReadAll's Range continuation).
   const given = req.headers ?? {};
@@ -107,14 +114,20 @@ async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpRes
   /** Tries since the last progress (the budget), and sent in all (what the message says). */
   let attempt = 0;
   let sent = 0;
+  /** Tries ended by a timeout: never reset by progress, so a trickling peer cannot keep a request alive. */
+  let stalled = 0;
   let redirects = 0;
   const failed = (err: unknown, what: string): never => {
     if (req.signal?.aborted) throw req.signal.reason ?? err;
+    what = describeTimeout(err, waits) ?? what;
     const got = progress?.();
     throw new CakeError("E_NETWORK", `${method} ${displayUrl(target)}: ${what}${got ? ` after ${got}` : ""}${tries(sent)}`, { cause: err });
   };
   /** Whether another try is allowed, given what the server asked for (a wait past the bound: no). */
-  const mayRetry = (wait?: ServerWait) => attempt <= policy.retries && !req.signal?.aborted && !(wait && wait.ms > policy.maxServerWaitMs);
+  const mayRetry = (wait?: ServerWait) => attempt <= policy.retries && stalled < STALLED_TRIES && !req.signal?.aborted && !(wait && wait.ms > policy.maxServerWaitMs);
+  const noteStall = (err: unknown) => {
+    if (describeTimeout(err, waits)) stalled++;
+  };
   /** Waits before the next try: what the server asked for, else backoff with jitter. */
   const pause = async (wait?: ServerWait) => {
     const ms = wait?.ms ?? backoffDelay(attempt, policy);
@@ -125,21 +138,30 @@ async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpRes
     attempt++;
     sent++;
     let res: Dispatcher.ResponseData;
+    // A small document's try is abandoned at its deadline, however the bytes trickle.
+    const deadline = deadlineMs > 0 ? new AbortController() : undefined;
+    const timer = deadline && setTimeout(() => deadline.abort(deadlineError()), deadlineMs);
+    const signal = deadline ? (req.signal ? AbortSignal.any([req.signal, deadline.signal]) : deadline.signal) : req.signal;
     try {
       res = await dispatchRequest(req.dispatcher ?? (await sharedDispatcher()), target, {
         method,
         headers: headersNow(),
         body: typeof body === "function" ? body() : body,
-        signal: req.signal,
+        signal,
+        headersTimeout: headersMs,
+        bodyTimeout: idleMs,
       });
     } catch (err) {
+      clearTimeout(timer);
       if (!isNetworkError(err)) throw err;
+      noteStall(err);
       if (!mayRetry()) return failed(err, isClosed(err) ? "connection closed" : describeError(err));
       await pause();
       continue;
     }
     const { statusCode: status } = res;
     if (REDIRECTS.has(status) && req.followRedirects !== false && res.headers.location) {
+      clearTimeout(timer);
       await res.body.dump();
       if (++redirects > 10) throw new CakeError("E_HTTP", `${displayUrl(url)}: too many redirects`);
       const loc = Array.isArray(res.headers.location) ? res.headers.location[0]! : res.headers.location;
@@ -158,6 +180,7 @@ async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpRes
     if (RETRYABLE_STATUS.has(status) && !req.noRetryStatus?.includes(status) && replayable) {
       const wait = serverWait(status, res.headers);
       if (mayRetry(wait)) {
+        clearTimeout(timer);
         await res.body.dump();
         await pause(wait);
         continue;
@@ -166,10 +189,14 @@ async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpRes
     try {
       return await consume({ status, headers: res.headers, body: res.body, url: target.toString(), tries: sent });
     } catch (err) {
+      clearTimeout(timer);
       if (!(err instanceof CutAnswer)) throw err;
+      noteStall(err.cause);
       if (err.progressed) attempt = 0;
       if (!mayRetry()) return failed(err.cause, err.detail);
       await pause();
+    } finally {
+      clearTimeout(timer);
     }
   }
 }
@@ -272,6 +299,7 @@ export async function httpReadAll(url: string, req: HttpRequest & { limit: numbe
       return { status: res.status, headers: res.headers, url: res.url, tries: res.tries, bytes: Buffer.concat(parts) };
     },
     progress,
+    req.timeouts?.documentMs ?? HTTP_TIMEOUTS.documentMs,
   );
 }
 

@@ -17,6 +17,7 @@ const NETWORK_CODES = new Set([
   "UND_ERR_BODY_TIMEOUT",
   "UND_ERR_CLOSED",
   "ERR_STREAM_PREMATURE_CLOSE",
+  "CAKE_HTTP_DEADLINE",
 ]);
 
 /** A connection-level failure worth another try (as opposed to a bug or an abort). */
@@ -59,7 +60,7 @@ export const DEFAULT_RETRY: RetryPolicy = {
   maxServerWaitMs: envInt("CAKE_HTTP_MAX_WAIT", 300) * 1000,
 };
 
-function envInt(name: string, dflt: number): number {
+export function envInt(name: string, dflt: number): number {
   const v = Number(process.env[name]);
   return process.env[name] !== undefined && Number.isInteger(v) && v >= 0 ? v : dflt;
 }

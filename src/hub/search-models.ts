@@ -6,7 +6,7 @@
  */
 import { CakeError } from "../errors.js";
 import type { HubParams } from "./config.js";
-import { nextLink } from "./list-files.js";
+import { followPages } from "../http/paginate.js";
 import { hubJson } from "./request.js";
 
 export interface HubModelHit {
@@ -62,14 +62,13 @@ export async function* searchModels(params: HubParams, opts: SearchModelsOptions
   }
   q.set("limit", String(Math.min(limit, MAX_PAGE)));
   for (const e of EXPAND) q.append("expand", e);
-  let url: string | undefined = `${params.hubUrl}/api/models?${q}`;
   const what = `Hub search ${JSON.stringify(opts.search ?? "")}`;
-  const seen = new Set<string>();
+  const read = async (url: string) => {
+    const { value, res } = await hubJson<ApiModel[]>(params, url, what);
+    return { page: value, link: res.headers.link };
+  };
   let left = limit;
-  while (url) {
-    if (seen.has(url)) throw new CakeError("E_HTTP", `${what}: the Hub's next page links back to a page already read`);
-    seen.add(url);
-    const { value, res }: { value: ApiModel[]; res: { headers: Record<string, string | string[] | undefined> } } = await hubJson<ApiModel[]>(params, url, what);
+  for await (const value of followPages(`${params.hubUrl}/api/models?${q}`, read, { what, code: "E_HTTP" })) {
     if (!Array.isArray(value)) throw new CakeError("E_HTTP", `${what}: the Hub's answer is not a list of models`);
     for (const m of value) {
       if (typeof m?.id !== "string") throw new CakeError("E_HTTP", `${what}: a model without an id: ${JSON.stringify(m).slice(0, 200)}`);
@@ -84,7 +83,5 @@ export async function* searchModels(params: HubParams, opts: SearchModelsOptions
       };
       if (--left === 0) return;
     }
-    const next = nextLink(res.headers.link);
-    url = next ? new URL(next, params.hubUrl).toString() : undefined;
   }
 }

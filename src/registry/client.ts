@@ -12,6 +12,7 @@ import { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
 import { sha256Digest } from "../digest.js";
 import { CakeError, isCakeError } from "../errors.js";
+import { followPages } from "../http/paginate.js";
 import { header, httpReadAll, httpRequest, type HttpDocument, type HttpMethod, type HttpRequest, type HttpResponse } from "../http/request.js";
 import { DEFAULT_RETRY, RETRYABLE_STATUS, describeError, isNetworkError, retryDelay, sleep, type RetryPolicy } from "../http/retry.js";
 import { Authenticator, lookupCredentials, repositoryScope, type Credentials } from "./auth.js";
@@ -324,14 +325,13 @@ export class RegistryClient {
   async *tags(repo: string, opts: { pageSize?: number } = {}): AsyncGenerator<string> {
     const ctx = this.context(repo);
     assertRepository(repo, this.registry);
-    let url: string | undefined = `${this.origin}/v2/${repo}/tags/list${opts.pageSize ? `?n=${opts.pageSize}` : ""}`;
-    const seen = new Set<string>();
-    while (url !== undefined) {
-      if (seen.has(url)) throw new CakeError("E_REGISTRY", `${ctx}: tag listing links back to a page already read (${urlish(url)})`);
-      seen.add(url);
+    const first = `${this.origin}/v2/${repo}/tags/list${opts.pageSize ? `?n=${opts.pageSize}` : ""}`;
+    const read = async (url: string) => {
       const res = await this.sendRead(url, { method: "GET", scopes: this.pull(repo), context: ctx }, REGISTRY_DEFAULTS.tagsPageLimit, "tag list");
       if (res.status !== 200) throw await this.failRead(res, "GET", url, ctx);
-      const body = res.bytes;
+      return { page: res.bytes, link: res.headers.link };
+    };
+    for await (const body of followPages(first, read, { what: `${ctx}: tag listing`, code: "E_REGISTRY" })) {
       let tags: unknown;
       try {
         tags = (JSON.parse(body.toString("utf8")) as { tags?: unknown }).tags;
@@ -342,8 +342,6 @@ export class RegistryClient {
         throw new CakeError("E_REGISTRY", `${ctx}: tag list "tags" is not an array of strings`);
       }
       for (const t of (tags as string[] | null | undefined) ?? []) yield t;
-      const next = nextLink(res.headers.link);
-      url = next === undefined ? undefined : new URL(next, url).toString();
     }
   }
 
@@ -354,11 +352,8 @@ export class RegistryClient {
    */
   async *catalog(opts: { pageSize?: number } = {}): AsyncGenerator<string> {
     const ctx = this.registry;
-    let url: string | undefined = `${this.origin}/v2/_catalog${opts.pageSize ? `?n=${opts.pageSize}` : ""}`;
-    const seen = new Set<string>();
-    while (url !== undefined) {
-      if (seen.has(url)) throw new CakeError("E_REGISTRY", `${ctx}: catalog links back to a page already read (${urlish(url)})`);
-      seen.add(url);
+    const first = `${this.origin}/v2/_catalog${opts.pageSize ? `?n=${opts.pageSize}` : ""}`;
+    const read = async (url: string) => {
       const res = await this.sendRead(url, { method: "GET", scopes: [CATALOG_SCOPE], context: ctx }, REGISTRY_DEFAULTS.tagsPageLimit, "catalog");
       if (res.status !== 200) {
         const err = await this.failRead(res, "GET", url, ctx);
@@ -374,7 +369,9 @@ export class RegistryClient {
         }
         throw err;
       }
-      const body = res.bytes;
+      return { page: res.bytes, link: res.headers.link };
+    };
+    for await (const body of followPages(first, read, { what: `${ctx}: catalog`, code: "E_REGISTRY" })) {
       let repos: unknown;
       try {
         repos = (JSON.parse(body.toString("utf8")) as { repositories?: unknown }).repositories;
@@ -385,8 +382,6 @@ export class RegistryClient {
         throw new CakeError("E_REGISTRY", `${ctx}: catalog "repositories" is not an array of strings`);
       }
       for (const r of (repos as string[] | null | undefined) ?? []) yield r;
-      const next = nextLink(res.headers.link);
-      url = next === undefined ? undefined : new URL(next, url).toString();
     }
   }
 
@@ -730,14 +725,6 @@ function withDigest(location: string, digest: string): string {
   const hash = location.indexOf("#");
   const base = hash >= 0 ? location.slice(0, hash) : location;
   return `${base}${base.includes("?") ? "&" : "?"}digest=${encodeURIComponent(digest)}`;
-}
-
-function nextLink(link: string | string[] | undefined): string | undefined {
-  const all = Array.isArray(link) ? link.join(", ") : (link ?? "");
-  for (const m of all.matchAll(/<([^>]*)>\s*((?:;\s*[^;,]*)*)/g)) {
-    if (/;\s*rel="?([^";]*\s)?next(\s[^";]*)?"?\s*(;|$)/i.test(m[2] ?? "")) return m[1];
-  }
-  return undefined;
 }
 
 function hasSourceError(err: unknown): boolean {

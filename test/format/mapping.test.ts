@@ -190,5 +190,9 @@ describe("artifact", () => {
     expect(variant((r) => (r.files[0]!.digest = "sha256:zz"))).toThrow(/not listed/);
     expect(variant((r) => (r.files[0]!.size = 4))).toThrow(/blob size differs/);
     expect(() => parseRecipe(Buffer.from('{"schemaVersion":1,"schemaVersion":1}'), "r")).toThrow(/duplicate key/);
+    // files that cannot all be written: a file that is also a folder, names that differ only in case
+    const beside = (p: string) => variant((r) => r.files.push({ ...r.files[0]!, path: p }));
+    expect(beside("a.txt/b.json")).toThrow(/^r: files cannot all be written: a\.txt is a file and also the directory of a\.txt\/b\.json$/);
+    expect(beside("A.TXT")).toThrow(/a\.txt and A\.TXT differ only in case/);
   });
 });

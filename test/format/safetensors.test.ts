@@ -50,6 +50,15 @@ describe("safetensors reader", () => {
     bad(Buffer.concat([raw("{}").subarray(0, 8), Buffer.from([0x7b, 0xff, 0x7d])].map((b, i) => (i === 0 ? Buffer.from([3, 0, 0, 0, 0, 0, 0, 0]) : b))), /not valid UTF-8/);
   });
 
+  it("rejects a lone surrogate escape in a key or a string, as serde_json does, and keeps a paired one", () => {
+    const t = (name: string) => `{"${name}":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`;
+    bad(raw(t("a\\ud800"), 1), /m\.safetensors.*lone surrogate \\ud800/);
+    bad(raw(t("\\udc00b"), 1), /lone surrogate \\udc00/);
+    bad(raw('{"__metadata__":{"k":"\\udbff"}}'), /lone surrogate/);
+    const ok = parseSafetensors(raw(t("\\ud83d\\ude00"), 1), "m.safetensors");
+    expect(ok.tensors[0]!.name).toBe("\u{1F600}");
+  });
+
   it("rejects unknown dtypes and bad __metadata__", () => {
     bad(raw('{"w":{"dtype":"F128","shape":[1],"data_offsets":[0,16]}}', 16), /tensor "w" has unknown dtype "F128"/);
     bad(raw('{"__metadata__":{"k":1}}'), /__metadata__ value for "k" is not a string/);

@@ -85,6 +85,11 @@ export interface HubKnobs {
    * leave files out or add names the commit lacks, as a trimmed or stale answer would.
    */
   siblings?: (names: string[]) => string[];
+  /**
+   * Rewrites each tree listing page as sent: its entries (JSON objects) and its `Link` target. Tests
+   * serve a listing whose next page loops, or that lies (a path twice, `a` beside `a/b.json`).
+   */
+  treePage?: (page: { entries: object[]; next?: string }) => { entries: object[]; next?: string };
   /** Every request to the Hub's main address answers 307 to the same path on the alias address (needs `aliasHost`). */
   redirectToAlias?: boolean;
 }
@@ -666,7 +671,15 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
       if (!entries) throw new HttpError(404, "EntryNotFound", `Entry not found: ${path} is not a directory at ${rev}`, { "X-Repo-Commit": commit.sha });
       const headers: Record<string, string> = {};
       const page = paginate(req, url, entries, expand ? Math.min(pageSize, 50) : pageSize, headers);
-      return sendJson(req, res, 200, page.map((e) => entryJson(repo, commit, e, expand)), headers);
+      let json: object[] = page.map((e) => entryJson(repo, commit, e, expand));
+      if (knobs.treePage) {
+        const next = /^<([^>]*)>/.exec(headers.Link ?? "")?.[1];
+        const out = knobs.treePage({ entries: json, ...(next ? { next } : {}) });
+        json = out.entries;
+        if (out.next) headers.Link = `<${out.next}>; rel="next"`;
+        else delete headers.Link;
+      }
+      return sendJson(req, res, 200, json, headers);
     }
     if (op === "paths-info" && method === "POST" && args.length > 0) {
       const repo = repoFor(id, auth, false);

@@ -128,6 +128,28 @@ describe("the OCI API (supertest)", () => {
     await code("/v2/hf/acme/tiny-llama/blobs/uploads/", 405, "UNSUPPORTED", "put");
   });
 
+  it("ignores a Range that does not parse (bytes=5-2): the whole blob, 200, for GET and HEAD alike", async () => {
+    const m = JSON.parse((await request(app()).get("/v2/hf/acme/tiny-llama/manifests/main").expect(200)).text) as { layers: { digest: string; size: number }[] };
+    const big = [...m.layers].sort((a, b) => b.size - a.size)[0]!;
+    const got = await request(app()).get(`/v2/hf/acme/tiny-llama/blobs/${big.digest}`).set("Range", "bytes=5-2").buffer(true).parse(binary).expect(200);
+    expect(sha256(got.body as Buffer)).toBe(big.digest);
+    expect(got.headers["content-range"]).toBeUndefined();
+    const head = await request(app()).head(`/v2/hf/acme/tiny-llama/blobs/${big.digest}`).set("Range", "bytes=5-2").expect(200);
+    expect(Number(head.headers["content-length"])).toBe(big.size);
+  });
+
+  it("answers 400 with an OCI error for a malformed percent-escape and an upper-case digest", async () => {
+    const code = async (p: string, status: number, c: string, says: RegExp) => {
+      const r = await request(app()).get(p).expect(status);
+      expect(r.body.errors[0].code).toBe(c);
+      expect(r.body.errors[0].message).toMatch(says);
+    };
+    await code("/v2/hf/acme/tiny-llama/manifests/ma%E0%A4%A", 400, "NAME_INVALID", /malformed percent-escape/);
+    await code("/v2/hf/acme/tiny-llama/manifests/%ZZ", 400, "NAME_INVALID", /malformed percent-escape/);
+    await code(`/v2/hf/acme/tiny-llama/blobs/sha256:${"A".repeat(64)}`, 400, "DIGEST_INVALID", /sha256:A+: not a valid digest/);
+    await code(`/v2/hf/acme/tiny-llama/manifests/sha256:${"A".repeat(64)}`, 400, "DIGEST_INVALID", /not a valid digest/);
+  });
+
   it("exposes metrics and status", async () => {
     const metrics = await request(app()).get("/metrics").expect(200);
     expect(metrics.text).toMatch(/cake_proxy_conversions_total [1-9]/);
@@ -322,6 +344,27 @@ describe("the proxy as a process", () => {
     const lines = logs.trim().split("\n").map((l) => JSON.parse(l) as { event: string });
     expect(lines.some((l) => l.event === "convert-done")).toBe(true);
     expect(lines.filter((l) => l.event === "request").length).toBeGreaterThanOrEqual(3);
+  });
+
+  it("a lost blob of a public model is fetched again from that model, not from a gated one holding the same bytes", async () => {
+    // a branch of the gated model with the public model's bytes
+    await hub.commit("acme/Gated-Llama", base, { branch: "twin" });
+    const p = await startProxy({ host: "127.0.0.1", port: 0, hub: hub.url, store: path.join(tmp, "twin-store"), aliases: {}, quiet: true });
+    try {
+      const app = createApp(p.service);
+      const man = JSON.parse((await request(app).get("/v2/hf/acme/tiny-llama/manifests/main").expect(200)).text) as { layers: { digest: string; size: number }[] };
+      // the gated twin converts last: its ranges are the last ones recorded for these digests
+      const twin = JSON.parse((await request(app).get("/v2/hf/acme/gated-llama/manifests/twin").set("Authorization", `Bearer ${TOKEN}`).expect(200)).text) as typeof man;
+      const big = [...man.layers].sort((a, b) => b.size - a.size)[0]!;
+      expect(twin.layers.map((l) => l.digest)).toContain(big.digest);
+      const blobFile = p.service.opts.store.blobPath(big.digest);
+      await fs.chmod(blobFile, 0o644);
+      await fs.rm(blobFile);
+      const got = await request(app).get(`/v2/hf/acme/tiny-llama/blobs/${big.digest}`).buffer(true).parse(binary).expect(200);
+      expect(sha256(got.body as Buffer)).toBe(big.digest);
+    } finally {
+      await p.close();
+    }
   });
 
   it("cake proxy warm converts ahead of the first client", async () => {
