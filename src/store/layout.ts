@@ -228,15 +228,10 @@ export class Store {
     return out;
   }
 
-<<<<<<< HEAD
   /** Records that `repo` served bytes [begin, end) of the file, held by blob `digest`. */
   async recordRange(fileKey: string, begin: number, end: number, digest: string, repo: string): Promise<void> {
     if (/\s/.test(repo)) throw new CakeError("E_IO", `bad repo id ${JSON.stringify(repo)}`);
-    await fsp.appendFile(this.rangesPath(fileKey), `${begin} ${end} ${digest} ${repo}\n`);
-=======
-  async recordRange(fileKey: string, begin: number, end: number, digest: string): Promise<void> {
-    await appendOwn(this.rangesPath(fileKey), `${begin} ${end} ${digest}\n`);
->>>>>>> h/tempfiles
+    await appendOwn(this.rangesPath(fileKey), `${begin} ${end} ${digest} ${repo}\n`);
   }
 
   async forgetRanges(fileKey: string): Promise<void> {

@@ -81,7 +81,7 @@ describe("store temp files and symbolic links", () => {
     await link("ingest", "k3.journal");
 
     await store.markVerified(digest);
-    await expect(store.recordRange("f1", 0, 5, digest)).rejects.toThrow(/ranges\/f1 is a symbolic link, which cake never writes through: remove it/);
+    await expect(store.recordRange("f1", 0, 5, digest, "acme/m")).rejects.toThrow(/ranges\/f1 is a symbolic link, which cake never writes through: remove it/);
     await expect(store.recordLocations("127.0.0.1:5000", "acme/m", [digest])).rejects.toMatchObject({ code: "E_IO" });
     await expect(store.withIngest("k2", 5, async () => undefined)).rejects.toThrow(/k2\.partial is a symbolic link/);
     await expect(store.withIngest("k3", 5, async () => undefined)).rejects.toThrow(/k3\.journal is a symbolic link/);
