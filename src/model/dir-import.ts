@@ -17,6 +17,7 @@ import type { Store } from "../store/layout.js";
 import { transferBlobs } from "../transfer/engine.js";
 import type { ProgressSink } from "../transfer/progress.js";
 import { storeArtifact } from "./catalog.js";
+import { ociRefName } from "./ref.js";
 
 /** Every regular file below `dir` (relative, '/'-separated), skipping VCS folders. */
 async function walk(dir: string): Promise<string[]> {
@@ -58,7 +59,11 @@ async function readLocalHeader(file: string, rel: string, size: number): Promise
   }
 }
 
-export async function importDir(dir: string, store: Store, opts: { progress?: ProgressSink; concurrency?: number } = {}): Promise<Artifact & { digest: string }> {
+/**
+ * Imports the folder `dir`. `tag`: a store reference to point at it, tagged under the same lease as
+ * the import, so that no `cake gc` finds its blobs untagged in between.
+ */
+export async function importDir(dir: string, store: Store, opts: { progress?: ProgressSink; concurrency?: number; tag?: string } = {}): Promise<Artifact & { digest: string }> {
   const st = await fsp.stat(dir).catch(() => undefined);
   if (!st?.isDirectory()) throw new CakeError("E_NOT_FOUND", `${dir}: not a directory`);
   const files: ModelFile[] = [];
@@ -89,8 +94,9 @@ export async function importDir(dir: string, store: Store, opts: { progress?: Pr
     });
     const { digests } = await transferBlobs(store, jobs, { ...(opts.progress ? { progress: opts.progress } : {}), ...(opts.concurrency ? { concurrency: opts.concurrency } : {}) });
     const artifact = buildArtifact({ files: sorted, plan, unitDigests: digests, source: { type: "dir" }, maxLayers: MAX_LAYERS, packFactor: PACK_FACTOR });
-    const { digest } = await storeArtifact(store, artifact);
-    return { ...artifact, digest };
+    const desc = await storeArtifact(store, artifact);
+    if (opts.tag) await store.tag(opts.tag, ociRefName(opts.tag), desc);
+    return { ...artifact, digest: desc.digest };
   } finally {
     await release();
   }
