@@ -17,6 +17,7 @@ export type ErrorCode =
   | "E_OFFLINE" // HF_HUB_OFFLINE is set: the Hub may not be asked
   | "E_REGISTRY" // OCI distribution error
   | "E_LOCK" // store busy
+  | "E_CONFLICT" // would replace a store tag checked against its source with other content
   | "E_USAGE" // bad command-line usage
   | "E_IO"; // filesystem
 
