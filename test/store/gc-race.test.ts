@@ -25,8 +25,11 @@ beforeAll(async () => {
   hub = await startHub();
   hub.addRepo("acme/tiny-llama");
   await hub.commit("acme/tiny-llama", base);
+  // Another model, sharing no tensor with the first: it stays tagged while the first is garbage.
+  const keep = path.join(tmp, "keep");
+  await makeLlamaLike(keep, { hidden: 64, layers: 1, vocab: 256, shards: 1, seed: 3 });
   hub.addRepo("acme/keep");
-  await hub.commit("acme/keep", base);
+  await hub.commit("acme/keep", keep);
 });
 afterAll(async () => {
   await hub?.close();
@@ -54,6 +57,19 @@ async function pausedGc(home: string) {
   done.catch(() => {}); // awaited by the test
   await paused;
   return { resume, done };
+}
+
+/** Waits until a file written now gets a later change time than `file` (file times advance in ticks). */
+async function clockPast(file: string) {
+  const then = (await fs.stat(file)).ctimeMs;
+  const probe = `${file}.probe`;
+  for (;;) {
+    await fs.writeFile(probe, "");
+    const now = (await fs.stat(probe)).ctimeMs;
+    await fs.rm(probe);
+    if (now > then) return;
+    await new Promise((r) => setTimeout(r, 1));
+  }
 }
 
 /** The model exports byte-identical from the store. */
@@ -84,7 +100,7 @@ describe("gc and pulls", () => {
     await waitFor(() => ended || stderr.includes("waiting for cake gc"), 30_000, "the pull to wait or end");
     gc.resume();
     const swept = await gc.done;
-    expect(swept.removed).toBeGreaterThan(0);
+    expect(swept.removed).toBeGreaterThan(3); // the removed model's tensor blobs, config, recipe and manifest
     expect(await exited).toBe(0);
     await exportsIdentical(env, "hf://acme/tiny-llama");
     expect(stderr).toContain(`${env.CAKE_HOME}: waiting for cake gc (process ${process.pid}) to finish`);
@@ -96,6 +112,7 @@ describe("gc and pulls", () => {
     expect((await cake(["pull", "-q", "hf://acme/keep"], env)).code).toBe(0);
     const store = new Store(env.CAKE_HOME);
     const old = await store.putBytes(Buffer.from("garbage from before"));
+    await clockPast(store.blobPath(old)); // gc keeps what lands in its own clock tick: this one is older
     const gc = await pausedGc(env.CAKE_HOME);
     const landed = await store.putBytes(Buffer.from("written while gc runs, tagged after it"));
     gc.resume();
@@ -106,10 +123,10 @@ describe("gc and pulls", () => {
 
   it("a gc that starts while a pull runs refuses in one line; the pull ends whole", async () => {
     const env = freshEnv();
-    hub.setKnobs({ bandwidth: 300_000 });
+    hub.setKnobs({ bandwidth: 100_000 }); // slow enough that the pull outlasts the gc run below; lifted after it
     const child = spawnCake(["pull", "-q", "-c", "2", "hf://acme/tiny-llama"], env);
     const exited = new Promise<number | null>((r) => child.on("close", r));
-    await waitFor(() => hub.counters.bytesServed > 200_000, 30_000, "the pull to be under way");
+    await waitFor(() => hub.counters.bytesServed > 150_000, 30_000, "the pull to be under way");
     const gc = await cake(["gc"], env);
     expect(gc.code).toBe(1);
     expect(gc.stderr).toMatch(new RegExp(`^cake: another cake process \\(${child.pid}\\) is using ${env.CAKE_HOME}; run gc when it ends\\n$`));
