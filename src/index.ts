@@ -13,7 +13,6 @@ export * from "./transfer/defaults.js";
 export * from "./hub/index.js";
 export * from "./model/ref.js";
 export * from "./model/hf-pull.js";
-export { isUnverified } from "./model/hf-check.js";
 export * from "./model/source.js";
 export * from "./model/export.js";
 export * from "./model/catalog.js";

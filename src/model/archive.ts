@@ -17,7 +17,7 @@ import type tar from "tar-stream";
 import { CakeError, isCakeError } from "../errors.js";
 import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { parseStrictJson } from "../format/strict-json.js";
-import { isUnverified } from "./hf-check.js";
+import { isUnverified } from "./catalog.js";
 import { isHfRef, ociRefName } from "./ref.js";
 import { canonicalRef } from "./source.js";
 import type { ProgressSink } from "../transfer/progress.js";

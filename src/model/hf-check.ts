@@ -8,15 +8,12 @@
  */
 import { isCakeError } from "../errors.js";
 import type { RecipeFile } from "../format/artifact.js";
-import { ANN, type Descriptor } from "../format/oci.js";
+import type { Descriptor } from "../format/oci.js";
 import { parseManifest, parseRecipe, recipeLayer } from "../format/recipe.js";
 import type { HubParams } from "../hub/config.js";
 import { listFiles } from "../hub/list-files.js";
 import type { Store } from "../store/layout.js";
-import { manifestChildren } from "./catalog.js";
-
-/** A store tag the Hub has not confirmed (loaded from an archive without --trust). */
-export const isUnverified = (d: Descriptor | undefined): boolean => typeof d?.annotations?.[ANN.hfUnverified] === "string";
+import { isUnverified, manifestChildren } from "./catalog.js";
 
 /**
  * - `absent`: no such tag, or a blob it reaches is missing: pull it whole.

@@ -23,8 +23,8 @@ import type { Store } from "../store/layout.js";
 import { transferBlobs, type BlobJob, type TransferStats } from "../transfer/engine.js";
 import { Pool } from "../transfer/pool.js";
 import type { ProgressSink } from "../transfer/progress.js";
-import { storeArtifact, storedModel } from "./catalog.js";
-import { checkStoredCopy, isUnverified } from "./hf-check.js";
+import { isUnverified, storeArtifact, storedModel } from "./catalog.js";
+import { checkStoredCopy } from "./hf-check.js";
 import { formatHfRef, ociRefName, type HfRef } from "./ref.js";
 
 export interface HfPullOptions {

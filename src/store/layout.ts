@@ -346,7 +346,7 @@ export class Store {
    * Deletes every blob no tagged manifest reaches (manifest -> config + layers), and stale ingest
    * files. Refuses while another cake process holds a lease: its blobs are not tagged yet; a lease
    * taken while gc runs waits for it (see `lease`). Blobs written since gc started are kept whatever
-   * reaches them, and a file gone meanwhile is simply gone. `children` gives what a manifest reaches.
+   * reaches them. `children` gives what a manifest reaches.
    */
   async gc(children: (manifest: Buffer) => string[] | Promise<string[]>): Promise<{ removed: number; bytes: number; kept: number }> {
     await this.init();
@@ -403,7 +403,7 @@ export class Store {
       }
       for (const name of await fsp.readdir(this.p("cake", "ranges"))) {
         if (tempWriterAlive(name) !== undefined) continue;
-        const text = await fsp.readFile(this.p("cake", "ranges", name), "utf8").catch(() => "");
+        const text = await fsp.readFile(this.p("cake", "ranges", name), "utf8");
         const keep = text.split("\n").filter((l) => l && live.has(l.split(" ")[2]!));
         if (keep.length === 0) await removeFile(this.p("cake", "ranges", name));
         else await this.atomicWrite(this.p("cake", "ranges", name), keep.join("\n") + "\n");

@@ -28,8 +28,9 @@ let impostorDigest: string;
 let n = 0;
 const freshHome = () => path.join(tmp, `store-${n++}`);
 const env = (home: string, extra: Record<string, string> = {}) => ({ CAKE_HOME: home, HF_ENDPOINT: hub.url, HF_TOKEN: "", HF_HOME: path.join(tmp, "hf"), ...extra });
-const tagOf = async (home: string, ref: string) =>
-  (JSON.parse((await cake(["ls", "--json"], env(home))).stdout || "[]") as { ref: string; digest: string }[]).find((m) => m.ref === ref)?.digest;
+const listed = async (home: string, ref: string) =>
+  (JSON.parse((await cake(["ls", "--json"], env(home))).stdout || "[]") as { ref: string; digest: string; unverified?: true }[]).find((m) => m.ref === ref);
+const tagOf = async (home: string, ref: string) => (await listed(home, ref))?.digest;
 
 /** Exports `ref` and says whether it is the Hub's model byte for byte. */
 async function exportsModel(home: string, ref: string): Promise<{ same: boolean; stderr: string }> {
@@ -107,6 +108,7 @@ describe("cake load and the Hub's word", () => {
     const load = await cake(["load", impostor], env(home));
     expect(load.code).toBe(0);
     expect(load.stderr).toContain(`${impostor}: hf://acme/tiny-llama@${commit} not checked against the Hub yet`);
+    expect(await listed(home, `hf://acme/tiny-llama@${commit}`)).toMatchObject({ digest: impostorDigest, unverified: true });
     const warning = `cake: warning: hf://acme/tiny-llama@${commit} was loaded from an archive and is not checked against the Hub yet; run cake pull hf://acme/tiny-llama@${commit} online to check it\n`;
     const before = await exportsModel(home, `hf://acme/tiny-llama@${commit}`);
     expect(before.same).toBe(false);
@@ -120,6 +122,7 @@ describe("cake load and the Hub's word", () => {
     expect(pull.stderr).toContain(`hf://acme/tiny-llama@main: the store's copy (${impostorDigest}, loaded from an archive) is not the Hub's commit ${commit}; replaced by the Hub's\n`);
     expect(pull.stdout).toBe(`${pulled}\n`);
     expect(hub.counters.bytesServed).toBeGreaterThan(0);
+    expect(await listed(home, `hf://acme/tiny-llama@${commit}`)).not.toHaveProperty("unverified");
     expect(await tagOf(home, `hf://acme/tiny-llama@${commit}`)).toBe(pulled);
     const after = await exportsModel(home, `hf://acme/tiny-llama@${commit}`);
     expect(after).toEqual({ same: true, stderr: "" });
