@@ -27,9 +27,15 @@ export function say(opts: GlobalOpts, line: string): void {
  * A Hub pull that used the store's copy (HF_HUB_OFFLINE, or the Hub unreachable) says so on stderr,
  * --quiet or not, as huggingface_hub warns when it falls back to its cache. True when it did.
  */
-export function warnIfOffline(r: { offline?: string; ref: string; commit: string }): boolean {
+export function warnIfOffline(r: { offline?: string; ref: string; commit: string; unverified?: boolean }): boolean {
   if (r.offline) process.stderr.write(`cake: warning: ${r.offline}; using ${r.ref} as the store has it (commit ${r.commit})\n`);
+  if (r.unverified) warnUnverified(r.ref);
   return r.offline !== undefined;
+}
+
+/** A Hub reference loaded from an archive and not confirmed by the Hub: said on stderr, --quiet or not. */
+export function warnUnverified(ref: string): void {
+  process.stderr.write(`cake: warning: ${ref} was loaded from an archive and is not checked against the Hub yet; run cake pull ${ref} online to check it\n`);
 }
 
 export function parsePositiveInt(v: string): number {

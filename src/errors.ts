@@ -17,6 +17,7 @@ export type ErrorCode =
   | "E_OFFLINE" // HF_HUB_OFFLINE is set: the Hub may not be asked
   | "E_REGISTRY" // OCI distribution error
   | "E_LOCK" // store busy
+  | "E_CONFLICT" // would replace a store tag checked against its source with other content
   | "E_USAGE" // bad command-line usage
   | "E_IO"; // filesystem
 
@@ -51,6 +52,8 @@ export function oneLine(err: unknown): string {
   if (err instanceof CakeError) return err.message.replace(/\s*\n\s*/g, " ");
   const e = err as { code?: string; path?: string; message?: string };
   if (e && e.code === "ENOSPC") return `no space left on device${e.path ? ` writing ${e.path}` : ""}`;
+  // Never a bare ENOENT: a file cake had just seen went away (another process, a hand in the store).
+  if (e && e.code === "ENOENT" && e.path) return `${e.path}: no such file or directory (removed while cake was using it?); run the command again`;
   if (e && typeof e.message === "string") return e.message.replace(/\s*\n\s*/g, " ");
   return String(err);
 }

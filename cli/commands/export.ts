@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import { Command } from "commander";
-import { CakeError, exportTo, exportToHfCache, hfHubCache, isHfRef, parseHfRef, sourceFromDir, sourceFromStore, type ArtifactSource } from "../../src/index.js";
-import { openStore, progressFor, say } from "../context.js";
+import { CakeError, canonicalRef, exportTo, exportToHfCache, hfHubCache, isHfRef, isUnverified, parseHfRef, sourceFromDir, sourceFromStore, type ArtifactSource } from "../../src/index.js";
+import { openStore, progressFor, say, warnUnverified } from "../context.js";
 
 /** A directory written by `oras pull` when the argument is one; else a store reference. */
 export async function openSource(arg: string): Promise<ArtifactSource> {
@@ -24,6 +24,8 @@ export function exportCommand(): Command {
     .option("-q, --quiet", "no progress")
     .action(async (arg: string, out: string | undefined, opts: { hfCache?: boolean; verify?: boolean; quiet?: boolean }) => {
       const src = await openSource(arg);
+      // Exported all the same (every file is hashed against its recipe), but the recipe is the archive's word.
+      if (isHfRef(arg) && isUnverified(await openStore().resolve(canonicalRef(arg)))) warnUnverified(canonicalRef(arg));
       const progress = progressFor(opts, `export ${arg}`, "files");
       if (opts.hfCache) {
         const s = src.config?.source;

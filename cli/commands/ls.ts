@@ -12,7 +12,7 @@ export function lsCommand(): Command {
       if (opts.json) return printJson(models);
       table([
         ["REF", "COMMIT", "FILES", "TENSORS", "SIZE", "DIGEST"],
-        ...models.map((m) => [m.ref, m.commit?.slice(0, 12) ?? "-", String(m.files), String(m.tensors), formatBytes(m.bytes), m.digest.slice(0, 19)]),
+        ...models.map((m) => [m.unverified ? `${m.ref} (unverified)` : m.ref, m.commit?.slice(0, 12) ?? "-", String(m.files), String(m.tensors), formatBytes(m.bytes), m.digest.slice(0, 19)]),
       ]);
     });
 }

@@ -19,7 +19,8 @@ export function pullCommand(): Command {
     };
     if (isHfRef(ref)) {
       const r = await pullHf(parseHfRef(ref), { ...common, hub: hub() });
-      if (!warnIfOffline(r)) say(opts, r.upToDate ? `${r.ref}: up to date (${r.commit})` : `${r.ref}: pulled commit ${r.commit}`);
+      if (r.replaced) say(opts, `${r.ref}: the store's copy (${r.replaced}, loaded from an archive) is not the Hub's commit ${r.commit}; replaced by the Hub's`);
+      if (!warnIfOffline(r)) say(opts, r.upToDate ? `${r.ref}: up to date (${r.commit})${r.confirmed ? "; the copy loaded from an archive matches the Hub's files" : ""}` : `${r.ref}: pulled commit ${r.commit}`);
       process.stdout.write(`${r.manifestDigest}\n`);
       return;
     }

@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import { Command, Option } from "commander";
-import { canonicalRef, importDir, isHfRef, parseHfRef, pullHf, pushToRegistry, Store, formatHfRef, ociRefName } from "../../src/index.js";
+import { canonicalRef, importDir, isHfRef, parseHfRef, pullHf, pushToRegistry, Store, formatHfRef } from "../../src/index.js";
 import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, warnIfOffline, withRegistryOptions, type AccessOpts } from "../context.js";
 
 /**
@@ -15,10 +15,9 @@ async function storeRefFor(src: string, dest: string, store: Store, opts: { quie
     return formatHfRef({ repo: ref.repo, revision: r.commit });
   }
   if (fs.existsSync(src) && fs.statSync(src).isDirectory()) {
-    const a = await importDir(src, store, { progress: progressFor(opts, `import ${src}`, "blobs") });
     // Like `docker build -t`: the imported folder is known in the store by the name it is pushed to.
     const ref = canonicalRef(dest);
-    await store.tag(ref, ociRefName(ref), { mediaType: a.manifest.mediaType, digest: a.digest, size: a.manifestBytes.length, artifactType: a.manifest.artifactType! });
+    await importDir(src, store, { progress: progressFor(opts, `import ${src}`, "blobs"), tag: ref });
     return ref;
   }
   return canonicalRef(src);

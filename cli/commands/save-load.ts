@@ -20,10 +20,13 @@ export function loadCommand(): Command {
   return new Command("load")
     .description("load an OCI archive (from `cake save` or `skopeo copy … oci-archive:`) into the store, each blob checked against its digest")
     .argument("<archive.tar>")
+    .option("--trust", "take the archive's Hub references as checked, replacing what the store holds under them")
     .option("-q, --quiet", "no progress")
-    .action(async (archive: string, opts: { quiet?: boolean }) => {
-      const r = await loadArchive(openStore(), archive, { progress: progressFor(opts, `load ${archive}`, "blobs") });
+    .action(async (archive: string, opts: { quiet?: boolean; trust?: boolean }) => {
+      const r = await loadArchive(openStore(), archive, { progress: progressFor(opts, `load ${archive}`, "blobs"), ...(opts.trust ? { trust: true } : {}) });
       for (const t of r.tagged) process.stdout.write(`${t.ref} ${t.digest}\n`);
+      const unverified = r.tagged.filter((t) => t.unverified).map((t) => t.ref);
+      if (unverified.length) say(opts, `${archive}: ${unverified.join(", ")} not checked against the Hub yet: cake pull checks them online (cake load --trust takes them as they are)`);
       for (const u of r.untagged) {
         say(opts, `${archive}: manifest ${u.digest} ${u.name === undefined ? "has no name" : `is named ${JSON.stringify(u.name)}, not a reference`}; loaded, not tagged`);
       }

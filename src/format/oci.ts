@@ -56,6 +56,11 @@ export const ANN = {
   cakeRef: "dev.cake.ref",
   hfRepo: "dev.cake.hf.repo",
   hfCommit: "dev.cake.hf.commit",
+  /**
+   * On a store tag only (index.json): a Hub reference that came from an archive (`cake load`) and
+   * that the Hub has not confirmed yet; its value says where it came from. `cake pull` checks it.
+   */
+  hfUnverified: "dev.cake.hf.unverified",
 } as const;
 
 export const DIGEST_RE = /^sha256:[a-f0-9]{64}$/;

@@ -123,6 +123,10 @@ const NOTICE_AFTER_MS = 2000;
 export function noticeWait(what: string, ms: number, reason: string): void {
   if (ms >= NOTICE_AFTER_MS) waitNotice?.(`${what}: ${reason}; waiting ${Math.round(ms / 1000)} s before asking again`);
 }
+/** Tells a wait of unknown length through the same sink (a store lease waiting for `cake gc`). */
+export function noticeLine(line: string): void {
+  waitNotice?.(line);
+}
 
 export const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve, reject) => {

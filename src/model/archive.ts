@@ -11,13 +11,14 @@
  */
 import fs from "node:fs";
 import fsp from "node:fs/promises";
-import type { Readable } from "node:stream";
 import path from "node:path";
+import type { Readable } from "node:stream";
 import type tar from "tar-stream";
 import { CakeError, isCakeError } from "../errors.js";
 import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { parseStrictJson } from "../format/strict-json.js";
-import { ociRefName } from "./ref.js";
+import { isUnverified } from "./catalog.js";
+import { isHfRef, ociRefName } from "./ref.js";
 import { canonicalRef } from "./source.js";
 import type { ProgressSink } from "../transfer/progress.js";
 import type { Store } from "../store/layout.js";
@@ -53,11 +54,17 @@ export interface SaveResult {
 
 export interface LoadOptions {
   progress?: ProgressSink;
+  /**
+   * Take the archive's Hub references as checked: tagged without `dev.cake.hf.unverified`, replacing
+   * what the store holds under them. Without it a Hub reference is tagged unverified, and one the
+   * store holds as pulled from the Hub is never replaced by other content.
+   */
+  trust?: boolean;
 }
 
 export interface LoadResult {
-  /** The store references the archive's manifests now have. */
-  tagged: { ref: string; digest: string }[];
+  /** The store references the archive's manifests now have; `unverified`: a Hub reference not confirmed by the Hub yet. */
+  tagged: { ref: string; digest: string; unverified: boolean }[];
   /** Manifests without a `dev.cake.ref` or ref.name that parses as a reference: loaded, not tagged. */
   untagged: { digest: string; name?: string }[];
   /** Blobs written to the store / already there. */
@@ -272,7 +279,9 @@ function refFrom(desc: Descriptor): { ref?: string; name?: string } {
  * written and becomes visible only under the digest it hashes to (a corrupted entry: E_DIGEST,
  * nothing loaded is tagged). Entries with any other name are skipped, never written. Then each
  * manifest in `index.json` whose blobs are all present is tagged as its `dev.cake.ref`
- * annotation, else its `org.opencontainers.image.ref.name`.
+ * annotation, else its `org.opencontainers.image.ref.name`. A Hub reference is only the archive's
+ * claim: tagged `dev.cake.hf.unverified` until `cake pull` has the Hub confirm it, and never over a
+ * tag the store pulled from the Hub with other content (E_CONFLICT), unless `trust`.
  */
 export async function loadArchive(store: Store, tarPath: string, opts: LoadOptions = {}): Promise<LoadResult> {
   const st = await fsp.stat(tarPath).catch((err: NodeJS.ErrnoException) => {
@@ -363,16 +372,32 @@ export async function loadArchive(store: Store, tarPath: string, opts: LoadOptio
     }
     const tagged: LoadResult["tagged"] = [];
     const untagged: LoadResult["untagged"] = [];
+    const held = new Map((await store.tags()).map((t) => [t.ref, t.descriptor]));
+    const moves: { m: Descriptor; ref: string; unverified: boolean }[] = [];
+    // Every reference judged before any tag moves: one refused, none moved.
     for (const m of manifests) {
       const { ref, name } = refFrom(m);
       if (!ref) {
         untagged.push({ digest: m.digest, ...(name !== undefined ? { name } : {}) });
         continue;
       }
+      const have = held.get(ref);
+      const checked = have !== undefined && !isUnverified(have);
+      if (opts.trust || !isHfRef(ref)) moves.push({ m, ref, unverified: false });
+      else if (checked && have.digest === m.digest) tagged.push({ ref, digest: m.digest, unverified: false }); // the Hub's already: left as it is
+      else if (checked) {
+        throw new CakeError(
+          "E_CONFLICT",
+          `${tarPath}: ${ref} is ${m.digest} in the archive, but the store holds ${have.digest}, checked against the Hub; not replaced (cake rm ${ref} first, or cake load --trust to take the archive's)`,
+        );
+      } else moves.push({ m, ref, unverified: true });
+    }
+    for (const { m, ref, unverified } of moves) {
       const extra: Record<string, string> = {};
-      for (const [k, v] of Object.entries(m.annotations ?? {})) if (typeof v === "string" && k !== ANN.refName && k !== ANN.cakeRef) extra[k] = v;
+      for (const [k, v] of Object.entries(m.annotations ?? {})) if (typeof v === "string" && k !== ANN.refName && k !== ANN.cakeRef && k !== ANN.hfUnverified) extra[k] = v;
+      if (unverified) extra[ANN.hfUnverified] = path.basename(tarPath);
       await store.tag(ref, ociRefName(ref), m, extra);
-      tagged.push({ ref, digest: m.digest });
+      tagged.push({ ref, digest: m.digest, unverified });
     }
     return { tagged, untagged, blobs, reused, bytes };
   } finally {

@@ -13,6 +13,8 @@ export interface ModelSummary {
   files: number;
   tensors: number;
   bytes: number;
+  /** A Hub reference loaded from an archive that the Hub has not confirmed yet (see hf-check.ts). */
+  unverified?: true;
 }
 
 export async function readConfig(store: Store, manifestDigest: string): Promise<ModelConfig | undefined> {
@@ -24,6 +26,9 @@ export async function readConfig(store: Store, manifestDigest: string): Promise<
     return undefined;
   }
 }
+
+/** A store tag of a Hub reference loaded from an archive (without --trust) that the Hub has not confirmed yet. */
+export const isUnverified = (d: Descriptor | undefined): boolean => typeof d?.annotations?.[ANN.hfUnverified] === "string";
 
 /** The Hub commit a stored model came from: its tag says (a pull), else its config (a loaded archive). */
 const hubCommitOf = (descriptor: Descriptor, cfg: ModelConfig | undefined) =>
@@ -49,6 +54,7 @@ export async function listModels(store: Store): Promise<ModelSummary[]> {
       files: cfg?.files.length ?? 0,
       tensors: cfg?.files.reduce((n, f) => n + (f.tensors?.length ?? 0), 0) ?? 0,
       bytes: cfg?.files.reduce((n, f) => n + f.size, 0) ?? 0,
+      ...(isUnverified(descriptor) ? { unverified: true as const } : {}),
     });
   }
   return out;

@@ -16,6 +16,7 @@ import type { Store } from "../store/layout.js";
 import type { ProgressSink } from "../transfer/progress.js";
 import { convertFiles, type SourcedFile } from "./convert.js";
 import { localFileSource, readSafetensorsHeader } from "./range-source.js";
+import { ociRefName } from "./ref.js";
 
 /** Every regular file below `dir` (relative, '/'-separated), skipping VCS folders. */
 async function walk(dir: string): Promise<string[]> {
@@ -43,7 +44,11 @@ async function hashFile(file: string, size: number): Promise<{ sha256: string; g
   return { sha256: sha.digest("hex"), gitOid: git.digest("hex") };
 }
 
-export async function importDir(dir: string, store: Store, opts: { progress?: ProgressSink; concurrency?: number } = {}): Promise<Artifact & { digest: string }> {
+/**
+ * Imports the folder `dir`. `tag`: a store reference to point at it, tagged under the same lease as
+ * the import, so that no `cake gc` finds its blobs untagged in between.
+ */
+export async function importDir(dir: string, store: Store, opts: { progress?: ProgressSink; concurrency?: number; tag?: string } = {}): Promise<Artifact & { digest: string }> {
   const st = await fsp.stat(dir).catch(() => undefined);
   if (!st?.isDirectory()) throw new CakeError("E_NOT_FOUND", `${dir}: not a directory`);
   const files: SourcedFile[] = [];
@@ -68,6 +73,7 @@ export async function importDir(dir: string, store: Store, opts: { progress?: Pr
       ...(opts.progress ? { progress: opts.progress } : {}),
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
     });
+    if (opts.tag) await store.tag(opts.tag, ociRefName(opts.tag), desc);
     return { ...artifact, digest: desc.digest };
   } finally {
     await release();

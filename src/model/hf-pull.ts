@@ -21,8 +21,9 @@ import type { Store } from "../store/layout.js";
 import type { TransferStats } from "../transfer/engine.js";
 import { Pool } from "../transfer/pool.js";
 import type { ProgressSink } from "../transfer/progress.js";
-import { storedModel } from "./catalog.js";
+import { isUnverified, storedModel } from "./catalog.js";
 import { convertFiles, isUnitOf, type SourcedFile } from "./convert.js";
+import { checkStoredCopy } from "./hf-check.js";
 import { readSafetensorsHeader, type RangeSource } from "./range-source.js";
 import { formatHfRef, ociRefName, type HfRef } from "./ref.js";
 import { proveServed, type HeldUnit } from "./reuse-proof.js";
@@ -57,6 +58,12 @@ export interface PullResult {
    * copy of the reference, as it was last pulled (huggingface_hub falls back to its cache the same way).
    */
   offline?: string;
+  /** The store's copy used offline came from an archive, unconfirmed by the Hub (see hf-check.ts). */
+  unverified?: boolean;
+  /** The store's copy came from an archive and the Hub confirmed its files: now a verified tag. */
+  confirmed?: boolean;
+  /** The store's copy came from an archive and its files were not the commit's: this manifest was replaced. */
+  replaced?: string;
   stats: TransferStats;
 }
 
@@ -182,7 +189,8 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     const stored = await storedModel(store, name);
     if (!stored) throw new CakeError(err.code, `${err.message}; and ${name} is not in the store ${store.root}`, { cause: err });
     const commit = stored.commit ?? ref.revision;
-    return { ref: name, commit, manifestDigest: stored.descriptor.digest, upToDate: true, offline: err.message, stats: { fetchedBytes: 0, skippedBlobs: 0 } };
+    const unverified = isUnverified(stored.descriptor) ? { unverified: true } : {};
+    return { ref: name, commit, manifestDigest: stored.descriptor.digest, upToDate: true, offline: err.message, ...unverified, stats: { fetchedBytes: 0, skippedBlobs: 0 } };
   }
   const commit = info.sha;
   const byCommit = formatHfRef({ repo: ref.repo, revision: commit });
@@ -190,12 +198,15 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
 
   const release = await leased;
   try {
-    // Up to date: the commit is already a tagged artifact; just (re)point the revision at it.
+    // Up to date: the commit is already a tagged artifact, whole and the Hub's; just (re)point the revision at it.
     const have = await store.resolve(byCommit);
-    if (have && (await store.hasBlob(have.digest))) {
+    const stored = await checkStoredCopy(store, hub, ref.repo, commit, have);
+    if (have && (stored === "verified" || stored === "confirmed")) {
+      if (stored === "confirmed") await store.tag(byCommit, ociRefName(byCommit), have, tagExtra); // no longer unverified
       if (name !== byCommit) await store.tag(name, ociRefName(name), have, tagExtra);
-      return { ref: name, commit, manifestDigest: have.digest, upToDate: true, stats: { fetchedBytes: 0, skippedBlobs: 0 } };
+      return { ref: name, commit, manifestDigest: have.digest, upToDate: true, ...(stored === "confirmed" ? { confirmed: true } : {}), stats: { fetchedBytes: 0, skippedBlobs: 0 } };
     }
+    const replaced = have && stored === "impostor" ? { replaced: have.digest } : {};
 
     // The store's record of each file's ranges, read once for the header reads and the first look of all its units.
     const rangesOf = once((key: string) => store.knownRanges(key));
@@ -247,7 +258,7 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     await store.markVerified(digest); // every file matched the Hub's hashes above: export need not hash again
     await store.tag(byCommit, ociRefName(byCommit), desc, tagExtra);
     if (name !== byCommit) await store.tag(name, ociRefName(name), desc, tagExtra);
-    return { ref: name, commit, manifestDigest: digest, upToDate: false, stats };
+    return { ref: name, commit, manifestDigest: digest, upToDate: false, ...replaced, stats };
   } finally {
     await release();
   }

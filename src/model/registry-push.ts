@@ -34,6 +34,16 @@ export interface PushResult {
 }
 
 export async function pushToRegistry(storeRef: string, dest: string, opts: PushOptions): Promise<PushResult> {
+  // Under a lease: a `cake rm` + `cake gc` meanwhile would take the blobs from under the upload.
+  const release = await opts.store.lease();
+  try {
+    return await pushFromStore(storeRef, dest, opts);
+  } finally {
+    await release();
+  }
+}
+
+async function pushFromStore(storeRef: string, dest: string, opts: PushOptions): Promise<PushResult> {
   const { store } = opts;
   const ref = parseReference(dest);
   if (ref.digest) throw new CakeError("E_REF", `${dest}: push to a tag, not a digest`);

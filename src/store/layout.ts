@@ -6,7 +6,8 @@
  *   blobs/sha256/<hex>              content, read-only, always hashing to its name
  *   ingest/                         blobs being written (partial files + journals, locks)
  *   cake/ranges/<file-key>          which blob holds which byte range of a Hub file (resume, re-pull)
- *   cake/leases/                    live cake processes; gc waits for none
+ *   cake/leases/                    live cake processes; gc refuses while another holds one
+ *   cake/gc.lock                    gc is running: a new lease waits for its end
  *   cake/verified/<manifest-hex>    every file of this manifest was rebuilt and matched its recipe sha256
  *
  * A blob becomes visible only by rename after its bytes were hashed and checked.
@@ -25,6 +26,7 @@ import { Ingest } from "./ingest.js";
 import { lockOwner, tryLock, withLock } from "./lock.js";
 import { tempPath, tempWriterAlive } from "./pid.js";
 import { appendOwn } from "./open-own.js";
+import { noticeLine, sleep } from "../http/retry.js";
 import { removeFile } from "./remove.js";
 
 export function defaultStoreDir(): string {
@@ -328,7 +330,12 @@ export class Store {
 
   // ---- leases and gc ----
 
-  /** Marks this process as working in the store until the returned function is called. */
+  /**
+   * Marks this process as working in the store until the returned function is called: blobs it
+   * writes or relies on before it tags them are safe from gc. Waits while `cake gc` runs. gc takes
+   * its lock and then looks for leases; a lease appears and then looks for gc's lock: of the two
+   * that start at once, at least one sees the other (gc refuses, or the lease waits for its end).
+   */
   async lease(): Promise<() => Promise<void>> {
     await this.init();
     const tmp = tempPath(this.p("cake", "lease"));
@@ -336,18 +343,39 @@ export class Store {
     // Written aside and renamed in: gc must never see a lease without its pid (it would take it for stale).
     await fsp.writeFile(tmp, String(process.pid), { flag: "wx" });
     await fsp.rename(tmp, file);
+    try {
+      await this.waitForGc();
+    } catch (err) {
+      await removeFile(file);
+      throw err;
+    }
     return () => removeFile(file);
+  }
+
+  private async waitForGc(): Promise<void> {
+    let told = false;
+    for (let wait = 5; ; wait = Math.min(wait * 2, 200)) {
+      const owner = await lockOwner(this.p("cake", "gc.lock"));
+      if (owner === undefined || owner === process.pid) return;
+      if (!told) noticeLine(`${this.root}: waiting for cake gc (process ${owner}) to finish`);
+      told = true;
+      await sleep(wait);
+    }
   }
 
   /**
    * Deletes every blob no tagged manifest reaches (manifest -> config + layers), and stale ingest
-   * files. Refuses while another cake process holds a lease: its blobs are not tagged yet.
+   * files. Refuses while another cake process holds a lease: its blobs are not tagged yet; a lease
+   * taken while gc runs waits for it (see `lease`). Blobs written since gc started are kept whatever
+   * reaches them. `children` gives what a manifest reaches.
    */
-  async gc(children: (manifest: Buffer) => string[]): Promise<{ removed: number; bytes: number; kept: number }> {
+  async gc(children: (manifest: Buffer) => string[] | Promise<string[]>): Promise<{ removed: number; bytes: number; kept: number }> {
     await this.init();
     const gcLock = this.p("cake", "gc.lock");
     if (!(await tryLock(gcLock))) throw new CakeError("E_LOCK", `gc is already running in ${this.root} (process ${await lockOwner(gcLock)})`);
     try {
+      // The store's own clock: a blob renamed into blobs/ (or made read-only) at or after this moment is new.
+      const started = (await fsp.stat(gcLock)).mtimeMs;
       for (const name of await fsp.readdir(this.p("cake", "leases"))) {
         const owner = await lockOwner(this.p("cake", "leases", name));
         if (owner === undefined) await removeFile(this.p("cake", "leases", name));
@@ -357,20 +385,26 @@ export class Store {
       for (const { descriptor } of await this.tags()) {
         live.add(descriptor.digest);
         const bytes = await this.readBlob(descriptor.digest).catch(() => undefined);
-        if (bytes) for (const d of children(bytes)) live.add(d);
+        if (bytes) for (const d of await children(bytes)) live.add(d);
       }
       let removed = 0;
       let bytes = 0;
       let kept = 0;
       for (const hex of await fsp.readdir(this.p("blobs", "sha256"))) {
-        if (live.has(`sha256:${hex}`)) {
-          kept++;
-          continue;
+        const digest = `sha256:${hex}`;
+        if (!live.has(digest)) {
+          const file = this.p("blobs", "sha256", hex);
+          const st = await fsp.stat(file).catch(() => undefined);
+          if (!st) continue;
+          if (Math.max(st.mtimeMs, st.ctimeMs) < started) {
+            bytes += st.size;
+            await removeFile(file);
+            removed++;
+            continue;
+          }
+          live.add(digest); // new since gc started: kept, with its ranges and verified record
         }
-        const file = this.p("blobs", "sha256", hex);
-        bytes += (await fsp.stat(file)).size;
-        await removeFile(file);
-        removed++;
+        kept++;
       }
       // Temp files of killed processes (a live one's is about to be renamed or linked into place).
       for (const dir of [[], ["cake"], ["cake", "ranges"], ["ingest"]]) {

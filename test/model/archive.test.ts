@@ -10,14 +10,13 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
-import tar from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { saveArchive } from "../../src/model/archive.js";
 import { Store } from "../../src/store/layout.js";
 import { hashTree, listAll, makeLlamaLike } from "../fixtures/models.js";
 import { cake } from "../helpers/cli.js";
+import { readTar, writeTar, type TarEntry } from "../helpers/tar.js";
 import { startHub, type Hub } from "../hub/emulator.js";
 import { requireTool, startRegistry, type RunningRegistry } from "../registry/harness.js";
 
@@ -35,37 +34,6 @@ let archive: string;
 let n = 0;
 const freshHome = () => path.join(tmp, `store-${n++}`);
 const env = (cakeHome: string) => ({ CAKE_HOME: cakeHome, HF_ENDPOINT: hub.url, HF_TOKEN: "" });
-
-interface TarEntry {
-  header: tar.Headers;
-  data: Buffer;
-}
-
-async function readTar(file: string): Promise<TarEntry[]> {
-  const ex = tar.extract();
-  fs.createReadStream(file).pipe(ex);
-  const out: TarEntry[] = [];
-  for await (const e of ex) {
-    const parts: Buffer[] = [];
-    for await (const c of e) parts.push(c as Buffer);
-    out.push({ header: e.header, data: Buffer.concat(parts) });
-  }
-  return out;
-}
-
-async function writeTar(file: string, entries: TarEntry[]): Promise<void> {
-  const pack = tar.pack();
-  const done = pipeline(pack, fs.createWriteStream(file));
-  for (const e of entries) {
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null) => (err ? reject(err) : resolve());
-      if (e.header.type === "file") pack.entry({ ...e.header, size: e.data.length }, e.data, cb);
-      else pack.entry({ ...e.header, size: 0 }, cb);
-    });
-  }
-  pack.finalize();
-  await done;
-}
 
 const models = async (cakeHome: string) => JSON.parse((await cake(["ls", "--json"], env(cakeHome))).stdout || "[]") as { ref: string; digest: string }[];
 
