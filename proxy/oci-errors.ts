@@ -3,9 +3,22 @@
  * with the status each code goes with.
  */
 import type { Response } from "express";
-import { CakeError, isCakeError } from "../src/index.js";
+import { CakeError, isCakeError, isTransient } from "../src/index.js";
 
-export type OciCode = "NAME_UNKNOWN" | "MANIFEST_UNKNOWN" | "BLOB_UNKNOWN" | "UNAUTHORIZED" | "DENIED" | "TOOMANYREQUESTS" | "UNSUPPORTED" | "NAME_INVALID" | "MANIFEST_INVALID" | "DIGEST_INVALID";
+export type OciCode =
+  | "NAME_UNKNOWN"
+  | "MANIFEST_UNKNOWN"
+  | "BLOB_UNKNOWN"
+  | "UNAUTHORIZED"
+  | "DENIED"
+  | "TOOMANYREQUESTS"
+  | "UNSUPPORTED"
+  | "NAME_INVALID"
+  | "MANIFEST_INVALID"
+  | "DIGEST_INVALID"
+  // distribution's registry/api/errcode: UNAVAILABLE (503) and UNKNOWN (500), beside the spec's codes
+  | "UNAVAILABLE"
+  | "UNKNOWN";
 
 const STATUS: Record<OciCode, number> = {
   NAME_UNKNOWN: 404,
@@ -18,6 +31,8 @@ const STATUS: Record<OciCode, number> = {
   NAME_INVALID: 400,
   MANIFEST_INVALID: 400,
   DIGEST_INVALID: 400,
+  UNAVAILABLE: 503,
+  UNKNOWN: 500,
 };
 
 export class OciError extends Error {
@@ -25,6 +40,8 @@ export class OciError extends Error {
     readonly code: OciCode,
     message: string,
     readonly status = STATUS[code],
+    /** Seconds a client should wait before asking again (Retry-After), for 429 and 503. */
+    readonly retryAfter?: number,
   ) {
     super(message);
   }
@@ -35,12 +52,21 @@ export const CHALLENGE = 'Basic realm="cake proxy: log in with your Hugging Face
 
 export function sendOciError(res: Response, err: OciError, head = false): void {
   if (err.status === 401) res.setHeader("WWW-Authenticate", CHALLENGE);
+  if (err.retryAfter !== undefined) res.setHeader("Retry-After", String(err.retryAfter));
   res.status(err.status).type("application/json");
   if (head) res.end();
   else res.send(JSON.stringify({ errors: [{ code: err.code, message: err.message, detail: {} }] }));
 }
 
-/** A library error as the OCI error a client should see. */
+/** How long a client is asked to wait before trying again after an upstream problem (s). */
+const UPSTREAM_RETRY_AFTER = 5;
+
+/**
+ * A library error as the OCI error a client should see. An upstream problem another try may mend (the
+ * Hub unreachable or cutting its answers after cake's own retries, a 5xx, a rate limit) is 503
+ * UNAVAILABLE or 429 TOOMANYREQUESTS with Retry-After, which docker, oras and crane retry; anything
+ * else unexpected is 500 UNKNOWN, never UNSUPPORTED (that says the operation itself is not offered).
+ */
 export function ociErrorOf(err: unknown, what: OciCode): OciError {
   if (err instanceof OciError) return err;
   if (isCakeError(err, "E_GATED") || isCakeError(err, "E_AUTH")) {
@@ -49,6 +75,10 @@ export function ociErrorOf(err: unknown, what: OciCode): OciError {
   }
   if (isCakeError(err, "E_NOT_FOUND")) return new OciError(what, (err as CakeError).message);
   if (isCakeError(err, "E_REF")) return new OciError("NAME_INVALID", (err as CakeError).message);
-  if ((err as { statusCode?: number })?.statusCode === 429) return new OciError("TOOMANYREQUESTS", "the Hub is rate limiting; retry later");
-  return new OciError("UNSUPPORTED", err instanceof Error ? err.message : String(err), 502);
+  if (isTransient(err)) {
+    const e = err as CakeError;
+    if (e.status === 429) return new OciError("TOOMANYREQUESTS", `the Hub is rate limiting: ${e.message}`, 429, UPSTREAM_RETRY_AFTER);
+    return new OciError("UNAVAILABLE", `the Hub did not answer in full, try again: ${e.message}`, 503, UPSTREAM_RETRY_AFTER);
+  }
+  return new OciError("UNKNOWN", err instanceof Error ? err.message : String(err), 500);
 }

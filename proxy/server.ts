@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import type { AddressInfo } from "node:net";
-import { Store, hubParamsFromEnv, type RegistryAccess } from "../src/index.js";
+import { Store, hubParamsFromEnv, onRetryWait, type RegistryAccess } from "../src/index.js";
 import { createApp } from "./app.js";
 import { ProxyService } from "./service.js";
 
@@ -66,6 +66,8 @@ export function parseAliases(list: string[]): Record<string, string> {
 
 export async function startProxy(cfg: ProxyConfig): Promise<RunningProxy> {
   const log = cfg.quiet ? undefined : (e: Record<string, unknown>) => process.stderr.write(JSON.stringify({ time: new Date().toISOString(), ...e }) + "\n");
+  // A long wait the Hub asked for (its rate limit's reset) is logged, not sat through silently.
+  if (log) onRetryWait((message) => log({ event: "upstream-wait", message }));
   const service = new ProxyService({
     store: new Store(cfg.store),
     hubUrl: cfg.hub,

@@ -149,7 +149,9 @@ export class ProxyService {
     } catch (err) {
       const e = ociErrorOf(err, "MANIFEST_UNKNOWN");
       if (e.code === "MANIFEST_UNKNOWN" || e.code === "NAME_UNKNOWN") throw new OciError("MANIFEST_UNKNOWN", `${name}:${reference}: ${(err as Error).message}`);
-      throw hub.accessToken ? e : new OciError("UNAUTHORIZED", e.message);
+      // An anonymous client refused is asked for credentials (401 makes docker/oras send them); an upstream
+      // problem stays what it is (503, 429), for every client.
+      throw !hub.accessToken && e.code === "DENIED" ? new OciError("UNAUTHORIZED", e.message) : e;
     }
     await this.authorize(repo, commit, hub);
     const digest = await this.ensureConverted(repo, commit, hub);

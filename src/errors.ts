@@ -22,11 +22,24 @@ export type ErrorCode =
 
 export class CakeError extends Error {
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  /** The HTTP status of the answer this error reports, when it reports one (a Hub or registry answer). */
+  readonly status?: number;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; status?: number }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "CakeError";
     this.code = code;
+    if (options?.status !== undefined) this.status = options.status;
   }
+}
+
+/**
+ * A failure that another try later may mend: the network (after cake's own retries), a rate limit,
+ * a server error. The proxy answers these 503/429 so that clients retry, never as a refusal.
+ */
+export function isTransient(err: unknown): boolean {
+  if (!(err instanceof CakeError)) return false;
+  if (err.code === "E_NETWORK") return true;
+  return err.status !== undefined && (err.status === 408 || err.status === 429 || err.status >= 500);
 }
 
 export function isCakeError(err: unknown, code?: ErrorCode): err is CakeError {

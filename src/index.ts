@@ -1,5 +1,5 @@
 /** cake's library: the one entry cli/ and proxy/ import. */
-export { CakeError, isCakeError, oneLine } from "./errors.js";
+export { CakeError, isCakeError, isTransient, oneLine } from "./errors.js";
 export * from "./format/safetensors.js";
 export * from "./format/oci.js";
 export * from "./format/paths.js";

@@ -7,8 +7,14 @@
  * pull's first request, against 0.05 s for these two, and the commands that never touch the network
  * (export, ls, inspect, rm, gc) load none. undici is pinned to one version (package.json) and has no
  * exports map, so these paths are part of what that version ships; the test suite exercises both.
+ *
+ * When the environment names a proxy (HTTPS_PROXY and the others, read as curl reads them: see
+ * ./proxy-env.ts), the shared dispatcher routes each origin direct or through its proxy
+ * (./proxy-router.ts, with undici's ProxyAgent): that code loads only then.
  */
-import type { Dispatcher } from "undici";
+import type { Agent, Dispatcher } from "undici";
+import { readProxyEnv } from "./proxy-env.js";
+import type { ProxyRouter } from "./proxy-router.js";
 
 interface UndiciCore {
   Agent: typeof import("undici/lib/dispatcher/agent.js").default;
@@ -16,6 +22,7 @@ interface UndiciCore {
 }
 let loaded: Promise<UndiciCore> | undefined;
 let shared: Promise<Dispatcher> | undefined;
+let router: ProxyRouter | undefined;
 
 const undiciCore = (): Promise<UndiciCore> =>
   (loaded ??= Promise.all([import("undici/lib/dispatcher/agent.js"), import("undici/lib/api/api-request.js")]).then(([agent, api]) => ({
@@ -23,30 +30,42 @@ const undiciCore = (): Promise<UndiciCore> =>
     request: api.default,
   })));
 
+const AGENT_OPTIONS: Agent.Options = {
+  connections: 64,
+  keepAliveTimeout: 30_000,
+  headersTimeout: 60_000,
+  // A stalled body (no byte for this long) is a dropped connection: the caller resumes with Range.
+  bodyTimeout: 60_000,
+  connect: { timeout: 30_000 },
+};
+
 export function sharedDispatcher(): Promise<Dispatcher> {
-  shared ??= undiciCore().then(
-    ({ Agent }) =>
-      new Agent({
-        connections: 64,
-        keepAliveTimeout: 30_000,
-        headersTimeout: 60_000,
-        // A stalled body (no byte for this long) is a dropped connection: the caller resumes with Range.
-        bodyTimeout: 60_000,
-        connect: { timeout: 30_000 },
-      }),
-  );
+  shared ??= undiciCore().then(async ({ Agent }) => {
+    const direct = new Agent(AGENT_OPTIONS);
+    const proxies = readProxyEnv();
+    if (!proxies) return direct;
+    const { ProxyRouter } = await import("./proxy-router.js");
+    return (router = new ProxyRouter(direct, proxies, AGENT_OPTIONS));
+  });
   return shared;
 }
 
 /** One request of `url` through `dispatcher` (undici's `request(url, opts)`, without its index). */
 export async function dispatchRequest(dispatcher: Dispatcher, url: URL, opts: Omit<Dispatcher.RequestOptions, "origin" | "path">): Promise<Dispatcher.ResponseData> {
   const { request } = await undiciCore();
-  return request.call(dispatcher, { ...opts, origin: url.origin, path: `${url.pathname}${url.search}` });
+  try {
+    return await request.call(dispatcher, { ...opts, origin: url.origin, path: `${url.pathname}${url.search}` });
+  } catch (err) {
+    // A proxy that cannot be reached or refuses is named, without its credentials.
+    throw dispatcher === router ? router.explain(err, url) : err;
+  }
 }
 
 /** Closes the shared pools so a CLI process can exit promptly. */
 export async function closeSharedDispatcher(): Promise<void> {
   const d = shared;
   shared = undefined;
-  if (d) await (await d).close();
+  router = undefined;
+  // A dispatcher that was never made (a proxy variable cake cannot use) has nothing to close.
+  await (await d?.catch(() => undefined))?.close();
 }

@@ -10,6 +10,7 @@
  * their last byte). `httpReadAll` reads a small answer whole inside the same loop: a cut JSON answer
  * is asked again whole, a cut Range answer continues from its last byte.
  */
+import type { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
 import { CakeError } from "../errors.js";
 import { formatBytes } from "../units.js";
@@ -84,7 +85,8 @@ class CutAnswer extends Error {
 /** The peer (or something between) closed the connection: undici says "other side closed", node "socket hang up". */
 const isClosed = (err: unknown) => ["UND_ERR_SOCKET", "ECONNRESET", "EPIPE"].includes((err as { code?: string })?.code ?? "");
 
-const tries = (n: number) => `(${n} ${n === 1 ? "try" : "tries"})`;
+/** " (3 tries)"; nothing for a request sent once (CAKE_HTTP_RETRIES=0, or a failure not worth another). */
+const tries = (n: number) => (n > 1 ? ` (${n} tries)` : "");
 
 /**
  * The retry loop every request goes through. `consume` turns a final answer into the result; when
@@ -109,7 +111,7 @@ async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpRes
   const failed = (err: unknown, what: string): never => {
     if (req.signal?.aborted) throw req.signal.reason ?? err;
     const got = progress?.();
-    throw new CakeError("E_NETWORK", `${method} ${displayUrl(target)}: ${what}${got ? ` after ${got}` : ""} ${tries(sent)}`, { cause: err });
+    throw new CakeError("E_NETWORK", `${method} ${displayUrl(target)}: ${what}${got ? ` after ${got}` : ""}${tries(sent)}`, { cause: err });
   };
   /** Whether another try is allowed, given what the server asked for (a wait past the bound: no). */
   const mayRetry = (wait?: ServerWait) => attempt <= policy.retries && !req.signal?.aborted && !(wait && wait.ms > policy.maxServerWaitMs);
@@ -230,7 +232,7 @@ export async function httpReadAll(url: string, req: HttpRequest & { limit: numbe
       if (ok && range) {
         const cr = res.status === 206 ? parseContentRange(header(res.headers, "content-range")) : undefined;
         if (res.status === 206 && (!cr || cr.start !== range.start + got)) {
-          res.body.destroy();
+          discard(res.body);
           throw new CakeError("E_HTTP", `${what}: asked for ${headers.range}, got Content-Range ${header(res.headers, "content-range")}`);
         }
         bodyStart = cr ? cr.start : 0; // a 200 ignored the Range: its body starts at byte 0
@@ -244,7 +246,7 @@ export async function httpReadAll(url: string, req: HttpRequest & { limit: numbe
       }
       const limit = ok ? req.limit : ERROR_BODY_LIMIT;
       if (ok && !range && declared > limit) {
-        res.body.destroy();
+        discard(res.body);
         throw new CakeError("E_SIZE", `${what}: the answer is ${formatBytes(declared)}, more than the ${limitText(limit)} cake accepts; refused`);
       }
       const before = got;
@@ -271,6 +273,12 @@ export async function httpReadAll(url: string, req: HttpRequest & { limit: numbe
     },
     progress,
   );
+}
+
+/** Drops a response body without reading it (undici's destroy() reports an abort nobody wants). */
+export function discard(body: Readable): void {
+  body.on("error", () => undefined);
+  body.destroy();
 }
 
 /** Reads a small body as text, refusing more than `limit` bytes (a lying server cannot exhaust memory). */

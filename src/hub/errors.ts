@@ -36,21 +36,21 @@ export function hubErrorOf(res: HttpDocument, what: string, params: TokenState):
   const token = refused ? `; ${refusedToken(refused)}` : params.accessToken ? "" : " (no HF_TOKEN set)";
   switch (code) {
     case "GatedRepo":
-      if (refused) return new CakeError("E_GATED", `${what}: gated repository${token}`);
-      return new CakeError("E_GATED", `${what}: gated repository: ${res.status === 401 ? "log in with HF_TOKEN" : "your token has not been granted access"}; request access on the Hub${token}`);
+      if (refused) return new CakeError("E_GATED", `${what}: gated repository${token}`, { status: res.status });
+      return new CakeError("E_GATED", `${what}: gated repository: ${res.status === 401 ? "log in with HF_TOKEN" : "your token has not been granted access"}; request access on the Hub${token}`, { status: res.status });
     case "RepoNotFound":
-      return new CakeError("E_NOT_FOUND", `${what}: repository not found (or private and not yours)${token}`);
+      return new CakeError("E_NOT_FOUND", `${what}: repository not found (or private and not yours)${token}`, { status: res.status });
     case "RevisionNotFound":
-      return new CakeError("E_NOT_FOUND", `${what}: revision not found`);
+      return new CakeError("E_NOT_FOUND", `${what}: revision not found`, { status: res.status });
     case "EntryNotFound":
-      return new CakeError("E_NOT_FOUND", `${what}: file not found in this revision`);
+      return new CakeError("E_NOT_FOUND", `${what}: file not found in this revision`, { status: res.status });
   }
   if (res.status === 401 || res.status === 403) {
-    return new CakeError("E_AUTH", `${what}: ${res.status === 401 ? "unauthorized" : "forbidden"}${message ? `: ${message}` : ""}${token}`);
+    return new CakeError("E_AUTH", `${what}: ${res.status === 401 ? "unauthorized" : "forbidden"}${message ? `: ${message}` : ""}${token}`, { status: res.status });
   }
-  if (res.status === 404) return new CakeError("E_NOT_FOUND", `${what}: not found`);
+  if (res.status === 404) return new CakeError("E_NOT_FOUND", `${what}: not found`, { status: res.status });
   const wait = res.status === 429 ? serverWait(429, res.headers) : undefined;
   const tries = res.tries > 1 ? ` (${res.tries} tries)` : "";
-  if (wait) return new CakeError("E_HTTP", `${what}: HTTP 429, the Hub's ${wait.reason}: more than CAKE_HTTP_MAX_WAIT allows; try again later${tries}`);
-  return new CakeError("E_HTTP", `${what}: HTTP ${res.status}${message ? `: ${message}` : ""}${tries}`);
+  if (wait) return new CakeError("E_HTTP", `${what}: HTTP 429, the Hub's ${wait.reason}: more than CAKE_HTTP_MAX_WAIT allows; try again later${tries}`, { status: res.status });
+  return new CakeError("E_HTTP", `${what}: HTTP ${res.status}${message ? `: ${message}` : ""}${tries}`, { status: res.status });
 }

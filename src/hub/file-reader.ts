@@ -8,7 +8,7 @@
  */
 import type { Readable } from "node:stream";
 import { CakeError } from "../errors.js";
-import { header, httpReadAll, httpRequest, parseContentRange } from "../http/request.js";
+import { discard, header, httpReadAll, httpRequest, parseContentRange } from "../http/request.js";
 import { isHubOrigin, type HubParams } from "./config.js";
 import { hubError, hubErrorOf } from "./errors.js";
 import { encodePath, encodeRepo, hubHeaders, hubRequest, unreachable, USER_AGENT } from "./request.js";
@@ -77,41 +77,46 @@ export class HubFileReader {
     return !loc.hub && (status === 400 || status === 403 || status === 410);
   }
 
+  /**
+   * Sends a request to where the file is served; a CDN that refuses the signed location as expired
+   * gets one more try at a location resolved again (once for all the reads that met it).
+   */
+  private async atLocation<T extends { status: number }>(send: (loc: { url: string; hub: boolean }) => Promise<T>, drop: (res: T) => Promise<unknown>): Promise<{ res: T; loc: { url: string; hub: boolean } }> {
+    for (let attempt = 0; ; attempt++) {
+      const located = this.location();
+      const loc = await located;
+      let res: T;
+      try {
+        res = await send(loc);
+      } catch (err) {
+        throw unreachable(this.params, this.what, err);
+      }
+      if (!this.expired(loc, res.status) || attempt > 0) return { res, loc };
+      await drop(res);
+      if (this.where === located) this.where = undefined;
+    }
+  }
+
   /** Bytes [start, end) of the file. Says where its body starts (0 when the server ignored Range). */
   async open(start: number, end: number, signal?: AbortSignal): Promise<{ body: Readable; start: number }> {
     if (end <= start) throw new RangeError(`empty range ${start}-${end}`);
     const range = `bytes=${start}-${end - 1}`;
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const located = this.location();
-      const loc = await located;
-      let res;
-      try {
-        res = await httpRequest(loc.url, { headers: this.rangeHeaders(loc, range), ...(signal ? { signal } : {}) });
-      } catch (err) {
-        throw unreachable(this.params, this.what, err);
+    const { res, loc } = await this.atLocation(
+      (l) => httpRequest(l.url, { headers: this.rangeHeaders(l, range), ...(signal ? { signal } : {}) }),
+      (r) => r.body.dump(),
+    );
+    if (res.status === 206) {
+      const cr = parseContentRange(header(res.headers, "content-range"));
+      if (!cr || cr.start !== start) {
+        discard(res.body);
+        throw new CakeError("E_HTTP", `${this.what}: asked for ${range}, got Content-Range ${header(res.headers, "content-range")}`);
       }
-      if (res.status === 206) {
-        const cr = parseContentRange(header(res.headers, "content-range"));
-        if (!cr || cr.start !== start) {
-          res.body.destroy();
-          throw new CakeError("E_HTTP", `${this.what}: asked for ${range}, got Content-Range ${header(res.headers, "content-range")}`);
-        }
-        return { body: res.body, start };
-      }
-      if (res.status === 200) return { body: res.body, start: 0 };
-      if (this.expired(loc, res.status) && attempt === 0) {
-        await res.body.dump();
-        // Resolve again, once for all the reads that met it (not again if another read already has).
-        if (this.where === located) this.where = undefined;
-        continue;
-      }
-      if (loc.hub) {
-        throw await hubError(res, this.what, this.params);
-      }
-      await res.body.dump();
-      throw new CakeError("E_HTTP", `${this.what}: CDN answered HTTP ${res.status} to ${range}`);
+      return { body: res.body, start };
     }
-    throw new CakeError("E_HTTP", `${this.what}: CDN refused the signed location twice`);
+    if (res.status === 200) return { body: res.body, start: 0 };
+    if (loc.hub) throw await hubError(res, this.what, this.params);
+    await res.body.dump();
+    throw new CakeError("E_HTTP", `${this.what}: CDN answered HTTP ${res.status} to ${range}`, { status: res.status });
   }
 
   /**
@@ -121,26 +126,15 @@ export class HubFileReader {
   async read(start: number, end: number, signal?: AbortSignal): Promise<Buffer> {
     if (end <= start) throw new RangeError(`empty range ${start}-${end}`);
     const range = `bytes=${start}-${end - 1}`;
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const located = this.location();
-      const loc = await located;
-      let res;
-      try {
-        res = await httpReadAll(loc.url, { headers: this.rangeHeaders(loc, range), limit: end - start, what: this.what, ...(signal ? { signal } : {}) });
-      } catch (err) {
-        throw unreachable(this.params, this.what, err);
-      }
-      if (res.status === 206 || res.status === 200) {
-        if (res.bytes.length !== end - start) throw new CakeError("E_SIZE", `${this.what}: short read at ${start}-${end}: ${res.bytes.length} bytes`);
-        return res.bytes;
-      }
-      if (this.expired(loc, res.status) && attempt === 0) {
-        if (this.where === located) this.where = undefined;
-        continue;
-      }
-      if (loc.hub) throw hubErrorOf(res, this.what, this.params);
-      throw new CakeError("E_HTTP", `${this.what}: CDN answered HTTP ${res.status} to ${range}`);
+    const { res, loc } = await this.atLocation(
+      (l) => httpReadAll(l.url, { headers: this.rangeHeaders(l, range), limit: end - start, what: this.what, ...(signal ? { signal } : {}) }),
+      async () => {},
+    );
+    if (res.status === 206 || res.status === 200) {
+      if (res.bytes.length !== end - start) throw new CakeError("E_SIZE", `${this.what}: short read at ${start}-${end}: ${res.bytes.length} bytes`);
+      return res.bytes;
     }
-    throw new CakeError("E_HTTP", `${this.what}: CDN refused the signed location twice`);
+    if (loc.hub) throw hubErrorOf(res, this.what, this.params);
+    throw new CakeError("E_HTTP", `${this.what}: CDN answered HTTP ${res.status} to ${range}`, { status: res.status });
   }
 }

@@ -117,9 +117,9 @@ export function unreachable(params: HubParams, what: string, err: unknown): unkn
     if (typeof e.code === "string" && CONNECT_CODES.test(e.code)) code = e.code;
   }
   if (code) {
-    const tries = / \(\d+ tr(y|ies)\)$/.exec((err as Error).message)?.[0] ?? "";
+    const tries = / \(\d+ tries\)$/.exec((err as Error).message)?.[0] ?? "";
     const cause = (err as { cause?: unknown }).cause ?? err;
-    return new CakeError("E_NETWORK", `${what}: cannot reach the Hub at ${params.hubUrl}: ${describeError(cause)}${tries === " (1 try)" ? "" : tries}`, { cause: err });
+    return new CakeError("E_NETWORK", `${what}: cannot reach the Hub at ${params.hubUrl}: ${describeError(cause)}${tries}`, { cause: err });
   }
   return new CakeError("E_NETWORK", `${what}: ${isCakeError(err) ? err.message : describeError(err)}`, { cause: err });
 }

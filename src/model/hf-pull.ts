@@ -24,6 +24,7 @@ import { transferBlobs, type BlobJob, type TransferStats } from "../transfer/eng
 import { Pool } from "../transfer/pool.js";
 import type { ProgressSink } from "../transfer/progress.js";
 import { storeArtifact, storedModel } from "./catalog.js";
+import { proveServed, type HeldUnit } from "./reuse-proof.js";
 import { formatHfRef, ociRefName, type HfRef } from "./ref.js";
 
 export interface HfPullOptions {
@@ -221,6 +222,21 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     };
     for (const c of checks.values()) landed(c); // a file whose tensors are all empty has no units to wait for
 
+    // Bytes the store holds from another repo's copy of a file serve this one only once this repo's own
+    // CDN has shown it serves them (see reuse-proof.ts); asked once per file, recorded for next time.
+    const proven = once(async (path: string) => {
+      const f = byPath.get(path)!;
+      const key = fileKey(f.hub);
+      const records = await store.knownRanges(key);
+      const foreign: HeldUnit[] = [];
+      for (const u of plan.units) {
+        const rec = u.path === path ? records.get(`${u.begin}-${u.end}`) : undefined;
+        if (rec && !rec.repos.has(ref.repo) && (await store.hasBlob(rec.digest, u.end - u.begin))) foreign.push({ begin: u.begin, end: u.end, digest: rec.digest });
+      }
+      if (foreign.length === 0) return;
+      await proveServed(store, foreign, (a, b) => f.reader.read(a, b), `hf://${ref.repo}@${commit.slice(0, 12)}/${path}`);
+      for (const u of foreign) await store.recordRange(key, u.begin, u.end, u.digest, ref.repo);
+    });
     const jobs: BlobJob[] = plan.units.map((u) => {
       const f = byPath.get(u.path)!;
       const key = fileKey(f.hub);
@@ -232,15 +248,17 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
         ...(whole && f.hub.lfs ? { expected: `sha256:${f.hub.lfs.oid}` } : {}),
         label: whole ? `hf://${ref.repo}/${u.path}` : `hf://${ref.repo}/${u.path} bytes ${u.begin}-${u.end}`,
         existing: async (underLock) => {
-          const d = (await (underLock ? store.knownRanges(key) : rangesOf(key))).get(`${u.begin}-${u.end}`);
-          return d && (await store.hasBlob(d, u.end - u.begin)) ? d : undefined;
+          const rec = (await (underLock ? store.knownRanges(key) : rangesOf(key))).get(`${u.begin}-${u.end}`);
+          if (!rec || !(await store.hasBlob(rec.digest, u.end - u.begin))) return undefined;
+          if (!rec.repos.has(ref.repo)) await proven(u.path);
+          return rec.digest;
         },
         open: (s, e, signal) => f.reader.open(u.begin + s, u.begin + e, signal).then((r) => ({ body: r.body, start: r.start - u.begin })),
         // Small neighbouring units of one file come in one Range request (one round trip, not one per tensor).
         span: { source: key, offset: u.begin, open: (s, e, signal) => f.reader.open(s, e, signal) },
         done: async (digest) => {
           if (whole && !f.hub.lfs) await checkGitOid(store, f, digest);
-          await store.recordRange(key, u.begin, u.end, digest);
+          await store.recordRange(key, u.begin, u.end, digest, ref.repo);
         },
       };
     });

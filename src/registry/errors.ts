@@ -5,9 +5,8 @@
  * registry said. Callers match on `code`; `errors` keeps the registry's own codes.
  */
 import { STATUS_CODES } from "node:http";
-import type { Readable } from "node:stream";
 import { CakeError, type ErrorCode } from "../errors.js";
-import type { HttpResponse } from "../http/request.js";
+import { discard, type HttpResponse } from "../http/request.js";
 
 export interface OciErrorEntry {
   code: string;
@@ -159,8 +158,4 @@ async function readUpTo(body: HttpResponse["body"], limit: number): Promise<Buff
   return Buffer.concat(chunks);
 }
 
-/** Drops a response body without reading it (undici's destroy() reports an abort nobody wants). */
-export function discard(body: Readable): void {
-  body.on("error", () => undefined);
-  body.destroy();
-}
+export { discard };

@@ -36,6 +36,12 @@ export interface Tag {
   descriptor: Descriptor;
 }
 
+/** A Hub file's byte range in the store: the blob holding it and the repos known to serve it. */
+export interface RangeRecord {
+  digest: string;
+  repos: Set<string>;
+}
+
 export class Store {
   readonly root: string;
   private ready?: Promise<void>;
@@ -189,19 +195,28 @@ export class Store {
     return digest;
   }
 
-  // ---- ranges cache: Hub file byte range -> blob digest ----
+  // ---- ranges cache: Hub file byte range -> blob digest, and the repos that serve it ----
 
   private rangesPath(fileKey: string) {
     if (!/^[A-Za-z0-9._-]+$/.test(fileKey)) throw new CakeError("E_IO", `bad file key ${fileKey}`);
     return this.p("cake", "ranges", fileKey);
   }
 
-  async knownRanges(fileKey: string): Promise<Map<string, string>> {
-    const out = new Map<string, string>();
+  /**
+   * What the store knows of a Hub file's bytes: for each range "begin-end", the blob that holds it and
+   * the repos known to serve those bytes (the repo a pull fetched them from, or one that proved it
+   * serves them: see proveReuse in src/model/hf-pull.ts). Bytes reach another repo only with proof.
+   */
+  async knownRanges(fileKey: string): Promise<Map<string, RangeRecord>> {
+    const out = new Map<string, RangeRecord>();
     try {
       for (const line of (await fsp.readFile(this.rangesPath(fileKey), "utf8")).split("\n")) {
-        const m = /^(\d+) (\d+) (sha256:[a-f0-9]{64})$/.exec(line);
-        if (m) out.set(`${m[1]}-${m[2]}`, m[3]!);
+        const m = /^(\d+) (\d+) (sha256:[a-f0-9]{64})(?: (\S+))?$/.exec(line);
+        if (!m) continue;
+        const key = `${m[1]}-${m[2]}`;
+        let rec = out.get(key);
+        if (!rec || rec.digest !== m[3]) out.set(key, (rec = { digest: m[3]!, repos: new Set() }));
+        if (m[4]) rec.repos.add(m[4]);
       }
     } catch {
       /* none yet */
@@ -209,8 +224,10 @@ export class Store {
     return out;
   }
 
-  async recordRange(fileKey: string, begin: number, end: number, digest: string): Promise<void> {
-    await fsp.appendFile(this.rangesPath(fileKey), `${begin} ${end} ${digest}\n`);
+  /** Records that `repo` served bytes [begin, end) of the file, held by blob `digest`. */
+  async recordRange(fileKey: string, begin: number, end: number, digest: string, repo: string): Promise<void> {
+    if (/\s/.test(repo)) throw new CakeError("E_IO", `bad repo id ${JSON.stringify(repo)}`);
+    await fsp.appendFile(this.rangesPath(fileKey), `${begin} ${end} ${digest} ${repo}\n`);
   }
 
   async forgetRanges(fileKey: string): Promise<void> {

@@ -15,7 +15,7 @@ import type { Store } from "../store/layout.js";
 import { mergeRanges, type Ingest, type Range } from "../store/ingest.js";
 import { DEFAULT_CHUNK, DEFAULT_CONCURRENCY, MIN_RANGE, RANGE_ATTEMPTS, WRITE_BATCH } from "./defaults.js";
 import { Pool } from "./pool.js";
-import { silentProgress, type ProgressSink } from "./progress.js";
+import { formatBytes, silentProgress, type ProgressSink } from "./progress.js";
 
 export type OpenRange = (start: number, end: number, signal: AbortSignal) => Promise<{ body: Readable; start: number }>;
 
@@ -483,8 +483,11 @@ function stealFrom(active: Set<Fetch>): Fetch | undefined {
 /** Fetches [pos, end) of `f` into its target, continuing after dropped connections. */
 async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSignal, onBytes: (n: number) => void, firstByte: FirstByteWait): Promise<void> {
   active.add(f);
+  const from = f.pos;
+  let sent = 0;
   try {
     for (let attempt = 1; ; attempt++) {
+      sent++;
       const since = { n: 0 };
       const rangeStart = f.pos;
       f.seen = f.pos;
@@ -533,7 +536,10 @@ async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSignal, onB
         const retryable = isNetworkError(err) || isCakeError(err, "E_SIZE") || (err as { retryable?: boolean }).retryable === true;
         if (signal.aborted || !retryable || attempt >= RANGE_ATTEMPTS) {
           if (signal.aborted && signal.reason !== err) throw signal.reason ?? err;
-          throw err;
+          if (isCakeError(err) || !retryable) throw err;
+          // The stream kept breaking: one line that says how far it got, as src/http says it for its requests.
+          const what = isNetworkError(err) ? "connection closed" : oneLine(err);
+          throw new CakeError("E_NETWORK", `${f.label}: ${what} after ${formatBytes(f.pos - from)} of ${formatBytes(f.end - from)} (${sent} tries)`, { cause: err });
         }
         await sleep(retryDelay(attempt, DEFAULT_RETRY, (err as { retryAfter?: string }).retryAfter), signal);
         // A stream that made progress before it dropped earns a fresh budget of attempts.

@@ -76,6 +76,11 @@ export interface HubKnobs {
    */
   cut?: (r: CutRequest) => CutPlan | undefined;
   /**
+   * Rewrites each tree / paths-info entry of a repo as the Hub sends it (a lying listing: another
+   * repo's oids and sizes claimed for this one's files). Default: the truth.
+   */
+  treeEntry?: (repo: string, entry: Record<string, unknown>) => Record<string, unknown>;
+  /**
    * What model info's `siblings` lists, given the commit's file names (default: all of them). Tests
    * leave files out or add names the commit lacks, as a trimmed or stale answer would.
    */
@@ -306,7 +311,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
       out.lastCommit = lastCommitJson(repo.lastCommitFor(commit.sha, e.path));
       if (e.type === "file") out.securityFileStatus = { status: "safe", avScan: { virusFound: false, virusNames: null }, pickleImportScan: null };
     }
-    return out;
+    return knobs.treeEntry ? knobs.treeEntry(repo.id, out) : out;
   };
   const siblingsOf = (commit: Commit, blobsToo: boolean) => {
     const names = [...commit.files.keys()];

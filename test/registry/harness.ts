@@ -11,15 +11,16 @@ import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { X509Certificate, createPrivateKey, randomBytes, sign, type KeyObject } from "node:crypto";
 import { accessSync, constants, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, request as httpRequest, type IncomingMessage, type Server } from "node:http";
+import { request as httpsRequest } from "node:https";
 import type { AddressInfo } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { cutAnswer, type CutPlan } from "../helpers/cut-answer.js";
 
-export type Tool = "oras" | "crane" | "skopeo" | "docker-registry" | "htpasswd" | "openssl";
+export type Tool = "oras" | "crane" | "skopeo" | "docker-registry" | "htpasswd" | "openssl" | "squid";
 
 /**
- * The absolute path of a test tool: `~/go/bin`, `$GOPATH/bin`, then `$PATH`. Throws (the test
+ * The absolute path of a test tool: `~/go/bin`, `$GOPATH/bin`, `$PATH`, then `/usr/sbin`. Throws (the test
  * fails, it never skips) when the tool is missing.
  */
 export function requireTool(name: Tool): string {
@@ -27,6 +28,7 @@ export function requireTool(name: Tool): string {
     join(homedir(), "go", "bin"),
     ...(process.env.GOPATH ?? "").split(delimiter).filter(Boolean).map((p) => join(p, "bin")),
     ...(process.env.PATH ?? "").split(delimiter).filter(Boolean),
+    "/usr/sbin", // squid, for a user whose PATH lacks it
   ];
   for (const dir of dirs) {
     const p = join(dir, name);
@@ -38,7 +40,7 @@ export function requireTool(name: Tool): string {
     }
   }
   throw new Error(
-    `${name} is required by the registry tests but was not found in ${dirs.join(", ")}; ` +
+    `${name} is required by the tests but was not found in ${dirs.join(", ")}; ` +
       `install the test tools with the setup step of .ci/run`,
   );
 }
@@ -87,8 +89,10 @@ export interface TokenServer {
 export interface RunningRegistry {
   /** `127.0.0.1:PORT` */
   host: string;
-  /** `http://127.0.0.1:PORT` */
+  /** `http://127.0.0.1:PORT` (`https://` with `tls`) */
   url: string;
+  /** With `tls`: the registry's self-signed certificate, for NODE_EXTRA_CA_CERTS. */
+  certPath?: string;
   storageDir: string;
   /** distribution's log, access log included. */
   logPath: string;
@@ -100,6 +104,8 @@ export interface StartRegistryOptions {
   htpasswd?: { user: string; password: string };
   /** Token auth through the harness's token server. */
   token?: boolean | { expiresIn?: number; validFor?: number };
+  /** HTTPS with a self-signed certificate (made by `openssl`) for 127.0.0.1, localhost and these names. */
+  tls?: { names?: string[] };
 }
 
 const children = new Set<ChildProcess>();
@@ -136,6 +142,20 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
       auth = ["auth:", "  htpasswd:", "    realm: cake-test", `    path: ${join(dir, "htpasswd")}`].join("\n");
     }
 
+    let tls = "";
+    const certPath = join(dir, "tls-cert.pem");
+    if (opts.tls) {
+      const keyPath = join(dir, "tls-key.pem");
+      const san = ["IP:127.0.0.1", "DNS:localhost", ...(opts.tls.names ?? []).map((n) => `DNS:${n}`)].join(",");
+      execFileSync(
+        requireTool("openssl"),
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-subj", "/CN=cake-test-registry", "-addext", `subjectAltName=${san}`, "-keyout", keyPath, "-out", certPath],
+        { stdio: "ignore" },
+      );
+      tls = ["  tls:", `    certificate: ${certPath}`, `    key: ${keyPath}`].join("\n");
+    }
+    const scheme = opts.tls ? "https" : "http";
+
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
       const host = `127.0.0.1:${port}`;
@@ -157,6 +177,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
         "http:",
         `  addr: ${host}`,
         `  secret: ${randomBytes(16).toString("hex")}`,
+        tls,
         auth,
         "",
       ].join("\n");
@@ -171,7 +192,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
         exited = true;
         children.delete(child);
       });
-      const up = await waitUntilUp(`http://${host}/v2/`, () => exited, 20_000);
+      const up = await waitUntilUp(`${scheme}://${host}/v2/`, () => exited, 20_000, opts.tls ? readFileSync(certPath) : undefined);
       if (!up) {
         child.kill("SIGKILL");
         const log = readFileSync(logPath, "utf8");
@@ -181,7 +202,8 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
       const ts = tokenServer;
       return {
         host,
-        url: `http://${host}`,
+        url: `${scheme}://${host}`,
+        ...(opts.tls ? { certPath } : {}),
         storageDir,
         logPath,
         tokenServer: ts,
@@ -205,11 +227,11 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
   }
 }
 
-async function waitUntilUp(url: string, exited: () => boolean, timeoutMs: number): Promise<boolean> {
+async function waitUntilUp(url: string, exited: () => boolean, timeoutMs: number, ca?: Buffer): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline && !exited()) {
     const ok = await new Promise<boolean>((resolve) => {
-      const req = httpRequest(url, (res) => {
+      const req = (ca ? httpsRequest : httpRequest)(url, ca ? { ca } : {}, (res) => {
         res.resume();
         resolve(res.statusCode === 200 || res.statusCode === 401);
       });

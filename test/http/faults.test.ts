@@ -1,4 +1,5 @@
 /**
+ * Real networks: every request survives a cut answer, and a rate limit is waited out, saying why.
  * Every request survives a cut answer: the Hub emulation, a registry's counting proxy and its token
  * server cut answers at any byte (the status line, the headers, a JSON body, a redirect, the 64 KiB
  * header read, tensor bytes), and the built CLI still ends byte-identical; when the cuts never stop,
@@ -130,6 +131,32 @@ describe("a Hub pull when answers are cut", () => {
     expect(served.filter(([a]) => a === 0)).toHaveLength(1);
     expect(served[1]![0]).toBeGreaterThan(30 << 10);
     expect(served[1]![1]).toBe(65536);
+  });
+});
+
+describe("a rate-limited pull", () => {
+  it("waits for the Hub's RateLimit reset (no Retry-After), says why on stderr, and finishes", async () => {
+    hub.setKnobs({ fail429Every: 10, rateLimitStyle: "ratelimit", retryAfterSeconds: 1 });
+    const e = env();
+    const r = await cake(["pull", `hf://${REPO}`], e);
+    hub.setKnobs({ fail429Every: 0 });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/^cake: (GET|HEAD) http:\/\/127\.0\.0\.[12]:\d+\/\S+: rate limit "(api|resolvers)" \(0 of \d+ requests left in a 300 s window\), resets in 1 s; waiting 2 s before asking again$/m);
+    expect(hub.counters.injected429).toBeGreaterThan(0);
+    const quiet = await cake(["pull", "-q", `hf://${REPO}`], env());
+    expect(quiet.stderr).toBe("");
+  });
+});
+
+describe("a transfer stream that keeps breaking", () => {
+  it("continues each cut from its last byte, and when it gives up says how far it got and how many tries", async () => {
+    // Every answer with tensor bytes is cut half-way: each try gets half of what is left.
+    hub.setKnobs({ cut: (r) => (r.server === "cdn" && !r.range?.endsWith("-65535") ? { fraction: 0.5 } : undefined) });
+    const r = await cake(["pull", `hf://${REPO}`], env({ CAKE_HTTP_RETRIES: "0" }));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^cake: hf:\/\/acme\/tiny-llama\/model-0000[12]-of-00002\.safetensors bytes \d+-\d+[^:]*: connection closed after [\d.]+ (KiB|MiB) of [\d.]+ (KiB|MiB) \(\d+ tries\)\n$/);
+    const tries = Number(/\((\d+) tries\)/.exec(r.stderr)![1]);
+    expect(tries).toBeGreaterThan(3); // each try that got further earned another
   });
 });
 
