@@ -6,13 +6,14 @@
  *   npm run bench -- [scenario ...] [--runs 3] [--mb 512] [--mb2 2048] [--bandwidth 40] [--latency 30]
  *                    [--ft-layers 2] [--shards 3] [--models DIR] [--no-write]
  *
- * Scenarios: cold, finetune, reshard, resume, proxy, export, rss, profile; none or `all` = every one.
+ * Scenarios: cold, finetune, reshard, resume, proxy, export, rss, profile, faults; none or `all` = every one.
  */
 import os from "node:os";
 import { DEFAULTS, Models, type Options } from "./lib/context.js";
 import { render, revision, writeSection, type Section } from "./lib/report.js";
 import { cold } from "./scenarios/cold.js";
 import { exportAndPush } from "./scenarios/export.js";
+import { faults } from "./scenarios/faults.js";
 import { fineTune } from "./scenarios/finetune.js";
 import { profile } from "./scenarios/profile.js";
 import { proxy } from "./scenarios/proxy.js";
@@ -29,6 +30,7 @@ const SCENARIOS: Record<string, (m: Models, o: Options) => Promise<Section>> = {
   export: exportAndPush,
   rss,
   profile,
+  faults,
 };
 
 const NUMERIC: Record<string, keyof Options> = {

@@ -8,24 +8,14 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import { startHub } from "../../test/hub/emulator.js";
-import { freePort, startRegistry } from "../../test/registry/harness.js";
+import { startRegistry } from "../../test/registry/harness.js";
+import { startCakeProxy } from "../lib/cake-proxy.js";
 import { cakeEnv, type Models, type Options } from "../lib/context.js";
 import { cakeProxyAvailable, checkRegistry, ensureOras } from "../lib/peers.js";
-import { CAKE, cake, medianOf, Scratch, sleep, start, timed } from "../lib/proc.js";
+import { CAKE, cake, medianOf, Scratch, timed } from "../lib/proc.js";
 import { mb, mbs, pct, secs, type Section } from "../lib/report.js";
 
 const REPO = "bench/model";
-
-async function waitForV2(url: string, alive: () => boolean, tail: () => string): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    if (!alive()) throw new Error(`cake proxy exited: ${tail()}`);
-    const ok = await fetch(`${url}/v2/`).then((r) => r.status === 200 || r.status === 401, () => false);
-    if (ok) return;
-    await sleep(50);
-  }
-  throw new Error(`cake proxy did not answer ${url}/v2/ within 20 s: ${tail()}`);
-}
 
 export async function proxy(models: Models, opts: Options): Promise<Section> {
   const skipped = (why: string): Section => ({
@@ -54,25 +44,7 @@ export async function proxy(models: Models, opts: Options): Promise<Section> {
     const pushStore = await scratch.dir("proxy-push");
     await cake(["push", "-q", `hf://${REPO}`, `${reg.host}/hf/${REPO}:main`], cakeEnv(hub, pushStore));
 
-    const startProxy = async () => {
-      const home = await scratch.dir("proxy-home");
-      const port = await freePort();
-      const child = start(process.execPath, [CAKE, "proxy", "--port", String(port), "--hub", hub.url], { env: { ...cakeEnv(hub, home) } });
-      let alive = true;
-      child.once("exit", () => (alive = false));
-      const stop = async () => {
-        if (alive) {
-          const gone = new Promise((r) => child.once("exit", r));
-          child.kill("SIGTERM");
-          await gone;
-        }
-        await fs.rm(home, { recursive: true, force: true });
-      };
-      scratch.defer(stop);
-      const host = `127.0.0.1:${port}`;
-      await waitForV2(`http://${host}`, () => alive, child.tail);
-      return { host, stop };
-    };
+    const startProxy = () => startCakeProxy(scratch, hub);
 
     type Client = { name: string; pull: (ref: string, dir: string) => Promise<{ secs: number }> };
     const clients: Client[] = [
