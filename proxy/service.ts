@@ -188,7 +188,7 @@ export class ProxyService {
   private async convert(repo: string, commit: string, hub: HubParams, status: Conversion): Promise<string> {
     const ref = status.ref;
     if (this.opts.backend) {
-      const got = await this.fromBackend(repo, commit).catch((err) => {
+      const got = await this.leased(() => this.fromBackend(repo, commit)).catch((err) => {
         this.log({ event: "backend-miss", ref, error: (err as Error).message });
         return undefined;
       });
@@ -252,7 +252,7 @@ export class ProxyService {
     const store = this.opts.store;
     let size = await store.blobSize(digest);
     if (size === undefined) {
-      await this.refetch(repo, commit, digest, hub);
+      await this.leased(() => this.refetch(repo, commit, digest, hub));
       size = await store.blobSize(digest);
       if (size === undefined) throw new OciError("BLOB_UNKNOWN", `${name}: blob ${digest} could not be fetched`);
     } else this.metrics.cacheHits++;
@@ -367,6 +367,19 @@ export class ProxyService {
   }
 
   /** Another replica converted it: take the manifest (and config + recipe) from the backend. */
+  /**
+   * Runs `fn`, which writes blobs (and tags), under a store lease: a `cake gc` waits for it or is
+   * refused, so it never deletes what `fn` is about to serve or tag (docs/architecture.md).
+   */
+  private async leased<T>(fn: () => Promise<T>): Promise<T> {
+    const release = await this.opts.store.lease();
+    try {
+      return await fn();
+    } finally {
+      await release();
+    }
+  }
+
   private async fromBackend(repo: string, commit: string): Promise<string | undefined> {
     const b = this.backendRef(repo, commit);
     const client = clientFor(b.registry, this.opts.backendAccess);
