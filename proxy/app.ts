@@ -3,7 +3,6 @@
  * over Hub repos: express routes that parse, ask the ProxyService, and answer with the headers
  * clients rely on (Docker-Content-Digest, Content-Type, Content-Length, Range).
  */
-import fs from "node:fs";
 import express, { type NextFunction, type Request, type Response } from "express";
 import { MT, oneLine } from "../src/index.js";
 import { OciError, ociErrorOf, sendOciError } from "./oci-errors.js";
@@ -146,7 +145,8 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
   }
 
   async function blob(req: Request, res: Response, name: string, digest: string, head: boolean): Promise<void> {
-    const { file, size } = await service.blob(name, digest, clientToken(req));
+    const blob = await service.blob(name, digest, clientToken(req));
+    const size = blob.size;
     res.setHeader("Docker-Content-Digest", digest);
     res.setHeader("Accept-Ranges", "bytes");
     res.setHeader("Content-Type", "application/octet-stream");
@@ -165,7 +165,7 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
       res.end();
       return;
     }
-    const stream = fs.createReadStream(file, { start, end: end - 1, highWaterMark: 1 << 20 });
+    const stream = blob.open(start, end);
     stream.on("data", (c) => (service.metrics.servedBytes += c.length));
     stream.on("error", () => res.destroy());
     res.on("close", () => stream.destroy());

@@ -10,6 +10,7 @@
  */
 import { createHash } from "node:crypto";
 import fsp from "node:fs/promises";
+import type { Readable } from "node:stream";
 import path from "node:path";
 import {
   ANN,
@@ -237,8 +238,11 @@ export class ProxyService {
 
   // ---- blobs ----
 
-  /** The store path of a blob of `name` (fetching it first when only its source is known). */
-  async blob(name: string, digest: string, clientToken: string | undefined): Promise<{ file: string; size: number }> {
+  /**
+   * A blob of `name`: its size and a reader of its bytes, through the store's content interface
+   * (fetching it first when only its source is known).
+   */
+  async blob(name: string, digest: string, clientToken: string | undefined): Promise<{ size: number; open(start: number, end: number): Readable }> {
     // A well-formed digest of another algorithm is simply not here (404); a malformed one is a bad request.
     if (!DIGEST.test(digest)) {
       if (isWellFormedDigest(digest)) throw new OciError("BLOB_UNKNOWN", `${name}: no blob ${digest} (only sha256 here)`);
@@ -256,7 +260,7 @@ export class ProxyService {
       size = await store.blobSize(digest);
       if (size === undefined) throw new OciError("BLOB_UNKNOWN", `${name}: blob ${digest} could not be fetched`);
     } else this.metrics.cacheHits++;
-    return { file: store.blobPath(digest), size };
+    return { size, open: (start, end) => store.openBlob(digest, start, end) };
   }
 
   /** The commit of `repo` whose artifact (manifest, config or layer) has this digest. */

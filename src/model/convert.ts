@@ -11,6 +11,7 @@ import { gitBlobPrefix } from "../format/git-oid.js";
 import type { Descriptor } from "../format/oci.js";
 import { MAX_LAYERS, PACK_FACTOR, planUnits, type ModelFile, type Unit } from "../format/plan.js";
 import { hashParts, runningHash, type HashPart, type RunningHash } from "../store/hasher.js";
+import type { ContentStore } from "../store/content.js";
 import type { Store } from "../store/layout.js";
 import { transferBlobs, type BlobJob, type TransferStats } from "../transfer/engine.js";
 import type { ProgressSink } from "../transfer/progress.js";
@@ -121,8 +122,18 @@ export async function convertFiles(files: SourcedFile[], opts: ConvertOptions): 
   return { artifact, desc, stats };
 }
 
-async function checkGitOid(store: Store, f: SourcedFile, want: string, digest: string): Promise<void> {
-  const { git: oid } = await hashParts({ parts: [{ file: store.blobPath(digest), start: 0, end: f.size }], gitPrefix: gitBlobPrefix(f.size) });
+/**
+ * The file the hash worker reads a blob from. Every blob is stored as it is today; a store form that
+ * is not (compressed) will hand the worker a decoded stream instead, here.
+ */
+function rawFileOf(store: ContentStore, digest: string): string {
+  const file = store.rawFile(digest);
+  if (!file) throw new CakeError("E_IO", `blob ${digest} is not stored as a plain file, which the file check needs`);
+  return file;
+}
+
+async function checkGitOid(store: ContentStore, f: SourcedFile, want: string, digest: string): Promise<void> {
+  const { git: oid } = await hashParts({ parts: [{ file: rawFileOf(store, digest), start: 0, end: f.size }], gitPrefix: gitBlobPrefix(f.size) });
   if (oid !== want) throw new CakeError("E_DIGEST", `${f.source.what}: downloaded bytes have git oid ${oid}, the source says ${want}`);
 }
 
@@ -140,7 +151,7 @@ class FileCheck {
   private readonly mine: number[];
 
   constructor(
-    private readonly store: Store,
+    private readonly store: ContentStore,
     readonly f: SourcedFile,
     private readonly units: Unit[],
   ) {
@@ -154,7 +165,7 @@ class FileCheck {
     const parts: HashPart[] = [];
     while (this.next < this.mine.length && digests[this.mine[this.next]!] !== undefined) {
       const i = this.mine[this.next++]!;
-      parts.push({ file: this.store.blobPath(digests[i]!), start: 0, end: this.units[i]!.end - this.units[i]!.begin });
+      parts.push({ file: rawFileOf(this.store, digests[i]!), start: 0, end: this.units[i]!.end - this.units[i]!.begin });
     }
     if (parts.length) this.hash.update(parts);
     if (this.next < this.mine.length || this.finished) return undefined;

@@ -8,9 +8,8 @@
  * tagged. The proof is recorded (the ranges gain B), so it is paid once per repo and file.
  */
 import { randomInt } from "node:crypto";
-import fsp from "node:fs/promises";
 import { CakeError } from "../errors.js";
-import type { Store } from "../store/layout.js";
+import type { ContentStore } from "../store/content.js";
 import { Pool } from "../transfer/pool.js";
 
 /** Bytes compared per window: a Range request's worth that costs little next to the tensors it saves. */
@@ -53,21 +52,14 @@ export function proofWindows(units: readonly HeldUnit[], window = PROOF_WINDOW):
 }
 
 /** The store's bytes [start, end) of the file, from the blobs of the units that hold them. */
-async function heldBytes(store: Store, units: readonly HeldUnit[], start: number, end: number): Promise<Buffer> {
-  const out = Buffer.alloc(end - start);
-  for (const u of units) {
+async function heldBytes(store: ContentStore, units: readonly HeldUnit[], start: number, end: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for (const u of [...units].sort((x, y) => x.begin - y.begin)) {
     const a = Math.max(start, u.begin);
     const b = Math.min(end, u.end);
-    if (b <= a) continue;
-    const fh = await fsp.open(store.blobPath(u.digest), "r");
-    try {
-      const { bytesRead } = await fh.read(out, a - start, b - a, a - u.begin);
-      if (bytesRead !== b - a) throw new CakeError("E_SIZE", `blob ${u.digest} is shorter than its range ${u.begin}-${u.end}`);
-    } finally {
-      await fh.close();
-    }
+    if (b > a) parts.push(await store.readRange(u.digest, a - u.begin, b - u.begin));
   }
-  return out;
+  return Buffer.concat(parts);
 }
 
 /**
@@ -75,7 +67,7 @@ async function heldBytes(store: Store, units: readonly HeldUnit[], start: number
  * in `units`; throws E_DIGEST naming the file and the first window that differs.
  */
 export async function proveServed(
-  store: Store,
+  store: ContentStore,
   units: readonly HeldUnit[],
   read: (start: number, end: number) => Promise<Buffer>,
   what: string,

@@ -66,7 +66,7 @@ export async function sourceFromStore(store: Store, ref: string): Promise<Artifa
     manifestDigest: digest,
     openBlob: (d) => store.openBlob(d, 0, recipe.blobs[d]!.size),
     // Store blobs hash to their names (checked at ingest); their sizes were checked against the manifest.
-    blobFile: (d) => store.blobPath(d),
+    blobFile: (d) => store.rawFile(d),
     verified: await store.isVerified(digest),
     markVerified: () => store.markVerified(digest),
   };

@@ -14,6 +14,7 @@
  */
 import fs from "node:fs";
 import fsp from "node:fs/promises";
+import type { ContentStore } from "./content.js";
 import os from "node:os";
 import path from "node:path";
 import type { Readable } from "node:stream";
@@ -45,7 +46,7 @@ export interface RangeRecord {
   repos: Set<string>;
 }
 
-export class Store {
+export class Store implements ContentStore {
   readonly root: string;
   private ready?: Promise<void>;
   private readonly localLocks = new Map<string, Promise<unknown>>();
@@ -124,6 +125,24 @@ export class Store {
 
   openBlob(digest: string, start = 0, end?: number): Readable {
     return fs.createReadStream(this.blobPath(digest), { start, ...(end !== undefined ? { end: end - 1 } : {}), highWaterMark: 1 << 20 });
+  }
+
+  /** Bytes [start, end) of a blob, whole (proof windows, small reads). */
+  async readRange(digest: string, start: number, end: number): Promise<Buffer> {
+    const out = Buffer.alloc(end - start);
+    const fh = await fsp.open(this.blobPath(digest), "r");
+    try {
+      const { bytesRead } = await fh.read(out, 0, out.length, start);
+      if (bytesRead !== out.length) throw new CakeError("E_SIZE", `blob ${digest} ends before byte ${end}`);
+      return out;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** The blob's file: blobs are stored as they are (see ContentStore.rawFile). */
+  rawFile(digest: string): string {
+    return this.blobPath(digest);
   }
 
   async readBlob(digest: string, limit = DOCUMENT_LIMIT): Promise<Buffer> {
