@@ -98,7 +98,7 @@ export class HubFileReader {
   }
 
   /** Bytes [start, end) of the file. Says where its body starts (0 when the server ignored Range). */
-  async open(start: number, end: number, signal?: AbortSignal): Promise<{ body: Readable; start: number }> {
+  async open(start: number, end: number, signal = this.params.signal): Promise<{ body: Readable; start: number }> {
     if (end <= start) throw new RangeError(`empty range ${start}-${end}`);
     const range = `bytes=${start}-${end - 1}`;
     const { res, loc } = await this.atLocation(
@@ -123,7 +123,7 @@ export class HubFileReader {
    * Reads a small range whole into memory (a safetensors header): one request whose answer, if it
    * is cut, continues from its last byte (src/http `httpReadAll`).
    */
-  async read(start: number, end: number, signal?: AbortSignal): Promise<Buffer> {
+  async read(start: number, end: number, signal = this.params.signal): Promise<Buffer> {
     if (end <= start) throw new RangeError(`empty range ${start}-${end}`);
     const range = `bytes=${start}-${end - 1}`;
     const { res, loc } = await this.atLocation(

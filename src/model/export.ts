@@ -35,6 +35,8 @@ export interface ExportOptions {
   verify?: boolean;
   /** Told what the export repaired on its way (a damaged blob in the HF cache); silent by default. */
   warn?: (line: string) => void;
+  /** Cancels the export: files being written stop and their temp files go; nothing half-written is left. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -181,8 +183,12 @@ async function forEachFile(src: ArtifactSource, opts: ExportOptions, temp: strin
   progress.addTotal(src.recipe.files.reduce((n, f) => n + f.size, 0), src.recipe.files.length);
   const pool = new Pool(FILES_AT_ONCE);
   const free: [Buffer, Buffer][] = [];
-  // The first failure stops the other files (each removes its temp file) before export reports it.
+  // The first failure stops the other files (each removes its temp file) before export reports it;
+  // so does the caller's signal.
   const stop = new AbortController();
+  const onCancel = () => stop.abort(opts.signal!.reason);
+  if (opts.signal?.aborted) onCancel();
+  opts.signal?.addEventListener("abort", onCancel, { once: true });
   const settled = await Promise.allSettled(
     src.recipe.files.map((f, i) =>
       pool.run(async () => {
@@ -208,7 +214,8 @@ async function forEachFile(src: ArtifactSource, opts: ExportOptions, temp: strin
       }),
     ),
   );
-  if (settled.some((r) => r.status === "rejected")) throw stop.signal.reason;
+  opts.signal?.removeEventListener("abort", onCancel);
+  if (settled.some((r) => r.status === "rejected") || stop.signal.aborted) throw stop.signal.reason;
   if (verify) await src.markVerified?.();
   progress.done();
 }

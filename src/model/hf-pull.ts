@@ -34,6 +34,8 @@ export interface HfPullOptions {
   concurrency?: number;
   chunkSize?: number;
   progress?: ProgressSink;
+  /** Cancels the pull: Hub requests and transfers in flight stop, nothing is tagged (what landed stays for a rerun). */
+  signal?: AbortSignal;
   /** Told where on the Hub each blob's bytes are, as soon as the blob is in the store. */
   onBlob?: (digest: string, source: HubBlobSource) => void;
 }
@@ -170,7 +172,11 @@ async function listWithHeaders(
 }
 
 export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResult> {
-  const { store, hub } = opts;
+  const { store } = opts;
+  // One signal for every request of the pull: the caller's and the Hub parameters' own.
+  const signals = [opts.signal, opts.hub.signal].filter((s): s is AbortSignal => s !== undefined);
+  const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
+  const hub: HubParams = signal ? { ...opts.hub, signal } : opts.hub;
   const name = formatHfRef(ref);
   // The lease (a file write) and the hash worker's start overlap the Hub's first answer. The worker is
   // not started when the revision is here already: then the pull is most likely up to date.
@@ -238,6 +244,7 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
       ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
       ...(opts.progress ? { progress: opts.progress } : {}),
+      ...(signal ? { signal } : {}),
       label: (_f, u) => (u.kind === "file" ? `hf://${ref.repo}/${u.path}` : `hf://${ref.repo}/${u.path} bytes ${u.begin}-${u.end}`),
       existing: async (f, u, underLock) => {
         const key = f.source.key;

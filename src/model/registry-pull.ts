@@ -35,6 +35,8 @@ export interface RegistryPullOptions extends RegistryAccess {
   concurrency?: number;
   chunkSize?: number;
   progress?: ProgressSink;
+  /** Cancels the pull: requests in flight stop, nothing is tagged (what landed stays for a rerun). */
+  signal?: AbortSignal;
 }
 
 export interface RegistryPullResult {
@@ -72,6 +74,7 @@ export async function pullFromRegistry(refString: string, opts: RegistryPullOpti
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
       ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
       ...(opts.progress ? { progress: opts.progress } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
     });
     const stored = await store.putBytes(bytes);
     if (stored !== digest) throw new CakeError("E_DIGEST", `${name}: manifest hashes to ${stored}, not ${digest}`);

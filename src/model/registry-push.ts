@@ -24,6 +24,8 @@ export interface PushOptions extends RegistryAccess {
   concurrency?: number;
   chunkSize?: number;
   progress?: ProgressSink;
+  /** Cancels the push: uploads in flight stop, none starts, the manifest is not pushed. */
+  signal?: AbortSignal;
 }
 
 export interface PushResult {
@@ -63,8 +65,14 @@ async function pushFromStore(storeRef: string, dest: string, opts: PushOptions):
   // them run together, so memory stays bounded whatever the model's size.
   const chunked = new Pool(CHUNKED_AT_ONCE);
   const bigBlob = (size: number) => size > REGISTRY_DEFAULTS.monolithicThreshold;
+  // The first blob that fails stops the others (uploads in flight end, none starts) before the push
+  // reports it; so does the caller's signal.
+  const stop = new AbortController();
+  const onCancel = () => stop.abort(opts.signal!.reason);
+  opts.signal?.addEventListener("abort", onCancel, { once: true });
   const upload = (d: (typeof descs)[number]) =>
     pool.run(async () => {
+      stop.signal.throwIfAborted();
       if (!(await store.hasBlob(d.digest, d.size))) {
         throw new CakeError("E_NOT_FOUND", `${storeRef}: blob ${d.digest} is missing from the store (pull it again)`);
       }
@@ -72,6 +80,7 @@ async function pushFromStore(storeRef: string, dest: string, opts: PushOptions):
       const r = await client.pushBlob(ref.repository, d, (start) => store.openBlob(d.digest, start), {
         mountFrom: (known.get(d.digest) ?? []).filter((r) => r !== ref.repository),
         ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
+        signal: stop.signal,
         onProgress: (n) => {
           if (n > sent) progress.bytes(n - sent);
           sent = Math.max(sent, n);
@@ -81,11 +90,23 @@ async function pushFromStore(storeRef: string, dest: string, opts: PushOptions):
       if (r === "uploaded") uploadedBytes += d.size;
       else progress.bytes(d.size - sent);
       progress.item();
-      });
-  await Promise.all(descs.map((d) => (bigBlob(d.size) ? chunked.run(() => upload(d)) : upload(d))));
+    });
+  try {
+    const settled = await Promise.allSettled(
+      descs.map((d) =>
+        (bigBlob(d.size) ? chunked.run(() => upload(d)) : upload(d)).catch((err: unknown) => {
+          if (!stop.signal.aborted) stop.abort(err);
+          throw err;
+        }),
+      ),
+    );
+    if (settled.some((r) => r.status === "rejected")) throw stop.signal.reason;
+  } finally {
+    opts.signal?.removeEventListener("abort", onCancel);
+    progress.done();
+  }
   const pushed = await client.putManifest(ref.repository, ref.tag ?? "latest", bytes, manifest.mediaType ?? MT.manifest);
   if (pushed !== digest) throw new CakeError("E_DIGEST", `${name}: registry stored the manifest as ${pushed}, not ${digest}`);
-  progress.done();
   await store.recordLocations(ref.registry, ref.repository, descs.map((d) => d.digest));
   return { ref: name, manifestDigest: digest, counts, uploadedBytes };
 }
