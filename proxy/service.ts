@@ -19,6 +19,9 @@ import {
   fileAccess,
   HubError,
   HubFileReader,
+  digestJob,
+  hubFileSource,
+  registryBlobSource,
   formatHfRef,
   listRefs,
   manifestChildren,
@@ -299,16 +302,9 @@ export class ProxyService {
     const store = this.opts.store;
     if (source) {
       const reader = new HubFileReader(hub, source.repo, source.commit, source.path);
-      const { stats } = await transferBlobs(store, [
-        {
-          key: digest.slice(7),
-          size: source.end - source.begin,
-          expected: digest,
-          label: `hf://${source.repo}/${source.path} bytes ${source.begin}-${source.end}`,
-          existing: async () => ((await store.hasBlob(digest)) ? digest : undefined),
-          open: (s, e, signal) => reader.open(source.begin + s, source.begin + e, signal).then((r) => ({ body: r.body, start: r.start - source.begin })),
-        },
-      ]);
+      const file = hubFileSource(reader, digest.slice(7), source.end);
+      const label = `hf://${source.repo}/${source.path} bytes ${source.begin}-${source.end}`;
+      const { stats } = await transferBlobs(store, [digestJob(store, digest, source.end - source.begin, file, label, source.begin)]);
       this.metrics.upstreamBytes += stats.fetchedBytes;
       return;
     }
@@ -318,19 +314,7 @@ export class ProxyService {
       const manifest = parseManifest(await store.readBlob((await store.resolve(formatHfRef({ repo, revision: commit })))!.digest, 4 << 20), repo);
       const desc = [manifest.config, ...manifest.layers].find((d) => d.digest === digest);
       if (!desc) return;
-      await transferBlobs(store, [
-        {
-          key: digest.slice(7),
-          size: desc.size,
-          expected: digest,
-          label: `${registry}/${repository} blob ${digest}`,
-          existing: async () => ((await store.hasBlob(digest)) ? digest : undefined),
-          open: async (s, e, signal) => {
-            const r = await client.fetchBlob(repository, digest, { start: s, end: e }, signal);
-            return { body: r.body, start: r.start };
-          },
-        },
-      ]);
+      await transferBlobs(store, [digestJob(store, digest, desc.size, registryBlobSource(client, repository, digest, desc.size, digest), `${registry}/${repository} blob ${digest}`)]);
     }
   }
 
@@ -396,17 +380,7 @@ export class ProxyService {
     const small = [manifest.config, ...manifest.layers.filter((l) => l.mediaType === MT.recipe)];
     await transferBlobs(
       store,
-      small.map((d) => ({
-        key: d.digest.slice(7),
-        size: d.size,
-        expected: d.digest,
-        label: `${b.full} blob ${d.digest}`,
-        existing: async () => ((await store.hasBlob(d.digest)) ? d.digest : undefined),
-        open: async (s: number, e: number, signal: AbortSignal) => {
-          const r = await client.fetchBlob(b.repository, d.digest, { start: s, end: e }, signal);
-          return { body: r.body, start: r.start };
-        },
-      })),
+      small.map((d) => digestJob(store, d.digest, d.size, registryBlobSource(client, b.repository, d.digest, d.size, d.digest), `${b.full} blob ${d.digest}`)),
     );
     if ((await store.putBytes(bytes)) !== digest) throw new CakeError("E_DIGEST", `${b.full}: manifest digest mismatch`);
     const ref = formatHfRef({ repo, revision: commit });

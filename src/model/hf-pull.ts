@@ -24,7 +24,7 @@ import type { ProgressSink } from "../transfer/progress.js";
 import { isUnverified, storedModel } from "./catalog.js";
 import { convertFiles, isUnitOf, type SourcedFile } from "./convert.js";
 import { checkStoredCopy } from "./hf-check.js";
-import { readSafetensorsHeader, type RangeSource } from "./range-source.js";
+import { hubFileSource, readSafetensorsHeader } from "./range-source.js";
 import { formatHfRef, ociRefName, type HfRef } from "./ref.js";
 import { proveServed, type HeldUnit } from "./reuse-proof.js";
 
@@ -74,18 +74,6 @@ type PlannedFile = SourcedFile & { hub: HubFile };
 /** What names a Hub file's bytes in the store: its LFS sha256, else its git oid. */
 const fileKey = (f: HubFile) => (f.lfs ? f.lfs.oid : `git-${f.oid}`);
 
-/** A Hub file as a RangeSource: its reader, with the key and size the tree listing gives. */
-function hubSource(reader: HubFileReader, f: HubFile): RangeSource {
-  return {
-    key: fileKey(f),
-    what: reader.what,
-    name: reader.path,
-    size: f.lfs?.size ?? f.size,
-    open: (start, end, signal) => reader.open(start, end, signal),
-    read: (start, end, signal) => reader.read(start, end, signal),
-  };
-}
-
 /** `make`, called once per key: later calls with the same key get the first call's value. */
 function once<K, V>(make: (key: K) => V): (key: K) => V {
   const made = new Map<K, V>();
@@ -118,7 +106,7 @@ async function listPlanned(hub: HubParams, repo: string, commit: string, readerF
       path: f.path,
       size,
       hub: f,
-      source: hubSource(readerFor(f.path), f),
+      source: hubFileSource(readerFor(f.path), fileKey(f), size),
       expect: f.lfs ? { sha256: f.lfs.oid } : { gitOid: f.oid },
       ...(f.lfs ? { sha256: f.lfs.oid, lfs: true } : { gitOid: f.oid }),
     });

@@ -11,7 +11,10 @@ import { CakeError } from "../errors.js";
 import { parseHeader, readHeaderLength } from "../format/safetensors.js";
 import type { ModelFile } from "../format/plan.js";
 import { byteWindow } from "../http/window.js";
+import type { HubFileReader } from "../hub/file-reader.js";
 import type { RegistryClient } from "../registry/client.js";
+import type { ContentStore } from "../store/content.js";
+import type { BlobJob } from "../transfer/engine.js";
 
 export interface RangeSource {
   /** Names the bytes in ingest keys and in the store's ranges record (e.g. the file's sha256). */
@@ -35,6 +38,18 @@ async function collect(src: { open: RangeSource["open"]; what: string }, start: 
   const buf = Buffer.concat(chunks);
   if (buf.length !== end - start) throw new CakeError("E_SIZE", `${src.what}: short read at ${start}-${end}: ${buf.length} bytes`);
   return buf;
+}
+
+/** A file of a Hub revision, read through its CDN location (`key`: its sha256, or `git-<oid>`). */
+export function hubFileSource(reader: HubFileReader, key: string, size: number): RangeSource {
+  return {
+    key,
+    what: reader.what,
+    name: reader.path,
+    size,
+    open: (start, end, signal) => reader.open(start, end, signal),
+    read: (start, end, signal) => reader.read(start, end, signal),
+  };
 }
 
 /** A file on this machine. */
@@ -68,6 +83,22 @@ export function registryBlobSource(client: RegistryClient, repo: string, digest:
     return { body: b.body, start: b.start };
   };
   return { key: digest.replace(":", "-"), what, name, size, open, read: (start, end, signal) => collect({ open, what }, start, end, signal) };
+}
+
+/**
+ * The engine's job for one blob of known digest, whose bytes are `size` bytes of `source` from
+ * `offset` (a registry blob is all of its source; a Hub unit, a window of its file). Checked against
+ * the digest before it is visible; skipped when the store has it.
+ */
+export function digestJob(store: ContentStore, digest: string, size: number, source: RangeSource, label: string, offset = 0): BlobJob {
+  return {
+    key: digest.slice(7),
+    size,
+    expected: digest,
+    label,
+    existing: async () => ((await store.hasBlob(digest, size)) ? digest : undefined),
+    open: (s, e, signal) => source.open(offset + s, offset + e, signal).then((r) => ({ body: r.body, start: r.start - offset })),
+  };
 }
 
 /**

@@ -9,8 +9,9 @@ import { MT } from "../format/oci.js";
 import { parseManifest } from "../format/recipe.js";
 import { parseReference, RegistryClient, type RegistryClientOptions } from "../registry/index.js";
 import type { Store } from "../store/layout.js";
-import { transferBlobs, type BlobJob, type TransferStats } from "../transfer/engine.js";
+import { transferBlobs, type TransferStats } from "../transfer/engine.js";
 import type { ProgressSink } from "../transfer/progress.js";
+import { digestJob, registryBlobSource } from "./range-source.js";
 import { ociRefName } from "./ref.js";
 import { canonicalRef } from "./source.js";
 
@@ -59,17 +60,7 @@ export async function pullFromRegistry(refString: string, opts: RegistryPullOpti
   const { store } = opts;
   const release = await store.lease();
   try {
-    const jobs: BlobJob[] = descs.map((d) => ({
-      key: d.digest.slice(7),
-      size: d.size,
-      expected: d.digest,
-      label: `${name} blob ${d.digest}`,
-      existing: async () => ((await store.hasBlob(d.digest, d.size)) ? d.digest : undefined),
-      open: async (start, end, signal) => {
-        const r = await client.fetchBlob(ref.repository, d.digest, { start, end }, signal);
-        return { body: r.body, start: r.start };
-      },
-    }));
+    const jobs = descs.map((d) => digestJob(store, d.digest, d.size, registryBlobSource(client, ref.repository, d.digest, d.size, d.digest), `${name} blob ${d.digest}`));
     const { stats } = await transferBlobs(store, jobs, {
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
       ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),

@@ -5,6 +5,7 @@
  * that holds it, else uploaded (monolithic when small, chunked when big, resumed from the offset
  * the registry reports). Pushing the same model twice uploads nothing the second time.
  */
+import { setMaxListeners } from "node:events";
 import { CakeError } from "../errors.js";
 import { MT } from "../format/oci.js";
 import { parseManifest } from "../format/recipe.js";
@@ -68,6 +69,7 @@ async function pushFromStore(storeRef: string, dest: string, opts: PushOptions):
   // The first blob that fails stops the others (uploads in flight end, none starts) before the push
   // reports it; so does the caller's signal.
   const stop = new AbortController();
+  setMaxListeners(0, stop.signal); // one listener per request in flight, by design
   const onCancel = () => stop.abort(opts.signal!.reason);
   opts.signal?.addEventListener("abort", onCancel, { once: true });
   const upload = (d: (typeof descs)[number]) =>
