@@ -4,35 +4,20 @@
  * `cake pull hf://…`, so the same manifest digest), else fetches a blob by its known Hub range or
  * from the backend registry — always verified before a byte is served.
  *
- * Access: every request is checked against the Hub with the client's own credentials (or the
- * server's token when the client has none), so cached bytes of a gated or private repo never reach
- * a client the Hub would refuse. Decisions are cached per credentials and repo for a minute.
+ * Its parts by role: access.ts (may this client read this repo, asked of the Hub), blob-sources.ts
+ * (where each converted blob lies on the Hub, for refetches), backend.ts (the registry replicas share).
  */
-import { createHash } from "node:crypto";
-import fsp from "node:fs/promises";
 import type { Readable } from "node:stream";
-import path from "node:path";
 import {
   ANN,
-  CakeError,
-  MT,
-  fileAccess,
-  HubError,
   HubFileReader,
   digestJob,
   hubFileSource,
-  registryBlobSource,
   formatHfRef,
   listRefs,
   manifestChildren,
   modelInfo,
-  ociRefName,
-  parseManifest,
-  parseReference,
   pullHf,
-  pushToRegistry,
-  readConfig,
-  clientFor,
   transferBlobs,
   type HubBlobSource,
   type HubParams,
@@ -40,6 +25,9 @@ import {
   type RegistryAccess,
   type Store,
 } from "../src/index.js";
+import { AccessCheck } from "./access.js";
+import { Backend } from "./backend.js";
+import { BlobSources } from "./blob-sources.js";
 import { Metrics } from "./metrics.js";
 import { Names, isValidTag, isWellFormedDigest, revisionToTag, tagToRevision } from "./names.js";
 import { OciError, ociErrorOf } from "./oci-errors.js";
@@ -72,15 +60,18 @@ export class ProxyService {
   readonly metrics = new Metrics();
   readonly names: Names;
   readonly conversions = new Map<string, { status: Conversion; done: Promise<string> }>();
-  private readonly access = new Map<string, { until: number; decision: Promise<void> }>();
+  private readonly access: AccessCheck;
+  /** The registry replicas share, when there is one. */
+  private readonly backend?: Backend;
   private readonly owners = new Map<string, { version: number; map: Map<string, string> }>();
-  /** digest -> where each converted repo holds it (one source per repo: the same tensor may be in several). */
-  private sources?: Promise<Map<string, HubBlobSource[]>>;
-  private readonly sourcesFile: string;
+  /** digest -> where each converted repo holds it on the Hub. */
+  private readonly sources: BlobSources;
 
   constructor(readonly opts: ServiceOptions) {
     this.names = new Names(opts.aliases ?? {});
-    this.sourcesFile = path.join(opts.store.root, "cake", "proxy-sources");
+    this.sources = new BlobSources(opts.store.root);
+    this.access = new AccessCheck(opts.store, opts.accessTtlMs);
+    if (opts.backend) this.backend = new Backend(opts.backend, opts.backendAccess, opts.store, (e) => this.log(e));
   }
 
   /** Hub parameters for a client: its token, else the server's. */
@@ -91,47 +82,6 @@ export class ProxyService {
 
   private log(event: Record<string, unknown>) {
     this.opts.log?.(event);
-  }
-
-  // ---- access ----
-
-  /**
-   * Throws UNAUTHORIZED (no credentials) or DENIED (credentials the Hub refuses) unless these
-   * credentials may read `repo` on the Hub right now. Model info enforces private repos; a gated
-   * repo's metadata is public, so a file of the commit is probed too.
-   */
-  async authorize(repo: string, commit: string | undefined, hub: HubParams): Promise<void> {
-    const who = hub.accessToken ? createHash("sha256").update(hub.accessToken).digest("hex").slice(0, 16) : "anonymous";
-    const key = `${who}|${repo}`;
-    const hit = this.access.get(key);
-    if (hit && hit.until > Date.now()) return hit.decision;
-    const decision = (async () => {
-      const refuse = (why: string) =>
-        hub.accessToken ? new OciError("DENIED", `${repo}: ${why}`) : new OciError("UNAUTHORIZED", `${repo}: ${why}; log in with your Hugging Face token as the password`);
-      let info;
-      try {
-        info = await modelInfo(hub, repo, commit ?? "main");
-      } catch (err) {
-        const e = err as CakeError;
-        if (err instanceof HubError && err.hubCode === "RevisionNotFound") throw new OciError("MANIFEST_UNKNOWN", e.message);
-        if (e.code === "E_NOT_FOUND" || e.code === "E_AUTH" || e.code === "E_GATED") throw refuse("the Hub refuses access");
-        throw err;
-      }
-      if (!info.gated && !info.private) return;
-      const probe = await this.probePath(repo, info.sha);
-      if (probe && (await fileAccess(hub, repo, info.sha, probe)) === "denied") throw refuse("gated repository: your token has no access");
-    })();
-    this.access.set(key, { until: Date.now() + (this.opts.accessTtlMs ?? 60_000), decision });
-    decision.catch(() => this.access.delete(key));
-    return decision;
-  }
-
-  /** A file of the commit to probe access with: a weights file when known, else config.json. */
-  private async probePath(repo: string, commit: string): Promise<string | undefined> {
-    const desc = await this.opts.store.resolve(formatHfRef({ repo, revision: commit }));
-    if (!desc) return "config.json";
-    const cfg = await readConfig(this.opts.store, desc.digest);
-    return cfg?.files.find((f) => f.format === "safetensors")?.path ?? cfg?.files[0]?.path;
   }
 
   // ---- manifests ----
@@ -145,7 +95,7 @@ export class ProxyService {
     if (DIGEST.test(reference)) {
       const commit = await this.commitOfManifest(repo, reference);
       if (!commit) throw new OciError("MANIFEST_UNKNOWN", `${name}@${reference}: not a manifest of this model`);
-      await this.authorize(repo, commit, hub);
+      await this.access.authorize(repo, commit, hub);
       this.metrics.cacheHits++;
       return { digest: reference, bytes: await this.opts.store.readBlob(reference, 4 << 20) };
     }
@@ -161,7 +111,7 @@ export class ProxyService {
       // problem stays what it is (503, 429), for every client.
       throw !hub.accessToken && e.code === "DENIED" ? new OciError("UNAUTHORIZED", e.message) : e;
     }
-    await this.authorize(repo, commit, hub);
+    await this.access.authorize(repo, commit, hub);
     const digest = await this.ensureConverted(repo, commit, hub);
     return { digest, bytes: await this.opts.store.readBlob(digest, 4 << 20) };
   }
@@ -191,8 +141,8 @@ export class ProxyService {
 
   private async convert(repo: string, commit: string, hub: HubParams, status: Conversion): Promise<string> {
     const ref = status.ref;
-    if (this.opts.backend) {
-      const got = await this.leased(() => this.fromBackend(repo, commit)).catch((err) => {
+    if (this.backend) {
+      const got = await this.leased(() => this.backend!.fetchConverted(repo, commit)).catch((err) => {
         this.log({ event: "backend-miss", ref, error: (err as Error).message });
         return undefined;
       });
@@ -201,8 +151,7 @@ export class ProxyService {
     this.metrics.conversions++;
     this.log({ event: "convert-start", ref });
     const progress = this.progressFor(status);
-    const sources = await this.loadSources();
-    const lines: string[] = [];
+    const found: Array<[string, HubBlobSource]> = [];
     const r = await pullHf(
       { kind: "hf", repo, revision: commit },
       {
@@ -210,16 +159,13 @@ export class ProxyService {
         hub,
         progress,
         ...(this.opts.concurrency ? { concurrency: this.opts.concurrency } : {}),
-        onBlob: (digest, source) => {
-          addSource(sources, digest, source);
-          lines.push(`${digest} ${JSON.stringify(source)}\n`);
-        },
+        onBlob: (digest, source) => found.push([digest, source]),
       },
     );
-    await fsp.appendFile(this.sourcesFile, lines.join(""));
+    await this.sources.record(found);
     this.metrics.upstreamBytes += r.stats.fetchedBytes;
     this.log({ event: "convert-done", ref, digest: r.manifestDigest, seconds: (Date.now() - status.startedAt) / 1000, fetchedBytes: r.stats.fetchedBytes });
-    if (this.opts.backend) await this.toBackend(repo, commit).catch((err) => this.log({ event: "backend-push-failed", ref, error: (err as Error).message }));
+    if (this.backend) await this.backend.push(repo, commit).catch((err) => this.log({ event: "backend-push-failed", ref, error: (err as Error).message }));
     return r.manifestDigest;
   }
 
@@ -255,7 +201,7 @@ export class ProxyService {
     const repo = await this.names.repoFor(name, hub);
     const commit = await this.commitOwning(repo, digest);
     if (!commit) throw new OciError("BLOB_UNKNOWN", `${name}: no blob ${digest} in this model`);
-    await this.authorize(repo, commit, hub);
+    await this.access.authorize(repo, commit, hub);
     const store = this.opts.store;
     let size = await store.blobSize(digest);
     if (size === undefined) {
@@ -298,7 +244,7 @@ export class ProxyService {
    * read with the credentials that were checked for this one, and must not be.
    */
   private async refetch(repo: string, commit: string, digest: string, hub: HubParams): Promise<void> {
-    const source = (await this.loadSources()).get(digest)?.find((s) => s.repo === repo);
+    const source = await this.sources.of(digest, repo);
     const store = this.opts.store;
     if (source) {
       const reader = new HubFileReader(hub, source.repo, source.commit, source.path);
@@ -308,33 +254,7 @@ export class ProxyService {
       this.metrics.upstreamBytes += stats.fetchedBytes;
       return;
     }
-    if (this.opts.backend) {
-      const { registry, repository } = this.backendRef(repo, commit);
-      const client = clientFor(registry, this.opts.backendAccess);
-      const manifest = parseManifest(await store.readBlob((await store.resolve(formatHfRef({ repo, revision: commit })))!.digest, 4 << 20), repo);
-      const desc = [manifest.config, ...manifest.layers].find((d) => d.digest === digest);
-      if (!desc) return;
-      await transferBlobs(store, [digestJob(store, digest, desc.size, registryBlobSource(client, repository, digest, desc.size, digest), `${registry}/${repository} blob ${digest}`)]);
-    }
-  }
-
-  private loadSources(): Promise<Map<string, HubBlobSource[]>> {
-    this.sources ??= (async () => {
-      const map = new Map<string, HubBlobSource[]>();
-      const text = await fsp.readFile(this.sourcesFile, "utf8").catch(() => "");
-      for (const line of text.split("\n")) {
-        const sp = line.indexOf(" ");
-        if (sp < 0) continue;
-        try {
-          addSource(map, line.slice(0, sp), JSON.parse(line.slice(sp + 1)) as HubBlobSource);
-        } catch {
-          /* a torn last line */
-        }
-      }
-      await fsp.mkdir(path.dirname(this.sourcesFile), { recursive: true });
-      return map;
-    })();
-    return this.sources;
+    await this.backend?.fetchBlob(repo, commit, digest);
   }
 
   // ---- tags ----
@@ -342,19 +262,11 @@ export class ProxyService {
   async tags(name: string, clientToken: string | undefined): Promise<string[]> {
     const hub = this.hubFor(clientToken);
     const repo = await this.names.repoFor(name, hub);
-    await this.authorize(repo, undefined, hub);
+    await this.access.authorize(repo, undefined, hub);
     const refs = await listRefs(hub, repo);
     return [...refs.branches, ...refs.tags].map((r) => revisionToTag(r.name)).filter(isValidTag).sort();
   }
 
-  // ---- backend registry (shared cache for replicas) ----
-
-  private backendRef(repo: string, commit: string) {
-    const r = parseReference(`${this.opts.backend}/${repo.toLowerCase()}:${commit}`);
-    return { registry: r.registry, repository: r.repository, tag: commit, full: `${this.opts.backend}/${repo.toLowerCase()}:${commit}` };
-  }
-
-  /** Another replica converted it: take the manifest (and config + recipe) from the backend. */
   /**
    * Runs `fn`, which writes blobs (and tags), under a store lease: a `cake gc` waits for it or is
    * refused, so it never deletes what `fn` is about to serve or tag (docs/architecture.md).
@@ -367,38 +279,4 @@ export class ProxyService {
       await release();
     }
   }
-
-  private async fromBackend(repo: string, commit: string): Promise<string | undefined> {
-    const b = this.backendRef(repo, commit);
-    const client = clientFor(b.registry, this.opts.backendAccess);
-    const head = await client.headManifest(b.repository, b.tag);
-    if (!head) return undefined;
-    const { bytes, digest } = await client.getManifest(b.repository, b.tag);
-    const manifest = parseManifest(bytes, b.full);
-    const store = this.opts.store;
-    // Config and recipe now (small, needed for access probes and export); tensors on demand.
-    const small = [manifest.config, ...manifest.layers.filter((l) => l.mediaType === MT.recipe)];
-    await transferBlobs(
-      store,
-      small.map((d) => digestJob(store, d.digest, d.size, registryBlobSource(client, b.repository, d.digest, d.size, d.digest), `${b.full} blob ${d.digest}`)),
-    );
-    if ((await store.putBytes(bytes)) !== digest) throw new CakeError("E_DIGEST", `${b.full}: manifest digest mismatch`);
-    const ref = formatHfRef({ repo, revision: commit });
-    await store.tag(ref, ociRefName(ref), { mediaType: MT.manifest, digest, size: bytes.length, artifactType: MT.artifact }, { [ANN.hfRepo]: repo, [ANN.hfCommit]: commit });
-    this.log({ event: "backend-hit", ref, digest });
-    return digest;
-  }
-
-  private async toBackend(repo: string, commit: string): Promise<void> {
-    const b = this.backendRef(repo, commit);
-    const r = await pushToRegistry(formatHfRef({ repo, revision: commit }), b.full, { store: this.opts.store, ...this.opts.backendAccess });
-    this.log({ event: "backend-push", ref: b.full, uploaded: r.counts.uploaded, bytes: r.uploadedBytes });
-  }
-}
-
-/** Records where `repo` holds a blob, replacing that repo's older source (a later commit of it). */
-function addSource(map: Map<string, HubBlobSource[]>, digest: string, source: HubBlobSource): void {
-  const list = (map.get(digest) ?? []).filter((s) => s.repo !== source.repo);
-  list.push(source);
-  map.set(digest, list);
 }
