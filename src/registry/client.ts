@@ -15,7 +15,7 @@ import { CakeError, isCakeError } from "../errors.js";
 import { followPages } from "../http/paginate.js";
 import { header, httpReadAll, httpRequest, type HttpDocument, type HttpMethod, type HttpRequest, type HttpResponse } from "../http/request.js";
 import { DEFAULT_RETRY, RETRYABLE_STATUS, describeError, isNetworkError, retryDelay, sleep, type RetryPolicy } from "../http/retry.js";
-import { Authenticator, lookupCredentials, repositoryScope, type Credentials } from "./auth.js";
+import { Authenticator, lookupCredentials, repositoryScope, type Credentials } from "./auth/index.js";
 import { discard, errorFromBody, registryError, urlish } from "./errors.js";
 import { DOCKER_HUB, assertDigest, assertRepository, assertTagOrDigest, isDigest, isPlainHttpHost } from "./reference.js";
 
