@@ -8,6 +8,7 @@ import path from "node:path";
 import {
   CakeError,
   DOCUMENT_LIMIT,
+  MANIFEST_LIMIT,
   MT,
   clientFor,
   diffModels,
@@ -79,7 +80,7 @@ export async function indexStore(store: Store): Promise<Entry[]> {
     refs.sort((a, b) => Number(splitRef(a).pinned) - Number(splitRef(b).pinned) || a.localeCompare(b));
     let manifest: ImageManifest | undefined;
     try {
-      manifest = parseManifest(await store.readBlob(digest, 4 << 20), `${refs[0]} manifest`);
+      manifest = parseManifest(await store.readBlob(digest, MANIFEST_LIMIT), `${refs[0]} manifest`);
     } catch {
       manifest = undefined; // listed, but not readable as a model: shown without sizes
     }

@@ -1,5 +1,5 @@
 import { Command } from "commander";
-import { CakeError, closeSharedDispatcher, tokenFromEnv } from "../../src/index.js";
+import { CakeError, MT, closeSharedDispatcher, tokenFromEnv } from "../../src/index.js";
 import { accessFrom, parsePositiveInt, say, type AccessOpts } from "../context.js";
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -69,7 +69,7 @@ function warmCommand(): Command {
       // The manifest request itself waits for the conversion and returns its digest.
       const res = await request(`${base}/v2/${name}/manifests/${tag}`, {
         method: "HEAD",
-        headers: { accept: "application/vnd.oci.image.manifest.v1+json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        headers: { accept: MT.manifest, ...(token ? { authorization: `Bearer ${token}` } : {}) },
         headersTimeout: 0,
         bodyTimeout: 0,
       });

@@ -46,6 +46,12 @@ export const MT = {
   mpCode: "application/vnd.cncf.model.code.v1.raw",
 } as const;
 
+/**
+ * The largest manifest (or index) cake reads or writes, in the store and on registries:
+ * distribution's own limit (4 MiB), so whatever cake stores, a registry accepts.
+ */
+export const MANIFEST_LIMIT = 4 << 20;
+
 export const ANN = {
   title: "org.opencontainers.image.title",
   refName: "org.opencontainers.image.ref.name",

@@ -95,7 +95,7 @@ const tries = (n: number) => (n > 1 ? ` (${n} tries)` : "");
  * The retry loop every request goes through. `consume` turns a final answer into the result; when
  * it throws a CutAnswer, the request is sent again (counting as a try) after the usual backoff. A
  * try that kept bytes (a Range read that got further) earns a fresh budget of tries, as a transfer
- * stream does (src/transfer/engine.ts). `progress` says how far a read got, for the last message.
+ * stream does (src/transfer/fetch-range.ts). `progress` says how far a read got, for the last message.
  */
 async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpResponse) => Promise<T>, progress?: () => string | undefined, deadlineMs = 0): Promise<T> {
   const policy = { ...DEFAULT_RETRY, ...req.retry };

@@ -1,7 +1,7 @@
 /** What the store holds, for `ls`, `inspect`, `rm` and `gc`: read from manifests and configs. */
 import { CakeError } from "../errors.js";
 import type { Artifact, ModelConfig } from "../format/artifact.js";
-import { ANN, MT, type Descriptor } from "../format/oci.js";
+import { ANN, MANIFEST_LIMIT, MT, type Descriptor } from "../format/oci.js";
 import { parseConfig } from "../format/recipe.js";
 import type { Store } from "../store/layout.js";
 import { canonicalRef } from "./source.js";
@@ -19,7 +19,7 @@ export interface ModelSummary {
 
 export async function readConfig(store: Store, manifestDigest: string): Promise<ModelConfig | undefined> {
   try {
-    const m = JSON.parse((await store.readBlob(manifestDigest, 4 << 20)).toString("utf8")) as { config?: { mediaType?: string; digest?: string } };
+    const m = JSON.parse((await store.readBlob(manifestDigest, MANIFEST_LIMIT)).toString("utf8")) as { config?: { mediaType?: string; digest?: string } };
     if (m.config?.mediaType !== MT.config || !m.config.digest) return undefined;
     return parseConfig(await store.readBlob(m.config.digest), `config ${m.config.digest}`);
   } catch {

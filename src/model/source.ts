@@ -8,7 +8,7 @@ import fsp from "node:fs/promises";
 import { Readable } from "node:stream";
 import { CakeError } from "../errors.js";
 import { RECIPE_TITLE, type ModelConfig, type Recipe } from "../format/artifact.js";
-import type { ImageManifest } from "../format/oci.js";
+import { MANIFEST_LIMIT, type ImageManifest } from "../format/oci.js";
 import { safeJoin } from "../format/paths.js";
 import { parseConfig, parseManifest, parseRecipe, recipeLayer } from "../format/recipe.js";
 import type { Store } from "../store/layout.js";
@@ -45,7 +45,7 @@ export async function readStoredManifest(store: Store, ref: string): Promise<{ m
   const key = canonicalRef(ref);
   const desc = await store.resolve(key);
   if (!desc) throw new CakeError("E_NOT_FOUND", `${ref}: not in the store ${store.root} (run: cake pull ${ref})`);
-  const bytes = await store.readBlob(desc.digest, 4 << 20);
+  const bytes = await store.readBlob(desc.digest, MANIFEST_LIMIT);
   return { manifest: parseManifest(bytes, `${ref} manifest`), digest: desc.digest };
 }
 

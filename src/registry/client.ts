@@ -12,10 +12,11 @@ import { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
 import { sha256Digest } from "../digest.js";
 import { CakeError, isCakeError } from "../errors.js";
+import { MANIFEST_LIMIT, MT } from "../format/oci.js";
 import { followPages } from "../http/paginate.js";
-import { header, httpReadAll, httpRequest, type HttpDocument, type HttpMethod, type HttpRequest, type HttpResponse } from "../http/request.js";
+import { header, httpReadAll, httpRequest, parseContentRange, type HttpDocument, type HttpMethod, type HttpRequest, type HttpResponse } from "../http/request.js";
 import { DEFAULT_RETRY, RETRYABLE_STATUS, describeError, isNetworkError, retryDelay, sleep, type RetryPolicy } from "../http/retry.js";
-import { Authenticator, lookupCredentials, repositoryScope, type Credentials } from "./auth.js";
+import { Authenticator, lookupCredentials, repositoryScope, type Credentials } from "./auth/index.js";
 import { discard, errorFromBody, registryError, urlish } from "./errors.js";
 import { DOCKER_HUB, assertDigest, assertRepository, assertTagOrDigest, isDigest, isPlainHttpHost } from "./reference.js";
 
@@ -34,16 +35,17 @@ export const REGISTRY_DEFAULTS = {
   /** Halving a refused chunk stops here. */
   minChunkSize: 1 * MiB,
   /** Manifests bigger than this are refused, both ways (distribution's own limit). */
-  manifestLimit: 4 * MiB,
+  manifestLimit: MANIFEST_LIMIT,
   /** One page of a tag listing. */
   tagsPageLimit: 16 * MiB,
 } as const;
 
+/** The manifest media types a registry may answer with (their strings live in format/oci.ts). */
 export const MEDIA_TYPE = {
-  ociManifest: "application/vnd.oci.image.manifest.v1+json",
-  ociIndex: "application/vnd.oci.image.index.v1+json",
-  dockerManifest: "application/vnd.docker.distribution.manifest.v2+json",
-  dockerManifestList: "application/vnd.docker.distribution.manifest.list.v2+json",
+  ociManifest: MT.manifest,
+  ociIndex: MT.index,
+  dockerManifest: MT.dockerManifest,
+  dockerManifestList: MT.dockerList,
 } as const;
 
 const MANIFEST_ACCEPT = Object.values(MEDIA_TYPE).join(", ");
@@ -253,12 +255,12 @@ export class RegistryClient {
       return { body: res.body, status: 200, start: 0, totalSize: Number.isFinite(len) ? len : undefined };
     }
     if (res.status === 206) {
-      const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res.headers, "content-range") ?? "");
-      if (!m) {
+      const cr = parseContentRange(header(res.headers, "content-range"));
+      if (!cr) {
         discard(res.body);
         throw new CakeError("E_REGISTRY", `${ctx}: GET ${urlish(res.url)} returned 206 without a valid Content-Range`);
       }
-      return { body: res.body, status: 206, start: Number(m[1]), totalSize: m[3] === "*" ? undefined : Number(m[3]) };
+      return { body: res.body, status: 206, start: cr.start, totalSize: cr.total };
     }
     throw await this.fail(res, "GET", url, ctx);
   }

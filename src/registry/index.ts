@@ -21,7 +21,7 @@ export {
   type Challenge,
   type Credentials,
   type LoginOptions,
-} from "./auth.js";
+} from "./auth/index.js";
 export {
   MEDIA_TYPE,
   REGISTRY_DEFAULTS,

@@ -18,6 +18,9 @@ export interface RegistryRef {
 export const DOCKER_HUB = "registry-1.docker.io";
 const DOCKER_HUB_ALIASES = new Set(["docker.io", "index.docker.io", DOCKER_HUB]);
 
+/** True for each of Docker Hub's names (lowercase host, no port): `docker.io`, `index.docker.io`, `registry-1.docker.io`. */
+export const isDockerHubHost = (host: string): boolean => DOCKER_HUB_ALIASES.has(host);
+
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
@@ -69,7 +72,7 @@ export function parseReference(s: string): RegistryRef {
     registry = DOCKER_HUB;
     repository = rest;
   }
-  if (DOCKER_HUB_ALIASES.has(registry)) {
+  if (isDockerHubHost(registry)) {
     registry = DOCKER_HUB;
     if (repository !== "" && !repository.includes("/")) repository = `library/${repository}`;
   }

@@ -5,17 +5,22 @@
  *
  * Resume falls out of the ingest journal: a range that was on disk is not fetched again, a range cut
  * by a dropped connection continues from its last byte.
+ *
+ * Here the plan and the pools; a run's shared request and ingests in runs.ts; one stream's range,
+ * its retries and the tail's splitting in fetch-range.ts.
  */
 import { setMaxListeners } from "node:events";
 import type { Readable } from "node:stream";
-import { CakeError, isCakeError, oneLine } from "../errors.js";
-import { isNetworkError, retryDelay, sleep, DEFAULT_RETRY } from "../http/retry.js";
-import { byteWindow } from "../http/window.js";
+import { CakeError, oneLine } from "../errors.js";
+import { isNetworkError, sleep } from "../http/retry.js";
 import type { Store } from "../store/layout.js";
-import { mergeRanges, type Ingest, type Range } from "../store/ingest.js";
-import { DEFAULT_CHUNK, DEFAULT_CONCURRENCY, MIN_RANGE, RANGE_ATTEMPTS, WRITE_BATCH } from "./defaults.js";
+import { DEFAULT_CHUNK, DEFAULT_CONCURRENCY, MIN_RANGE } from "./defaults.js";
+import { Fetch, FirstByteWait, STEAL_POLL_MS, fetchRange, mayStealLater, stealFrom, type RangeTarget } from "./fetch-range.js";
 import { Pool } from "./pool.js";
-import { formatBytes, silentProgress, type ProgressSink } from "./progress.js";
+import { silentProgress, type ProgressSink } from "./progress.js";
+import { SpanTarget, carve, gated, spanRuns, withIngests, type SpanPart } from "./runs.js";
+
+export { spanRuns } from "./runs.js";
 
 export type OpenRange = (start: number, end: number, signal: AbortSignal) => Promise<{ body: Readable; start: number }>;
 
@@ -62,30 +67,6 @@ export interface TransferOptions {
 export interface TransferStats {
   fetchedBytes: number;
   skippedBlobs: number;
-}
-
-/**
- * Jobs in runs that one request can fetch: neighbours in the same span source, contiguous, each
- * smaller than a chunk, together at most a chunk. Any other job is a run of its own.
- */
-export function spanRuns(jobs: readonly BlobJob[], chunk: number): number[][] {
-  const runs: number[][] = [];
-  let run: number[] = [];
-  let bytes = 0;
-  jobs.forEach((j, i) => {
-    const prev = run.length ? jobs[run[run.length - 1]!]! : undefined;
-    const joins =
-      prev?.span && j.span && j.span.source === prev.span.source && j.span.offset === prev.span.offset + prev.size && j.size < chunk && prev.size < chunk && bytes + j.size <= chunk;
-    if (!joins) {
-      if (run.length) runs.push(run);
-      run = [];
-      bytes = 0;
-    }
-    run.push(i);
-    bytes += j.size;
-  });
-  if (run.length) runs.push(run);
-  return runs;
 }
 
 /** Fetches every job's blob into the store; returns the digests, aligned with `jobs`. */
@@ -281,43 +262,8 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   return { digests: settled.map((r) => (r as PromiseFulfilledResult<string>).value), stats };
 }
 
-/**
- * Takes the first `size` bytes (or fewer) off the front of `work`, and the rest of that range if less
- * than `step` or half a piece would be left: an 11 MB tensor is one request of 11 MB, not 8 MiB and
- * then 2.6 MB (a request costs a round trip and the server's time to first byte, ~50 ms at 30 ms).
- */
-function carve(work: Range[], size: number, step: number): Range | undefined {
-  const first = work[0];
-  if (!first) return undefined;
-  const piece: Range = [first[0], Math.min(first[1], first[0] + size)];
-  if (first[1] - piece[1] < Math.max(step, size / 2)) piece[1] = first[1];
-  if (piece[1] === first[1]) work.shift();
-  else first[0] = piece[1];
-  return piece;
-}
-
 /** Runs taking their ingests (locks, files) at once: see `opening` in transferBlobs. */
 const OPENING = 4;
-
-/** Runs `fn`, holding a slot of `gate` until `fn` calls `ready` (or settles): only its first phase is bounded. */
-function gated<T>(gate: Pool, fn: (ready: () => void) => Promise<T>): Promise<T> {
-  let result!: Promise<T>;
-  const firstPhase = gate.run(
-    () =>
-      new Promise<void>((ready) => {
-        result = fn(ready);
-        result.then(() => ready(), () => ready());
-      }),
-  );
-  return firstPhase.then(() => result);
-}
-
-/** Runs `fn` with the ingests of `jobs` all held (taken in order, released in reverse). */
-function withIngests<T>(store: Store, jobs: BlobJob[], fn: (ings: Ingest[]) => Promise<T>, held: Ingest[] = []): Promise<T> {
-  if (held.length === jobs.length) return fn(held);
-  const job = jobs[held.length]!;
-  return store.withIngest(job.key, job.size, (ing) => withIngests(store, jobs, fn, [...held, ing]));
-}
 
 /** An error that names the blob it happened to: "hf://acme/m/model.safetensors bytes 0-99: socket hang up". */
 function named(job: BlobJob, err: unknown): unknown {
@@ -325,228 +271,4 @@ function named(job: BlobJob, err: unknown): unknown {
   const code = (err as { code?: string })?.code;
   const what = code === "ENOSPC" ? "no space left on device" : oneLine(err);
   return new CakeError(isNetworkError(err) ? "E_NETWORK" : "E_IO", `${job.label}: ${what}`, { cause: err });
-}
-
-/** Where a range's bytes go: one ingest, or the ingests of a run of neighbouring blobs. */
-interface RangeTarget {
-  /** The byte ranges not on disk yet, in the target's coordinates. */
-  missing(): Range[];
-  write(pos: number, parts: Buffer[], rangeStart: number, sinceJournal: { n: number }): Promise<void>;
-  record(r: Range): Promise<void>;
-}
-
-interface SpanPart {
-  k: number;
-  job: BlobJob;
-  ing: Ingest;
-  /** Where the blob starts in the span source. */
-  offset: number;
-}
-
-/**
- * Several ingests laid side by side at their offsets in one source: ranges in the source's
- * coordinates are cut at the blobs' edges, each piece written and journaled in its own ingest.
- */
-class SpanTarget implements RangeTarget {
-  /** Journal counters per attempt (fetchRange's `since`) and ingest. */
-  private readonly since = new WeakMap<object, { n: number }[]>();
-  constructor(private readonly parts: SpanPart[]) {}
-
-  /** The blobs' missing ranges in source coordinates; ranges meeting at a blob edge merge. */
-  missing(): Range[] {
-    return mergeRanges(this.parts.flatMap((p) => p.ing.missing().map(([a, b]): Range => [p.offset + a, p.offset + b])));
-  }
-
-  async write(pos: number, parts: Buffer[], rangeStart: number, since: { n: number }): Promise<void> {
-    let counters = this.since.get(since);
-    if (!counters) this.since.set(since, (counters = this.parts.map(() => ({ n: 0 }))));
-    let at = pos;
-    let pieces = parts;
-    for (const [i, p] of this.parts.entries()) {
-      const end = p.offset + p.ing.size;
-      if (pieces.length === 0) break;
-      if (end <= at) continue;
-      if (p.offset > at) throw new CakeError("E_SIZE", `${p.job.label}: bytes at ${at} belong to no blob of this run`);
-      const [mine, rest] = splitParts(pieces, end - at);
-      const len = mine.reduce((n, b) => n + b.length, 0);
-      await p.ing.write(at - p.offset, mine, Math.max(rangeStart, p.offset) - p.offset, counters[i]!);
-      at += len;
-      pieces = rest;
-    }
-  }
-
-  async record([a, b]: Range): Promise<void> {
-    for (const p of this.parts) {
-      const s = Math.max(a, p.offset);
-      const e = Math.min(b, p.offset + p.ing.size);
-      if (e > s) await p.ing.record([s - p.offset, e - p.offset]);
-    }
-  }
-}
-
-/** The first `n` bytes of `parts`, and the rest (no copies: subarrays). */
-function splitParts(parts: Buffer[], n: number): [Buffer[], Buffer[]] {
-  const head: Buffer[] = [];
-  for (let i = 0; i < parts.length; i++) {
-    const b = parts[i]!;
-    if (n >= b.length) {
-      head.push(b);
-      n -= b.length;
-      continue;
-    }
-    if (n > 0) head.push(b.subarray(0, n));
-    return [head, [b.subarray(n), ...parts.slice(i + 1)]];
-  }
-  return [head, []];
-}
-
-/** A stream's piece of work: [pos, end) of a target. `end` may shrink while it runs (stealFrom). */
-class Fetch {
-  /** Written up to here. */
-  pos: number;
-  /** Received up to here (written, or gathered for the next write). */
-  seen: number;
-  end: number;
-  /** The source honoured the Range request (a 200 answer streams from 0: never split those). */
-  ranged = false;
-  /** When this attempt's body started, and where: its rate so far says how long the rest will take. */
-  startedAt = 0;
-  startedPos = 0;
-  /** Settles when the rest takes less than the link's wait for a first byte (see FirstByteWait). */
-  readonly nearlyDone: Promise<void>;
-  signalNearlyDone!: () => void;
-  constructor(
-    readonly label: string,
-    readonly target: RangeTarget,
-    range: Range,
-    readonly open: OpenRange,
-  ) {
-    [this.pos, this.end] = range;
-    this.seen = this.pos;
-    this.nearlyDone = new Promise((resolve) => (this.signalNearlyDone = resolve));
-  }
-}
-
-/** A stream's rate means something after this long (ms): its first bytes may come with the headers. */
-const RATE_AFTER_MS = 20;
-
-/**
- * How long a request of this transfer waits for its first byte (a moving average, ms): what a
- * stream would idle between two pieces if it asked for the next only after the last byte.
- */
-class FirstByteWait {
-  ms = 0;
-  observe(ms: number): void {
-    this.ms = this.ms ? this.ms + 0.25 * (ms - this.ms) : ms;
-  }
-}
-
-/** A stolen half must be worth a request of its own: at least this many bytes... */
-const MIN_STEAL = MIN_RANGE;
-/**
- * ...and the stream it is taken from must have run this long (ms), so that its rate is known, and
- * need at least as long again for the rest at that rate. Splitting cuts that stream's connection,
- * and the bytes already in flight past the cut are lost: worth it on a slow stream at the tail,
- * never on a fast one (an 8 MiB range at 40 MB/s is over in 0.2 s: never split).
- */
-const STEAL_AFTER_MS = 500;
-
-/** How often an idle stream looks again for a stream worth splitting. */
-const STEAL_POLL_MS = 100;
-
-/** Some running fetch has enough left that it may be worth splitting once its rate shows. */
-const mayStealLater = (active: Set<Fetch>) => [...active].some((f) => f.ranged && f.end - f.seen >= 2 * MIN_STEAL);
-
-/** How long `f` needs for the rest at its rate so far (ms); 0 when it has no rate yet. */
-function timeLeft(f: Fetch, now: number): number {
-  const got = f.seen - f.startedPos;
-  const took = now - f.startedAt;
-  return got > 0 && took > 0 ? ((f.end - f.seen) * took) / got : 0;
-}
-
-/**
- * Splits the running fetch that needs the longest for its rest: it stops halfway, the second half is
- * returned for an idle stream. Near the end of a transfer over slow connections this keeps every
- * stream busy instead of waiting on the one that drew the biggest range.
- */
-function stealFrom(active: Set<Fetch>): Fetch | undefined {
-  const now = performance.now();
-  let victim: Fetch | undefined;
-  for (const f of active) if (f.ranged && (!victim || timeLeft(f, now) > timeLeft(victim, now))) victim = f;
-  if (!victim || victim.end - victim.seen < 2 * MIN_STEAL || now - victim.startedAt < STEAL_AFTER_MS || timeLeft(victim, now) < STEAL_AFTER_MS) return undefined;
-  const mid = victim.seen + Math.floor((victim.end - victim.seen) / 2);
-  const stolen = new Fetch(victim.label, victim.target, [mid, victim.end], victim.open);
-  victim.end = mid;
-  return stolen;
-}
-
-/** Fetches [pos, end) of `f` into its target, continuing after dropped connections. */
-async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSignal, onBytes: (n: number) => void, firstByte: FirstByteWait): Promise<void> {
-  active.add(f);
-  const from = f.pos;
-  let sent = 0;
-  try {
-    for (let attempt = 1; ; attempt++) {
-      sent++;
-      const since = { n: 0 };
-      const rangeStart = f.pos;
-      f.seen = f.pos;
-      try {
-        const asked = performance.now();
-        const { body, start: bodyStart } = await f.open(f.pos, f.end, signal);
-        f.ranged = bodyStart === f.pos;
-        f.startedAt = performance.now();
-        firstByte.observe(f.startedAt - asked);
-        f.startedPos = f.pos;
-        // Network chunks are ~64 KiB; the disk takes them WRITE_BATCH at a time, in one vectored write (no copy).
-        let batch: Buffer[] = [];
-        let batchAt = f.pos;
-        let batchLen = 0;
-        const flush = async () => {
-          if (batchLen === 0) return;
-          await f.target.write(batchAt, batch, rangeStart, since);
-          f.pos = batchAt + batchLen;
-          onBytes(batchLen);
-          batch = [];
-          batchLen = 0;
-        };
-        try {
-          for await (const { at, data } of byteWindow(body, bodyStart, f.pos, f.end)) {
-            // The end may have moved closer (a stolen half): keep only what is still ours, and stop there.
-            const keep = Math.min(data.length, f.end - at);
-            if (keep > 0) {
-              if (batchLen === 0) batchAt = at;
-              batch.push(keep < data.length ? data.subarray(0, keep) : data);
-              batchLen += keep;
-              f.seen = at + keep;
-              const now = performance.now();
-              if (now - f.startedAt >= RATE_AFTER_MS && timeLeft(f, now) <= firstByte.ms) f.signalNearlyDone();
-            }
-            if (batchLen >= WRITE_BATCH || at + keep >= f.end) await flush();
-            if (at + data.length >= f.end) break;
-          }
-        } finally {
-          await flush(); // bytes that arrived before a drop are good: keep them
-        }
-        if (f.pos < f.end) throw new CakeError("E_SIZE", `${f.label}: stream ended at byte ${f.pos}, expected ${f.end}`);
-        await f.target.record([rangeStart, f.end]);
-        return;
-      } catch (err) {
-        await f.target.record([rangeStart, f.pos]).catch(() => {});
-        const retryable = isNetworkError(err) || isCakeError(err, "E_SIZE") || (err as { retryable?: boolean }).retryable === true;
-        if (signal.aborted || !retryable || attempt >= RANGE_ATTEMPTS) {
-          if (signal.aborted && signal.reason !== err) throw signal.reason ?? err;
-          if (isCakeError(err) || !retryable) throw err;
-          // The stream kept breaking: one line that says how far it got, as src/http says it for its requests.
-          const what = isNetworkError(err) ? "connection closed" : oneLine(err);
-          throw new CakeError("E_NETWORK", `${f.label}: ${what} after ${formatBytes(f.pos - from)} of ${formatBytes(f.end - from)} (${sent} tries)`, { cause: err });
-        }
-        await sleep(retryDelay(attempt, DEFAULT_RETRY, (err as { retryAfter?: string }).retryAfter), signal);
-        // A stream that made progress before it dropped earns a fresh budget of attempts.
-        if (f.pos > rangeStart) attempt = 0;
-      }
-    }
-  } finally {
-    active.delete(f);
-  }
 }

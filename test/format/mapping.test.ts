@@ -4,7 +4,7 @@ import path from "node:path";
 import { createHash } from "node:crypto";
 import { afterAll, describe, expect, it } from "vitest";
 import { buildArtifact, EMPTY_DIGEST, RECIPE_TITLE } from "../../src/format/artifact.js";
-import { MT } from "../../src/format/oci.js";
+import { MANIFEST_LIMIT, MT } from "../../src/format/oci.js";
 import { MAX_LAYERS, PACK_FACTOR, planUnits, sortFiles, type ModelFile } from "../../src/format/plan.js";
 import { parseRecipe } from "../../src/format/recipe.js";
 import { encodeHeader, parseHeader } from "../../src/format/safetensors.js";
@@ -61,7 +61,7 @@ describe("layer rule", () => {
     const plan = planUnits(files);
     expect(plan.layerCount).toBeLessThanOrEqual(MAX_LAYERS);
     const art = buildArtifact({ files, plan, unitDigests: plan.units.map((_, i) => fakeDigest(String(i))), source: { type: "hf", repo: "acme/moe", commit: "a".repeat(40) }, maxLayers: MAX_LAYERS, packFactor: PACK_FACTOR });
-    expect(art.manifestBytes.length).toBeLessThan(4 << 20);
+    expect(art.manifestBytes.length).toBeLessThan(MANIFEST_LIMIT);
     expect(art.manifest.layers.length).toBeLessThanOrEqual(MAX_LAYERS);
     // every tensor is still addressable through the config
     const mapped = art.config.files.flatMap((f) => f.tensors ?? []);

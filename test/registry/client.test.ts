@@ -14,7 +14,7 @@ import { delimiter, join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isCakeError } from "../../src/errors.js";
-import { parseWWWAuthenticate } from "../../src/registry/auth.js";
+import { parseWWWAuthenticate } from "../../src/registry/auth/challenge.js";
 import { errorCodeFor, parseOciErrors } from "../../src/registry/errors.js";
 import {
   MEDIA_TYPE,
