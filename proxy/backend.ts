@@ -5,6 +5,7 @@
  */
 import {
   ANN,
+  MANIFEST_LIMIT,
   CakeError,
   MT,
   clientFor,
@@ -62,7 +63,7 @@ export class Backend {
     const { registry, repository } = this.ref(repo, commit);
     const client = clientFor(registry, this.access);
     const store = this.store;
-    const manifest = parseManifest(await store.readBlob((await store.resolve(formatHfRef({ repo, revision: commit })))!.digest, 4 << 20), repo);
+    const manifest = parseManifest(await store.readBlob((await store.resolve(formatHfRef({ repo, revision: commit })))!.digest, MANIFEST_LIMIT), repo);
     const desc = [manifest.config, ...manifest.layers].find((d) => d.digest === digest);
     if (!desc) return;
     await transferBlobs(store, [digestJob(store, digest, desc.size, registryBlobSource(client, repository, digest, desc.size, digest), `${registry}/${repository} blob ${digest}`)]);

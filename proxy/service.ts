@@ -10,6 +10,7 @@
 import type { Readable } from "node:stream";
 import {
   ANN,
+  MANIFEST_LIMIT,
   HubFileReader,
   digestJob,
   hubFileSource,
@@ -97,7 +98,7 @@ export class ProxyService {
       if (!commit) throw new OciError("MANIFEST_UNKNOWN", `${name}@${reference}: not a manifest of this model`);
       await this.access.authorize(repo, commit, hub);
       this.metrics.cacheHits++;
-      return { digest: reference, bytes: await this.opts.store.readBlob(reference, 4 << 20) };
+      return { digest: reference, bytes: await this.opts.store.readBlob(reference, MANIFEST_LIMIT) };
     }
     if (!isValidTag(reference)) throw new OciError("MANIFEST_UNKNOWN", `${name}:${reference}: not a valid tag`);
     const revision = tagToRevision(reference);
@@ -113,7 +114,7 @@ export class ProxyService {
     }
     await this.access.authorize(repo, commit, hub);
     const digest = await this.ensureConverted(repo, commit, hub);
-    return { digest, bytes: await this.opts.store.readBlob(digest, 4 << 20) };
+    return { digest, bytes: await this.opts.store.readBlob(digest, MANIFEST_LIMIT) };
   }
 
   private async commitOfManifest(repo: string, digest: string): Promise<string | undefined> {
@@ -231,7 +232,7 @@ export class ProxyService {
       const commit = a?.[ANN.hfCommit];
       if (a?.[ANN.hfRepo] !== repo || !commit || !t.ref.endsWith(`@${commit}`)) continue;
       map.set(t.descriptor.digest, commit);
-      const bytes = await this.opts.store.readBlob(t.descriptor.digest, 4 << 20).catch(() => undefined);
+      const bytes = await this.opts.store.readBlob(t.descriptor.digest, MANIFEST_LIMIT).catch(() => undefined);
       for (const d of bytes ? manifestChildren(bytes) : []) map.set(d, commit);
     }
     this.owners.set(repo, { version, map });

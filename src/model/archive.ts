@@ -15,7 +15,7 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 import type tar from "tar-stream";
 import { CakeError, isCakeError } from "../errors.js";
-import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
+import { ANN, DIGEST_RE, MANIFEST_LIMIT, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { parseStrictJson } from "../format/strict-json.js";
 import { isUnverified } from "./catalog.js";
 import { isHfRef, ociRefName } from "./ref.js";
@@ -30,7 +30,7 @@ const tarStream = async () => (await import("tar-stream")).default;
 /** index.json is read whole: an archive claiming more is refused. */
 export const MAX_ARCHIVE_INDEX = 4 << 20;
 /** Manifests (and nested indexes) are read whole to find their blobs. */
-const MAX_MANIFEST = 4 << 20;
+const MAX_MANIFEST = MANIFEST_LIMIT;
 const MAX_OCI_LAYOUT = 4 << 10;
 /** How deep an index of indexes may go. */
 const MAX_DEPTH = 4;

@@ -7,7 +7,7 @@
  */
 import { setMaxListeners } from "node:events";
 import { CakeError } from "../errors.js";
-import { MT } from "../format/oci.js";
+import { MANIFEST_LIMIT, MT } from "../format/oci.js";
 import { parseManifest } from "../format/recipe.js";
 import { formatReference, parseReference, REGISTRY_DEFAULTS, type PushBlobResult } from "../registry/index.js";
 import type { Store } from "../store/layout.js";
@@ -52,7 +52,7 @@ async function pushFromStore(storeRef: string, dest: string, opts: PushOptions):
   if (ref.digest) throw new CakeError("E_REF", `${dest}: push to a tag, not a digest`);
   const name = formatReference(ref);
   const { digest } = await readStoredManifest(store, storeRef);
-  const bytes = await store.readBlob(digest, 4 << 20);
+  const bytes = await store.readBlob(digest, MANIFEST_LIMIT);
   const manifest = parseManifest(bytes, `${storeRef} manifest`);
   const client = clientFor(ref.registry, opts);
   const known = await store.locations(ref.registry);
