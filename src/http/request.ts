@@ -225,7 +225,7 @@ export function parseContentRange(value: string | undefined): { start: number; e
 const limitText = (n: number) => (n % (1 << 20) === 0 ? `${n >> 20} MiB` : n % 1024 === 0 ? `${n >> 10} KiB` : `${n} bytes`);
 
 /** Error answers are read whole for their message, up to this much. */
-const ERROR_BODY_LIMIT = 64 << 10;
+export const ERROR_BODY_LIMIT = 64 << 10;
 
 /**
  * A small answer read whole (JSON, a manifest, a token, a header's bytes), at most `limit` bytes,
@@ -309,17 +309,18 @@ export function discard(body: Readable): void {
   body.destroy();
 }
 
-/** Reads a small body as text, refusing more than `limit` bytes (a lying server cannot exhaust memory). */
-export async function readLimited(body: AsyncIterable<Uint8Array> & { destroy(): unknown }, limit: number, what: string): Promise<Buffer> {
+/** Reads up to `limit` bytes of a body and destroys the rest (an error body can be anything). */
+export async function readUpTo(body: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const chunk of body) {
-    n += chunk.length;
-    if (n > limit) {
-      body.destroy();
-      throw new CakeError("E_SIZE", `${what}: more than ${limit} bytes, refused`);
+    const b = chunk as Buffer;
+    chunks.push(b.subarray(0, Math.max(0, limit - n)));
+    n += b.length;
+    if (n >= limit) {
+      discard(body);
+      break;
     }
-    chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
   }
   return Buffer.concat(chunks);
 }

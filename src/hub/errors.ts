@@ -4,7 +4,7 @@
  */
 import { CakeError } from "../errors.js";
 import { serverWait } from "../http/retry.js";
-import { header, readLimited, type HttpDocument, type HttpResponse } from "../http/request.js";
+import { ERROR_BODY_LIMIT, header, readUpTo, type HttpDocument, type HttpResponse } from "../http/request.js";
 import type { FoundToken } from "./token-files.js";
 
 /** What to do about a token the Hub refused: a variable is set by the user, the token file by `hf auth login`. */
@@ -30,7 +30,7 @@ export class HubError extends CakeError {
 }
 
 export async function hubError(res: HttpResponse, what: string, params: TokenState): Promise<CakeError> {
-  const bytes = header(res.headers, "x-error-message") ? (await res.body.dump(), Buffer.alloc(0)) : await readLimited(res.body, 64 << 10, what).catch(() => Buffer.alloc(0));
+  const bytes = header(res.headers, "x-error-message") ? (await res.body.dump(), Buffer.alloc(0)) : await readUpTo(res.body, ERROR_BODY_LIMIT).catch(() => Buffer.alloc(0));
   return hubErrorOf({ ...res, bytes }, what, params);
 }
 

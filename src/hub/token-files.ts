@@ -11,7 +11,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { CakeError } from "../errors.js";
-import { httpRequest, readLimited } from "../http/request.js";
+import { httpReadAll } from "../http/request.js";
 
 /** A token cake found itself (not one a caller gave), and what became of it during this run. */
 export interface FoundToken {
@@ -118,20 +118,23 @@ async function refreshStored(hubUrl: string, tokenFile: string, storedFile: stri
   const now = readStoredTokens(storedFile).get(name);
   if (now?.get("hf_token") && now.get("hf_token") !== token) return now.get("hf_token")!;
   const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: refreshToken, client_id: process.env.HF_DEVICE_CODE_OAUTH_CLIENT_ID ?? CLIENT_ID });
-  const res = await httpRequest(`${hubUrl}/oauth/token`, {
+  // Read whole in the one retry loop: a cut answer is asked again, like every other request.
+  const res = await httpReadAll(`${hubUrl}/oauth/token`, {
     method: "POST",
     headers: { "content-type": "application/x-www-form-urlencoded" },
     body: form.toString(),
+    limit: 1 << 20,
+    what: `${hubUrl}/oauth/token`,
   });
-  const text = (await readLimited(res.body, 1 << 20, `${hubUrl}/oauth/token`)).toString("utf8");
+  const text = res.bytes.toString("utf8");
   let data: { access_token?: string; refresh_token?: string; expires_in?: number; error?: string; error_description?: string };
   try {
     data = JSON.parse(text) as typeof data;
   } catch {
-    throw new Error(`the Hub's /oauth/token answered HTTP ${res.status} without JSON`);
+    throw new CakeError("E_AUTH", `the Hub's /oauth/token answered HTTP ${res.status} without JSON`);
   }
   if (typeof data.access_token !== "string" || !data.access_token) {
-    throw new Error(`refreshing it failed: ${data.error ?? `HTTP ${res.status}`}${data.error_description ? ` - ${data.error_description}` : ""}`);
+    throw new CakeError("E_AUTH", `refreshing it failed: ${data.error ?? `HTTP ${res.status}`}${data.error_description ? ` - ${data.error_description}` : ""}`);
   }
   const fields = new Map([["hf_token", data.access_token], ["refresh_token", data.refresh_token || refreshToken]]);
   if (data.expires_in !== undefined) fields.set("expires_at", String(Math.floor(Date.now() / 1000) + Math.trunc(Number(data.expires_in))));

@@ -6,7 +6,7 @@
  */
 import { STATUS_CODES } from "node:http";
 import { CakeError, type ErrorCode } from "../errors.js";
-import { discard, type HttpResponse } from "../http/request.js";
+import { ERROR_BODY_LIMIT, discard, readUpTo, type HttpResponse } from "../http/request.js";
 
 export interface OciErrorEntry {
   code: string;
@@ -35,7 +35,7 @@ export class RegistryError extends CakeError {
 }
 
 /** Error bodies are read up to this many bytes; the rest is discarded. */
-export const ERROR_BODY_LIMIT = 64 * 1024;
+export { ERROR_BODY_LIMIT };
 
 /** The `errors` array of an OCI error body, or [] when the body is not one. */
 export function parseOciErrors(body: Buffer | string): OciErrorEntry[] {
@@ -141,21 +141,5 @@ function detailText(detail: unknown): string {
 
 const clip = (s: string, n: number) => (s.length > n ? `${s.slice(0, n)}…` : s);
 const oneLine = (s: string) => s.replace(/[\r\n\t]+/g, " ");
-
-/** Reads up to `limit` bytes of a body and destroys the rest (an error body can be anything). */
-async function readUpTo(body: HttpResponse["body"], limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const chunk of body) {
-    const b = chunk as Buffer;
-    chunks.push(b.subarray(0, Math.max(0, limit - n)));
-    n += b.length;
-    if (n >= limit) {
-      discard(body);
-      break;
-    }
-  }
-  return Buffer.concat(chunks);
-}
 
 export { discard };
