@@ -26,7 +26,7 @@ import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../
 import { Ingest } from "./ingest.js";
 import { lockOwner, tryLock, withLock } from "./lock.js";
 import { tempPath, tempWriterAlive } from "./pid.js";
-import { appendOwn } from "./open-own.js";
+import { LocationRecords, RangeRecords, type RangeRecord } from "./records.js";
 import { noticeLine, sleep } from "../http/retry.js";
 import { removeFile } from "./remove.js";
 
@@ -40,19 +40,18 @@ export interface Tag {
   descriptor: Descriptor;
 }
 
-/** A Hub file's byte range in the store: the blob holding it and the repos known to serve it. */
-export interface RangeRecord {
-  digest: string;
-  repos: Set<string>;
-}
-
 export class Store implements ContentStore {
   readonly root: string;
   private ready?: Promise<void>;
   private readonly localLocks = new Map<string, Promise<unknown>>();
 
+  private readonly ranges: RangeRecords;
+  private readonly locationRecords: LocationRecords;
+
   constructor(root = defaultStoreDir()) {
     this.root = path.resolve(root);
+    this.ranges = new RangeRecords(this.p("cake", "ranges"));
+    this.locationRecords = new LocationRecords(this.p("cake", "locations"));
   }
 
   private p(...parts: string[]) {
@@ -220,69 +219,30 @@ export class Store implements ContentStore {
     return digest;
   }
 
-  // ---- ranges cache: Hub file byte range -> blob digest, and the repos that serve it ----
+  // ---- records: Hub ranges and registry locations (src/store/records.ts) ----
 
-  private rangesPath(fileKey: string) {
-    if (!/^[A-Za-z0-9._-]+$/.test(fileKey)) throw new CakeError("E_IO", `bad file key ${fileKey}`);
-    return this.p("cake", "ranges", fileKey);
-  }
-
-  /**
-   * What the store knows of a Hub file's bytes: for each range "begin-end", the blob that holds it and
-   * the repos known to serve those bytes (the repo a pull fetched them from, or one that proved it
-   * serves them: see proveReuse in src/model/hf-pull.ts). Bytes reach another repo only with proof.
-   */
-  async knownRanges(fileKey: string): Promise<Map<string, RangeRecord>> {
-    const out = new Map<string, RangeRecord>();
-    try {
-      for (const line of (await fsp.readFile(this.rangesPath(fileKey), "utf8")).split("\n")) {
-        const m = /^(\d+) (\d+) (sha256:[a-f0-9]{64})(?: (\S+))?$/.exec(line);
-        if (!m) continue;
-        const key = `${m[1]}-${m[2]}`;
-        let rec = out.get(key);
-        if (!rec || rec.digest !== m[3]) out.set(key, (rec = { digest: m[3]!, repos: new Set() }));
-        if (m[4]) rec.repos.add(m[4]);
-      }
-    } catch {
-      /* none yet */
-    }
-    return out;
+  /** What the store knows of a Hub file's bytes, range by range: the blob and the repos that serve it. */
+  knownRanges(fileKey: string): Promise<Map<string, RangeRecord>> {
+    return this.ranges.known(fileKey);
   }
 
   /** Records that `repo` served bytes [begin, end) of the file, held by blob `digest`. */
-  async recordRange(fileKey: string, begin: number, end: number, digest: string, repo: string): Promise<void> {
-    if (/\s/.test(repo)) throw new CakeError("E_IO", `bad repo id ${JSON.stringify(repo)}`);
-    await appendOwn(this.rangesPath(fileKey), `${begin} ${end} ${digest} ${repo}\n`);
+  recordRange(fileKey: string, begin: number, end: number, digest: string, repo: string): Promise<void> {
+    return this.ranges.record(fileKey, begin, end, digest, repo);
   }
 
-  async forgetRanges(fileKey: string): Promise<void> {
-    await removeFile(this.rangesPath(fileKey));
-  }
-
-  // ---- where blobs are known to live on registries (for cross-repository mounts) ----
-
-  private locationsPath(registry: string) {
-    return this.p("cake", "locations", registry.replace(/[^A-Za-z0-9._-]/g, "_"));
+  forgetRanges(fileKey: string): Promise<void> {
+    return this.ranges.forget(fileKey);
   }
 
   /** Records that `repository` on `registry` holds these blobs. */
-  async recordLocations(registry: string, repository: string, digests: readonly string[]): Promise<void> {
-    await fsp.mkdir(this.p("cake", "locations"), { recursive: true });
-    await appendOwn(this.locationsPath(registry), digests.map((d) => `${d} ${repository}\n`).join(""));
+  recordLocations(registry: string, repository: string, digests: readonly string[]): Promise<void> {
+    return this.locationRecords.record(registry, repository, digests);
   }
 
   /** digest -> repositories of `registry` known to hold it. */
-  async locations(registry: string): Promise<Map<string, string[]>> {
-    const out = new Map<string, string[]>();
-    const text = await fsp.readFile(this.locationsPath(registry), "utf8").catch(() => "");
-    for (const line of text.split("\n")) {
-      const [d, repo] = line.split(" ");
-      if (!d || !repo || !DIGEST_RE.test(d)) continue;
-      const list = out.get(d) ?? [];
-      if (!list.includes(repo)) list.push(repo);
-      out.set(d, list);
-    }
-    return out;
+  locations(registry: string): Promise<Map<string, string[]>> {
+    return this.locationRecords.of(registry);
   }
 
   // ---- tags (index.json) ----
