@@ -20,7 +20,7 @@ import {
   HubFileReader,
   formatHfRef,
   listRefs,
-  manifestChildren,
+  MAX_MANIFEST,
   modelInfo,
   ociRefName,
   parseManifest,
@@ -30,6 +30,7 @@ import {
   readConfig,
   clientFor,
   transferBlobs,
+  walkGraph,
   type HubBlobSource,
   type HubParams,
   type ProgressSink,
@@ -277,9 +278,9 @@ export class ProxyService {
       const a = t.descriptor.annotations;
       const commit = a?.[ANN.hfCommit];
       if (a?.[ANN.hfRepo] !== repo || !commit || !t.ref.endsWith(`@${commit}`)) continue;
-      map.set(t.descriptor.digest, commit);
-      const bytes = await this.opts.store.readBlob(t.descriptor.digest, 4 << 20).catch(() => undefined);
-      for (const d of bytes ? manifestChildren(bytes) : []) map.set(d, commit);
+      const store = this.opts.store;
+      // A manifest the store lost or cannot parse owns nothing here: its blobs are not served from this tag.
+      await walkGraph(t.descriptor, (d) => store.readBlob(d.digest, MAX_MANIFEST), (d) => void map.set(d.digest, commit)).catch(() => {});
     }
     this.owners.set(repo, { version, map });
     return map;

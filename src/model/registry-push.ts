@@ -6,6 +6,7 @@
  * the registry reports). Pushing the same model twice uploads nothing the second time.
  */
 import { CakeError } from "../errors.js";
+import { MAX_MANIFEST, collectGraph } from "../format/graph.js";
 import { MT } from "../format/oci.js";
 import { parseManifest } from "../format/recipe.js";
 import { formatReference, parseReference, REGISTRY_DEFAULTS, type PushBlobResult } from "../registry/index.js";
@@ -49,12 +50,14 @@ async function pushFromStore(storeRef: string, dest: string, opts: PushOptions):
   if (ref.digest) throw new CakeError("E_REF", `${dest}: push to a tag, not a digest`);
   const name = formatReference(ref);
   const { digest } = await readStoredManifest(store, storeRef);
-  const bytes = await store.readBlob(digest, 4 << 20);
+  const bytes = await store.readBlob(digest, MAX_MANIFEST);
   const manifest = parseManifest(bytes, `${storeRef} manifest`);
+  const root = { mediaType: manifest.mediaType ?? MT.manifest, digest, size: bytes.length };
+  // The whole graph: blobs uploaded, then the manifests it reaches (a subject's), then the tagged one.
+  const { documents, blobs: descs } = await collectGraph(root, (d) => (d.digest === digest ? Promise.resolve(bytes) : store.readBlob(d.digest, MAX_MANIFEST)), storeRef);
   const client = clientFor(ref.registry, opts);
   const known = await store.locations(ref.registry);
   const progress = opts.progress ?? silentProgress;
-  const descs = [manifest.config, ...manifest.layers];
   progress.addTotal(descs.reduce((n, d) => n + d.size, 0), descs.length);
   const counts: Record<PushBlobResult, number> = { exists: 0, mounted: 0, uploaded: 0 };
   let uploadedBytes = 0;
@@ -83,6 +86,7 @@ async function pushFromStore(storeRef: string, dest: string, opts: PushOptions):
       progress.item();
       });
   await Promise.all(descs.map((d) => (bigBlob(d.size) ? chunked.run(() => upload(d)) : upload(d))));
+  for (const m of documents.slice(1).reverse()) await client.putManifest(ref.repository, m.desc.digest, m.bytes, m.desc.mediaType);
   const pushed = await client.putManifest(ref.repository, ref.tag ?? "latest", bytes, manifest.mediaType ?? MT.manifest);
   if (pushed !== digest) throw new CakeError("E_DIGEST", `${name}: registry stored the manifest as ${pushed}, not ${digest}`);
   progress.done();

@@ -8,7 +8,7 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { manifestChildren } from "../../src/model/catalog.js";
+import { successors } from "../../src/format/graph.js";
 import { Store } from "../../src/store/layout.js";
 import { hashTree, makeLlamaLike } from "../fixtures/models.js";
 import { cake, spawnCake, waitFor } from "../helpers/cli.js";
@@ -43,16 +43,16 @@ beforeEach(() => {
 let n = 0;
 const freshEnv = () => ({ CAKE_HOME: path.join(tmp, `store-${n++}`), HF_ENDPOINT: hub.url, HF_TOKEN: "", HF_HOME: path.join(tmp, `hf-${n}`) });
 
-/** A real gc of `home`, run here, held still after it has looked at the leases and tags, until `resume`. */
+/** A real gc of `home`, run here, held still after it has looked at the leases and read a tagged manifest, until `resume`. */
 async function pausedGc(home: string) {
   let resume!: () => void;
   const gate = new Promise<void>((r) => (resume = r));
   let reached!: () => void;
   const paused = new Promise<void>((r) => (reached = r));
-  const done = new Store(home).gc(async (bytes) => {
+  const done = new Store(home).gc(async (desc, bytes, where) => {
     reached();
     await gate;
-    return manifestChildren(bytes);
+    return successors(desc, bytes, where);
   });
   done.catch(() => {}); // awaited by the test
   await paused;
