@@ -405,14 +405,12 @@ export class Store {
         } catch {
           continue; // not a descriptor: it names no blob to keep
         }
-        const name = cakeRefOf(root) ?? annotationOf(root, ANN.refName) ?? root.digest;
+        const ref = cakeRefOf(root);
+        const name = ref ?? annotationOf(root, ANN.refName) ?? root.digest;
         await walkGraph(root, (d) => this.readBlob(d.digest, MAX_MANIFEST), () => {}, { seen: live, parent: name, successorsOf }).catch((err: unknown) => {
           const why = err instanceof Error ? err.message : String(err);
-          throw new CakeError(
-            isCakeError(err) ? err.code : "E_IO",
-            `gc: ${name}: ${why}; nothing deleted (cake rm ${name}, or pull it again, then gc)`,
-            { cause: err },
-          );
+          const fix = ref ? `cake rm ${ref}` : `remove its entry from ${this.p("index.json")}`;
+          throw new CakeError(isCakeError(err) ? err.code : "E_IO", `gc: ${name}: ${why}; nothing deleted (${fix}, then gc)`, { cause: err });
         });
       }
       let removed = 0;
