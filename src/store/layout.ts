@@ -395,23 +395,20 @@ export class Store {
         if (owner === undefined) await removeFile(this.p("cake", "leases", name));
         else if (owner !== process.pid) throw new CakeError("E_LOCK", `another cake process (${owner}) is using ${this.root}; run gc when it ends`);
       }
-      // Marked from every index.json entry, other tools' too; a manifest or index it cannot read or
-      // parse stops gc before anything is deleted (what it reaches would look unused).
+      // Marked from every index.json entry, other tools' too; an entry, manifest or index it cannot
+      // read or parse stops gc before anything is deleted (what it reaches would look unused).
       const live = new Set<string>();
-      for (const entry of (await this.readIndex()).manifests) {
-        let root: Descriptor;
+      for (const [i, entry] of (await this.readIndex()).manifests.entries()) {
+        const ref = cakeRefOf(entry);
+        const name = ref ?? annotationOf(entry, ANN.refName);
+        const where = `${this.p("index.json")} entry ${i}`;
         try {
-          root = descriptorOf(entry, "index.json entry");
-        } catch {
-          continue; // not a descriptor: it names no blob to keep
+          await walkGraph(descriptorOf(entry, where), (d) => this.readBlob(d.digest, MAX_MANIFEST), () => {}, { seen: live, parent: name ?? where, successorsOf });
+        } catch (err) {
+          const why = `${name ? `${name}: ` : ""}${err instanceof Error ? err.message : String(err)}`;
+          const fix = ref ? `cake rm ${ref}` : `remove that entry from ${this.p("index.json")}`;
+          throw new CakeError(isCakeError(err) ? err.code : "E_IO", `gc: ${why}; nothing deleted (${fix}, then gc)`, { cause: err });
         }
-        const ref = cakeRefOf(root);
-        const name = ref ?? annotationOf(root, ANN.refName) ?? root.digest;
-        await walkGraph(root, (d) => this.readBlob(d.digest, MAX_MANIFEST), () => {}, { seen: live, parent: name, successorsOf }).catch((err: unknown) => {
-          const why = err instanceof Error ? err.message : String(err);
-          const fix = ref ? `cake rm ${ref}` : `remove its entry from ${this.p("index.json")}`;
-          throw new CakeError(isCakeError(err) ? err.code : "E_IO", `gc: ${name}: ${why}; nothing deleted (${fix}, then gc)`, { cause: err });
-        });
       }
       let removed = 0;
       let bytes = 0;

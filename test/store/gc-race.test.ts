@@ -265,5 +265,15 @@ describe("cake gc follows the whole graph", () => {
     const after = JSON.parse(await fs.readFile(indexFile, "utf8")) as { manifests: unknown[] };
     expect(after.manifests.slice(0, 2)).toEqual(foreign);
     await exportsIdentical(env, "hf://acme/tiny-llama");
+
+    // An entry that is no descriptor at all: listed nowhere, and gc will not guess what it keeps.
+    after.manifests.push({ digest: imageDigest });
+    await fs.writeFile(indexFile, JSON.stringify(after));
+    expect((await cake(["ls"], env)).code).toBe(0);
+    const before = await blobsOf(env.CAKE_HOME);
+    const refused = await cake(["gc"], env);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^cake: gc: \S+\/index\.json entry \d+: not a descriptor .*; nothing deleted \(remove that entry from .*index\.json, then gc\)\n$/);
+    expect(await blobsOf(env.CAKE_HOME)).toEqual(before);
   });
 });
