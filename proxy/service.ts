@@ -10,16 +10,16 @@
 import type { Readable } from "node:stream";
 import {
   ANN,
-  MANIFEST_LIMIT,
   HubFileReader,
   digestJob,
   hubFileSource,
   formatHfRef,
   listRefs,
-  manifestChildren,
+  MANIFEST_LIMIT,
   modelInfo,
   pullHf,
   transferBlobs,
+  walkGraph,
   type HubBlobSource,
   type HubParams,
   type ProgressSink,
@@ -231,9 +231,9 @@ export class ProxyService {
       const a = t.descriptor.annotations;
       const commit = a?.[ANN.hfCommit];
       if (a?.[ANN.hfRepo] !== repo || !commit || !t.ref.endsWith(`@${commit}`)) continue;
-      map.set(t.descriptor.digest, commit);
-      const bytes = await this.opts.store.readBlob(t.descriptor.digest, MANIFEST_LIMIT).catch(() => undefined);
-      for (const d of bytes ? manifestChildren(bytes) : []) map.set(d, commit);
+      const store = this.opts.store;
+      // A manifest the store lost or cannot parse owns nothing here: its blobs are not served from this tag.
+      await walkGraph(t.descriptor, (d) => store.readBlob(d.digest, MANIFEST_LIMIT), (d) => void map.set(d.digest, commit)).catch(() => {});
     }
     this.owners.set(repo, { version, map });
     return map;

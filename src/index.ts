@@ -2,6 +2,7 @@
 export { CakeError, isCakeError, isTransient, oneLine } from "./errors.js";
 export * from "./format/safetensors.js";
 export * from "./format/oci.js";
+export * from "./format/graph.js";
 export * from "./format/paths.js";
 export * from "./format/plan.js";
 export * from "./format/artifact.js";

@@ -1,5 +1,5 @@
 import { Command } from "commander";
-import { formatBytes, manifestChildren, removeModel } from "../../src/index.js";
+import { formatBytes, removeModel } from "../../src/index.js";
 import { openStore, say } from "../context.js";
 
 export function rmCommand(): Command {
@@ -18,7 +18,7 @@ export function gcCommand(): Command {
     .description("delete blobs no model in the store uses; shared blobs stay")
     .option("-q, --quiet", "say nothing")
     .action(async (opts: { quiet?: boolean }) => {
-      const r = await openStore().gc(manifestChildren);
+      const r = await openStore().gc();
       say(opts, `gc: removed ${r.removed} blobs (${formatBytes(r.bytes)}), kept ${r.kept}`);
     });
 }

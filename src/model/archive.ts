@@ -15,7 +15,8 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 import type tar from "tar-stream";
 import { CakeError, isCakeError } from "../errors.js";
-import { ANN, DIGEST_RE, MANIFEST_LIMIT, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
+import { successors, walkGraph } from "../format/graph.js";
+import { ANN, MANIFEST_LIMIT, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { parseStrictJson } from "../format/strict-json.js";
 import { isUnverified } from "./catalog.js";
 import { isHfRef, ociRefName } from "./ref.js";
@@ -29,11 +30,7 @@ const tarStream = async () => (await import("tar-stream")).default;
 
 /** index.json is read whole: an archive claiming more is refused. */
 export const MAX_ARCHIVE_INDEX = 4 << 20;
-/** Manifests (and nested indexes) are read whole to find their blobs. */
-const MAX_MANIFEST = MANIFEST_LIMIT;
 const MAX_OCI_LAYOUT = 4 << 10;
-/** How deep an index of indexes may go. */
-const MAX_DEPTH = 4;
 
 const BLOB_ENTRY = /^blobs\/sha256\/([a-f0-9]{64})$/;
 /** Fixed header fields: the same models saved twice make the same bytes. */
@@ -71,72 +68,6 @@ export interface LoadResult {
   blobs: number;
   reused: number;
   bytes: number;
-}
-
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
-
-/** A descriptor from untrusted JSON, checked enough to use its digest and size. */
-function descriptorOf(v: unknown, where: string): Descriptor {
-  if (
-    !isObject(v) ||
-    typeof v.mediaType !== "string" ||
-    typeof v.digest !== "string" ||
-    !DIGEST_RE.test(v.digest) ||
-    typeof v.size !== "number" ||
-    !Number.isSafeInteger(v.size) ||
-    v.size < 0 ||
-    (v.artifactType !== undefined && typeof v.artifactType !== "string") ||
-    (v.annotations !== undefined && !isObject(v.annotations))
-  ) {
-    throw new CakeError("E_RECIPE", `${where}: not a descriptor with a mediaType, a sha256 digest and a size`);
-  }
-  return v as unknown as Descriptor;
-}
-
-/** What a manifest (config + layers) or an index (manifests) points at, read from its bytes. */
-function childrenOf(bytes: Buffer, where: string): { manifests: Descriptor[]; blobs: Descriptor[] } {
-  let doc: unknown;
-  try {
-    doc = parseStrictJson(bytes.toString("utf8"));
-  } catch (err) {
-    throw new CakeError("E_RECIPE", `${where}: not valid JSON (${(err as Error).message})`, { cause: err });
-  }
-  if (!isObject(doc)) throw new CakeError("E_RECIPE", `${where}: not a JSON object`);
-  const list = (v: unknown, what: string) => {
-    if (v === undefined) return [];
-    if (!Array.isArray(v)) throw new CakeError("E_RECIPE", `${where}: ${what} is not an array`);
-    return v.map((d, i) => descriptorOf(d, `${where} ${what}[${i}]`));
-  };
-  return {
-    manifests: list(doc.manifests, "manifests"),
-    blobs: [...(doc.config === undefined ? [] : [descriptorOf(doc.config, `${where} config`)]), ...list(doc.layers, "layers")],
-  };
-}
-
-/**
- * Every blob `desc` reaches (itself first, children after), each digest once across calls: a
- * manifest's config and layers, an index's manifests and theirs. `read` gives a manifest's bytes.
- */
-async function walk(
-  desc: Descriptor,
-  read: (d: Descriptor) => Promise<Buffer>,
-  visit: (d: Descriptor, parent: string) => Promise<void>,
-  seen: Set<string>,
-  parent: string,
-  depth = 0,
-): Promise<void> {
-  if (seen.has(desc.digest)) return;
-  seen.add(desc.digest);
-  await visit(desc, parent);
-  if (depth > MAX_DEPTH) throw new CakeError("E_RECIPE", `${desc.digest}: indexes nested more than ${MAX_DEPTH} deep`);
-  const where = `manifest ${desc.digest}`;
-  const { manifests, blobs } = childrenOf(await read(desc), where);
-  for (const m of manifests) await walk(m, read, visit, seen, where, depth + 1);
-  for (const b of blobs) {
-    if (seen.has(b.digest)) continue;
-    seen.add(b.digest);
-    await visit(b, where);
-  }
 }
 
 /**
@@ -180,9 +111,9 @@ export async function saveArchive(store: Store, refs: string[], out: string, opt
     const tag = tags.find((t) => t.ref === ref);
     if (!tag) throw new CakeError("E_NOT_FOUND", `${ref}: not in the store ${store.root}`);
     manifests.push(tag.descriptor);
-    await walk(
+    await walkGraph(
       tag.descriptor,
-      (d) => store.readBlob(d.digest, MAX_MANIFEST),
+      (d) => store.readBlob(d.digest, MANIFEST_LIMIT),
       async (d, parent) => {
         const size = await store.blobSize(d.digest);
         if (size !== d.size) {
@@ -190,8 +121,7 @@ export async function saveArchive(store: Store, refs: string[], out: string, opt
         }
         blobs.push(d);
       },
-      seen,
-      ref,
+      { seen, parent: ref },
     );
   }
   const bytes = blobs.reduce((n, d) => n + d.size, 0);
@@ -353,21 +283,20 @@ export async function loadArchive(store: Store, tarPath: string, opts: LoadOptio
       version = undefined;
     }
     if (typeof version !== "string" || !version.startsWith("1.")) throw new CakeError("E_RECIPE", `${tarPath}: oci-layout is not image layout version 1.x`);
-    const { manifests } = childrenOf(indexBytes, `${tarPath}: index.json`);
+    const manifests = successors({ mediaType: MT.index, digest: "", size: indexBytes.length }, indexBytes, `${tarPath}: index.json`);
 
     // Every manifest whole (itself, its config and layers) before any tag moves.
     const seen = new Set<string>();
     for (const m of manifests) {
-      await walk(
+      await walkGraph(
         m,
-        (d) => store.readBlob(d.digest, MAX_MANIFEST),
+        (d) => store.readBlob(d.digest, MANIFEST_LIMIT),
         async (d, parent) => {
           if (!(await store.hasBlob(d.digest, d.size))) {
             throw new CakeError("E_NOT_FOUND", `${tarPath}: ${parent} needs blob ${d.digest} (${d.size} bytes), which is neither in the archive nor in the store`);
           }
         },
-        seen,
-        "index.json",
+        { seen, parent: "index.json" },
       );
     }
     const tagged: LoadResult["tagged"] = [];

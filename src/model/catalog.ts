@@ -60,18 +60,6 @@ export async function listModels(store: Store): Promise<ModelSummary[]> {
   return out;
 }
 
-/** The digests a manifest (or index) keeps alive: what gc must not delete. */
-export function manifestChildren(bytes: Buffer): string[] {
-  try {
-    const m = JSON.parse(bytes.toString("utf8")) as { config?: { digest?: string }; layers?: { digest?: string }[]; manifests?: { digest?: string }[] };
-    return [m.config?.digest, ...(m.layers ?? []).map((l) => l.digest), ...(m.manifests ?? []).map((l) => l.digest)].filter(
-      (d): d is string => typeof d === "string",
-    );
-  } catch {
-    return [];
-  }
-}
-
 /**
  * Removes a reference. For a Hub model the commit tag goes too, unless another revision still
  * names that commit: `cake rm hf://org/name` then `cake gc` frees the model.

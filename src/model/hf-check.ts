@@ -7,13 +7,15 @@
  * so a confirmed recipe pins the bytes.
  */
 import { isCakeError } from "../errors.js";
+import { walkGraph } from "../format/graph.js";
+import { MANIFEST_LIMIT } from "../format/oci.js";
 import type { RecipeFile } from "../format/artifact.js";
 import type { Descriptor } from "../format/oci.js";
 import { parseManifest, parseRecipe, recipeLayer } from "../format/recipe.js";
 import type { HubParams } from "../hub/config.js";
 import { listFiles } from "../hub/list-files.js";
 import type { Store } from "../store/layout.js";
-import { isUnverified, manifestChildren } from "./catalog.js";
+import { isUnverified } from "./catalog.js";
 
 /**
  * - `absent`: no such tag, or a blob it reaches is missing: pull it whole.
@@ -25,16 +27,23 @@ export type StoredCopy = "absent" | "verified" | "confirmed" | "impostor";
 
 /** Judges the store's tag `desc` of `hf://repo@commit` (asking the Hub only for an unverified one). */
 export async function checkStoredCopy(store: Store, hub: HubParams, repo: string, commit: string, desc: Descriptor | undefined): Promise<StoredCopy> {
-  if (!desc || !(await wholeInStore(store, desc.digest))) return "absent";
+  if (!desc || !(await wholeInStore(store, desc))) return "absent";
   if (!isUnverified(desc)) return "verified";
   return (await recipeMatchesHub(store, hub, repo, commit, desc.digest)) ? "confirmed" : "impostor";
 }
 
 /** The manifest and every blob it reaches are in the store (a tag never stands for missing blobs). */
-async function wholeInStore(store: Store, digest: string): Promise<boolean> {
-  const bytes = await store.readBlob(digest).catch(() => undefined);
-  if (!bytes) return false;
-  return (await Promise.all(manifestChildren(bytes).map((d) => store.hasBlob(d)))).every(Boolean);
+async function wholeInStore(store: Store, desc: Descriptor): Promise<boolean> {
+  let whole = true;
+  try {
+    await walkGraph(desc, (d) => store.readBlob(d.digest, MANIFEST_LIMIT), async (d) => {
+      whole &&= await store.hasBlob(d.digest, d.size);
+    });
+  } catch (err) {
+    if (isCakeError(err)) return false; // a manifest missing or unreadable: not whole, pulled again
+    throw err;
+  }
+  return whole;
 }
 
 async function recipeMatchesHub(store: Store, hub: HubParams, repo: string, commit: string, digest: string): Promise<boolean> {

@@ -5,6 +5,7 @@
  * before it is visible. A fine-tune whose changed tensors are two blobs costs two blobs.
  */
 import { CakeError } from "../errors.js";
+import { collectGraph } from "../format/graph.js";
 import { MT } from "../format/oci.js";
 import { parseManifest } from "../format/recipe.js";
 import { parseReference, RegistryClient, type RegistryClientOptions } from "../registry/index.js";
@@ -56,7 +57,9 @@ export async function pullFromRegistry(refString: string, opts: RegistryPullOpti
     throw new CakeError("E_REGISTRY", `${name}: is an image index, not a model artifact manifest`);
   }
   const manifest = parseManifest(bytes, `${name} manifest`);
-  const descs = [manifest.config, ...manifest.layers];
+  const root = { mediaType: manifest.mediaType ?? MT.manifest, digest, size: bytes.length, ...(manifest.artifactType ? { artifactType: manifest.artifactType } : {}) };
+  // The whole graph (a subject's manifest too): manifests read now, blobs fetched by the engine.
+  const { documents, blobs: descs } = await collectGraph(root, async (d) => (d.digest === digest ? bytes : (await client.getManifest(ref.repository, d.digest)).bytes), name);
   const { store } = opts;
   const release = await store.lease();
   try {
@@ -67,10 +70,12 @@ export async function pullFromRegistry(refString: string, opts: RegistryPullOpti
       ...(opts.progress ? { progress: opts.progress } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
-    const stored = await store.putBytes(bytes);
-    if (stored !== digest) throw new CakeError("E_DIGEST", `${name}: manifest hashes to ${stored}, not ${digest}`);
-    const desc = { mediaType: manifest.mediaType ?? MT.manifest, digest, size: bytes.length, ...(manifest.artifactType ? { artifactType: manifest.artifactType } : {}) };
-    await store.tag(name, ociRefName(name), desc);
+    // Children before parents: the tagged manifest last.
+    for (const m of documents.reverse()) {
+      const stored = await store.putBytes(m.bytes);
+      if (stored !== m.desc.digest) throw new CakeError("E_DIGEST", `${name}: manifest hashes to ${stored}, not ${m.desc.digest}`);
+    }
+    await store.tag(name, ociRefName(name), root);
     await store.recordLocations(ref.registry, ref.repository, descs.map((d) => d.digest));
     return { ref: name, manifestDigest: digest, blobs: descs.length, stats };
   } finally {

@@ -7,6 +7,7 @@
  */
 import { setMaxListeners } from "node:events";
 import { CakeError } from "../errors.js";
+import { collectGraph } from "../format/graph.js";
 import { MANIFEST_LIMIT, MT } from "../format/oci.js";
 import { parseManifest } from "../format/recipe.js";
 import { formatReference, parseReference, REGISTRY_DEFAULTS, type PushBlobResult } from "../registry/index.js";
@@ -54,10 +55,12 @@ async function pushFromStore(storeRef: string, dest: string, opts: PushOptions):
   const { digest } = await readStoredManifest(store, storeRef);
   const bytes = await store.readBlob(digest, MANIFEST_LIMIT);
   const manifest = parseManifest(bytes, `${storeRef} manifest`);
+  const root = { mediaType: manifest.mediaType ?? MT.manifest, digest, size: bytes.length };
+  // The whole graph: blobs uploaded, then the manifests it reaches (a subject's), then the tagged one.
+  const { documents, blobs: descs } = await collectGraph(root, (d) => (d.digest === digest ? Promise.resolve(bytes) : store.readBlob(d.digest, MANIFEST_LIMIT)), storeRef);
   const client = clientFor(ref.registry, opts);
   const known = await store.locations(ref.registry);
   const progress = opts.progress ?? silentProgress;
-  const descs = [manifest.config, ...manifest.layers];
   progress.addTotal(descs.reduce((n, d) => n + d.size, 0), descs.length);
   const counts: Record<PushBlobResult, number> = { exists: 0, mounted: 0, uploaded: 0 };
   let uploadedBytes = 0;
@@ -107,6 +110,7 @@ async function pushFromStore(storeRef: string, dest: string, opts: PushOptions):
     opts.signal?.removeEventListener("abort", onCancel);
     progress.done();
   }
+  for (const m of documents.slice(1).reverse()) await client.putManifest(ref.repository, m.desc.digest, m.bytes, m.desc.mediaType);
   const pushed = await client.putManifest(ref.repository, ref.tag ?? "latest", bytes, manifest.mediaType ?? MT.manifest);
   if (pushed !== digest) throw new CakeError("E_DIGEST", `${name}: registry stored the manifest as ${pushed}, not ${digest}`);
   await store.recordLocations(ref.registry, ref.repository, descs.map((d) => d.digest));

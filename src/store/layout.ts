@@ -2,7 +2,8 @@
  * The local store: an OCI image layout (https://github.com/opencontainers/image-spec/blob/main/image-layout.md)
  * at $CAKE_HOME (default ~/.cache/cake), readable by `skopeo copy oci:` and `oras copy --from-oci-layout`.
  *
- *   oci-layout, index.json          the layout; index.json's manifests are the store's tags
+ *   oci-layout, index.json          the layout; index.json's manifests with a dev.cake.ref are the store's
+ *                                   tags (entries other tools wrote are kept as they are, and gc keeps what they reach)
  *   blobs/sha256/<hex>              content, read-only, always hashing to its name
  *   ingest/                         blobs being written (partial files + journals, locks)
  *   cake/ranges/<file-key>          which blob holds which byte range of a Hub file (resume, re-pull)
@@ -19,10 +20,11 @@ import os from "node:os";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { sha256Digest } from "../digest.js";
-import { CakeError } from "../errors.js";
+import { CakeError, isCakeError } from "../errors.js";
 import { envPath } from "../paths-env.js";
 import { DOCUMENT_LIMIT } from "../format/artifact.js";
-import { ANN, DIGEST_RE, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
+import { descriptorOf, successors, walkGraph, type Successors } from "../format/graph.js";
+import { ANN, DIGEST_RE, MANIFEST_LIMIT, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { Ingest } from "./ingest.js";
 import { lockOwner, tryLock, withLock } from "./lock.js";
 import { tempPath, tempWriterAlive } from "./pid.js";
@@ -249,8 +251,13 @@ export class Store implements ContentStore {
 
   private async readIndex(): Promise<ImageIndex> {
     await this.init();
-    const idx = JSON.parse(await fsp.readFile(this.p("index.json"), "utf8")) as ImageIndex;
-    if (!Array.isArray(idx.manifests)) throw new CakeError("E_IO", `${this.p("index.json")}: no manifests array`);
+    let idx: ImageIndex;
+    try {
+      idx = JSON.parse(await fsp.readFile(this.p("index.json"), "utf8")) as ImageIndex;
+    } catch (err) {
+      throw new CakeError("E_IO", `${this.p("index.json")}: not readable JSON (${(err as Error).message})`, { cause: err });
+    }
+    if (typeof idx !== "object" || idx === null || !Array.isArray(idx.manifests)) throw new CakeError("E_IO", `${this.p("index.json")}: no manifests array`);
     return idx;
   }
 
@@ -268,11 +275,16 @@ export class Store implements ContentStore {
     return (await fsp.stat(this.p("index.json"))).mtimeMs;
   }
 
+  /**
+   * cake's tags: the index.json entries with a `dev.cake.ref`. Entries other tools wrote (skopeo,
+   * oras: no annotations, no cake reference, any media type) are not cake models; they stay as they are.
+   */
   async tags(): Promise<Tag[]> {
     const idx = await this.readIndex();
-    return idx.manifests
-      .filter((d) => d.annotations?.[ANN.cakeRef])
-      .map((d) => ({ ref: d.annotations![ANN.cakeRef]!, descriptor: d }));
+    return idx.manifests.flatMap((d) => {
+      const ref = cakeRefOf(d);
+      return ref === undefined ? [] : [{ ref, descriptor: d }];
+    });
   }
 
   async resolve(ref: string): Promise<Descriptor | undefined> {
@@ -285,7 +297,7 @@ export class Store implements ContentStore {
    */
   async tag(ref: string, refName: string, desc: Descriptor, extra: Record<string, string> = {}): Promise<void> {
     await this.updateIndex((idx) => {
-      idx.manifests = idx.manifests.filter((d) => d.annotations?.[ANN.cakeRef] !== ref && d.annotations?.[ANN.refName] !== refName);
+      idx.manifests = idx.manifests.filter((d) => cakeRefOf(d) !== ref && annotationOf(d, ANN.refName) !== refName);
       idx.manifests.push({
         mediaType: desc.mediaType,
         digest: desc.digest,
@@ -293,7 +305,9 @@ export class Store implements ContentStore {
         ...(desc.artifactType ? { artifactType: desc.artifactType } : {}),
         annotations: { ...extra, [ANN.refName]: refName, [ANN.cakeRef]: ref },
       });
-      idx.manifests.sort((a, b) => (a.annotations![ANN.cakeRef]! < b.annotations![ANN.cakeRef]! ? -1 : 1));
+      // cake's tags in reference order; other tools' entries (no cake reference) first, in their own order.
+      const key = (d: unknown) => cakeRefOf(d) ?? "";
+      idx.manifests.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
     });
   }
 
@@ -301,7 +315,7 @@ export class Store implements ContentStore {
     let found = false;
     await this.updateIndex((idx) => {
       const before = idx.manifests.length;
-      idx.manifests = idx.manifests.filter((d) => d.annotations?.[ANN.cakeRef] !== ref);
+      idx.manifests = idx.manifests.filter((d) => cakeRefOf(d) !== ref);
       found = idx.manifests.length !== before;
     });
     return found;
@@ -343,12 +357,12 @@ export class Store implements ContentStore {
   }
 
   /**
-   * Deletes every blob no tagged manifest reaches (manifest -> config + layers), and stale ingest
-   * files. Refuses while another cake process holds a lease: its blobs are not tagged yet; a lease
-   * taken while gc runs waits for it (see `lease`). Blobs written since gc started are kept whatever
-   * reaches them. `children` gives what a manifest reaches.
+   * Deletes every blob no index.json entry reaches (the whole OCI graph: see src/format/graph.ts),
+   * and stale ingest files. Refuses while another cake process holds a lease: its blobs are not
+   * tagged yet; a lease taken while gc runs waits for it (see `lease`). Blobs written since gc
+   * started are kept whatever reaches them. `successorsOf` reads what a manifest or index points at.
    */
-  async gc(children: (manifest: Buffer) => string[] | Promise<string[]>): Promise<{ removed: number; bytes: number; kept: number }> {
+  async gc(successorsOf: Successors = successors): Promise<{ removed: number; bytes: number; kept: number }> {
     await this.init();
     const gcLock = this.p("cake", "gc.lock");
     if (!(await tryLock(gcLock))) throw new CakeError("E_LOCK", `gc is already running in ${this.root} (process ${await lockOwner(gcLock)})`);
@@ -360,11 +374,20 @@ export class Store implements ContentStore {
         if (owner === undefined) await removeFile(this.p("cake", "leases", name));
         else if (owner !== process.pid) throw new CakeError("E_LOCK", `another cake process (${owner}) is using ${this.root}; run gc when it ends`);
       }
+      // Marked from every index.json entry, other tools' too; an entry, manifest or index it cannot
+      // read or parse stops gc before anything is deleted (what it reaches would look unused).
       const live = new Set<string>();
-      for (const { descriptor } of await this.tags()) {
-        live.add(descriptor.digest);
-        const bytes = await this.readBlob(descriptor.digest).catch(() => undefined);
-        if (bytes) for (const d of await children(bytes)) live.add(d);
+      for (const [i, entry] of (await this.readIndex()).manifests.entries()) {
+        const ref = cakeRefOf(entry);
+        const name = ref ?? annotationOf(entry, ANN.refName);
+        const where = `${this.p("index.json")} entry ${i}`;
+        try {
+          await walkGraph(descriptorOf(entry, where), (d) => this.readBlob(d.digest, MANIFEST_LIMIT), () => {}, { seen: live, parent: name ?? where, successorsOf });
+        } catch (err) {
+          const why = `${name ? `${name}: ` : ""}${err instanceof Error ? err.message : String(err)}`;
+          const fix = ref ? `cake rm ${ref}` : `remove that entry from ${this.p("index.json")}`;
+          throw new CakeError(isCakeError(err) ? err.code : "E_IO", `gc: ${why}; nothing deleted (${fix}, then gc)`, { cause: err });
+        }
       }
       let removed = 0;
       let bytes = 0;
@@ -414,6 +437,16 @@ export class Store implements ContentStore {
     }
   }
 }
+
+/** An annotation of an index.json entry, whatever other tools wrote there. */
+function annotationOf(entry: unknown, key: string): string | undefined {
+  const a = (entry as { annotations?: unknown } | null)?.annotations;
+  const v = typeof a === "object" && a !== null ? (a as Record<string, unknown>)[key] : undefined;
+  return typeof v === "string" ? v : undefined;
+}
+
+/** The cake reference an index.json entry is tagged as; undefined for another tool's entry. */
+const cakeRefOf = (entry: unknown): string | undefined => annotationOf(entry, ANN.cakeRef);
 
 /** Writes a new file (a fresh temp name: O_EXCL, never an existing file or link) and flushes it to disk (before it is renamed into place). */
 async function writeSynced(file: string, content: string | Buffer): Promise<void> {

@@ -1,7 +1,8 @@
 /**
  * `cake push` / `cake pull` against a real CNCF distribution registry, and interop with the real
  * oras, crane and skopeo: what a user sees (exit codes, messages, bytes) and what crosses the wire
- * (counted by a proxy in front of the registry).
+ * (counted by a proxy in front of the registry). Both copy the whole OCI graph of what they name
+ * (oras-go's copy): a referrer brings its `subject` along.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -9,6 +10,8 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MT } from "../../src/format/oci.js";
+import { Store } from "../../src/store/layout.js";
 import { hashTree, makeFineTune, makeLlamaLike, dirBytes } from "../fixtures/models.js";
 import { cake, spawnCake, waitFor } from "../helpers/cli.js";
 import { startCountingProxy, type CountingProxy } from "../registry/counting-proxy.js";
@@ -216,6 +219,42 @@ describe("cake push / pull with a real registry", () => {
     expect(r2.code).toBe(1);
     expect(r2.stderr).toMatch(/digest/i);
     expect((await cake(["ls", "--json"], m)).stdout.trim()).toBe("[]");
+  });
+});
+
+/** The model under `manifest` in the store at `home`, tagged directly (export reads a manifest), rebuilds `base` byte for byte. */
+async function exportsBase(e: Record<string, string>, manifest: string) {
+  const store = new Store(e.CAKE_HOME);
+  await store.tag("hf://acme/subject@main", "hf.co/acme/subject/main", { mediaType: MT.manifest, digest: manifest, size: (await store.blobSize(manifest))! });
+  const out = path.join(tmp, `out-${n++}`);
+  await ok(["export", "-q", "hf://acme/subject@main", out], e);
+  expect(await hashTree(out)).toEqual(await hashTree(base));
+}
+
+describe("registry pull and push follow the graph", () => {
+  it("a referrer oras attached to a model: pull brings the model, gc keeps it, push carries it to another repository", async () => {
+    const model = await ok(["push", "-q", base, `${reg.host}/acme/signed:v1`], env());
+    await fs.writeFile(path.join(tmp, "note.txt"), "reviewed");
+    const referrer = execFileSync(
+      requireTool("oras"),
+      ["attach", "--plain-http", "--artifact-type", "application/vnd.example.note", "--format", "go-template", "--template", "{{.digest}}", `${reg.host}/acme/signed:v1`, "note.txt:text/plain"],
+      { cwd: tmp },
+    )
+      .toString()
+      .trim();
+    expect(referrer).toMatch(/^sha256:[a-f0-9]{64}$/);
+
+    const e = env();
+    expect(await ok(["pull", "-q", `${reg.host}/acme/signed@${referrer}`], e)).toBe(referrer);
+    const gc = await cake(["gc"], e);
+    expect(gc.code).toBe(0);
+    expect(gc.stderr).toMatch(/^gc: removed 0 blobs/);
+
+    await ok(["push", "-q", `${reg.host}/acme/signed@${referrer}`, `${reg.host}/acme/copy:note`], e);
+    const fresh = env();
+    expect(await ok(["pull", "-q", `${reg.host}/acme/copy@${model}`], fresh)).toBe(model);
+    await exportsBase(e, model);
+    await exportsBase(fresh, model);
   });
 });
 

@@ -3,15 +3,23 @@
  * while gc sweeps waits for it (and fetches again what gc took), a gc that starts while a pull runs
  * refuses in one line, and a blob that lands while gc sweeps is never deleted. Either way the model
  * exports byte-identical, and no tag points at a missing blob.
+ *
+ * And gc keeps what the whole OCI graph reaches, from every index.json entry: a model tagged
+ * through an image index (as `cake load` can tag one) keeps its config and layers; a tagged manifest
+ * gc cannot read or parse stops it before anything is deleted; entries other tools wrote into the
+ * layout (no annotations, other media types) are kept, keep their blobs, and break no command.
  */
+import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { manifestChildren } from "../../src/model/catalog.js";
+import { successors } from "../../src/format/graph.js";
+import { MT } from "../../src/format/oci.js";
 import { Store } from "../../src/store/layout.js";
 import { hashTree, makeLlamaLike } from "../fixtures/models.js";
 import { cake, spawnCake, waitFor } from "../helpers/cli.js";
+import { readTar, writeTar } from "../helpers/tar.js";
 import { startHub, type Hub } from "../hub/emulator.js";
 
 let hub: Hub;
@@ -41,18 +49,20 @@ beforeEach(() => {
 });
 
 let n = 0;
+const sha256 = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
+const blobsOf = async (home: string) => (await fs.readdir(path.join(home, "blobs", "sha256"))).sort();
 const freshEnv = () => ({ CAKE_HOME: path.join(tmp, `store-${n++}`), HF_ENDPOINT: hub.url, HF_TOKEN: "", HF_HOME: path.join(tmp, `hf-${n}`) });
 
-/** A real gc of `home`, run here, held still after it has looked at the leases and tags, until `resume`. */
+/** A real gc of `home`, run here, held still after it has looked at the leases and read a tagged manifest, until `resume`. */
 async function pausedGc(home: string) {
   let resume!: () => void;
   const gate = new Promise<void>((r) => (resume = r));
   let reached!: () => void;
   const paused = new Promise<void>((r) => (reached = r));
-  const done = new Store(home).gc(async (bytes) => {
+  const done = new Store(home).gc(async (desc, bytes, where) => {
     reached();
     await gate;
-    return manifestChildren(bytes);
+    return successors(desc, bytes, where);
   });
   done.catch(() => {}); // awaited by the test
   await paused;
@@ -137,5 +147,133 @@ describe("gc and pulls", () => {
     const after = await cake(["gc"], env);
     expect(after.code).toBe(0);
     await exportsIdentical(env, "hf://acme/tiny-llama");
+  });
+});
+
+async function pulled(env: Record<string, string>, ref: string): Promise<string> {
+  const r = await cake(["pull", "-q", ref], env);
+  expect(r.stderr).toBe("");
+  expect(r.code).toBe(0);
+  return r.stdout.trim();
+}
+
+describe("cake gc follows the whole graph", () => {
+  it("keeps a model tagged through an image index: loaded from an archive, gc removes nothing, it exports byte-identical", async () => {
+    const env = freshEnv();
+    await pulled(env, "hf://acme/tiny-llama");
+    const archive = path.join(tmp, "plain.tar");
+    expect((await cake(["save", "-q", "hf://acme/tiny-llama", archive], env)).code).toBe(0);
+
+    // The same archive with its manifest wrapped in an image index, the index tagged.
+    const entries = await readTar(archive);
+    const indexEntry = entries.find((e) => e.header.name === "index.json")!;
+    const manifest = (JSON.parse(indexEntry.data.toString()) as { manifests: { mediaType: string; digest: string; size: number }[] }).manifests[0]!;
+    const inner = { mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size };
+    const wrapper = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT.index, manifests: [inner] }));
+    const wrapperDigest = sha256(wrapper);
+    indexEntry.data = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MT.index,
+        manifests: [{ mediaType: MT.index, digest: wrapperDigest, size: wrapper.length, annotations: { "org.opencontainers.image.ref.name": "acme/wrapped:v1" } }],
+      }),
+    );
+    const blobEntry = entries.find((e) => e.header.name.startsWith("blobs/sha256/") && e.header.type === "file")!;
+    entries.push({ header: { ...blobEntry.header, name: `blobs/sha256/${wrapperDigest.slice(7)}` }, data: wrapper });
+    const wrapped = path.join(tmp, "wrapped.tar");
+    await writeTar(wrapped, entries);
+
+    const loadEnv = freshEnv();
+    const load = await cake(["load", "-q", wrapped], loadEnv);
+    expect(load.stderr).toBe("");
+    expect(load.stdout).toBe(`registry-1.docker.io/acme/wrapped:v1 ${wrapperDigest}\n`);
+    const before = await blobsOf(loadEnv.CAKE_HOME);
+
+    const gc = await cake(["gc"], loadEnv);
+    expect(gc.code).toBe(0);
+    expect(gc.stderr).toMatch(/^gc: removed 0 blobs \(0 B\), kept \d+\n$/);
+    expect(await blobsOf(loadEnv.CAKE_HOME)).toEqual(before);
+    // The index's model, tagged directly (export reads a manifest), rebuilds byte for byte.
+    await new Store(loadEnv.CAKE_HOME).tag("hf://acme/tiny-llama@main", "hf.co/acme/tiny-llama/main", inner);
+    await exportsIdentical(loadEnv, "hf://acme/tiny-llama");
+  });
+
+  it("refuses in one line, deleting nothing, when a tagged manifest is unreadable (not JSON, or missing)", async () => {
+    for (const damage of ["garbage", "missing"] as const) {
+      const env = freshEnv();
+      const digest = await pulled(env, "hf://acme/tiny-llama");
+      await pulled(env, "hf://acme/keep");
+      expect((await cake(["rm", "-q", "hf://acme/keep"], env)).code).toBe(0); // garbage gc would free
+      const file = path.join(env.CAKE_HOME, "blobs", "sha256", digest.slice(7));
+      if (damage === "garbage") {
+        await fs.chmod(file, 0o644);
+        await fs.writeFile(file, "not a manifest");
+      } else {
+        await fs.rm(file);
+      }
+      const before = await blobsOf(env.CAKE_HOME);
+
+      const gc = await cake(["gc"], env);
+      expect(gc.code, damage).toBe(1);
+      expect(gc.stderr.trim().split("\n"), damage).toHaveLength(1);
+      expect(gc.stderr, damage).toMatch(new RegExp(`^cake: gc: hf://acme/tiny-llama@\\S+: .*${digest}.*; nothing deleted`));
+      expect(await blobsOf(env.CAKE_HOME), damage).toEqual(before);
+    }
+  });
+
+  it("keeps index.json entries other tools wrote (no annotations, other media types): pull, ls, rm and gc work, their blobs stay", async () => {
+    const env = freshEnv();
+    await pulled(env, "hf://acme/tiny-llama");
+    const store = new Store(env.CAKE_HOME);
+    // A small foreign image (as skopeo would copy one in, without a ref name) and a foreign blob of another type.
+    const config = await store.putBytes(Buffer.from("{}"));
+    const layer = await store.putBytes(Buffer.from("a layer of another tool"));
+    const image = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MT.manifest,
+        config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: config, size: 2 },
+        layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: layer, size: 23 }],
+      }),
+    );
+    const imageDigest = await store.putBytes(image);
+    const note = Buffer.from("some other tool's thing");
+    const noteDigest = await store.putBytes(note);
+    const indexFile = path.join(env.CAKE_HOME, "index.json");
+    const index = JSON.parse(await fs.readFile(indexFile, "utf8")) as { manifests: unknown[] };
+    const foreign = [
+      { mediaType: MT.manifest, digest: imageDigest, size: image.length },
+      { mediaType: "application/vnd.example.note", digest: noteDigest, size: note.length, annotations: { "org.opencontainers.image.ref.name": "note" } },
+    ];
+    index.manifests.unshift(...foreign);
+    await fs.writeFile(indexFile, JSON.stringify(index));
+
+    const pull = await cake(["pull", "-q", "hf://acme/keep"], env);
+    expect(pull.stderr).toBe("");
+    expect(pull.code).toBe(0);
+    const ls = await cake(["ls", "--json"], env);
+    expect(ls.stderr).toBe("");
+    const refs = (JSON.parse(ls.stdout) as { ref: string }[]).map((m) => m.ref);
+    expect(refs).toContain("hf://acme/keep@main");
+    expect(refs).toContain("hf://acme/tiny-llama@main");
+    expect(refs.every((r) => r.startsWith("hf://acme/"))).toBe(true); // the foreign entries are no cake models
+    expect((await cake(["rm", "-q", "hf://acme/keep"], env)).code).toBe(0);
+    const gc = await cake(["gc", "-q"], env);
+    expect(gc.stderr).toBe("");
+    expect(gc.code).toBe(0);
+    for (const d of [config, layer, imageDigest, noteDigest]) expect(await store.hasBlob(d)).toBe(true);
+    const after = JSON.parse(await fs.readFile(indexFile, "utf8")) as { manifests: unknown[] };
+    expect(after.manifests.slice(0, 2)).toEqual(foreign);
+    await exportsIdentical(env, "hf://acme/tiny-llama");
+
+    // An entry that is no descriptor at all: listed nowhere, and gc will not guess what it keeps.
+    after.manifests.push({ digest: imageDigest });
+    await fs.writeFile(indexFile, JSON.stringify(after));
+    expect((await cake(["ls"], env)).code).toBe(0);
+    const before = await blobsOf(env.CAKE_HOME);
+    const refused = await cake(["gc"], env);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^cake: gc: \S+\/index\.json entry \d+: not a descriptor .*; nothing deleted \(remove that entry from .*index\.json, then gc\)\n$/);
+    expect(await blobsOf(env.CAKE_HOME)).toEqual(before);
   });
 });

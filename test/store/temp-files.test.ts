@@ -57,7 +57,7 @@ describe("store temp files and symbolic links", () => {
       await store.commit(ing, sha256Digest(Buffer.from("hello")));
     });
     await release();
-    await store.gc(() => [config]);
+    await store.gc();
     vi.restoreAllMocks();
 
     expect(await fs.readFile(victim, "utf8")).toBe(PRECIOUS);
