@@ -20,14 +20,15 @@ import os from "node:os";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { sha256Digest } from "../digest.js";
-import { CakeError, isCakeError } from "../errors.js";
+import { CakeError } from "../errors.js";
 import { envPath } from "../paths-env.js";
 import { DOCUMENT_LIMIT } from "../format/artifact.js";
-import { descriptorOf, successors, walkGraph, type Successors } from "../format/graph.js";
+import { successors, type Successors } from "../format/graph.js";
 import { ANN, DIGEST_RE, MANIFEST_LIMIT, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { Ingest } from "./ingest.js";
-import { lockOwner, tryLock, withLock } from "./lock.js";
-import { tempPath, tempWriterAlive } from "./pid.js";
+import { lockOwner, withLock } from "./lock.js";
+import { tempPath } from "./pid.js";
+import { annotationOf, cakeRefOf, collectGarbage } from "./gc.js";
 import { LocationRecords, RangeRecords, type RangeRecord } from "./records.js";
 import { noticeLine, sleep } from "../http/retry.js";
 import { removeFile } from "./remove.js";
@@ -356,97 +357,21 @@ export class Store implements ContentStore {
     }
   }
 
-  /**
-   * Deletes every blob no index.json entry reaches (the whole OCI graph: see src/format/graph.ts),
-   * and stale ingest files. Refuses while another cake process holds a lease: its blobs are not
-   * tagged yet; a lease taken while gc runs waits for it (see `lease`). Blobs written since gc
-   * started are kept whatever reaches them. `successorsOf` reads what a manifest or index points at.
-   */
+  /** See src/store/gc.ts. `successorsOf` reads what a manifest or index points at. */
   async gc(successorsOf: Successors = successors): Promise<{ removed: number; bytes: number; kept: number }> {
     await this.init();
-    const gcLock = this.p("cake", "gc.lock");
-    if (!(await tryLock(gcLock))) throw new CakeError("E_LOCK", `gc is already running in ${this.root} (process ${await lockOwner(gcLock)})`);
-    try {
-      // The store's own clock: a blob renamed into blobs/ (or made read-only) at or after this moment is new.
-      const started = (await fsp.stat(gcLock)).mtimeMs;
-      for (const name of await fsp.readdir(this.p("cake", "leases"))) {
-        const owner = await lockOwner(this.p("cake", "leases", name));
-        if (owner === undefined) await removeFile(this.p("cake", "leases", name));
-        else if (owner !== process.pid) throw new CakeError("E_LOCK", `another cake process (${owner}) is using ${this.root}; run gc when it ends`);
-      }
-      // Marked from every index.json entry, other tools' too; an entry, manifest or index it cannot
-      // read or parse stops gc before anything is deleted (what it reaches would look unused).
-      const live = new Set<string>();
-      for (const [i, entry] of (await this.readIndex()).manifests.entries()) {
-        const ref = cakeRefOf(entry);
-        const name = ref ?? annotationOf(entry, ANN.refName);
-        const where = `${this.p("index.json")} entry ${i}`;
-        try {
-          await walkGraph(descriptorOf(entry, where), (d) => this.readBlob(d.digest, MANIFEST_LIMIT), () => {}, { seen: live, parent: name ?? where, successorsOf });
-        } catch (err) {
-          const why = `${name ? `${name}: ` : ""}${err instanceof Error ? err.message : String(err)}`;
-          const fix = ref ? `cake rm ${ref}` : `remove that entry from ${this.p("index.json")}`;
-          throw new CakeError(isCakeError(err) ? err.code : "E_IO", `gc: ${why}; nothing deleted (${fix}, then gc)`, { cause: err });
-        }
-      }
-      let removed = 0;
-      let bytes = 0;
-      let kept = 0;
-      for (const hex of await fsp.readdir(this.p("blobs", "sha256"))) {
-        const digest = `sha256:${hex}`;
-        if (!live.has(digest)) {
-          const file = this.p("blobs", "sha256", hex);
-          const st = await fsp.stat(file).catch(() => undefined);
-          if (!st) continue;
-          if (Math.max(st.mtimeMs, st.ctimeMs) < started) {
-            bytes += st.size;
-            await removeFile(file);
-            removed++;
-            continue;
-          }
-          live.add(digest); // new since gc started: kept, with its ranges and verified record
-        }
-        kept++;
-      }
-      // Temp files of killed processes (a live one's is about to be renamed or linked into place).
-      for (const dir of [[], ["cake"], ["cake", "ranges"], ["ingest"]]) {
-        for (const name of await fsp.readdir(this.p(...dir))) {
-          if (tempWriterAlive(name) === false) await removeFile(this.p(...dir, name));
-        }
-      }
-      // Partial downloads nobody holds: a later pull would resume them, but gc means "free the space".
-      for (const name of await fsp.readdir(this.p("ingest"))) {
-        if (/\.lock(\.break)?$/.test(name) || tempWriterAlive(name) !== undefined) continue;
-        const key = name.replace(/\.(partial|journal)$/, "");
-        if ((await lockOwner(this.p("ingest", `${key}.lock`))) !== undefined) continue;
-        await removeFile(this.p("ingest", name));
-      }
-      for (const hex of await fsp.readdir(this.p("cake", "verified"))) {
-        if (!live.has(`sha256:${hex}`)) await removeFile(this.p("cake", "verified", hex));
-      }
-      for (const name of await fsp.readdir(this.p("cake", "ranges"))) {
-        if (tempWriterAlive(name) !== undefined) continue;
-        const text = await fsp.readFile(this.p("cake", "ranges", name), "utf8");
-        const keep = text.split("\n").filter((l) => l && live.has(l.split(" ")[2]!));
-        if (keep.length === 0) await removeFile(this.p("cake", "ranges", name));
-        else await this.atomicWrite(this.p("cake", "ranges", name), keep.join("\n") + "\n");
-      }
-      return { removed, bytes, kept };
-    } finally {
-      await removeFile(gcLock);
-    }
+    return collectGarbage(
+      {
+        root: this.root,
+        at: (...parts) => this.p(...parts),
+        entries: async () => (await this.readIndex()).manifests,
+        readManifest: (digest) => this.readBlob(digest, MANIFEST_LIMIT),
+        rewrite: (file, content) => this.atomicWrite(file, content),
+      },
+      successorsOf,
+    );
   }
 }
-
-/** An annotation of an index.json entry, whatever other tools wrote there. */
-function annotationOf(entry: unknown, key: string): string | undefined {
-  const a = (entry as { annotations?: unknown } | null)?.annotations;
-  const v = typeof a === "object" && a !== null ? (a as Record<string, unknown>)[key] : undefined;
-  return typeof v === "string" ? v : undefined;
-}
-
-/** The cake reference an index.json entry is tagged as; undefined for another tool's entry. */
-const cakeRefOf = (entry: unknown): string | undefined => annotationOf(entry, ANN.cakeRef);
 
 /** Writes a new file (a fresh temp name: O_EXCL, never an existing file or link) and flushes it to disk (before it is renamed into place). */
 async function writeSynced(file: string, content: string | Buffer): Promise<void> {

@@ -1,0 +1,109 @@
+/**
+ * `cake gc`: deletes every blob no index.json entry reaches (the whole OCI graph: see
+ * src/format/graph.ts), stale temp and ingest files, and the records of what it deleted. Refuses
+ * while another cake process holds a lease (its blobs are not tagged yet); a lease taken while gc
+ * runs waits for it (see leases.ts). Blobs written since gc started are kept whatever reaches them.
+ */
+import fsp from "node:fs/promises";
+import { CakeError, isCakeError } from "../errors.js";
+import { descriptorOf, walkGraph, type Successors } from "../format/graph.js";
+import { ANN } from "../format/oci.js";
+import { lockOwner, tryLock } from "./lock.js";
+import { tempWriterAlive } from "./pid.js";
+import { removeFile } from "./remove.js";
+
+/** What gc needs of the store's layout. */
+export interface GcFiles {
+  root: string;
+  /** A path inside the store. */
+  at(...parts: string[]): string;
+  /** index.json's entries, as they are (other tools' too). */
+  entries(): Promise<unknown[]>;
+  readManifest(digest: string): Promise<Buffer>;
+  /** Replaces a file atomically. */
+  rewrite(file: string, content: string): Promise<void>;
+}
+
+export async function collectGarbage(files: GcFiles, successorsOf: Successors): Promise<{ removed: number; bytes: number; kept: number }> {
+    const gcLock = files.at("cake", "gc.lock");
+    if (!(await tryLock(gcLock))) throw new CakeError("E_LOCK", `gc is already running in ${files.root} (process ${await lockOwner(gcLock)})`);
+    try {
+      // The store's own clock: a blob renamed into blobs/ (or made read-only) at or after this moment is new.
+      const started = (await fsp.stat(gcLock)).mtimeMs;
+      for (const name of await fsp.readdir(files.at("cake", "leases"))) {
+        const owner = await lockOwner(files.at("cake", "leases", name));
+        if (owner === undefined) await removeFile(files.at("cake", "leases", name));
+        else if (owner !== process.pid) throw new CakeError("E_LOCK", `another cake process (${owner}) is using ${files.root}; run gc when it ends`);
+      }
+      // Marked from every index.json entry, other tools' too; an entry, manifest or index it cannot
+      // read or parse stops gc before anything is deleted (what it reaches would look unused).
+      const live = new Set<string>();
+      for (const [i, entry] of (await files.entries()).entries()) {
+        const ref = cakeRefOf(entry);
+        const name = ref ?? annotationOf(entry, ANN.refName);
+        const where = `${files.at("index.json")} entry ${i}`;
+        try {
+          await walkGraph(descriptorOf(entry, where), (d) => files.readManifest(d.digest), () => {}, { seen: live, parent: name ?? where, successorsOf });
+        } catch (err) {
+          const why = `${name ? `${name}: ` : ""}${err instanceof Error ? err.message : String(err)}`;
+          const fix = ref ? `cake rm ${ref}` : `remove that entry from ${files.at("index.json")}`;
+          throw new CakeError(isCakeError(err) ? err.code : "E_IO", `gc: ${why}; nothing deleted (${fix}, then gc)`, { cause: err });
+        }
+      }
+      let removed = 0;
+      let bytes = 0;
+      let kept = 0;
+      for (const hex of await fsp.readdir(files.at("blobs", "sha256"))) {
+        const digest = `sha256:${hex}`;
+        if (!live.has(digest)) {
+          const file = files.at("blobs", "sha256", hex);
+          const st = await fsp.stat(file).catch(() => undefined);
+          if (!st) continue;
+          if (Math.max(st.mtimeMs, st.ctimeMs) < started) {
+            bytes += st.size;
+            await removeFile(file);
+            removed++;
+            continue;
+          }
+          live.add(digest); // new since gc started: kept, with its ranges and verified record
+        }
+        kept++;
+      }
+      // Temp files of killed processes (a live one's is about to be renamed or linked into place).
+      for (const dir of [[], ["cake"], ["cake", "ranges"], ["ingest"]]) {
+        for (const name of await fsp.readdir(files.at(...dir))) {
+          if (tempWriterAlive(name) === false) await removeFile(files.at(...dir, name));
+        }
+      }
+      // Partial downloads nobody holds: a later pull would resume them, but gc means "free the space".
+      for (const name of await fsp.readdir(files.at("ingest"))) {
+        if (/\.lock(\.break)?$/.test(name) || tempWriterAlive(name) !== undefined) continue;
+        const key = name.replace(/\.(partial|journal)$/, "");
+        if ((await lockOwner(files.at("ingest", `${key}.lock`))) !== undefined) continue;
+        await removeFile(files.at("ingest", name));
+      }
+      for (const hex of await fsp.readdir(files.at("cake", "verified"))) {
+        if (!live.has(`sha256:${hex}`)) await removeFile(files.at("cake", "verified", hex));
+      }
+      for (const name of await fsp.readdir(files.at("cake", "ranges"))) {
+        if (tempWriterAlive(name) !== undefined) continue;
+        const text = await fsp.readFile(files.at("cake", "ranges", name), "utf8");
+        const keep = text.split("\n").filter((l) => l && live.has(l.split(" ")[2]!));
+        if (keep.length === 0) await removeFile(files.at("cake", "ranges", name));
+        else await files.rewrite(files.at("cake", "ranges", name), keep.join("\n") + "\n");
+      }
+      return { removed, bytes, kept };
+    } finally {
+      await removeFile(gcLock);
+    }
+}
+
+/** An annotation of an index.json entry, whatever other tools wrote there. */
+export function annotationOf(entry: unknown, key: string): string | undefined {
+  const a = (entry as { annotations?: unknown } | null)?.annotations;
+  const v = typeof a === "object" && a !== null ? (a as Record<string, unknown>)[key] : undefined;
+  return typeof v === "string" ? v : undefined;
+}
+
+/** The cake reference an index.json entry is tagged as; undefined for another tool's entry. */
+export const cakeRefOf = (entry: unknown): string | undefined => annotationOf(entry, ANN.cakeRef);
