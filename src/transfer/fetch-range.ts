@@ -8,6 +8,7 @@ import { isNetworkError, retryDelay, sleep, DEFAULT_RETRY } from "../http/retry.
 import { byteWindow } from "../http/window.js";
 import type { Range } from "../store/ingest.js";
 import type { OpenRange } from "./engine.js";
+import { HTTP_TIMEOUTS, STALLED_TRIES } from "../http/timeouts.js";
 import { MIN_RANGE, RANGE_ATTEMPTS, WRITE_BATCH } from "./defaults.js";
 import { formatBytes } from "./progress.js";
 
@@ -99,11 +100,21 @@ export function stealFrom(active: Set<Fetch>): Fetch | undefined {
   return stolen;
 }
 
+/** Below this many bytes in SLOW_WINDOW_MS, a stream is stalled (a trickle; 16 KiB: no real link is that slow). */
+const SLOW_STREAM_BYTES = 16 << 10;
+/** The window: the idle timeout's (CAKE_HTTP_IDLE_TIMEOUT); 0 turns the check off with it. */
+const SLOW_WINDOW_MS = HTTP_TIMEOUTS.idleMs;
+const SLOW_CODE = "CAKE_SLOW_STREAM";
+const slowStream = () =>
+  Object.assign(new Error(`less than ${formatBytes(SLOW_STREAM_BYTES)} in ${SLOW_WINDOW_MS / 1000} s (CAKE_HTTP_IDLE_TIMEOUT)`), { code: SLOW_CODE });
+
 /** Fetches [pos, end) of `f` into its target, continuing after dropped connections. */
 export async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSignal, onBytes: (n: number) => void, firstByte: FirstByteWait): Promise<void> {
   active.add(f);
   const from = f.pos;
   let sent = 0;
+  /** Tries ended as too slow: progress does not renew these (a trickle always progresses). */
+  let slowTries = 0;
   try {
     for (let attempt = 1; ; attempt++) {
       sent++;
@@ -129,8 +140,19 @@ export async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSign
           batch = [];
           batchLen = 0;
         };
+        // A stream that delivers less than SLOW_STREAM_BYTES in an idle timeout's time is stalled even
+        // though bytes trickle in (a byte every 25 s never trips the idle timeout): the try ends.
+        let windowAt = f.startedAt;
+        let windowBytes = 0;
         try {
           for await (const { at, data } of byteWindow(body, bodyStart, f.pos, f.end)) {
+            windowBytes += data.length;
+            const t = performance.now();
+            if (SLOW_WINDOW_MS > 0 && t - windowAt >= SLOW_WINDOW_MS) {
+              if (windowBytes < SLOW_STREAM_BYTES) throw slowStream();
+              windowAt = t;
+              windowBytes = 0;
+            }
             // The end may have moved closer (a stolen half): keep only what is still ours, and stop there.
             const keep = Math.min(data.length, f.end - at);
             if (keep > 0) {
@@ -152,12 +174,14 @@ export async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSign
         return;
       } catch (err) {
         await f.target.record([rangeStart, f.pos]).catch(() => {});
-        const retryable = isNetworkError(err) || isCakeError(err, "E_SIZE") || (err as { retryable?: boolean }).retryable === true;
-        if (signal.aborted || !retryable || attempt >= RANGE_ATTEMPTS) {
+        const slow = (err as { code?: string }).code === SLOW_CODE;
+        if (slow) slowTries++;
+        const retryable = slow || isNetworkError(err) || isCakeError(err, "E_SIZE") || (err as { retryable?: boolean }).retryable === true;
+        if (signal.aborted || !retryable || attempt >= RANGE_ATTEMPTS || slowTries >= STALLED_TRIES) {
           if (signal.aborted && signal.reason !== err) throw signal.reason ?? err;
           if (isCakeError(err) || !retryable) throw err;
           // The stream kept breaking: one line that says how far it got, as src/http says it for its requests.
-          const what = isNetworkError(err) ? "connection closed" : oneLine(err);
+          const what = slow ? oneLine(err) : isNetworkError(err) ? "connection closed" : oneLine(err);
           throw new CakeError("E_NETWORK", `${f.label}: ${what} after ${formatBytes(f.pos - from)} of ${formatBytes(f.end - from)} (${sent} tries)`, { cause: err });
         }
         await sleep(retryDelay(attempt, DEFAULT_RETRY, (err as { retryAfter?: string }).retryAfter), signal);

@@ -94,3 +94,50 @@ describe("a peer that stalls", () => {
     expect(asked.mute).toBe(3);
   }, 30_000);
 });
+
+describe("a blob body that trickles", () => {
+  it("ends each try once it brings less than 16 KiB in an idle timeout's time, and fails after 3 such tries", async () => {
+    // A registry whose manifest is fine and whose one blob comes 10 bytes every 100 ms: never idle, never done.
+    const blob = Buffer.alloc(1 << 20, 7);
+    const digest = `sha256:${(await import("node:crypto")).createHash("sha256").update(blob).digest("hex")}`;
+    const config = Buffer.from("{}");
+    const configDigest = `sha256:${(await import("node:crypto")).createHash("sha256").update(config).digest("hex")}`;
+    const manifest = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: { mediaType: "application/vnd.oci.empty.v1+json", digest: configDigest, size: config.length },
+      layers: [{ mediaType: "application/octet-stream", digest, size: blob.length }],
+    });
+    let blobTries = 0;
+    const reg = createServer((req, res) => {
+      const url = req.url ?? "";
+      if (url === "/v2/" || url.includes("/manifests/")) {
+        const body = url === "/v2/" ? "{}" : manifest;
+        res.writeHead(200, { "content-type": url === "/v2/" ? "application/json" : "application/vnd.oci.image.manifest.v1+json", "content-length": String(body.length), "docker-distribution-api-version": "registry/2.0" });
+        return void res.end(body);
+      }
+      if (url.endsWith(configDigest)) return void res.writeHead(200, { "content-length": String(config.length) }).end(config);
+      blobTries++;
+      res.writeHead(200, { "content-length": String(blob.length) });
+      let at = 0;
+      const t = setInterval(() => {
+        res.write(blob.subarray(at, at + 10));
+        at += 10;
+      }, 100);
+      timers.add(t);
+      res.on("close", () => clearInterval(t));
+    });
+    reg.on("connection", (s) => sockets.add(s));
+    await new Promise<void>((r) => reg.listen(0, "127.0.0.1", r));
+    const host = `127.0.0.1:${(reg.address() as AddressInfo).port}`;
+    try {
+      const r = await cake(["pull", "-q", `${host}/acme/m:v1`], env({ CAKE_HTTP_TIMEOUT: "0" }));
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+      expect(r.stderr).toMatch(new RegExp(`blob ${digest}: less than 16\\.0 KiB in 1 s \\(CAKE_HTTP_IDLE_TIMEOUT\\) after [\\d.]+ B of 1\\.0 MiB \\(3 tries\\)`));
+      expect(blobTries).toBe(3);
+    } finally {
+      await new Promise((r) => reg.close(r));
+    }
+  }, 30_000);
+});
