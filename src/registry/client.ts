@@ -9,141 +9,47 @@
  * reference, and the registry's own error code.
  */
 import { Readable } from "node:stream";
-import type { Dispatcher } from "undici";
 import { sha256Digest } from "../digest.js";
 import { CakeError, isCakeError } from "../errors.js";
-import { MANIFEST_LIMIT, MT } from "../format/oci.js";
 import { followPages } from "../http/paginate.js";
-import { header, httpReadAll, httpRequest, parseContentRange, type HttpDocument, type HttpMethod, type HttpRequest, type HttpResponse } from "../http/request.js";
-import { DEFAULT_RETRY, RETRYABLE_STATUS, describeError, isNetworkError, retryDelay, sleep, type RetryPolicy } from "../http/retry.js";
-import { Authenticator, lookupCredentials, repositoryScope, type Credentials } from "./auth/index.js";
-import { discard, errorFromBody, registryError, urlish } from "./errors.js";
-import { DOCKER_HUB, assertDigest, assertRepository, assertTagOrDigest, isDigest, isPlainHttpHost } from "./reference.js";
+import { header, parseContentRange, type HttpResponse } from "../http/request.js";
+import { DEFAULT_RETRY, RETRYABLE_STATUS, isNetworkError, retryDelay, sleep } from "../http/retry.js";
+import { repositoryScope } from "./auth/index.js";
+import { discard, urlish } from "./errors.js";
+import { MEDIA_TYPE, MiB, REGISTRY_DEFAULTS, type BlobDescriptor, type FetchedBlob, type PushBlobOptions, type PushBlobResult, type RegistryClientOptions } from "./options.js";
+import { assertDigest, assertRepository, assertTagOrDigest, isDigest } from "./reference.js";
+import { SourceError, findSourceError } from "./source-error.js";
+import { RegistryTransport } from "./transport.js";
 
-const MiB = 1024 * 1024;
-
-/**
- * Sizes that matter for push speed and memory. A chunk is held in memory so it can be sent again
- * after a failure; 8 MiB keeps a 16-wide transfer pool under 150 MiB, and is halved (down to
- * 1 MiB) on registries that refuse it.
- */
-export const REGISTRY_DEFAULTS = {
-  /** Blobs up to this size go up as POST + one streamed PUT. */
-  monolithicThreshold: 16 * MiB,
-  /** First PATCH size for bigger blobs. */
-  chunkSize: 8 * MiB,
-  /** Halving a refused chunk stops here. */
-  minChunkSize: 1 * MiB,
-  /** Manifests bigger than this are refused, both ways (distribution's own limit). */
-  manifestLimit: MANIFEST_LIMIT,
-  /** One page of a tag listing. */
-  tagsPageLimit: 16 * MiB,
-} as const;
-
-/** The manifest media types a registry may answer with (their strings live in format/oci.ts). */
-export const MEDIA_TYPE = {
-  ociManifest: MT.manifest,
-  ociIndex: MT.index,
-  dockerManifest: MT.dockerManifest,
-  dockerManifestList: MT.dockerList,
-} as const;
+export {
+  MEDIA_TYPE,
+  REGISTRY_DEFAULTS,
+  type BlobDescriptor,
+  type FetchedBlob,
+  type PushBlobOptions,
+  type PushBlobResult,
+  type RegistryClientOptions,
+} from "./options.js";
 
 const MANIFEST_ACCEPT = Object.values(MEDIA_TYPE).join(", ");
 /** The token scope distribution asks for on `GET /v2/_catalog`. */
 const CATALOG_SCOPE = "registry:catalog:*";
-
-export interface RegistryClientOptions {
-  /** `host[:port]`; `docker.io` means Docker Hub. */
-  registry: string;
-  /** Speak HTTP instead of HTTPS (default: only for localhost, 127.0.0.0/8, ::1). */
-  plainHttp?: boolean;
-  /** Explicit credentials win over the docker config. */
-  username?: string;
-  password?: string;
-  /** Docker config directory (default `$DOCKER_CONFIG` or `~/.docker`). */
-  dockerConfig?: string;
-  userAgent?: string;
-  /** See REGISTRY_DEFAULTS. */
-  monolithicThreshold?: number;
-  chunkSize?: number;
-  retry?: Partial<RetryPolicy>;
-  dispatcher?: Dispatcher;
-}
-
-export interface BlobDescriptor {
-  digest: string;
-  size: number;
-}
-
-export interface PushBlobOptions {
-  /** First PATCH size (default: the client's, see REGISTRY_DEFAULTS). */
-  chunkSize?: number;
-  /** Bytes of this blob sent so far (can go back after a failed chunk). */
-  onProgress?: (bytes: number) => void;
-  signal?: AbortSignal;
-  /** Repositories on the same registry that may already hold the blob: tried as mounts first. */
-  mountFrom?: string[];
-}
-
-export type PushBlobResult = "exists" | "mounted" | "uploaded";
-
-export interface FetchedBlob {
-  body: Readable;
-  status: number;
-  /** Offset of the first byte of `body`: 0 when the registry ignored the Range and sent it all. */
-  start: number;
-  totalSize?: number;
-}
-
-/** An error from the caller's `open()` stream, as opposed to the network. */
-class SourceError extends Error {
-  constructor(cause: unknown) {
-    super(`reading the blob to upload failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
-    this.name = "SourceError";
-  }
-}
 
 interface UploadSession {
   location: string;
   minChunk?: number;
 }
 
-interface SendRequest {
-  method: HttpMethod;
-  headers?: Record<string, string>;
-  body?: HttpRequest["body"];
-  scopes: string[];
-  context: string;
-  signal?: AbortSignal;
-  retry?: Partial<RetryPolicy>;
-  followRedirects?: boolean;
-}
-
 export class RegistryClient {
   readonly registry: string;
   /** `http(s)://host[:port]` */
   readonly origin: string;
-  private readonly opts: RegistryClientOptions;
-  private readonly auth: Authenticator;
-  private readonly userAgent: string;
+  private readonly transport: RegistryTransport;
 
   constructor(opts: RegistryClientOptions) {
-    const registry = opts.registry.toLowerCase();
-    this.registry = registry === "docker.io" || registry === "index.docker.io" ? DOCKER_HUB : registry;
-    this.opts = opts;
-    this.origin = `${opts.plainHttp ?? isPlainHttpHost(this.registry) ? "http" : "https"}://${this.registry}`;
-    this.userAgent = opts.userAgent ?? "cake";
-    const explicit: Credentials | undefined =
-      opts.username !== undefined || opts.password !== undefined
-        ? { username: opts.username ?? "", password: opts.password ?? "", source: "--username/--password" }
-        : undefined;
-    this.auth = new Authenticator({
-      registry: this.registry,
-      credentials: async () => explicit ?? (await lookupCredentials(this.registry, { dockerConfig: opts.dockerConfig })),
-      userAgent: this.userAgent,
-      dispatcher: opts.dispatcher,
-      retry: opts.retry,
-    });
+    this.transport = new RegistryTransport(opts);
+    this.registry = this.transport.registry;
+    this.origin = this.transport.origin;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -154,12 +60,12 @@ export class RegistryClient {
    * By digest, the bytes must hash to it; by tag, to the `Docker-Content-Digest` the registry sent.
    */
   async getManifest(repo: string, reference: string): Promise<{ bytes: Buffer; mediaType: string; digest: string }> {
-    const ctx = this.context(repo, reference);
+    const ctx = this.transport.context(repo, reference);
     assertTagOrDigest(reference, ctx);
     const url = `${this.origin}/v2/${repo}/manifests/${reference}`;
     const limit = REGISTRY_DEFAULTS.manifestLimit;
-    const res = await this.sendRead(url, { method: "GET", headers: { accept: MANIFEST_ACCEPT }, scopes: this.pull(repo), context: ctx }, limit, "manifest");
-    if (res.status !== 200) throw await this.failRead(res, "GET", url, ctx);
+    const res = await this.transport.sendRead(url, { method: "GET", headers: { accept: MANIFEST_ACCEPT }, scopes: this.transport.pullScopes(repo), context: ctx }, limit, "manifest");
+    if (res.status !== 200) throw await this.transport.failRead(res, "GET", url, ctx);
     const bytes = res.bytes;
     const digest = sha256Digest(bytes);
     if (isDigest(reference) && digest !== reference) {
@@ -174,13 +80,13 @@ export class RegistryClient {
 
   /** HEAD a manifest: its digest, size and media type, or undefined when there is none. */
   async headManifest(repo: string, reference: string): Promise<{ digest: string; size: number; mediaType: string } | undefined> {
-    const ctx = this.context(repo, reference);
+    const ctx = this.transport.context(repo, reference);
     assertTagOrDigest(reference, ctx);
     const url = `${this.origin}/v2/${repo}/manifests/${reference}`;
-    const res = await this.send(url, { method: "HEAD", headers: { accept: MANIFEST_ACCEPT }, scopes: this.pull(repo), context: ctx });
+    const res = await this.transport.send(url, { method: "HEAD", headers: { accept: MANIFEST_ACCEPT }, scopes: this.transport.pullScopes(repo), context: ctx });
     await res.body.dump();
     if (res.status === 404) return undefined;
-    if (res.status !== 200) throw await this.fail(res, "HEAD", url, ctx);
+    if (res.status !== 200) throw await this.transport.fail(res, "HEAD", url, ctx);
     const digest = header(res.headers, "docker-content-digest") ?? (isDigest(reference) ? reference : undefined);
     const size = Number(header(res.headers, "content-length"));
     const contentType = header(res.headers, "content-type");
@@ -194,7 +100,7 @@ export class RegistryClient {
 
   /** PUT a manifest under a tag or its digest; returns its digest (checked against the registry's). */
   async putManifest(repo: string, reference: string, bytes: Buffer, mediaType: string): Promise<string> {
-    const ctx = this.context(repo, reference);
+    const ctx = this.transport.context(repo, reference);
     assertTagOrDigest(reference, ctx);
     if (bytes.length > REGISTRY_DEFAULTS.manifestLimit) {
       throw new CakeError("E_SIZE", `${ctx}: manifest is ${bytes.length} bytes, more than the ${REGISTRY_DEFAULTS.manifestLimit / MiB} MiB registries accept`);
@@ -204,16 +110,16 @@ export class RegistryClient {
       throw new CakeError("E_DIGEST", `${ctx}: manifest hashes to ${digest}, not the digest it is pushed as`);
     }
     const url = `${this.origin}/v2/${repo}/manifests/${reference}`;
-    const res = await this.send(url, {
+    const res = await this.transport.send(url, {
       method: "PUT",
       headers: { "content-type": mediaType },
       body: bytes,
-      scopes: this.push(repo),
+      scopes: this.transport.pushScopes(repo),
       context: ctx,
     });
-    if (res.status < 200 || res.status >= 300) throw await this.fail(res, "PUT", url, ctx);
+    if (res.status < 200 || res.status >= 300) throw await this.transport.fail(res, "PUT", url, ctx);
     await res.body.dump();
-    this.checkDigestHeader(res, digest, ctx, "manifest");
+    this.transport.checkDigestHeader(res, digest, ctx, "manifest");
     return digest;
   }
 
@@ -222,13 +128,13 @@ export class RegistryClient {
 
   /** HEAD a blob: its size (-1 when the registry does not say), or undefined when it is not there. */
   async hasBlob(repo: string, digest: string): Promise<number | undefined> {
-    const ctx = this.context(repo, digest);
+    const ctx = this.transport.context(repo, digest);
     assertDigest(digest, ctx);
     const url = `${this.origin}/v2/${repo}/blobs/${digest}`;
-    const res = await this.send(url, { method: "HEAD", scopes: this.pull(repo), context: ctx });
+    const res = await this.transport.send(url, { method: "HEAD", scopes: this.transport.pullScopes(repo), context: ctx });
     await res.body.dump();
     if (res.status === 404) return undefined;
-    if (res.status !== 200) throw await this.fail(res, "HEAD", url, ctx);
+    if (res.status !== 200) throw await this.transport.fail(res, "HEAD", url, ctx);
     const size = Number(header(res.headers, "content-length"));
     return Number.isFinite(size) ? size : -1;
   }
@@ -239,7 +145,7 @@ export class RegistryClient {
    * The caller owns `body` and verifies what it reads.
    */
   async fetchBlob(repo: string, digest: string, range?: { start: number; end?: number }, signal?: AbortSignal): Promise<FetchedBlob> {
-    const ctx = this.context(repo, digest);
+    const ctx = this.transport.context(repo, digest);
     assertDigest(digest, ctx);
     const headers: Record<string, string> = {};
     if (range && (range.start > 0 || range.end !== undefined)) {
@@ -249,7 +155,7 @@ export class RegistryClient {
       headers.range = `bytes=${range.start}-${range.end !== undefined ? range.end - 1 : ""}`;
     }
     const url = `${this.origin}/v2/${repo}/blobs/${digest}`;
-    const res = await this.send(url, { method: "GET", headers, scopes: this.pull(repo), context: ctx, signal });
+    const res = await this.transport.send(url, { method: "GET", headers, scopes: this.transport.pullScopes(repo), context: ctx, signal });
     if (res.status === 200) {
       const len = Number(header(res.headers, "content-length"));
       return { body: res.body, status: 200, start: 0, totalSize: Number.isFinite(len) ? len : undefined };
@@ -262,16 +168,16 @@ export class RegistryClient {
       }
       return { body: res.body, status: 206, start: cr.start, totalSize: cr.total };
     }
-    throw await this.fail(res, "GET", url, ctx);
+    throw await this.transport.fail(res, "GET", url, ctx);
   }
 
   /** A small blob (a config, a recipe) read whole and checked against its digest. */
   async readBlob(repo: string, digest: string, limit: number): Promise<Buffer> {
-    const ctx = this.context(repo, digest);
+    const ctx = this.transport.context(repo, digest);
     assertDigest(digest, ctx);
     const url = `${this.origin}/v2/${repo}/blobs/${digest}`;
-    const res = await this.sendRead(url, { method: "GET", scopes: this.pull(repo), context: ctx }, limit, "blob");
-    if (res.status !== 200) throw await this.failRead(res, "GET", url, ctx);
+    const res = await this.transport.sendRead(url, { method: "GET", scopes: this.transport.pullScopes(repo), context: ctx }, limit, "blob");
+    if (res.status !== 200) throw await this.transport.failRead(res, "GET", url, ctx);
     const got = sha256Digest(res.bytes);
     if (got !== digest) throw new CakeError("E_DIGEST", `${ctx}: the registry sent a blob that hashes to ${got}`);
     return res.bytes;
@@ -282,7 +188,7 @@ export class RegistryClient {
    * registry did (201); false when it opened an upload instead (202), which is then cancelled.
    */
   async mountBlob(repo: string, digest: string, fromRepo: string): Promise<boolean> {
-    const ctx = this.context(repo, digest);
+    const ctx = this.transport.context(repo, digest);
     assertDigest(digest, ctx);
     assertRepository(fromRepo, this.registry);
     const session = await this.startUpload(repo, ctx, { digest, from: fromRepo });
@@ -298,7 +204,7 @@ export class RegistryClient {
    * reports with a fresh `open(offset)`, and a final PUT ?digest=.
    */
   async pushBlob(repo: string, desc: BlobDescriptor, open: (start: number) => Readable, opts: PushBlobOptions = {}): Promise<PushBlobResult> {
-    const ctx = this.context(repo, desc.digest);
+    const ctx = this.transport.context(repo, desc.digest);
     assertDigest(desc.digest, ctx);
     if (!Number.isSafeInteger(desc.size) || desc.size < 0) throw new CakeError("E_USAGE", `${ctx}: bad blob size ${desc.size}`);
     if ((await this.hasBlob(repo, desc.digest)) !== undefined) return "exists";
@@ -312,7 +218,7 @@ export class RegistryClient {
       if (s === "mounted") return "mounted";
       session = s;
     }
-    if (desc.size <= (this.opts.monolithicThreshold ?? REGISTRY_DEFAULTS.monolithicThreshold)) {
+    if (desc.size <= (this.transport.opts.monolithicThreshold ?? REGISTRY_DEFAULTS.monolithicThreshold)) {
       await this.uploadMonolithic(repo, desc, open, opts, ctx, session);
     } else {
       await this.uploadChunked(repo, desc, open, opts, ctx, session);
@@ -325,12 +231,12 @@ export class RegistryClient {
 
   /** Tags of a repository, page by page, following `Link: <…>; rel="next"`. */
   async *tags(repo: string, opts: { pageSize?: number } = {}): AsyncGenerator<string> {
-    const ctx = this.context(repo);
+    const ctx = this.transport.context(repo);
     assertRepository(repo, this.registry);
     const first = `${this.origin}/v2/${repo}/tags/list${opts.pageSize ? `?n=${opts.pageSize}` : ""}`;
     const read = async (url: string) => {
-      const res = await this.sendRead(url, { method: "GET", scopes: this.pull(repo), context: ctx }, REGISTRY_DEFAULTS.tagsPageLimit, "tag list");
-      if (res.status !== 200) throw await this.failRead(res, "GET", url, ctx);
+      const res = await this.transport.sendRead(url, { method: "GET", scopes: this.transport.pullScopes(repo), context: ctx }, REGISTRY_DEFAULTS.tagsPageLimit, "tag list");
+      if (res.status !== 200) throw await this.transport.failRead(res, "GET", url, ctx);
       return { page: res.bytes, link: res.headers.link };
     };
     for await (const body of followPages(first, read, { what: `${ctx}: tag listing`, code: "E_REGISTRY" })) {
@@ -356,11 +262,11 @@ export class RegistryClient {
     const ctx = this.registry;
     const first = `${this.origin}/v2/_catalog${opts.pageSize ? `?n=${opts.pageSize}` : ""}`;
     const read = async (url: string) => {
-      const res = await this.sendRead(url, { method: "GET", scopes: [CATALOG_SCOPE], context: ctx }, REGISTRY_DEFAULTS.tagsPageLimit, "catalog");
+      const res = await this.transport.sendRead(url, { method: "GET", scopes: [CATALOG_SCOPE], context: ctx }, REGISTRY_DEFAULTS.tagsPageLimit, "catalog");
       if (res.status !== 200) {
-        const err = await this.failRead(res, "GET", url, ctx);
+        const err = await this.transport.failRead(res, "GET", url, ctx);
         const refused = res.status === 401 || res.status === 403;
-        const hint = refused ? `; ${await this.auth.describeCredentials()}` : "";
+        const hint = refused ? `; ${await this.transport.describeCredentials()}` : "";
         if (res.status === 404 || refused || err.errors.some((e) => e.code === "UNSUPPORTED")) {
           throw new CakeError(
             refused ? "E_AUTH" : "E_NOT_FOUND",
@@ -400,14 +306,14 @@ export class RegistryClient {
     assertRepository(repo, this.registry);
     let url = `${this.origin}/v2/${repo}/blobs/uploads/`;
     if (mount) url += `?mount=${encodeURIComponent(mount.digest)}&from=${encodeURIComponent(mount.from)}`;
-    const scopes = mount ? [...this.push(repo), repositoryScope(mount.from, "pull")] : this.push(repo);
-    const res = await this.send(url, { method: "POST", body: Buffer.alloc(0), scopes, context: ctx });
+    const scopes = mount ? [...this.transport.pushScopes(repo), repositoryScope(mount.from, "pull")] : this.transport.pushScopes(repo);
+    const res = await this.transport.send(url, { method: "POST", body: Buffer.alloc(0), scopes, context: ctx });
     if (mount && res.status === 201) {
       await res.body.dump();
-      this.checkDigestHeader(res, mount.digest, ctx, "mounted blob");
+      this.transport.checkDigestHeader(res, mount.digest, ctx, "mounted blob");
       return "mounted";
     }
-    if (res.status !== 202) throw await this.fail(res, "POST", url, ctx);
+    if (res.status !== 202) throw await this.transport.fail(res, "POST", url, ctx);
     await res.body.dump();
     const location = header(res.headers, "location");
     if (!location) throw new CakeError("E_REGISTRY", `${ctx}: POST ${urlish(url)} opened an upload without a Location`);
@@ -419,7 +325,7 @@ export class RegistryClient {
 
   private async cancelUpload(location: string, repo: string, ctx: string): Promise<void> {
     try {
-      const res = await this.send(location, { method: "DELETE", scopes: this.push(repo), context: ctx });
+      const res = await this.transport.send(location, { method: "DELETE", scopes: this.transport.pushScopes(repo), context: ctx });
       await res.body.dump();
     } catch {
       // an abandoned upload is the registry's to garbage-collect
@@ -428,10 +334,10 @@ export class RegistryClient {
 
   /** Where an upload stands: the offset the registry has committed and the URL to continue at. */
   private async uploadStatus(location: string, repo: string, ctx: string): Promise<{ location: string; committed: number } | undefined> {
-    const res = await this.send(location, { method: "GET", scopes: this.push(repo), context: ctx });
+    const res = await this.transport.send(location, { method: "GET", scopes: this.transport.pushScopes(repo), context: ctx });
     await res.body.dump();
     if (res.status === 404 || res.status === 400) return undefined; // unknown or invalidated: start again
-    if (res.status < 200 || res.status >= 300) throw await this.fail(res, "GET", location, ctx);
+    if (res.status < 200 || res.status >= 300) throw await this.transport.fail(res, "GET", location, ctx);
     // `Range: 0-<last byte>`. "0-0" is what distribution says for an empty upload too: read as 0.
     const m = /^(?:bytes=)?0-(\d+)$/.exec(header(res.headers, "range") ?? "");
     const last = m ? Number(m[1]) : 0;
@@ -447,7 +353,7 @@ export class RegistryClient {
     ctx: string,
     session: UploadSession | undefined,
   ): Promise<void> {
-    const policy = { ...DEFAULT_RETRY, ...this.opts.retry };
+    const policy = { ...DEFAULT_RETRY, ...this.transport.opts.retry };
     for (let attempt = 1; ; attempt++) {
       opts.signal?.throwIfAborted();
       const s = session ?? (await this.startUploadSession(repo, ctx));
@@ -456,11 +362,11 @@ export class RegistryClient {
       let res: HttpResponse | undefined;
       let error: unknown;
       try {
-        res = await this.send(url, {
+        res = await this.transport.send(url, {
           method: "PUT",
           headers: { "content-type": "application/octet-stream", "content-length": String(desc.size) },
           body: () => Readable.from(countedSource(open, 0, desc.size, ctx, opts.onProgress)),
-          scopes: this.push(repo),
+          scopes: this.transport.pushScopes(repo),
           context: ctx,
           signal: opts.signal,
           retry: { retries: 0 },
@@ -471,11 +377,11 @@ export class RegistryClient {
       }
       if (res && res.status >= 200 && res.status < 300) {
         await res.body.dump();
-        this.checkDigestHeader(res, desc.digest, ctx, "uploaded blob");
+        this.transport.checkDigestHeader(res, desc.digest, ctx, "uploaded blob");
         return;
       }
-      if (res && !RETRYABLE_STATUS.has(res.status)) throw await this.fail(res, "PUT", url, ctx);
-      if (res) error = await this.fail(res, "PUT", url, ctx);
+      if (res && !RETRYABLE_STATUS.has(res.status)) throw await this.transport.fail(res, "PUT", url, ctx);
+      if (res) error = await this.transport.fail(res, "PUT", url, ctx);
       if (attempt > policy.retries) throw asCakeError(error, ctx);
       await sleep(retryDelay(attempt, policy, res?.headers["retry-after"]), opts.signal);
     }
@@ -493,10 +399,10 @@ export class RegistryClient {
     ctx: string,
     session: UploadSession | undefined,
   ): Promise<void> {
-    const policy = { ...DEFAULT_RETRY, ...this.opts.retry };
+    const policy = { ...DEFAULT_RETRY, ...this.transport.opts.retry };
     const s = session ?? (await this.startUploadSession(repo, ctx));
     let location = s.location;
-    let chunk = Math.max(opts.chunkSize ?? this.opts.chunkSize ?? REGISTRY_DEFAULTS.chunkSize, s.minChunk ?? 1);
+    let chunk = Math.max(opts.chunkSize ?? this.transport.opts.chunkSize ?? REGISTRY_DEFAULTS.chunkSize, s.minChunk ?? 1);
     const floor = Math.min(REGISTRY_DEFAULTS.minChunkSize, chunk);
     let offset = 0;
     let failures = 0;
@@ -518,7 +424,7 @@ export class RegistryClient {
         if (buf) {
           let res: HttpResponse | undefined;
           try {
-            res = await this.send(location, {
+            res = await this.transport.send(location, {
               method: "PATCH",
               headers: {
                 "content-type": "application/octet-stream",
@@ -526,7 +432,7 @@ export class RegistryClient {
                 "content-length": String(len),
               },
               body: buf,
-              scopes: this.push(repo),
+              scopes: this.transport.pushScopes(repo),
               context: ctx,
               signal: opts.signal,
               retry: { retries: 0 },
@@ -548,7 +454,7 @@ export class RegistryClient {
           }
           if (res) {
             const tooBig = res.status === 413 || ((res.status === 400 || res.status === 416) && len > floor);
-            const error = await this.fail(res, "PATCH", location, ctx);
+            const error = await this.transport.fail(res, "PATCH", location, ctx);
             if (!tooBig && res.status !== 416 && !RETRYABLE_STATUS.has(res.status)) throw error;
             failure = { error, tooBig, retryAfter: res.headers["retry-after"] };
           }
@@ -592,120 +498,22 @@ export class RegistryClient {
     }
 
     const url = withDigest(location, desc.digest);
-    const res = await this.send(url, {
+    const res = await this.transport.send(url, {
       method: "PUT",
       headers: { "content-type": "application/octet-stream" },
       body: Buffer.alloc(0),
-      scopes: this.push(repo),
+      scopes: this.transport.pushScopes(repo),
       context: ctx,
       signal: opts.signal,
     });
     if (res.status < 200 || res.status >= 300) {
-      const error = await this.fail(res, "PUT", url, ctx);
+      const error = await this.transport.fail(res, "PUT", url, ctx);
       // A retried PUT whose first try went through finds its upload gone but the blob there.
       if (res.status === 404 && (await this.hasBlob(repo, desc.digest)) !== undefined) return;
       throw error;
     }
     await res.body.dump();
-    this.checkDigestHeader(res, desc.digest, ctx, "uploaded blob");
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // plumbing
-
-  private context(repo: string, reference?: string): string {
-    assertRepository(repo, this.registry);
-    if (reference === undefined) return `${this.registry}/${repo}`;
-    return `${this.registry}/${repo}${reference.includes(":") ? "@" : ":"}${reference}`;
-  }
-
-  private pull(repo: string): string[] {
-    return [repositoryScope(repo, "pull")];
-  }
-
-  private push(repo: string): string[] {
-    return [repositoryScope(repo, "pull,push")];
-  }
-
-  /**
-   * One request with authentication: the header the Authenticator has for these scopes, and on
-   * a 401 one more try with what the challenge asks for (a token refreshed, a scope added).
-   * Authorization only ever goes to the registry's own origin.
-   */
-  private send(url: string, req: SendRequest): Promise<HttpResponse> {
-    return this.authorized(url, req, (r) => httpRequest(url, r), (res) => res.body.dump());
-  }
-
-  /**
-   * A small answer (a manifest, a tag page, a config) read whole with authentication: an answer cut
-   * half-way is asked again in the same retry loop as the request itself (src/http `httpReadAll`).
-   * Answers that are not 2xx come back read (up to 64 KiB) for `failRead`.
-   */
-  private sendRead(url: string, req: SendRequest, limit: number, what: string): Promise<HttpDocument> {
-    return this.authorized(url, req, (r) => httpReadAll(url, { ...r, limit, what: `${req.context}: ${what}` }), async () => {});
-  }
-
-  /**
-   * One request with authentication: the header the Authenticator has for these scopes, and on
-   * a 401 one more try with what the challenge asks for (a token refreshed, a scope added).
-   * Authorization only ever goes to the registry's own origin.
-   */
-  private async authorized<T extends { status: number; headers: HttpResponse["headers"] }>(
-    url: string,
-    req: SendRequest,
-    call: (r: HttpRequest) => Promise<T>,
-    drop: (res: T) => Promise<unknown>,
-  ): Promise<T> {
-    const sameOrigin = new URL(url).origin === this.origin;
-    let authorization = sameOrigin ? await this.auth.authorization(req.scopes) : undefined;
-    for (let attempt = 0; ; attempt++) {
-      let res: T;
-      try {
-        res = await call({
-          method: req.method,
-          headers: { "user-agent": this.userAgent, ...req.headers, ...(authorization ? { authorization } : {}) },
-          body: req.body,
-          signal: req.signal,
-          followRedirects: req.followRedirects,
-          retry: req.retry ?? this.opts.retry,
-          dispatcher: this.opts.dispatcher,
-        });
-      } catch (err) {
-        if (req.signal?.aborted || hasSourceError(err)) throw err;
-        if (isCakeError(err, "E_NETWORK")) throw new CakeError("E_NETWORK", `${req.context}: ${err.message}`, { cause: err });
-        if (isCakeError(err)) throw err;
-        throw new CakeError("E_NETWORK", `${req.context}: ${req.method} ${urlish(url)}: ${describeError(err)}`, { cause: err });
-      }
-      if (res.status !== 401 || attempt > 0 || !sameOrigin) return res;
-      let next: string | undefined;
-      try {
-        next = await this.auth.challenge(res.headers["www-authenticate"], req.scopes, authorization);
-      } catch (err) {
-        await drop(res).catch(() => {});
-        throw err;
-      }
-      if (next === undefined) return res;
-      await drop(res);
-      authorization = next;
-    }
-  }
-
-  /** The error for an answer read whole by `sendRead`. */
-  private async failRead(res: HttpDocument, method: string, url: string, ctx: string) {
-    const hint = res.status === 401 || res.status === 403 ? await this.auth.describeCredentials() : undefined;
-    return errorFromBody(res.status, res.bytes, method, url, ctx, hint);
-  }
-
-  private async fail(res: HttpResponse, method: string, url: string, ctx: string) {
-    const hint = res.status === 401 || res.status === 403 ? await this.auth.describeCredentials() : undefined;
-    return registryError(res, method, url, ctx, hint);
-  }
-
-  private checkDigestHeader(res: HttpResponse, expected: string, ctx: string, what: string): void {
-    const claimed = header(res.headers, "docker-content-digest");
-    if (claimed?.startsWith("sha256:") && claimed !== expected) {
-      throw new CakeError("E_DIGEST", `${ctx}: the registry stored the ${what} as ${claimed}, expected ${expected}`);
-    }
+    this.transport.checkDigestHeader(res, desc.digest, ctx, "uploaded blob");
   }
 }
 
@@ -729,24 +537,15 @@ function withDigest(location: string, digest: string): string {
   return `${base}${base.includes("?") ? "&" : "?"}digest=${encodeURIComponent(digest)}`;
 }
 
-function hasSourceError(err: unknown): boolean {
-  for (let e = err as { cause?: unknown } | undefined, i = 0; e && i < 8; e = e.cause as typeof e, i++) {
-    if (e instanceof SourceError) return true;
-  }
-  return false;
-}
-
 function retryableUploadError(err: unknown, signal?: AbortSignal): boolean {
   if (signal?.aborted) return false;
-  return hasSourceError(err) || isCakeError(err, "E_NETWORK") || isNetworkError(err);
+  return findSourceError(err) !== undefined || isCakeError(err, "E_NETWORK") || isNetworkError(err);
 }
 
 function asCakeError(err: unknown, ctx: string): unknown {
   if (isCakeError(err)) return err;
-  for (let e = err as { cause?: unknown } | undefined, i = 0; e && i < 8; e = e.cause as typeof e, i++) {
-    if (e instanceof SourceError) return new CakeError("E_IO", `${ctx}: ${e.message}`, { cause: e.cause });
-  }
-  return err;
+  const source = findSourceError(err);
+  return source ? new CakeError("E_IO", `${ctx}: ${source.message}`, { cause: source.cause }) : err;
 }
 
 function openSource(open: (start: number) => Readable, start: number): Readable {
