@@ -16,9 +16,10 @@ import { header, parseContentRange, type HttpResponse } from "../http/request.js
 import { DEFAULT_RETRY, RETRYABLE_STATUS, isNetworkError, retryDelay, sleep } from "../http/retry.js";
 import { repositoryScope } from "./auth/index.js";
 import { discard, urlish } from "./errors.js";
-import { MEDIA_TYPE, MiB, REGISTRY_DEFAULTS, type BlobDescriptor, type FetchedBlob, type PushBlobOptions, type PushBlobResult, type RegistryClientOptions } from "./options.js";
-import { assertDigest, assertRepository, assertTagOrDigest, isDigest } from "./reference.js";
+import { REGISTRY_DEFAULTS, type BlobDescriptor, type FetchedBlob, type PushBlobOptions, type PushBlobResult, type RegistryClientOptions } from "./options.js";
+import { assertDigest, assertRepository } from "./reference.js";
 import { SourceError, findSourceError } from "./source-error.js";
+import { getManifest, headManifest, putManifest } from "./manifests.js";
 import { RegistryTransport } from "./transport.js";
 
 export {
@@ -31,7 +32,6 @@ export {
   type RegistryClientOptions,
 } from "./options.js";
 
-const MANIFEST_ACCEPT = Object.values(MEDIA_TYPE).join(", ");
 /** The token scope distribution asks for on `GET /v2/_catalog`. */
 const CATALOG_SCOPE = "registry:catalog:*";
 
@@ -52,75 +52,24 @@ export class RegistryClient {
     this.origin = this.transport.origin;
   }
 
-  // -------------------------------------------------------------------------------------------
-  // manifests
+  // manifests (manifests.ts)
 
   /**
    * GET a manifest (OCI manifest or index, docker v2 manifest or list), refusing more than 4 MiB.
    * By digest, the bytes must hash to it; by tag, to the `Docker-Content-Digest` the registry sent.
    */
-  async getManifest(repo: string, reference: string): Promise<{ bytes: Buffer; mediaType: string; digest: string }> {
-    const ctx = this.transport.context(repo, reference);
-    assertTagOrDigest(reference, ctx);
-    const url = `${this.origin}/v2/${repo}/manifests/${reference}`;
-    const limit = REGISTRY_DEFAULTS.manifestLimit;
-    const res = await this.transport.sendRead(url, { method: "GET", headers: { accept: MANIFEST_ACCEPT }, scopes: this.transport.pullScopes(repo), context: ctx }, limit, "manifest");
-    if (res.status !== 200) throw await this.transport.failRead(res, "GET", url, ctx);
-    const bytes = res.bytes;
-    const digest = sha256Digest(bytes);
-    if (isDigest(reference) && digest !== reference) {
-      throw new CakeError("E_DIGEST", `${ctx}: the registry sent a manifest that hashes to ${digest}, not the digest asked for`);
-    }
-    const claimed = header(res.headers, "docker-content-digest");
-    if (claimed?.startsWith("sha256:") && claimed !== digest) {
-      throw new CakeError("E_DIGEST", `${ctx}: manifest hashes to ${digest} but the registry says ${claimed}`);
-    }
-    return { bytes, mediaType: manifestMediaType(header(res.headers, "content-type"), bytes), digest };
+  getManifest(repo: string, reference: string): Promise<{ bytes: Buffer; mediaType: string; digest: string }> {
+    return getManifest(this.transport, repo, reference);
   }
 
   /** HEAD a manifest: its digest, size and media type, or undefined when there is none. */
-  async headManifest(repo: string, reference: string): Promise<{ digest: string; size: number; mediaType: string } | undefined> {
-    const ctx = this.transport.context(repo, reference);
-    assertTagOrDigest(reference, ctx);
-    const url = `${this.origin}/v2/${repo}/manifests/${reference}`;
-    const res = await this.transport.send(url, { method: "HEAD", headers: { accept: MANIFEST_ACCEPT }, scopes: this.transport.pullScopes(repo), context: ctx });
-    await res.body.dump();
-    if (res.status === 404) return undefined;
-    if (res.status !== 200) throw await this.transport.fail(res, "HEAD", url, ctx);
-    const digest = header(res.headers, "docker-content-digest") ?? (isDigest(reference) ? reference : undefined);
-    const size = Number(header(res.headers, "content-length"));
-    const contentType = header(res.headers, "content-type");
-    if (digest === undefined || !Number.isFinite(size) || !contentType) {
-      // Not every registry says all of it on HEAD: ask for the manifest itself.
-      const m = await this.getManifest(repo, reference);
-      return { digest: m.digest, size: m.bytes.length, mediaType: m.mediaType };
-    }
-    return { digest, size, mediaType: manifestMediaType(contentType, Buffer.alloc(0)) };
+  headManifest(repo: string, reference: string): Promise<{ digest: string; size: number; mediaType: string } | undefined> {
+    return headManifest(this.transport, repo, reference);
   }
 
   /** PUT a manifest under a tag or its digest; returns its digest (checked against the registry's). */
-  async putManifest(repo: string, reference: string, bytes: Buffer, mediaType: string): Promise<string> {
-    const ctx = this.transport.context(repo, reference);
-    assertTagOrDigest(reference, ctx);
-    if (bytes.length > REGISTRY_DEFAULTS.manifestLimit) {
-      throw new CakeError("E_SIZE", `${ctx}: manifest is ${bytes.length} bytes, more than the ${REGISTRY_DEFAULTS.manifestLimit / MiB} MiB registries accept`);
-    }
-    const digest = sha256Digest(bytes);
-    if (isDigest(reference) && reference !== digest) {
-      throw new CakeError("E_DIGEST", `${ctx}: manifest hashes to ${digest}, not the digest it is pushed as`);
-    }
-    const url = `${this.origin}/v2/${repo}/manifests/${reference}`;
-    const res = await this.transport.send(url, {
-      method: "PUT",
-      headers: { "content-type": mediaType },
-      body: bytes,
-      scopes: this.transport.pushScopes(repo),
-      context: ctx,
-    });
-    if (res.status < 200 || res.status >= 300) throw await this.transport.fail(res, "PUT", url, ctx);
-    await res.body.dump();
-    this.transport.checkDigestHeader(res, digest, ctx, "manifest");
-    return digest;
+  putManifest(repo: string, reference: string, bytes: Buffer, mediaType: string): Promise<string> {
+    return putManifest(this.transport, repo, reference, bytes, mediaType);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -515,19 +464,6 @@ export class RegistryClient {
     await res.body.dump();
     this.transport.checkDigestHeader(res, desc.digest, ctx, "uploaded blob");
   }
-}
-
-/** The media type of a manifest: the Content-Type, else the `mediaType` the JSON declares. */
-function manifestMediaType(contentType: string | undefined, bytes: Buffer): string {
-  const ct = contentType?.split(";")[0]?.trim().toLowerCase();
-  if (ct && ct !== "application/json" && ct !== "text/plain" && ct !== "application/octet-stream") return ct;
-  try {
-    const m = (JSON.parse(bytes.toString("utf8")) as { mediaType?: unknown }).mediaType;
-    if (typeof m === "string") return m;
-  } catch {
-    // not JSON: the registry's word is all there is
-  }
-  return ct ?? "application/octet-stream";
 }
 
 /** An upload URL with `digest=` added, keeping its query (distribution's `_state`) byte for byte. */
