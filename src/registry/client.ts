@@ -9,16 +9,16 @@
  * reference, and the registry's own error code.
  */
 import { Readable } from "node:stream";
-import { sha256Digest } from "../digest.js";
 import { CakeError, isCakeError } from "../errors.js";
 import { followPages } from "../http/paginate.js";
-import { header, parseContentRange, type HttpResponse } from "../http/request.js";
+import { header, type HttpResponse } from "../http/request.js";
 import { DEFAULT_RETRY, RETRYABLE_STATUS, isNetworkError, retryDelay, sleep } from "../http/retry.js";
 import { repositoryScope } from "./auth/index.js";
-import { discard, urlish } from "./errors.js";
+import { urlish } from "./errors.js";
 import { REGISTRY_DEFAULTS, type BlobDescriptor, type FetchedBlob, type PushBlobOptions, type PushBlobResult, type RegistryClientOptions } from "./options.js";
 import { assertDigest, assertRepository } from "./reference.js";
 import { SourceError, findSourceError } from "./source-error.js";
+import { fetchBlob, hasBlob, readBlob } from "./blobs.js";
 import { getManifest, headManifest, putManifest } from "./manifests.js";
 import { RegistryTransport } from "./transport.js";
 
@@ -73,63 +73,24 @@ export class RegistryClient {
   }
 
   // -------------------------------------------------------------------------------------------
-  // blobs
+  // blobs (blobs.ts; a mount or a push is an upload)
 
   /** HEAD a blob: its size (-1 when the registry does not say), or undefined when it is not there. */
-  async hasBlob(repo: string, digest: string): Promise<number | undefined> {
-    const ctx = this.transport.context(repo, digest);
-    assertDigest(digest, ctx);
-    const url = `${this.origin}/v2/${repo}/blobs/${digest}`;
-    const res = await this.transport.send(url, { method: "HEAD", scopes: this.transport.pullScopes(repo), context: ctx });
-    await res.body.dump();
-    if (res.status === 404) return undefined;
-    if (res.status !== 200) throw await this.transport.fail(res, "HEAD", url, ctx);
-    const size = Number(header(res.headers, "content-length"));
-    return Number.isFinite(size) ? size : -1;
+  hasBlob(repo: string, digest: string): Promise<number | undefined> {
+    return hasBlob(this.transport, repo, digest);
   }
 
   /**
-   * GET a blob, or the bytes [start, end) of it. The registry may redirect to storage (followed,
-   * without Authorization) and may ignore the Range: `start` says where the body really begins.
-   * The caller owns `body` and verifies what it reads.
+   * GET a blob, or the bytes [start, end) of it, maybe from where the registry redirects to;
+   * `start` says where the body really begins. The caller owns `body` and verifies what it reads.
    */
-  async fetchBlob(repo: string, digest: string, range?: { start: number; end?: number }, signal?: AbortSignal): Promise<FetchedBlob> {
-    const ctx = this.transport.context(repo, digest);
-    assertDigest(digest, ctx);
-    const headers: Record<string, string> = {};
-    if (range && (range.start > 0 || range.end !== undefined)) {
-      if (!Number.isSafeInteger(range.start) || range.start < 0 || (range.end !== undefined && !(range.end > range.start))) {
-        throw new CakeError("E_USAGE", `${ctx}: bad byte range ${range.start}-${range.end ?? ""}`);
-      }
-      headers.range = `bytes=${range.start}-${range.end !== undefined ? range.end - 1 : ""}`;
-    }
-    const url = `${this.origin}/v2/${repo}/blobs/${digest}`;
-    const res = await this.transport.send(url, { method: "GET", headers, scopes: this.transport.pullScopes(repo), context: ctx, signal });
-    if (res.status === 200) {
-      const len = Number(header(res.headers, "content-length"));
-      return { body: res.body, status: 200, start: 0, totalSize: Number.isFinite(len) ? len : undefined };
-    }
-    if (res.status === 206) {
-      const cr = parseContentRange(header(res.headers, "content-range"));
-      if (!cr) {
-        discard(res.body);
-        throw new CakeError("E_REGISTRY", `${ctx}: GET ${urlish(res.url)} returned 206 without a valid Content-Range`);
-      }
-      return { body: res.body, status: 206, start: cr.start, totalSize: cr.total };
-    }
-    throw await this.transport.fail(res, "GET", url, ctx);
+  fetchBlob(repo: string, digest: string, range?: { start: number; end?: number }, signal?: AbortSignal): Promise<FetchedBlob> {
+    return fetchBlob(this.transport, repo, digest, range, signal);
   }
 
   /** A small blob (a config, a recipe) read whole and checked against its digest. */
-  async readBlob(repo: string, digest: string, limit: number): Promise<Buffer> {
-    const ctx = this.transport.context(repo, digest);
-    assertDigest(digest, ctx);
-    const url = `${this.origin}/v2/${repo}/blobs/${digest}`;
-    const res = await this.transport.sendRead(url, { method: "GET", scopes: this.transport.pullScopes(repo), context: ctx }, limit, "blob");
-    if (res.status !== 200) throw await this.transport.failRead(res, "GET", url, ctx);
-    const got = sha256Digest(res.bytes);
-    if (got !== digest) throw new CakeError("E_DIGEST", `${ctx}: the registry sent a blob that hashes to ${got}`);
-    return res.bytes;
+  readBlob(repo: string, digest: string, limit: number): Promise<Buffer> {
+    return readBlob(this.transport, repo, digest, limit);
   }
 
   /**
