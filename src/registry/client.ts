@@ -6,16 +6,14 @@
  *
  * A thin facade over one role per file, as oras-go's registry/remote: the transport
  * (transport.ts: origin, Authenticator, user agent; every request and every failure),
- * manifests.ts, blobs.ts and upload.ts. Every failure is a one-line CakeError naming
+ * manifests.ts, blobs.ts, upload.ts and tags.ts. Every failure is a one-line CakeError naming
  * registry, repository and reference, and the registry's own error code.
  */
 import type { Readable } from "node:stream";
-import { CakeError } from "../errors.js";
-import { followPages } from "../http/paginate.js";
 import { fetchBlob, hasBlob, readBlob } from "./blobs.js";
 import { getManifest, headManifest, putManifest } from "./manifests.js";
-import { REGISTRY_DEFAULTS, type BlobDescriptor, type FetchedBlob, type PushBlobOptions, type PushBlobResult, type RegistryClientOptions } from "./options.js";
-import { assertRepository } from "./reference.js";
+import type { BlobDescriptor, FetchedBlob, PushBlobOptions, PushBlobResult, RegistryClientOptions } from "./options.js";
+import { catalog, listTags, tags } from "./tags.js";
 import { RegistryTransport } from "./transport.js";
 import { mountBlob, pushBlob } from "./upload.js";
 
@@ -28,9 +26,6 @@ export {
   type PushBlobResult,
   type RegistryClientOptions,
 } from "./options.js";
-
-/** The token scope distribution asks for on `GET /v2/_catalog`. */
-const CATALOG_SCOPE = "registry:catalog:*";
 
 export class RegistryClient {
   readonly registry: string;
@@ -91,72 +86,17 @@ export class RegistryClient {
   }
 
   /** Tags of a repository, page by page, following `Link: <…>; rel="next"`. */
-  async *tags(repo: string, opts: { pageSize?: number } = {}): AsyncGenerator<string> {
-    const ctx = this.transport.context(repo);
-    assertRepository(repo, this.registry);
-    const first = `${this.origin}/v2/${repo}/tags/list${opts.pageSize ? `?n=${opts.pageSize}` : ""}`;
-    const read = async (url: string) => {
-      const res = await this.transport.sendRead(url, { method: "GET", scopes: this.transport.pullScopes(repo), context: ctx }, REGISTRY_DEFAULTS.tagsPageLimit, "tag list");
-      if (res.status !== 200) throw await this.transport.failRead(res, "GET", url, ctx);
-      return { page: res.bytes, link: res.headers.link };
-    };
-    for await (const body of followPages(first, read, { what: `${ctx}: tag listing`, code: "E_REGISTRY" })) {
-      let tags: unknown;
-      try {
-        tags = (JSON.parse(body.toString("utf8")) as { tags?: unknown }).tags;
-      } catch {
-        throw new CakeError("E_REGISTRY", `${ctx}: tag list is not JSON`);
-      }
-      if (tags !== null && tags !== undefined && !(Array.isArray(tags) && tags.every((t) => typeof t === "string"))) {
-        throw new CakeError("E_REGISTRY", `${ctx}: tag list "tags" is not an array of strings`);
-      }
-      for (const t of (tags as string[] | null | undefined) ?? []) yield t;
-    }
+  tags(repo: string, opts: { pageSize?: number } = {}): AsyncGenerator<string> {
+    return tags(this.transport, repo, opts);
   }
 
-  /**
-   * Repositories of the registry, page by page, following `Link` (`GET /v2/_catalog`, distribution's
-   * catalog API; not part of the OCI spec, so many registries do not offer it). A registry that
-   * answers 404, 401/403 or UNSUPPORTED gets one clear CakeError saying so.
-   */
-  async *catalog(opts: { pageSize?: number } = {}): AsyncGenerator<string> {
-    const ctx = this.registry;
-    const first = `${this.origin}/v2/_catalog${opts.pageSize ? `?n=${opts.pageSize}` : ""}`;
-    const read = async (url: string) => {
-      const res = await this.transport.sendRead(url, { method: "GET", scopes: [CATALOG_SCOPE], context: ctx }, REGISTRY_DEFAULTS.tagsPageLimit, "catalog");
-      if (res.status !== 200) {
-        const err = await this.transport.failRead(res, "GET", url, ctx);
-        const refused = res.status === 401 || res.status === 403;
-        const hint = refused ? `; ${await this.transport.describeCredentials()}` : "";
-        if (res.status === 404 || refused || err.errors.some((e) => e.code === "UNSUPPORTED")) {
-          throw new CakeError(
-            refused ? "E_AUTH" : "E_NOT_FOUND",
-            `${ctx}: the registry does not ${refused ? "let you list" : "offer a list of"} its repositories (GET /v2/_catalog: HTTP ${res.status}${hint}); ` +
-              `name a repository instead (${ctx}/<repository>)`,
-            { cause: err },
-          );
-        }
-        throw err;
-      }
-      return { page: res.bytes, link: res.headers.link };
-    };
-    for await (const body of followPages(first, read, { what: `${ctx}: catalog`, code: "E_REGISTRY" })) {
-      let repos: unknown;
-      try {
-        repos = (JSON.parse(body.toString("utf8")) as { repositories?: unknown }).repositories;
-      } catch {
-        throw new CakeError("E_REGISTRY", `${ctx}: catalog is not JSON`);
-      }
-      if (repos !== null && repos !== undefined && !(Array.isArray(repos) && repos.every((r) => typeof r === "string"))) {
-        throw new CakeError("E_REGISTRY", `${ctx}: catalog "repositories" is not an array of strings`);
-      }
-      for (const r of (repos as string[] | null | undefined) ?? []) yield r;
-    }
+  /** Repositories of the registry (`GET /v2/_catalog`, where the registry offers it), page by page. */
+  catalog(opts: { pageSize?: number } = {}): AsyncGenerator<string> {
+    return catalog(this.transport, opts);
   }
 
-  async listTags(repo: string): Promise<string[]> {
-    const out: string[] = [];
-    for await (const t of this.tags(repo)) out.push(t);
-    return out;
+  /** Every tag of a repository, all pages read. */
+  listTags(repo: string): Promise<string[]> {
+    return listTags(this.transport, repo);
   }
 }
