@@ -13,11 +13,21 @@ import { urlish } from "./errors.js";
 import { REGISTRY_DEFAULTS, type BlobDescriptor, type PushBlobOptions, type PushBlobResult } from "./options.js";
 import { assertDigest, assertRepository } from "./reference.js";
 import { SourceError, findSourceError } from "./source-error.js";
-import type { RegistryTransport } from "./transport.js";
+import type { RegistryTransport, SendRequest } from "./transport.js";
 
 interface UploadSession {
   location: string;
   minChunk?: number;
+}
+
+/** One blob being pushed: where to, what, the caller's source and options, and the name messages use. */
+interface UploadJob {
+  t: RegistryTransport;
+  repo: string;
+  desc: BlobDescriptor;
+  open: (start: number) => Readable;
+  opts: PushBlobOptions;
+  ctx: string;
 }
 
 /**
@@ -56,9 +66,9 @@ export async function pushBlob(t: RegistryTransport, repo: string, desc: BlobDes
     session = s;
   }
   if (desc.size <= (t.opts.monolithicThreshold ?? REGISTRY_DEFAULTS.monolithicThreshold)) {
-    await uploadMonolithic(t, repo, desc, open, opts, ctx, session);
+    await uploadMonolithic({ t, repo, desc, open, opts, ctx }, session);
   } else {
-    await uploadChunked(t, repo, desc, open, opts, ctx, session);
+    await uploadChunked({ t, repo, desc, open, opts, ctx }, session);
   }
   return "uploaded";
 }
@@ -106,37 +116,21 @@ async function uploadStatus(t: RegistryTransport, location: string, repo: string
   return { location: loc ? new URL(loc, location).toString() : location, committed: last > 0 ? last + 1 : 0 };
 }
 
-async function uploadMonolithic(
-  t: RegistryTransport,
-  repo: string,
-  desc: BlobDescriptor,
-  open: (start: number) => Readable,
-  opts: PushBlobOptions,
-  ctx: string,
-  session: UploadSession | undefined,
-): Promise<void> {
+async function uploadMonolithic(job: UploadJob, session: UploadSession | undefined): Promise<void> {
+  const { t, repo, desc, open, opts, ctx } = job;
   const policy = { ...DEFAULT_RETRY, ...t.opts.retry };
   for (let attempt = 1; ; attempt++) {
     opts.signal?.throwIfAborted();
     const s = session ?? (await startUploadSession(t, repo, ctx));
     session = undefined; // a failed attempt leaves the session in an unknown state: next time, a new one
     const url = withDigest(s.location, desc.digest);
-    let res: HttpResponse | undefined;
-    let error: unknown;
-    try {
-      res = await t.send(url, {
-        method: "PUT",
-        headers: { "content-type": "application/octet-stream", "content-length": String(desc.size) },
-        body: () => Readable.from(countedSource(open, 0, desc.size, ctx, opts.onProgress)),
-        scopes: t.pushScopes(repo),
-        context: ctx,
-        signal: opts.signal,
-        retry: { retries: 0 },
-      });
-    } catch (err) {
-      if (!retryableUploadError(err, opts.signal)) throw asCakeError(err, ctx);
-      error = err;
-    }
+    const sent = await sendOnce(job, url, {
+      method: "PUT",
+      headers: { "content-type": "application/octet-stream", "content-length": String(desc.size) },
+      body: () => Readable.from(countedSource(open, 0, desc.size, ctx, opts.onProgress)),
+    });
+    const res = sent.res;
+    let error = sent.error;
     if (res && res.status >= 200 && res.status < 300) {
       await res.body.dump();
       t.checkDigestHeader(res, desc.digest, ctx, "uploaded blob");
@@ -149,19 +143,30 @@ async function uploadMonolithic(
   }
 }
 
+/**
+ * One try of an upload request, not retried by the HTTP layer (the body may not be sendable twice,
+ * and a failed chunk is resumed from where the registry stands): the answer, or a network or
+ * source failure the caller may try again after; anything else is thrown.
+ */
+async function sendOnce(
+  job: UploadJob,
+  url: string,
+  req: Pick<SendRequest, "method" | "headers" | "body">,
+): Promise<{ res?: HttpResponse; error?: unknown }> {
+  try {
+    return { res: await job.t.send(url, { ...req, scopes: job.t.pushScopes(job.repo), context: job.ctx, signal: job.opts.signal, retry: { retries: 0 } }) };
+  } catch (err) {
+    if (!retryableUploadError(err, job.opts.signal)) throw asCakeError(err, job.ctx);
+    return { error: err };
+  }
+}
+
 async function startUploadSession(t: RegistryTransport, repo: string, ctx: string): Promise<UploadSession> {
   return (await startUpload(t, repo, ctx)) as UploadSession;
 }
 
-async function uploadChunked(
-  t: RegistryTransport,
-  repo: string,
-  desc: BlobDescriptor,
-  open: (start: number) => Readable,
-  opts: PushBlobOptions,
-  ctx: string,
-  session: UploadSession | undefined,
-): Promise<void> {
+async function uploadChunked(job: UploadJob, session: UploadSession | undefined): Promise<void> {
+  const { t, repo, desc, open, opts, ctx } = job;
   const policy = { ...DEFAULT_RETRY, ...t.opts.retry };
   const s = session ?? (await startUploadSession(t, repo, ctx));
   let location = s.location;
@@ -185,25 +190,17 @@ async function uploadChunked(
         throw new CakeError("E_SIZE", `${ctx}: the blob to upload ended after ${offset + buf.length} bytes, expected ${desc.size}`);
       }
       if (buf) {
-        let res: HttpResponse | undefined;
-        try {
-          res = await t.send(location, {
-            method: "PATCH",
-            headers: {
-              "content-type": "application/octet-stream",
-              "content-range": `${offset}-${offset + len - 1}`,
-              "content-length": String(len),
-            },
-            body: buf,
-            scopes: t.pushScopes(repo),
-            context: ctx,
-            signal: opts.signal,
-            retry: { retries: 0 },
-          });
-        } catch (err) {
-          if (!retryableUploadError(err, opts.signal)) throw asCakeError(err, ctx);
-          failure = { error: err, tooBig: false };
-        }
+        const sent = await sendOnce(job, location, {
+          method: "PATCH",
+          headers: {
+            "content-type": "application/octet-stream",
+            "content-range": `${offset}-${offset + len - 1}`,
+            "content-length": String(len),
+          },
+          body: buf,
+        });
+        const res = sent.res;
+        if ("error" in sent) failure = { error: sent.error, tooBig: false };
         if (res && res.status >= 200 && res.status < 300) {
           await res.body.dump();
           const loc = header(res.headers, "location");
