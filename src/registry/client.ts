@@ -4,833 +4,99 @@
  * digest (verified), blobs (existence, ranged fetch, cross-repo mount, monolithic and chunked
  * push that resumes where the registry says it stands), and tag listings that follow `Link`.
  *
- * Every request goes through the shared HTTP layer (src/http/request.ts) and the Authenticator,
- * which answers 401s; every failure is a one-line CakeError naming registry, repository and
- * reference, and the registry's own error code.
+ * A thin facade over one role per file, as oras-go's registry/remote: the transport
+ * (transport.ts: origin, Authenticator, user agent; every request and every failure),
+ * manifests.ts, blobs.ts, upload.ts and tags.ts. Every failure is a one-line CakeError naming
+ * registry, repository and reference, and the registry's own error code.
  */
-import { Readable } from "node:stream";
-import type { Dispatcher } from "undici";
-import { sha256Digest } from "../digest.js";
-import { CakeError, isCakeError } from "../errors.js";
-import { MANIFEST_LIMIT, MT } from "../format/oci.js";
-import { followPages } from "../http/paginate.js";
-import { header, httpReadAll, httpRequest, parseContentRange, type HttpDocument, type HttpMethod, type HttpRequest, type HttpResponse } from "../http/request.js";
-import { DEFAULT_RETRY, RETRYABLE_STATUS, describeError, isNetworkError, retryDelay, sleep, type RetryPolicy } from "../http/retry.js";
-import { Authenticator, lookupCredentials, repositoryScope, type Credentials } from "./auth/index.js";
-import { discard, errorFromBody, registryError, urlish } from "./errors.js";
-import { DOCKER_HUB, assertDigest, assertRepository, assertTagOrDigest, isDigest, isPlainHttpHost } from "./reference.js";
+import type { Readable } from "node:stream";
+import { fetchBlob, hasBlob, readBlob } from "./blobs.js";
+import { getManifest, headManifest, putManifest } from "./manifests.js";
+import type { BlobDescriptor, FetchedBlob, PushBlobOptions, PushBlobResult, RegistryClientOptions } from "./options.js";
+import { catalog, listTags, tags } from "./tags.js";
+import { RegistryTransport } from "./transport.js";
+import { mountBlob, pushBlob } from "./upload.js";
 
-const MiB = 1024 * 1024;
-
-/**
- * Sizes that matter for push speed and memory. A chunk is held in memory so it can be sent again
- * after a failure; 8 MiB keeps a 16-wide transfer pool under 150 MiB, and is halved (down to
- * 1 MiB) on registries that refuse it.
- */
-export const REGISTRY_DEFAULTS = {
-  /** Blobs up to this size go up as POST + one streamed PUT. */
-  monolithicThreshold: 16 * MiB,
-  /** First PATCH size for bigger blobs. */
-  chunkSize: 8 * MiB,
-  /** Halving a refused chunk stops here. */
-  minChunkSize: 1 * MiB,
-  /** Manifests bigger than this are refused, both ways (distribution's own limit). */
-  manifestLimit: MANIFEST_LIMIT,
-  /** One page of a tag listing. */
-  tagsPageLimit: 16 * MiB,
-} as const;
-
-/** The manifest media types a registry may answer with (their strings live in format/oci.ts). */
-export const MEDIA_TYPE = {
-  ociManifest: MT.manifest,
-  ociIndex: MT.index,
-  dockerManifest: MT.dockerManifest,
-  dockerManifestList: MT.dockerList,
-} as const;
-
-const MANIFEST_ACCEPT = Object.values(MEDIA_TYPE).join(", ");
-/** The token scope distribution asks for on `GET /v2/_catalog`. */
-const CATALOG_SCOPE = "registry:catalog:*";
-
-export interface RegistryClientOptions {
-  /** `host[:port]`; `docker.io` means Docker Hub. */
-  registry: string;
-  /** Speak HTTP instead of HTTPS (default: only for localhost, 127.0.0.0/8, ::1). */
-  plainHttp?: boolean;
-  /** Explicit credentials win over the docker config. */
-  username?: string;
-  password?: string;
-  /** Docker config directory (default `$DOCKER_CONFIG` or `~/.docker`). */
-  dockerConfig?: string;
-  userAgent?: string;
-  /** See REGISTRY_DEFAULTS. */
-  monolithicThreshold?: number;
-  chunkSize?: number;
-  retry?: Partial<RetryPolicy>;
-  dispatcher?: Dispatcher;
-}
-
-export interface BlobDescriptor {
-  digest: string;
-  size: number;
-}
-
-export interface PushBlobOptions {
-  /** First PATCH size (default: the client's, see REGISTRY_DEFAULTS). */
-  chunkSize?: number;
-  /** Bytes of this blob sent so far (can go back after a failed chunk). */
-  onProgress?: (bytes: number) => void;
-  signal?: AbortSignal;
-  /** Repositories on the same registry that may already hold the blob: tried as mounts first. */
-  mountFrom?: string[];
-}
-
-export type PushBlobResult = "exists" | "mounted" | "uploaded";
-
-export interface FetchedBlob {
-  body: Readable;
-  status: number;
-  /** Offset of the first byte of `body`: 0 when the registry ignored the Range and sent it all. */
-  start: number;
-  totalSize?: number;
-}
-
-/** An error from the caller's `open()` stream, as opposed to the network. */
-class SourceError extends Error {
-  constructor(cause: unknown) {
-    super(`reading the blob to upload failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
-    this.name = "SourceError";
-  }
-}
-
-interface UploadSession {
-  location: string;
-  minChunk?: number;
-}
-
-interface SendRequest {
-  method: HttpMethod;
-  headers?: Record<string, string>;
-  body?: HttpRequest["body"];
-  scopes: string[];
-  context: string;
-  signal?: AbortSignal;
-  retry?: Partial<RetryPolicy>;
-  followRedirects?: boolean;
-}
+export {
+  MEDIA_TYPE,
+  REGISTRY_DEFAULTS,
+  type BlobDescriptor,
+  type FetchedBlob,
+  type PushBlobOptions,
+  type PushBlobResult,
+  type RegistryClientOptions,
+} from "./options.js";
 
 export class RegistryClient {
   readonly registry: string;
   /** `http(s)://host[:port]` */
   readonly origin: string;
-  private readonly opts: RegistryClientOptions;
-  private readonly auth: Authenticator;
-  private readonly userAgent: string;
+  private readonly transport: RegistryTransport;
 
   constructor(opts: RegistryClientOptions) {
-    const registry = opts.registry.toLowerCase();
-    this.registry = registry === "docker.io" || registry === "index.docker.io" ? DOCKER_HUB : registry;
-    this.opts = opts;
-    this.origin = `${opts.plainHttp ?? isPlainHttpHost(this.registry) ? "http" : "https"}://${this.registry}`;
-    this.userAgent = opts.userAgent ?? "cake";
-    const explicit: Credentials | undefined =
-      opts.username !== undefined || opts.password !== undefined
-        ? { username: opts.username ?? "", password: opts.password ?? "", source: "--username/--password" }
-        : undefined;
-    this.auth = new Authenticator({
-      registry: this.registry,
-      credentials: async () => explicit ?? (await lookupCredentials(this.registry, { dockerConfig: opts.dockerConfig })),
-      userAgent: this.userAgent,
-      dispatcher: opts.dispatcher,
-      retry: opts.retry,
-    });
+    this.transport = new RegistryTransport(opts);
+    this.registry = this.transport.registry;
+    this.origin = this.transport.origin;
   }
-
-  // -------------------------------------------------------------------------------------------
-  // manifests
 
   /**
    * GET a manifest (OCI manifest or index, docker v2 manifest or list), refusing more than 4 MiB.
    * By digest, the bytes must hash to it; by tag, to the `Docker-Content-Digest` the registry sent.
    */
-  async getManifest(repo: string, reference: string): Promise<{ bytes: Buffer; mediaType: string; digest: string }> {
-    const ctx = this.context(repo, reference);
-    assertTagOrDigest(reference, ctx);
-    const url = `${this.origin}/v2/${repo}/manifests/${reference}`;
-    const limit = REGISTRY_DEFAULTS.manifestLimit;
-    const res = await this.sendRead(url, { method: "GET", headers: { accept: MANIFEST_ACCEPT }, scopes: this.pull(repo), context: ctx }, limit, "manifest");
-    if (res.status !== 200) throw await this.failRead(res, "GET", url, ctx);
-    const bytes = res.bytes;
-    const digest = sha256Digest(bytes);
-    if (isDigest(reference) && digest !== reference) {
-      throw new CakeError("E_DIGEST", `${ctx}: the registry sent a manifest that hashes to ${digest}, not the digest asked for`);
-    }
-    const claimed = header(res.headers, "docker-content-digest");
-    if (claimed?.startsWith("sha256:") && claimed !== digest) {
-      throw new CakeError("E_DIGEST", `${ctx}: manifest hashes to ${digest} but the registry says ${claimed}`);
-    }
-    return { bytes, mediaType: manifestMediaType(header(res.headers, "content-type"), bytes), digest };
+  getManifest(repo: string, reference: string): Promise<{ bytes: Buffer; mediaType: string; digest: string }> {
+    return getManifest(this.transport, repo, reference);
   }
 
   /** HEAD a manifest: its digest, size and media type, or undefined when there is none. */
-  async headManifest(repo: string, reference: string): Promise<{ digest: string; size: number; mediaType: string } | undefined> {
-    const ctx = this.context(repo, reference);
-    assertTagOrDigest(reference, ctx);
-    const url = `${this.origin}/v2/${repo}/manifests/${reference}`;
-    const res = await this.send(url, { method: "HEAD", headers: { accept: MANIFEST_ACCEPT }, scopes: this.pull(repo), context: ctx });
-    await res.body.dump();
-    if (res.status === 404) return undefined;
-    if (res.status !== 200) throw await this.fail(res, "HEAD", url, ctx);
-    const digest = header(res.headers, "docker-content-digest") ?? (isDigest(reference) ? reference : undefined);
-    const size = Number(header(res.headers, "content-length"));
-    const contentType = header(res.headers, "content-type");
-    if (digest === undefined || !Number.isFinite(size) || !contentType) {
-      // Not every registry says all of it on HEAD: ask for the manifest itself.
-      const m = await this.getManifest(repo, reference);
-      return { digest: m.digest, size: m.bytes.length, mediaType: m.mediaType };
-    }
-    return { digest, size, mediaType: manifestMediaType(contentType, Buffer.alloc(0)) };
+  headManifest(repo: string, reference: string): Promise<{ digest: string; size: number; mediaType: string } | undefined> {
+    return headManifest(this.transport, repo, reference);
   }
 
   /** PUT a manifest under a tag or its digest; returns its digest (checked against the registry's). */
-  async putManifest(repo: string, reference: string, bytes: Buffer, mediaType: string): Promise<string> {
-    const ctx = this.context(repo, reference);
-    assertTagOrDigest(reference, ctx);
-    if (bytes.length > REGISTRY_DEFAULTS.manifestLimit) {
-      throw new CakeError("E_SIZE", `${ctx}: manifest is ${bytes.length} bytes, more than the ${REGISTRY_DEFAULTS.manifestLimit / MiB} MiB registries accept`);
-    }
-    const digest = sha256Digest(bytes);
-    if (isDigest(reference) && reference !== digest) {
-      throw new CakeError("E_DIGEST", `${ctx}: manifest hashes to ${digest}, not the digest it is pushed as`);
-    }
-    const url = `${this.origin}/v2/${repo}/manifests/${reference}`;
-    const res = await this.send(url, {
-      method: "PUT",
-      headers: { "content-type": mediaType },
-      body: bytes,
-      scopes: this.push(repo),
-      context: ctx,
-    });
-    if (res.status < 200 || res.status >= 300) throw await this.fail(res, "PUT", url, ctx);
-    await res.body.dump();
-    this.checkDigestHeader(res, digest, ctx, "manifest");
-    return digest;
+  putManifest(repo: string, reference: string, bytes: Buffer, mediaType: string): Promise<string> {
+    return putManifest(this.transport, repo, reference, bytes, mediaType);
   }
 
-  // -------------------------------------------------------------------------------------------
-  // blobs
-
   /** HEAD a blob: its size (-1 when the registry does not say), or undefined when it is not there. */
-  async hasBlob(repo: string, digest: string): Promise<number | undefined> {
-    const ctx = this.context(repo, digest);
-    assertDigest(digest, ctx);
-    const url = `${this.origin}/v2/${repo}/blobs/${digest}`;
-    const res = await this.send(url, { method: "HEAD", scopes: this.pull(repo), context: ctx });
-    await res.body.dump();
-    if (res.status === 404) return undefined;
-    if (res.status !== 200) throw await this.fail(res, "HEAD", url, ctx);
-    const size = Number(header(res.headers, "content-length"));
-    return Number.isFinite(size) ? size : -1;
+  hasBlob(repo: string, digest: string): Promise<number | undefined> {
+    return hasBlob(this.transport, repo, digest);
   }
 
   /**
-   * GET a blob, or the bytes [start, end) of it. The registry may redirect to storage (followed,
-   * without Authorization) and may ignore the Range: `start` says where the body really begins.
-   * The caller owns `body` and verifies what it reads.
+   * GET a blob, or the bytes [start, end) of it, maybe from where the registry redirects to;
+   * `start` says where the body really begins. The caller owns `body` and verifies what it reads.
    */
-  async fetchBlob(repo: string, digest: string, range?: { start: number; end?: number }, signal?: AbortSignal): Promise<FetchedBlob> {
-    const ctx = this.context(repo, digest);
-    assertDigest(digest, ctx);
-    const headers: Record<string, string> = {};
-    if (range && (range.start > 0 || range.end !== undefined)) {
-      if (!Number.isSafeInteger(range.start) || range.start < 0 || (range.end !== undefined && !(range.end > range.start))) {
-        throw new CakeError("E_USAGE", `${ctx}: bad byte range ${range.start}-${range.end ?? ""}`);
-      }
-      headers.range = `bytes=${range.start}-${range.end !== undefined ? range.end - 1 : ""}`;
-    }
-    const url = `${this.origin}/v2/${repo}/blobs/${digest}`;
-    const res = await this.send(url, { method: "GET", headers, scopes: this.pull(repo), context: ctx, signal });
-    if (res.status === 200) {
-      const len = Number(header(res.headers, "content-length"));
-      return { body: res.body, status: 200, start: 0, totalSize: Number.isFinite(len) ? len : undefined };
-    }
-    if (res.status === 206) {
-      const cr = parseContentRange(header(res.headers, "content-range"));
-      if (!cr) {
-        discard(res.body);
-        throw new CakeError("E_REGISTRY", `${ctx}: GET ${urlish(res.url)} returned 206 without a valid Content-Range`);
-      }
-      return { body: res.body, status: 206, start: cr.start, totalSize: cr.total };
-    }
-    throw await this.fail(res, "GET", url, ctx);
+  fetchBlob(repo: string, digest: string, range?: { start: number; end?: number }, signal?: AbortSignal): Promise<FetchedBlob> {
+    return fetchBlob(this.transport, repo, digest, range, signal);
   }
 
   /** A small blob (a config, a recipe) read whole and checked against its digest. */
-  async readBlob(repo: string, digest: string, limit: number): Promise<Buffer> {
-    const ctx = this.context(repo, digest);
-    assertDigest(digest, ctx);
-    const url = `${this.origin}/v2/${repo}/blobs/${digest}`;
-    const res = await this.sendRead(url, { method: "GET", scopes: this.pull(repo), context: ctx }, limit, "blob");
-    if (res.status !== 200) throw await this.failRead(res, "GET", url, ctx);
-    const got = sha256Digest(res.bytes);
-    if (got !== digest) throw new CakeError("E_DIGEST", `${ctx}: the registry sent a blob that hashes to ${got}`);
-    return res.bytes;
+  readBlob(repo: string, digest: string, limit: number): Promise<Buffer> {
+    return readBlob(this.transport, repo, digest, limit);
   }
 
-  /**
-   * Mounts a blob from another repository of this registry (POST ?mount=&from=). True when the
-   * registry did (201); false when it opened an upload instead (202), which is then cancelled.
-   */
-  async mountBlob(repo: string, digest: string, fromRepo: string): Promise<boolean> {
-    const ctx = this.context(repo, digest);
-    assertDigest(digest, ctx);
-    assertRepository(fromRepo, this.registry);
-    const session = await this.startUpload(repo, ctx, { digest, from: fromRepo });
-    if (session === "mounted") return true;
-    await this.cancelUpload(session.location, repo, ctx);
-    return false;
+  /** Mounts a blob from another repository of this registry: true when it did, false when it would not. */
+  mountBlob(repo: string, digest: string, fromRepo: string): Promise<boolean> {
+    return mountBlob(this.transport, repo, digest, fromRepo);
   }
 
-  /**
-   * Pushes a blob unless the registry has it: HEAD; then mounts from `mountFrom`; then, up to the
-   * monolithic threshold, POST + one streamed PUT; above it, PATCH chunks of `chunkSize` (each
-   * held in memory so it can be resent), resuming after a failure from the offset the registry
-   * reports with a fresh `open(offset)`, and a final PUT ?digest=.
-   */
-  async pushBlob(repo: string, desc: BlobDescriptor, open: (start: number) => Readable, opts: PushBlobOptions = {}): Promise<PushBlobResult> {
-    const ctx = this.context(repo, desc.digest);
-    assertDigest(desc.digest, ctx);
-    if (!Number.isSafeInteger(desc.size) || desc.size < 0) throw new CakeError("E_USAGE", `${ctx}: bad blob size ${desc.size}`);
-    if ((await this.hasBlob(repo, desc.digest)) !== undefined) return "exists";
-
-    let session: UploadSession | undefined;
-    for (const from of opts.mountFrom ?? []) {
-      if (from === repo) continue;
-      assertRepository(from, this.registry);
-      if (session) await this.cancelUpload(session.location, repo, ctx);
-      const s = await this.startUpload(repo, ctx, { digest: desc.digest, from });
-      if (s === "mounted") return "mounted";
-      session = s;
-    }
-    if (desc.size <= (this.opts.monolithicThreshold ?? REGISTRY_DEFAULTS.monolithicThreshold)) {
-      await this.uploadMonolithic(repo, desc, open, opts, ctx, session);
-    } else {
-      await this.uploadChunked(repo, desc, open, opts, ctx, session);
-    }
-    return "uploaded";
+  /** Pushes a blob unless the registry has it: a mount from `mountFrom`, else an upload (upload.ts). */
+  pushBlob(repo: string, desc: BlobDescriptor, open: (start: number) => Readable, opts: PushBlobOptions = {}): Promise<PushBlobResult> {
+    return pushBlob(this.transport, repo, desc, open, opts);
   }
-
-  // -------------------------------------------------------------------------------------------
-  // tags
 
   /** Tags of a repository, page by page, following `Link: <…>; rel="next"`. */
-  async *tags(repo: string, opts: { pageSize?: number } = {}): AsyncGenerator<string> {
-    const ctx = this.context(repo);
-    assertRepository(repo, this.registry);
-    const first = `${this.origin}/v2/${repo}/tags/list${opts.pageSize ? `?n=${opts.pageSize}` : ""}`;
-    const read = async (url: string) => {
-      const res = await this.sendRead(url, { method: "GET", scopes: this.pull(repo), context: ctx }, REGISTRY_DEFAULTS.tagsPageLimit, "tag list");
-      if (res.status !== 200) throw await this.failRead(res, "GET", url, ctx);
-      return { page: res.bytes, link: res.headers.link };
-    };
-    for await (const body of followPages(first, read, { what: `${ctx}: tag listing`, code: "E_REGISTRY" })) {
-      let tags: unknown;
-      try {
-        tags = (JSON.parse(body.toString("utf8")) as { tags?: unknown }).tags;
-      } catch {
-        throw new CakeError("E_REGISTRY", `${ctx}: tag list is not JSON`);
-      }
-      if (tags !== null && tags !== undefined && !(Array.isArray(tags) && tags.every((t) => typeof t === "string"))) {
-        throw new CakeError("E_REGISTRY", `${ctx}: tag list "tags" is not an array of strings`);
-      }
-      for (const t of (tags as string[] | null | undefined) ?? []) yield t;
-    }
+  tags(repo: string, opts: { pageSize?: number } = {}): AsyncGenerator<string> {
+    return tags(this.transport, repo, opts);
   }
 
-  /**
-   * Repositories of the registry, page by page, following `Link` (`GET /v2/_catalog`, distribution's
-   * catalog API; not part of the OCI spec, so many registries do not offer it). A registry that
-   * answers 404, 401/403 or UNSUPPORTED gets one clear CakeError saying so.
-   */
-  async *catalog(opts: { pageSize?: number } = {}): AsyncGenerator<string> {
-    const ctx = this.registry;
-    const first = `${this.origin}/v2/_catalog${opts.pageSize ? `?n=${opts.pageSize}` : ""}`;
-    const read = async (url: string) => {
-      const res = await this.sendRead(url, { method: "GET", scopes: [CATALOG_SCOPE], context: ctx }, REGISTRY_DEFAULTS.tagsPageLimit, "catalog");
-      if (res.status !== 200) {
-        const err = await this.failRead(res, "GET", url, ctx);
-        const refused = res.status === 401 || res.status === 403;
-        const hint = refused ? `; ${await this.auth.describeCredentials()}` : "";
-        if (res.status === 404 || refused || err.errors.some((e) => e.code === "UNSUPPORTED")) {
-          throw new CakeError(
-            refused ? "E_AUTH" : "E_NOT_FOUND",
-            `${ctx}: the registry does not ${refused ? "let you list" : "offer a list of"} its repositories (GET /v2/_catalog: HTTP ${res.status}${hint}); ` +
-              `name a repository instead (${ctx}/<repository>)`,
-            { cause: err },
-          );
-        }
-        throw err;
-      }
-      return { page: res.bytes, link: res.headers.link };
-    };
-    for await (const body of followPages(first, read, { what: `${ctx}: catalog`, code: "E_REGISTRY" })) {
-      let repos: unknown;
-      try {
-        repos = (JSON.parse(body.toString("utf8")) as { repositories?: unknown }).repositories;
-      } catch {
-        throw new CakeError("E_REGISTRY", `${ctx}: catalog is not JSON`);
-      }
-      if (repos !== null && repos !== undefined && !(Array.isArray(repos) && repos.every((r) => typeof r === "string"))) {
-        throw new CakeError("E_REGISTRY", `${ctx}: catalog "repositories" is not an array of strings`);
-      }
-      for (const r of (repos as string[] | null | undefined) ?? []) yield r;
-    }
+  /** Repositories of the registry (`GET /v2/_catalog`, where the registry offers it), page by page. */
+  catalog(opts: { pageSize?: number } = {}): AsyncGenerator<string> {
+    return catalog(this.transport, opts);
   }
 
-  async listTags(repo: string): Promise<string[]> {
-    const out: string[] = [];
-    for await (const t of this.tags(repo)) out.push(t);
-    return out;
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // uploads
-
-  private async startUpload(repo: string, ctx: string, mount?: { digest: string; from: string }): Promise<UploadSession | "mounted"> {
-    assertRepository(repo, this.registry);
-    let url = `${this.origin}/v2/${repo}/blobs/uploads/`;
-    if (mount) url += `?mount=${encodeURIComponent(mount.digest)}&from=${encodeURIComponent(mount.from)}`;
-    const scopes = mount ? [...this.push(repo), repositoryScope(mount.from, "pull")] : this.push(repo);
-    const res = await this.send(url, { method: "POST", body: Buffer.alloc(0), scopes, context: ctx });
-    if (mount && res.status === 201) {
-      await res.body.dump();
-      this.checkDigestHeader(res, mount.digest, ctx, "mounted blob");
-      return "mounted";
-    }
-    if (res.status !== 202) throw await this.fail(res, "POST", url, ctx);
-    await res.body.dump();
-    const location = header(res.headers, "location");
-    if (!location) throw new CakeError("E_REGISTRY", `${ctx}: POST ${urlish(url)} opened an upload without a Location`);
-    const session: UploadSession = { location: new URL(location, url).toString() };
-    const min = Number(header(res.headers, "oci-chunk-min-length"));
-    if (Number.isSafeInteger(min) && min > 0) session.minChunk = min;
-    return session;
-  }
-
-  private async cancelUpload(location: string, repo: string, ctx: string): Promise<void> {
-    try {
-      const res = await this.send(location, { method: "DELETE", scopes: this.push(repo), context: ctx });
-      await res.body.dump();
-    } catch {
-      // an abandoned upload is the registry's to garbage-collect
-    }
-  }
-
-  /** Where an upload stands: the offset the registry has committed and the URL to continue at. */
-  private async uploadStatus(location: string, repo: string, ctx: string): Promise<{ location: string; committed: number } | undefined> {
-    const res = await this.send(location, { method: "GET", scopes: this.push(repo), context: ctx });
-    await res.body.dump();
-    if (res.status === 404 || res.status === 400) return undefined; // unknown or invalidated: start again
-    if (res.status < 200 || res.status >= 300) throw await this.fail(res, "GET", location, ctx);
-    // `Range: 0-<last byte>`. "0-0" is what distribution says for an empty upload too: read as 0.
-    const m = /^(?:bytes=)?0-(\d+)$/.exec(header(res.headers, "range") ?? "");
-    const last = m ? Number(m[1]) : 0;
-    const loc = header(res.headers, "location");
-    return { location: loc ? new URL(loc, location).toString() : location, committed: last > 0 ? last + 1 : 0 };
-  }
-
-  private async uploadMonolithic(
-    repo: string,
-    desc: BlobDescriptor,
-    open: (start: number) => Readable,
-    opts: PushBlobOptions,
-    ctx: string,
-    session: UploadSession | undefined,
-  ): Promise<void> {
-    const policy = { ...DEFAULT_RETRY, ...this.opts.retry };
-    for (let attempt = 1; ; attempt++) {
-      opts.signal?.throwIfAborted();
-      const s = session ?? (await this.startUploadSession(repo, ctx));
-      session = undefined; // a failed attempt leaves the session in an unknown state: next time, a new one
-      const url = withDigest(s.location, desc.digest);
-      let res: HttpResponse | undefined;
-      let error: unknown;
-      try {
-        res = await this.send(url, {
-          method: "PUT",
-          headers: { "content-type": "application/octet-stream", "content-length": String(desc.size) },
-          body: () => Readable.from(countedSource(open, 0, desc.size, ctx, opts.onProgress)),
-          scopes: this.push(repo),
-          context: ctx,
-          signal: opts.signal,
-          retry: { retries: 0 },
-        });
-      } catch (err) {
-        if (!retryableUploadError(err, opts.signal)) throw asCakeError(err, ctx);
-        error = err;
-      }
-      if (res && res.status >= 200 && res.status < 300) {
-        await res.body.dump();
-        this.checkDigestHeader(res, desc.digest, ctx, "uploaded blob");
-        return;
-      }
-      if (res && !RETRYABLE_STATUS.has(res.status)) throw await this.fail(res, "PUT", url, ctx);
-      if (res) error = await this.fail(res, "PUT", url, ctx);
-      if (attempt > policy.retries) throw asCakeError(error, ctx);
-      await sleep(retryDelay(attempt, policy, res?.headers["retry-after"]), opts.signal);
-    }
-  }
-
-  private async startUploadSession(repo: string, ctx: string): Promise<UploadSession> {
-    return (await this.startUpload(repo, ctx)) as UploadSession;
-  }
-
-  private async uploadChunked(
-    repo: string,
-    desc: BlobDescriptor,
-    open: (start: number) => Readable,
-    opts: PushBlobOptions,
-    ctx: string,
-    session: UploadSession | undefined,
-  ): Promise<void> {
-    const policy = { ...DEFAULT_RETRY, ...this.opts.retry };
-    const s = session ?? (await this.startUploadSession(repo, ctx));
-    let location = s.location;
-    let chunk = Math.max(opts.chunkSize ?? this.opts.chunkSize ?? REGISTRY_DEFAULTS.chunkSize, s.minChunk ?? 1);
-    const floor = Math.min(REGISTRY_DEFAULTS.minChunkSize, chunk);
-    let offset = 0;
-    let failures = 0;
-    let reader = new ChunkReader(openSource(open, 0));
-    try {
-      while (offset < desc.size) {
-        opts.signal?.throwIfAborted();
-        const len = Math.min(chunk, desc.size - offset);
-        let buf: Buffer | undefined;
-        let failure: { error: unknown; tooBig: boolean; retryAfter?: string | string[] } | undefined;
-        try {
-          buf = await reader.read(len);
-        } catch (err) {
-          failure = { error: new SourceError(err), tooBig: false };
-        }
-        if (buf && buf.length < len) {
-          throw new CakeError("E_SIZE", `${ctx}: the blob to upload ended after ${offset + buf.length} bytes, expected ${desc.size}`);
-        }
-        if (buf) {
-          let res: HttpResponse | undefined;
-          try {
-            res = await this.send(location, {
-              method: "PATCH",
-              headers: {
-                "content-type": "application/octet-stream",
-                "content-range": `${offset}-${offset + len - 1}`,
-                "content-length": String(len),
-              },
-              body: buf,
-              scopes: this.push(repo),
-              context: ctx,
-              signal: opts.signal,
-              retry: { retries: 0 },
-            });
-          } catch (err) {
-            if (!retryableUploadError(err, opts.signal)) throw asCakeError(err, ctx);
-            failure = { error: err, tooBig: false };
-          }
-          if (res && res.status >= 200 && res.status < 300) {
-            await res.body.dump();
-            const loc = header(res.headers, "location");
-            if (loc) location = new URL(loc, location).toString();
-            const min = Number(header(res.headers, "oci-chunk-min-length"));
-            if (Number.isSafeInteger(min) && min > chunk) chunk = min;
-            offset += len;
-            failures = 0;
-            opts.onProgress?.(offset);
-            continue;
-          }
-          if (res) {
-            const tooBig = res.status === 413 || ((res.status === 400 || res.status === 416) && len > floor);
-            const error = await this.fail(res, "PATCH", location, ctx);
-            if (!tooBig && res.status !== 416 && !RETRYABLE_STATUS.has(res.status)) throw error;
-            failure = { error, tooBig, retryAfter: res.headers["retry-after"] };
-          }
-        }
-        // Something failed: ask the registry where the upload stands and go on from there.
-        if (++failures > policy.retries) throw asCakeError(failure!.error, ctx);
-        if (!failure!.tooBig) await sleep(retryDelay(failures, policy, failure!.retryAfter), opts.signal);
-        const status = await this.uploadStatus(location, repo, ctx);
-        let committed: number;
-        if (status) {
-          location = status.location;
-          committed = status.committed;
-        } else {
-          location = (await this.startUploadSession(repo, ctx)).location;
-          committed = 0;
-        }
-        if (committed > desc.size) {
-          throw new CakeError("E_REGISTRY", `${ctx}: the registry reports ${committed} bytes uploaded of a ${desc.size}-byte blob`);
-        }
-        if (failure!.tooBig && committed === offset) {
-          if (chunk <= floor) throw asCakeError(failure!.error, ctx);
-          chunk = Math.max(floor, Math.floor(chunk / 2));
-        }
-        if (buf && committed === offset) {
-          reader.unshift(buf); // the same bytes again, no need to reopen
-        } else {
-          reader.destroy();
-          reader = new ChunkReader(openSource(open, committed));
-          offset = committed;
-          opts.onProgress?.(offset);
-        }
-      }
-      if (!(await reader.atEnd())) {
-        throw new CakeError("E_SIZE", `${ctx}: the blob to upload is longer than ${desc.size} bytes`);
-      }
-    } catch (err) {
-      if (err instanceof SourceError) throw asCakeError(err, ctx);
-      throw err;
-    } finally {
-      reader.destroy();
-    }
-
-    const url = withDigest(location, desc.digest);
-    const res = await this.send(url, {
-      method: "PUT",
-      headers: { "content-type": "application/octet-stream" },
-      body: Buffer.alloc(0),
-      scopes: this.push(repo),
-      context: ctx,
-      signal: opts.signal,
-    });
-    if (res.status < 200 || res.status >= 300) {
-      const error = await this.fail(res, "PUT", url, ctx);
-      // A retried PUT whose first try went through finds its upload gone but the blob there.
-      if (res.status === 404 && (await this.hasBlob(repo, desc.digest)) !== undefined) return;
-      throw error;
-    }
-    await res.body.dump();
-    this.checkDigestHeader(res, desc.digest, ctx, "uploaded blob");
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // plumbing
-
-  private context(repo: string, reference?: string): string {
-    assertRepository(repo, this.registry);
-    if (reference === undefined) return `${this.registry}/${repo}`;
-    return `${this.registry}/${repo}${reference.includes(":") ? "@" : ":"}${reference}`;
-  }
-
-  private pull(repo: string): string[] {
-    return [repositoryScope(repo, "pull")];
-  }
-
-  private push(repo: string): string[] {
-    return [repositoryScope(repo, "pull,push")];
-  }
-
-  /**
-   * One request with authentication: the header the Authenticator has for these scopes, and on
-   * a 401 one more try with what the challenge asks for (a token refreshed, a scope added).
-   * Authorization only ever goes to the registry's own origin.
-   */
-  private send(url: string, req: SendRequest): Promise<HttpResponse> {
-    return this.authorized(url, req, (r) => httpRequest(url, r), (res) => res.body.dump());
-  }
-
-  /**
-   * A small answer (a manifest, a tag page, a config) read whole with authentication: an answer cut
-   * half-way is asked again in the same retry loop as the request itself (src/http `httpReadAll`).
-   * Answers that are not 2xx come back read (up to 64 KiB) for `failRead`.
-   */
-  private sendRead(url: string, req: SendRequest, limit: number, what: string): Promise<HttpDocument> {
-    return this.authorized(url, req, (r) => httpReadAll(url, { ...r, limit, what: `${req.context}: ${what}` }), async () => {});
-  }
-
-  /**
-   * One request with authentication: the header the Authenticator has for these scopes, and on
-   * a 401 one more try with what the challenge asks for (a token refreshed, a scope added).
-   * Authorization only ever goes to the registry's own origin.
-   */
-  private async authorized<T extends { status: number; headers: HttpResponse["headers"] }>(
-    url: string,
-    req: SendRequest,
-    call: (r: HttpRequest) => Promise<T>,
-    drop: (res: T) => Promise<unknown>,
-  ): Promise<T> {
-    const sameOrigin = new URL(url).origin === this.origin;
-    let authorization = sameOrigin ? await this.auth.authorization(req.scopes) : undefined;
-    for (let attempt = 0; ; attempt++) {
-      let res: T;
-      try {
-        res = await call({
-          method: req.method,
-          headers: { "user-agent": this.userAgent, ...req.headers, ...(authorization ? { authorization } : {}) },
-          body: req.body,
-          signal: req.signal,
-          followRedirects: req.followRedirects,
-          retry: req.retry ?? this.opts.retry,
-          dispatcher: this.opts.dispatcher,
-        });
-      } catch (err) {
-        if (req.signal?.aborted || hasSourceError(err)) throw err;
-        if (isCakeError(err, "E_NETWORK")) throw new CakeError("E_NETWORK", `${req.context}: ${err.message}`, { cause: err });
-        if (isCakeError(err)) throw err;
-        throw new CakeError("E_NETWORK", `${req.context}: ${req.method} ${urlish(url)}: ${describeError(err)}`, { cause: err });
-      }
-      if (res.status !== 401 || attempt > 0 || !sameOrigin) return res;
-      let next: string | undefined;
-      try {
-        next = await this.auth.challenge(res.headers["www-authenticate"], req.scopes, authorization);
-      } catch (err) {
-        await drop(res).catch(() => {});
-        throw err;
-      }
-      if (next === undefined) return res;
-      await drop(res);
-      authorization = next;
-    }
-  }
-
-  /** The error for an answer read whole by `sendRead`. */
-  private async failRead(res: HttpDocument, method: string, url: string, ctx: string) {
-    const hint = res.status === 401 || res.status === 403 ? await this.auth.describeCredentials() : undefined;
-    return errorFromBody(res.status, res.bytes, method, url, ctx, hint);
-  }
-
-  private async fail(res: HttpResponse, method: string, url: string, ctx: string) {
-    const hint = res.status === 401 || res.status === 403 ? await this.auth.describeCredentials() : undefined;
-    return registryError(res, method, url, ctx, hint);
-  }
-
-  private checkDigestHeader(res: HttpResponse, expected: string, ctx: string, what: string): void {
-    const claimed = header(res.headers, "docker-content-digest");
-    if (claimed?.startsWith("sha256:") && claimed !== expected) {
-      throw new CakeError("E_DIGEST", `${ctx}: the registry stored the ${what} as ${claimed}, expected ${expected}`);
-    }
-  }
-}
-
-/** The media type of a manifest: the Content-Type, else the `mediaType` the JSON declares. */
-function manifestMediaType(contentType: string | undefined, bytes: Buffer): string {
-  const ct = contentType?.split(";")[0]?.trim().toLowerCase();
-  if (ct && ct !== "application/json" && ct !== "text/plain" && ct !== "application/octet-stream") return ct;
-  try {
-    const m = (JSON.parse(bytes.toString("utf8")) as { mediaType?: unknown }).mediaType;
-    if (typeof m === "string") return m;
-  } catch {
-    // not JSON: the registry's word is all there is
-  }
-  return ct ?? "application/octet-stream";
-}
-
-/** An upload URL with `digest=` added, keeping its query (distribution's `_state`) byte for byte. */
-function withDigest(location: string, digest: string): string {
-  const hash = location.indexOf("#");
-  const base = hash >= 0 ? location.slice(0, hash) : location;
-  return `${base}${base.includes("?") ? "&" : "?"}digest=${encodeURIComponent(digest)}`;
-}
-
-function hasSourceError(err: unknown): boolean {
-  for (let e = err as { cause?: unknown } | undefined, i = 0; e && i < 8; e = e.cause as typeof e, i++) {
-    if (e instanceof SourceError) return true;
-  }
-  return false;
-}
-
-function retryableUploadError(err: unknown, signal?: AbortSignal): boolean {
-  if (signal?.aborted) return false;
-  return hasSourceError(err) || isCakeError(err, "E_NETWORK") || isNetworkError(err);
-}
-
-function asCakeError(err: unknown, ctx: string): unknown {
-  if (isCakeError(err)) return err;
-  for (let e = err as { cause?: unknown } | undefined, i = 0; e && i < 8; e = e.cause as typeof e, i++) {
-    if (e instanceof SourceError) return new CakeError("E_IO", `${ctx}: ${e.message}`, { cause: e.cause });
-  }
-  return err;
-}
-
-function openSource(open: (start: number) => Readable, start: number): Readable {
-  try {
-    return open(start);
-  } catch (err) {
-    throw new SourceError(err);
-  }
-}
-
-/** The caller's stream from `start`, counted: exactly `size - start` bytes or an error. */
-async function* countedSource(
-  open: (start: number) => Readable,
-  start: number,
-  size: number,
-  ctx: string,
-  onProgress?: (bytes: number) => void,
-): AsyncGenerator<Buffer> {
-  const src = openSource(open, start);
-  let n = start;
-  try {
-    for await (const chunk of src) {
-      const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array);
-      n += b.length;
-      if (n > size) throw new CakeError("E_SIZE", `${ctx}: the blob to upload is longer than ${size} bytes`);
-      yield b;
-      onProgress?.(n);
-    }
-  } catch (err) {
-    if (isCakeError(err)) throw err;
-    throw new SourceError(err);
-  } finally {
-    src.destroy();
-  }
-  if (n !== size) throw new CakeError("E_SIZE", `${ctx}: the blob to upload ended after ${n} bytes, expected ${size}`);
-}
-
-/** Reads a stream in pieces of exactly n bytes (fewer only at its end); a piece can be pushed back. */
-class ChunkReader {
-  private readonly stream: Readable;
-  private readonly it: AsyncIterator<unknown>;
-  private parts: Buffer[] = [];
-  private have = 0;
-  private ended = false;
-
-  constructor(stream: Readable) {
-    this.stream = stream;
-    this.it = stream[Symbol.asyncIterator]();
-  }
-
-  async read(n: number): Promise<Buffer> {
-    while (this.have < n && !this.ended) {
-      const r = await this.it.next();
-      if (r.done) {
-        this.ended = true;
-        break;
-      }
-      const b = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value as Uint8Array);
-      this.parts.push(b);
-      this.have += b.length;
-    }
-    // Views, not copies: neither piece is written to, and a copy of every byte costs the CPU the
-    // registry (often on the same machine) needs.
-    const all = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts);
-    const out = all.subarray(0, Math.min(n, all.length));
-    const rest = all.subarray(out.length);
-    this.parts = rest.length > 0 ? [rest] : [];
-    this.have = rest.length;
-    return out;
-  }
-
-  unshift(buf: Buffer): void {
-    this.parts.unshift(buf);
-    this.have += buf.length;
-  }
-
-  async atEnd(): Promise<boolean> {
-    const b = await this.read(1);
-    if (b.length === 0) return true;
-    this.unshift(b);
-    return false;
-  }
-
-  destroy(): void {
-    this.stream.destroy();
+  /** Every tag of a repository, all pages read. */
+  listTags(repo: string): Promise<string[]> {
+    return listTags(this.transport, repo);
   }
 }
