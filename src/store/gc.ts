@@ -1,15 +1,24 @@
 /**
- * `cake gc`: deletes every blob no index.json entry reaches (the whole OCI graph: see
+ * `cake gc` and the leases it respects.
+ *
+ * A lease (`cake/leases/<pid…>`) marks a process working in the store: blobs it writes or relies on
+ * before it tags them are safe from gc. gc takes its lock and then looks for leases; a lease appears
+ * and then looks for gc's lock: of the two that start at once, at least one sees the other (gc
+ * refuses, or the lease waits for its end).
+ *
+ * gc deletes every blob no index.json entry reaches (the whole OCI graph: see
  * src/format/graph.ts), stale temp and ingest files, and the records of what it deleted. Refuses
  * while another cake process holds a lease (its blobs are not tagged yet); a lease taken while gc
  * runs waits for it (see leases.ts). Blobs written since gc started are kept whatever reaches them.
  */
 import fsp from "node:fs/promises";
+import path from "node:path";
+import { noticeLine, sleep } from "../http/retry.js";
 import { CakeError, isCakeError } from "../errors.js";
 import { descriptorOf, walkGraph, type Successors } from "../format/graph.js";
 import { ANN } from "../format/oci.js";
 import { lockOwner, tryLock } from "./lock.js";
-import { tempWriterAlive } from "./pid.js";
+import { tempPath, tempWriterAlive } from "./pid.js";
 import { removeFile } from "./remove.js";
 
 /** What gc needs of the store's layout. */
@@ -22,6 +31,34 @@ export interface GcFiles {
   readManifest(digest: string): Promise<Buffer>;
   /** Replaces a file atomically. */
   rewrite(file: string, content: string): Promise<void>;
+}
+
+/** Takes a lease in the store at `root` (`at` makes paths in it); resolves to its release. */
+export async function takeLease(root: string, at: (...parts: string[]) => string): Promise<() => Promise<void>> {
+  const tmp = tempPath(at("cake", "lease"));
+  const file = at("cake", "leases", path.basename(tmp, ".tmp"));
+  // Written aside and renamed in: gc must never see a lease without its pid (it would take it for stale).
+  await fsp.writeFile(tmp, String(process.pid), { flag: "wx" });
+  await fsp.rename(tmp, file);
+  try {
+    await waitForGc(root, at("cake", "gc.lock"));
+  } catch (err) {
+    await removeFile(file);
+    throw err;
+  }
+  return () => removeFile(file);
+}
+
+/** Waits while a live `cake gc` (not this process) holds `gcLock`, saying so once. */
+async function waitForGc(root: string, gcLock: string): Promise<void> {
+  let told = false;
+  for (let wait = 5; ; wait = Math.min(wait * 2, 200)) {
+    const owner = await lockOwner(gcLock);
+    if (owner === undefined || owner === process.pid) return;
+    if (!told) noticeLine(`${root}: waiting for cake gc (process ${owner}) to finish`);
+    told = true;
+    await sleep(wait);
+  }
 }
 
 export async function collectGarbage(files: GcFiles, successorsOf: Successors): Promise<{ removed: number; bytes: number; kept: number }> {

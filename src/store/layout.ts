@@ -11,7 +11,9 @@
  *   cake/gc.lock                    gc is running: a new lease waits for its end
  *   cake/verified/<manifest-hex>    every file of this manifest was rebuilt and matched its recipe sha256
  *
- * A blob becomes visible only by rename after its bytes were hashed and checked.
+ * A blob becomes visible only by rename after its bytes were hashed and checked. This file keeps the
+ * blobs, ingests and tags; the records about blobs are records.ts, gc and leases gc.ts, and what
+ * readers outside the store may use is content.ts.
  */
 import fs from "node:fs";
 import fsp from "node:fs/promises";
@@ -26,11 +28,10 @@ import { DOCUMENT_LIMIT } from "../format/artifact.js";
 import { successors, type Successors } from "../format/graph.js";
 import { ANN, DIGEST_RE, MANIFEST_LIMIT, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
 import { Ingest } from "./ingest.js";
-import { lockOwner, withLock } from "./lock.js";
+import { withLock } from "./lock.js";
 import { tempPath } from "./pid.js";
-import { annotationOf, cakeRefOf, collectGarbage } from "./gc.js";
+import { annotationOf, cakeRefOf, collectGarbage, takeLease } from "./gc.js";
 import { LocationRecords, RangeRecords, type RangeRecord } from "./records.js";
-import { noticeLine, sleep } from "../http/retry.js";
 import { removeFile } from "./remove.js";
 
 export function defaultStoreDir(): string {
@@ -324,37 +325,10 @@ export class Store implements ContentStore {
 
   // ---- leases and gc ----
 
-  /**
-   * Marks this process as working in the store until the returned function is called: blobs it
-   * writes or relies on before it tags them are safe from gc. Waits while `cake gc` runs. gc takes
-   * its lock and then looks for leases; a lease appears and then looks for gc's lock: of the two
-   * that start at once, at least one sees the other (gc refuses, or the lease waits for its end).
-   */
+  /** Marks this process as working in the store until the returned function is called (see src/store/gc.ts). */
   async lease(): Promise<() => Promise<void>> {
     await this.init();
-    const tmp = tempPath(this.p("cake", "lease"));
-    const file = this.p("cake", "leases", path.basename(tmp, ".tmp"));
-    // Written aside and renamed in: gc must never see a lease without its pid (it would take it for stale).
-    await fsp.writeFile(tmp, String(process.pid), { flag: "wx" });
-    await fsp.rename(tmp, file);
-    try {
-      await this.waitForGc();
-    } catch (err) {
-      await removeFile(file);
-      throw err;
-    }
-    return () => removeFile(file);
-  }
-
-  private async waitForGc(): Promise<void> {
-    let told = false;
-    for (let wait = 5; ; wait = Math.min(wait * 2, 200)) {
-      const owner = await lockOwner(this.p("cake", "gc.lock"));
-      if (owner === undefined || owner === process.pid) return;
-      if (!told) noticeLine(`${this.root}: waiting for cake gc (process ${owner}) to finish`);
-      told = true;
-      await sleep(wait);
-    }
+    return takeLease(this.root, (...parts) => this.p(...parts));
   }
 
   /** See src/store/gc.ts. `successorsOf` reads what a manifest or index points at. */
