@@ -18,9 +18,18 @@ export function pullCommand(): Command {
       progress: progressFor(opts, `pull ${ref}`, isHfRef(ref) ? "tensors" : "blobs"),
     };
     if (isHfRef(ref)) {
-      const r = await pullHf(parseHfRef(ref), { ...common, hub: hub() });
+      const r = await pullHf(parseHfRef(ref), { ...common, hub: hub(), onNotice: (line) => say(opts, `cake: ${line}`) });
       if (r.replaced) say(opts, `${r.ref}: the store's copy (${r.replaced}, loaded from an archive) is not the Hub's commit ${r.commit}; replaced by the Hub's`);
       if (!warnIfOffline(r)) say(opts, r.upToDate ? `${r.ref}: up to date (${r.commit})${r.confirmed ? "; the copy loaded from an archive matches the Hub's files" : ""}` : `${r.ref}: pulled commit ${r.commit}`);
+      const reuse = r.reuse;
+      if (reuse && reuse.sampled > 0) {
+        const from = reuse.models.length ? ` from ${reuse.models.join(", ")}` : "";
+        say(
+          opts,
+          `${r.ref}: ${reuse.tensors} tensors (${formatBytes(reuse.bytes)}) taken from the store${from}: ${reuse.blobs} of ${reuse.sampled} sampled blobs matched, ` +
+            `checked by ${formatBytes(reuse.windowBytes)} of samples and each file's sha256; ${formatBytes(r.stats.fetchedBytes)} fetched from the Hub`,
+        );
+      }
       process.stdout.write(`${r.manifestDigest}\n`);
       return;
     }

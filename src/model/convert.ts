@@ -43,6 +43,8 @@ export interface ConvertOptions {
   existing?(f: SourcedFile, u: Unit, underLock: boolean): Promise<string | undefined>;
   /** A unit's blob is in the store. */
   done?(f: SourcedFile, u: Unit, digest: string): Promise<void>;
+  /** A file rebuilt from its units hashed to what its source said. */
+  checked?(f: SourcedFile): Promise<void>;
   /** A file rebuilt from its units did not hash to what its source said: forget what is recorded of it. */
   mismatch?(f: SourcedFile): Promise<void>;
   /** Told each unit's digest as soon as its blob is in the store. */
@@ -64,10 +66,13 @@ export async function convertFiles(files: SourcedFile[], opts: ConvertOptions): 
   const checks = new Map(files.filter((f) => f.safetensors && f.expect).map((f) => [f.path, new FileCheck(store, f, plan.units)]));
   const verifications: Promise<void>[] = [];
   const landed = (c: FileCheck) => {
-    const v = c.landed(unitDigests)?.catch(async (err: unknown) => {
-      await opts.mismatch?.(c.f);
-      throw err;
-    });
+    const v = c.landed(unitDigests)?.then(
+      () => opts.checked?.(c.f),
+      async (err: unknown) => {
+        await opts.mismatch?.(c.f);
+        throw err;
+      },
+    );
     if (!v) return;
     v.catch(() => {}); // awaited below; a failed transfer must not leave it unhandled
     verifications.push(v);

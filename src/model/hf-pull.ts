@@ -11,22 +11,25 @@
 import { CakeError, isCakeError } from "../errors.js";
 import { ANN } from "../format/oci.js";
 import { CAKE_DIR, checkRelativePath, isSafeRelativePath } from "../format/paths.js";
-import { sortFiles, type Unit } from "../format/plan.js";
+import type { ModelConfig } from "../format/artifact.js";
+import { planUnits, sortFiles, type Unit } from "../format/plan.js";
 import type { HubParams } from "../hub/config.js";
 import { HubFileReader } from "../hub/file-reader.js";
 import { listFiles, type HubFile } from "../hub/list-files.js";
 import { modelInfo, type ModelInfo } from "../hub/model-info.js";
 import { warmHasher } from "../store/hasher.js";
 import type { Store } from "../store/layout.js";
+import type { RangeRecord } from "../store/records.js";
 import type { TransferStats } from "../transfer/engine.js";
 import { Pool } from "../transfer/pool.js";
 import type { ProgressSink } from "../transfer/progress.js";
-import { isUnverified, storedModel } from "./catalog.js";
+import { isUnverified, readConfig, storedModel } from "./catalog.js";
 import { convertFiles, isUnitOf, type SourcedFile } from "./convert.js";
 import { checkStoredCopy } from "./hf-check.js";
 import { hubFileSource, readSafetensorsHeader } from "./range-source.js";
 import { formatHfRef, ociRefName, type HfRef } from "./ref.js";
 import { proveServed, type HeldUnit } from "./reuse-proof.js";
+import { blobKey, candidatesFrom, guessUnits, MIN_GUESS, type Guess, type GuessStats } from "./speculate.js";
 
 export interface HfPullOptions {
   store: Store;
@@ -36,6 +39,10 @@ export interface HfPullOptions {
   progress?: ProgressSink;
   /** Cancels the pull: Hub requests and transfers in flight stop, nothing is tagged (what landed stays for a rerun). */
   signal?: AbortSignal;
+  /** false: no tensor is taken from other local models by sampling (see speculate.ts). Default on. */
+  speculate?: boolean;
+  /** Told lines worth a user's eye that are not errors (a wrong guess fetched again). */
+  onNotice?: (line: string) => void;
   /** Told where on the Hub each blob's bytes are, as soon as the blob is in the store. */
   onBlob?: (digest: string, source: HubBlobSource) => void;
 }
@@ -67,6 +74,12 @@ export interface PullResult {
   /** The store's copy came from an archive and its files were not the commit's: this manifest was replaced. */
   replaced?: string;
   stats: TransferStats;
+  /**
+   * Blobs (tensors, packs of small ones) taken from models already in the store (speculate.ts),
+   * proven by each file's hash: how many and how many tensors in them, their bytes, from which
+   * models; blobs sampled, the bytes the samples cost; files whose guesses were wrong, fetched again.
+   */
+  reuse?: { blobs: number; tensors: number; bytes: number; models: string[]; sampled: number; windowBytes: number; wrongFiles: number };
 }
 
 type PlannedFile = SourcedFile & { hub: HubFile };
@@ -81,6 +94,50 @@ function once<K, V>(make: (key: K) => V): (key: K) => V {
     if (!made.has(key)) made.set(key, make(key));
     return made.get(key)!;
   };
+}
+
+/** A unit's identity across plans: its file and byte range. */
+const unitId = (u: { path: string; begin: number; end: number }) => `${u.path}:${u.begin}-${u.end}`;
+const unitSize = (id: string) => {
+  const [b, e] = id.slice(id.lastIndexOf(":") + 1).split("-").map(Number);
+  return e! - b!;
+};
+
+/**
+ * Guesses for the tensor units the store holds no range of, from the models already in the store
+ * (not this commit); the repo's declared base model (cardData.base_model) first.
+ */
+async function guessFromStore(
+  store: Store,
+  files: SourcedFile[],
+  rangesOf: (key: string) => Promise<Map<string, RangeRecord>>,
+  info: ModelInfo,
+  self: string,
+  skip: (path: string, model: string) => boolean,
+): Promise<{ guesses: Map<string, Guess>; stats: GuessStats }> {
+  const models: Array<{ ref: string; config: ModelConfig }> = [];
+  const seen = new Set<string>();
+  for (const t of await store.tags()) {
+    if (t.ref === self || seen.has(t.descriptor.digest)) continue;
+    seen.add(t.descriptor.digest);
+    const config = await readConfig(store, t.descriptor.digest);
+    if (config) models.push({ ref: t.ref, config });
+  }
+  const base = info.cardData?.base_model;
+  const bases = (Array.isArray(base) ? base : base ? [base] : []).filter((b): b is string => typeof b === "string");
+  const candidates = candidatesFrom(models, (ref) => bases.some((b) => ref.startsWith(`hf://${b}@`)));
+  if (candidates.size === 0) return { guesses: new Map(), stats: { sampled: 0, windows: 0, windowBytes: 0 } };
+  const byPath = new Map(files.map((f) => [f.path, f]));
+  const wanted: Array<{ path: string; unit: Unit; key: string }> = [];
+  for (const u of planUnits(files).units) {
+    if (u.kind === "file" || u.end - u.begin < MIN_GUESS) continue;
+    if ((await rangesOf(byPath.get(u.path)!.source.key)).has(`${u.begin}-${u.end}`)) continue;
+    const first = u.tensors[0]!.begin;
+    const key = blobKey(u.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, offset: t.begin - first })));
+    wanted.push({ path: u.path, unit: u, key });
+  }
+  const { guesses, stats } = await guessUnits(store, wanted, candidates, (path, a, b) => byPath.get(path)!.source.read(a, b), skip);
+  return { guesses: new Map([...guesses].map(([u, g]) => [unitId(u), g])), stats };
 }
 
 /**
@@ -226,34 +283,72 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
       for (const u of foreign) await store.recordRange(key, u.begin, u.end, u.digest, ref.repo);
     });
     const unitsOf = new Map<string, Unit[]>();
-    const { desc, stats } = await convertFiles(sorted, {
-      store,
-      source: { type: "hf", repo: ref.repo, commit },
-      ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
-      ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
-      ...(opts.progress ? { progress: opts.progress } : {}),
-      ...(signal ? { signal } : {}),
-      label: (_f, u) => (u.kind === "file" ? `hf://${ref.repo}/${u.path}` : `hf://${ref.repo}/${u.path} bytes ${u.begin}-${u.end}`),
-      existing: async (f, u, underLock) => {
-        const key = f.source.key;
-        const rec = (await (underLock ? store.knownRanges(key) : rangesOf(key))).get(`${u.begin}-${u.end}`);
-        if (!rec || !(await store.hasBlob(rec.digest, u.end - u.begin))) return undefined;
-        if (!rec.repos.has(ref.repo)) await proven(u.path);
-        return rec.digest;
-      },
-      done: (f, u, digest) => store.recordRange(f.source.key, u.begin, u.end, digest, ref.repo),
-      // A file that did not hash to the Hub's oid: its ranges are forgotten, so the next pull fetches them again.
-      mismatch: (f) => store.forgetRanges(f.source.key),
-      onBlob: (u, digest) => opts.onBlob?.(digest, { repo: ref.repo, commit, path: u.path, begin: u.begin, end: u.end }),
-      planned: (units) => {
-        for (const u of units) unitsOf.set(u.path, [...(unitsOf.get(u.path) ?? []), u]);
-      },
-    });
+    // Speculation (speculate.ts): tensors the store may hold already, under other models' names.
+    const misses = await store.guessMisses();
+    const skip = (path: string, model: string) => misses.has(`${byPath.get(path)!.source.key} ${model}`);
+    const guessed = opts.speculate === false ? { guesses: new Map<string, Guess>(), stats: { sampled: 0, windows: 0, windowBytes: 0 } } : await guessFromStore(store, sorted, rangesOf, info, byCommit, skip);
+    const taken = new Map<string, Guess & { tensors: number }>(); // unit -> the guess the transfer took
+    const wrong = new Set<string>(); // files whose guesses failed the file check
+    const convert = (noGuess: Set<string>) =>
+      convertFiles(sorted, {
+        store,
+        source: { type: "hf", repo: ref.repo, commit },
+        ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+        ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
+        ...(opts.progress ? { progress: opts.progress } : {}),
+        ...(signal ? { signal } : {}),
+        label: (_f, u) => (u.kind === "file" ? `hf://${ref.repo}/${u.path}` : `hf://${ref.repo}/${u.path} bytes ${u.begin}-${u.end}`),
+        existing: async (f, u, underLock) => {
+          const key = f.source.key;
+          const rec = (await (underLock ? store.knownRanges(key) : rangesOf(key))).get(`${u.begin}-${u.end}`);
+          if (rec && (await store.hasBlob(rec.digest, u.end - u.begin))) {
+            if (!rec.repos.has(ref.repo)) await proven(u.path);
+            return rec.digest;
+          }
+          const g = noGuess.has(u.path) ? undefined : guessed.guesses.get(unitId(u));
+          if (!g || !(await store.hasBlob(g.digest, u.end - u.begin))) return undefined;
+          taken.set(unitId(u), { ...g, tensors: u.tensors.length });
+          return g.digest;
+        },
+        done: (f, u, digest) => store.recordRange(f.source.key, u.begin, u.end, digest, ref.repo),
+        // The file's guesses were right: record them as this repo's ranges (proven by the file's hash).
+        checked: async (f) => {
+          for (const u of unitsOf.get(f.path) ?? []) {
+            const g = taken.get(unitId(u));
+            if (g) await store.recordRange(f.source.key, u.begin, u.end, g.digest, ref.repo);
+          }
+        },
+        mismatch: async (f) => {
+          const guessesOf = (unitsOf.get(f.path) ?? []).map((u) => taken.get(unitId(u))).filter((g) => g !== undefined);
+          if (guessesOf.length === 0) return store.forgetRanges(f.source.key); // a file that did not hash to the Hub's oid: fetched again next time
+          // A wrong guess, not a bad range: the file's real ranges stay; its guessed tensors are fetched for real next.
+          wrong.add(f.path);
+          for (const model of new Set(guessesOf.map((g) => g.model))) await store.recordGuessMiss(`${f.source.key} ${model}`);
+        },
+        onBlob: (u, digest) => opts.onBlob?.(digest, { repo: ref.repo, commit, path: u.path, begin: u.begin, end: u.end }),
+        planned: (units) => {
+          unitsOf.clear();
+          for (const u of units) unitsOf.set(u.path, [...(unitsOf.get(u.path) ?? []), u]);
+        },
+      });
+    let converted;
+    try {
+      converted = await convert(new Set());
+    } catch (err) {
+      if (wrong.size === 0 || !isCakeError(err, "E_DIGEST")) throw err;
+      // One pass more, the engine as usual: the files whose guesses failed, their guessed tensors fetched for real.
+      opts.onNotice?.(`${name}: ${[...wrong].join(", ")}: tensors taken from a local model did not make the Hub's file; fetching them`);
+      for (const u of [...taken.keys()]) if (wrong.has(u.slice(0, u.lastIndexOf(":")))) taken.delete(u);
+      converted = await convert(wrong);
+    }
+    const { desc, stats } = converted;
+    const reusedBytes = [...taken.keys()].reduce((n, id) => n + unitSize(id), 0);
+    const reuse = { blobs: taken.size, tensors: [...taken.values()].reduce((k, g) => k + g.tensors, 0), bytes: reusedBytes, models: [...new Set([...taken.values()].map((g) => g.model))], sampled: guessed.stats.sampled, windowBytes: guessed.stats.windowBytes, wrongFiles: wrong.size };
     const digest = desc.digest;
     await store.markVerified(digest); // every file matched the Hub's hashes above: export need not hash again
     await store.tag(byCommit, ociRefName(byCommit), desc, tagExtra);
     if (name !== byCommit) await store.tag(name, ociRefName(name), desc, tagExtra);
-    return { ref: name, commit, manifestDigest: digest, upToDate: false, ...replaced, stats };
+    return { ref: name, commit, manifestDigest: digest, upToDate: false, ...replaced, stats, reuse };
   } finally {
     await release();
   }

@@ -31,7 +31,7 @@ import { Ingest } from "./ingest.js";
 import { withLock } from "./lock.js";
 import { tempPath } from "./pid.js";
 import { annotationOf, cakeRefOf, collectGarbage, takeLease } from "./gc.js";
-import { LocationRecords, RangeRecords, type RangeRecord } from "./records.js";
+import { GuessMisses, LocationRecords, RangeRecords, type RangeRecord } from "./records.js";
 import { removeFile } from "./remove.js";
 
 export function defaultStoreDir(): string {
@@ -51,11 +51,13 @@ export class Store implements ContentStore {
 
   private readonly ranges: RangeRecords;
   private readonly locationRecords: LocationRecords;
+  private readonly misses: GuessMisses;
 
   constructor(root = defaultStoreDir()) {
     this.root = path.resolve(root);
     this.ranges = new RangeRecords(this.p("cake", "ranges"));
     this.locationRecords = new LocationRecords(this.p("cake", "locations"));
+    this.misses = new GuessMisses(this.p("cake", "guess-misses"));
   }
 
   private p(...parts: string[]) {
@@ -237,6 +239,15 @@ export class Store implements ContentStore {
 
   forgetRanges(fileKey: string): Promise<void> {
     return this.ranges.forget(fileKey);
+  }
+
+  /** Pairs "<file key> <model>" whose guessed tensors were wrong (src/model/speculate.ts). */
+  guessMisses(): Promise<Set<string>> {
+    return this.misses.all();
+  }
+
+  recordGuessMiss(pair: string): Promise<void> {
+    return this.misses.record(pair);
   }
 
   /** Records that `repository` on `registry` holds these blobs. */

@@ -86,3 +86,21 @@ export class LocationRecords {
     return out;
   }
 }
+
+/**
+ * `cake/guess-misses`: "<file key> <model>" lines — a file whose tensors were guessed from that
+ * model and did not make its hash (src/model/speculate.ts): the pair is not guessed again.
+ */
+export class GuessMisses {
+  constructor(private readonly file: string) {}
+
+  async all(): Promise<Set<string>> {
+    const text = await fsp.readFile(this.file, "utf8").catch(() => "");
+    return new Set(text.split("\n").filter(Boolean));
+  }
+
+  async record(pair: string): Promise<void> {
+    if (/\n/.test(pair)) throw new CakeError("E_IO", `bad guess record ${JSON.stringify(pair)}`);
+    await appendOwn(this.file, `${pair}\n`);
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * Fine-tune dedup straight from the Hub: a pull takes the tensors the store already holds under
+ * another model (same name, dtype, shape, and sampled windows that match), proves them with each
+ * file's sha256 against the Hub's, and fetches only the rest. A wrong guess (a change the windows
+ * missed) costs a refetch of that file's guessed tensors, never a wrong byte.
+ */
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { startProxy } from "../../proxy/index.js";
+import { dirBytes, hashTree, makeFineTune, makeLlamaLike } from "../fixtures/models.js";
+import { cake } from "../helpers/cli.js";
+import { startHub, type Hub } from "../hub/emulator.js";
+
+let tmp: string;
+let hub: Hub;
+let base: string;
+let ft: string;
+let ft2: string;
+let ft3: string;
+let reshard: string;
+let stealth: string;
+/** Tensors the fine-tune changed (big enough to be their own blobs). */
+const CHANGED = ["model.layers.1.mlp.up_proj.weight", "model.layers.1.self_attn.q_proj.weight"];
+let changedBytes = 0;
+let modelBytes = 0;
+
+/** The byte sizes of the named tensors in a safetensors dir. */
+async function tensorBytes(dir: string, names: string[]): Promise<number> {
+  let n = 0;
+  for (const f of (await fs.readdir(dir)).filter((x) => x.endsWith(".safetensors"))) {
+    const b = await fs.readFile(path.join(dir, f));
+    const h = JSON.parse(b.subarray(8, 8 + Number(b.readBigUInt64LE(0))).toString()) as Record<string, { data_offsets?: [number, number] }>;
+    for (const name of names) if (h[name]?.data_offsets) n += h[name].data_offsets[1] - h[name].data_offsets[0];
+  }
+  return n;
+}
+
+/** A copy of `src` with 4 KiB in the middle of one big tensor changed: a change sampling may miss. */
+async function makeStealth(src: string, out: string, tensor: string): Promise<void> {
+  await fs.cp(src, out, { recursive: true });
+  for (const f of (await fs.readdir(out)).filter((x) => x.endsWith(".safetensors"))) {
+    const file = path.join(out, f);
+    const b = await fs.readFile(file);
+    const n = Number(b.readBigUInt64LE(0));
+    const t = (JSON.parse(b.subarray(8, 8 + n).toString()) as Record<string, { data_offsets?: [number, number] }>)[tensor];
+    if (!t?.data_offsets) continue;
+    const mid = 8 + n + Math.floor((t.data_offsets[0] + t.data_offsets[1]) / 2);
+    for (let i = 0; i < 4096; i++) b[mid + i] = (b[mid + i]! + 1) & 0xff;
+    await fs.writeFile(file, b);
+  }
+}
+
+beforeAll(async () => {
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "cake-guess-"));
+  base = path.join(tmp, "base");
+  ft = path.join(tmp, "ft");
+  ft2 = path.join(tmp, "ft2");
+  ft3 = path.join(tmp, "ft3");
+  reshard = path.join(tmp, "reshard");
+  stealth = path.join(tmp, "stealth");
+  await makeLlamaLike(base, { hidden: 512, layers: 2, vocab: 4096, shards: 2, seed: 3 });
+  await makeLlamaLike(reshard, { hidden: 512, layers: 2, vocab: 4096, shards: 3, seed: 3 });
+  await makeFineTune(base, ft, CHANGED);
+  await makeFineTune(base, ft2, ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"]);
+  await makeFineTune(base, ft3, ["model.layers.0.mlp.up_proj.weight", "model.layers.1.mlp.gate_proj.weight"]);
+  await makeStealth(base, stealth, "model.layers.0.mlp.gate_proj.weight");
+  changedBytes = await tensorBytes(base, CHANGED);
+  modelBytes = await dirBytes(base);
+  hub = await startHub();
+  await hub.commit("acme/base", base);
+  await hub.commit("acme/ft", ft);
+  await hub.commit("acme/ft2", ft2);
+  await hub.commit("acme/ft3", ft3);
+  await hub.commit("acme/reshard", reshard);
+  await hub.commit("acme/stealth", stealth);
+});
+afterAll(async () => {
+  await hub?.close();
+  await fs.rm(tmp, { recursive: true, force: true });
+});
+beforeEach(() => hub.counters.reset());
+
+let n = 0;
+const env = (store: string) => ({ CAKE_HOME: store, HF_ENDPOINT: hub.url, HF_TOKEN: "", HF_HOME: path.join(tmp, `hf-${n++}`) });
+const pull = async (ref: string, e: Record<string, string>) => {
+  const r = await cake(["pull", ref], e);
+  expect(r.code, r.stderr).toBe(0);
+  return r;
+};
+const exportsAs = async (ref: string, e: Record<string, string>, want: string) => {
+  const out = path.join(tmp, `out-${n++}`);
+  expect((await cake(["export", "-q", ref, out], e)).code).toBe(0);
+  expect(await hashTree(out)).toEqual(await hashTree(want));
+};
+
+describe("a pull after a related model", () => {
+  it("takes the unchanged tensors of a fine-tune from its base: only the changed ones (and small packs) cross the network", async () => {
+    const e = env(path.join(tmp, "store-ft"));
+    await pull("hf://acme/base", e);
+    hub.counters.reset();
+    const r = await pull("hf://acme/ft", e);
+    expect(r.stderr).toMatch(/hf:\/\/acme\/ft@main: \d+ tensors \([\d.]+ MiB\) taken from the store from hf:\/\/acme\/base@\S+: \d+ of \d+ sampled blobs matched, checked by [\d.]+ KiB of samples and each file's sha256; [\d.]+ MiB fetched from the Hub/);
+    // Headers, samples and the small packed tensors (norms) come along; the rest is the changed tensors.
+    expect(hub.counters.bytesServed).toBeLessThan(changedBytes + modelBytes * 0.2);
+    expect(hub.counters.bytesServed).toBeGreaterThanOrEqual(changedBytes);
+    await exportsAs("hf://acme/ft", e, ft);
+  });
+
+  it("moves almost nothing for the same weights resharded", async () => {
+    const e = env(path.join(tmp, "store-reshard"));
+    await pull("hf://acme/base", e);
+    hub.counters.reset();
+    await pull("hf://acme/reshard", e);
+    expect(hub.counters.bytesServed).toBeLessThan(modelBytes * 0.2);
+    await exportsAs("hf://acme/reshard", e, reshard);
+  });
+
+  it("picks, of two local fine-tunes, the one whose bytes match", async () => {
+    const e = env(path.join(tmp, "store-two"));
+    await pull("hf://acme/ft2", e);
+    await pull("hf://acme/ft3", e);
+    hub.counters.reset();
+    // Every file of the base differs from both fine-tunes' (no file is reused whole), but each of its
+    // tensors is unchanged in one of them.
+    const r = await pull("hf://acme/base", e);
+    expect(r.stderr).toMatch(/taken from the store from hf:\/\/acme\/ft[23]@\S+, hf:\/\/acme\/ft[23]@/);
+    expect(hub.counters.bytesServed).toBeLessThan(modelBytes * 0.25);
+    await exportsAs("hf://acme/base", e, base);
+  });
+
+  it("catches a change the samples missed with the file's sha256: refetches, says so, exports byte-identical", async () => {
+    const e = env(path.join(tmp, "store-stealth"));
+    await pull("hf://acme/base", e);
+    hub.counters.reset();
+    const r = await pull("hf://acme/stealth", e);
+    expect(r.stderr).toMatch(/cake: hf:\/\/acme\/stealth@main: model-0000[12]-of-00002\.safetensors: tensors taken from a local model did not make the Hub's file; fetching them/);
+    await exportsAs("hf://acme/stealth", e, stealth);
+    // The wrong pair is remembered: the same guess is not made twice.
+    const again = await cake(["pull", "hf://acme/stealth@main"], { ...e, CAKE_HOME: e.CAKE_HOME });
+    expect(again.stderr).not.toMatch(/did not make the Hub's file/);
+  });
+
+  it("asks for no samples when nothing local matches", async () => {
+    const e = env(path.join(tmp, "store-empty"));
+    await pull("hf://acme/base", e);
+    const served = hub.counters.bytesServed;
+    expect(served).toBe(modelBytes + (await headerOverRead(base)));
+  });
+
+  it("a proxy converting the fine-tune after its base moves only what changed", async () => {
+    const proxy = await startProxy({ host: "127.0.0.1", port: 0, hub: hub.url, store: path.join(tmp, "proxy-store"), aliases: {}, quiet: true });
+    try {
+      const e = env(path.join(tmp, "proxy-client"));
+      await pull(`${proxy.host}/hf/acme/base:main`, e);
+      hub.counters.reset();
+      await pull(`${proxy.host}/hf/acme/ft:main`, e);
+      expect(hub.counters.bytesServed).toBeLessThan(changedBytes + modelBytes * 0.2);
+      await exportsAs(`${proxy.host}/hf/acme/ft:main`, e, ft);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
+/** What the 64 KiB header reads take along beyond each shard's header (the only bytes served twice on a fresh pull). */
+async function headerOverRead(dir: string): Promise<number> {
+  let n = 0;
+  for (const f of (await fs.readdir(dir)).filter((x) => x.endsWith(".safetensors"))) {
+    const b = await fs.readFile(path.join(dir, f));
+    n += Math.min(b.length, 64 << 10) - (8 + Number(b.readBigUInt64LE(0)));
+  }
+  return n;
+}
