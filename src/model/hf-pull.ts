@@ -26,6 +26,7 @@ import { convertFiles, isUnitOf, type SourcedFile } from "./convert.js";
 import { checkStoredCopy } from "./hf-check.js";
 import { hubFileSource, readSafetensorsHeader } from "./range-source.js";
 import { formatHfRef, ociRefName, type HfRef } from "./ref.js";
+import type { RegistryAccess } from "./registry-pull.js";
 import { proveServed, type HeldUnit } from "./reuse-proof.js";
 
 export interface HfPullOptions {
@@ -38,6 +39,11 @@ export interface HfPullOptions {
   signal?: AbortSignal;
   /** Told where on the Hub each blob's bytes are, as soon as the blob is in the store. */
   onBlob?: (digest: string, source: HubBlobSource) => void;
+  /**
+   * A registry prefix holding index artifacts (`--index`, CAKE_INDEX; see index-artifact.ts): the
+   * units of the revision, known before the Hub is read, so those the store holds are not fetched.
+   */
+  index?: { prefix: string; access: RegistryAccess };
 }
 
 /** A blob's bytes on the Hub: a byte range of one file of one commit. */
