@@ -11,9 +11,9 @@ import {
   clientFor,
   digestJob,
   formatHfRef,
+  indexReference,
   ociRefName,
   parseManifest,
-  parseReference,
   pushToRegistry,
   registryBlobSource,
   transferBlobs,
@@ -30,10 +30,9 @@ export class Backend {
     private readonly log: (event: Record<string, unknown>) => void,
   ) {}
 
+  /** The same naming as index artifacts': what a replica pushes here serves as an index too. */
   private ref(repo: string, commit: string) {
-    const full = `${this.prefix}/${repo.toLowerCase()}:${commit}`;
-    const r = parseReference(full);
-    return { registry: r.registry, repository: r.repository, tag: commit, full };
+    return indexReference(this.prefix, repo, commit);
   }
 
   /** Another replica converted it: take the manifest (and config + recipe) from the backend and tag it here. */

@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import type { AddressInfo } from "node:net";
-import { CakeError, Store, hubParamsFromEnv, onRetryWait, type RegistryAccess } from "../src/index.js";
+import { CakeError, Store, checkIndexPrefix, hubParamsFromEnv, onRetryWait, type RegistryAccess } from "../src/index.js";
 import { createApp } from "./app.js";
 import { ProxyService } from "./service.js";
 
@@ -18,6 +18,8 @@ export interface ProxyConfig {
   aliases: Record<string, string>;
   backend?: string;
   backendAccess?: RegistryAccess;
+  /** `host[:port]/prefix` of index artifacts conversions learn their units from (read with backendAccess). */
+  index?: string;
   concurrency?: number;
   /** Structured logs (JSON lines) to stderr. */
   quiet?: boolean;
@@ -37,6 +39,7 @@ export function resolveConfig(flags: Partial<ProxyConfig> & { config?: string },
   const hubEnv = hubParamsFromEnv();
   const pick = <T>(...vals: (T | undefined)[]) => vals.find((v) => v !== undefined && v !== "");
   const backend = pick(flags.backend, env.CAKE_PROXY_BACKEND, file.backend);
+  const index = pick(flags.index, env.CAKE_PROXY_INDEX, file.index);
   const hubToken = pick(flags.hubToken, env.CAKE_PROXY_HUB_TOKEN, file.hubToken);
   const store = pick(flags.store, env.CAKE_PROXY_STORE, file.store);
   const concurrency = pick(flags.concurrency, file.concurrency);
@@ -48,6 +51,7 @@ export function resolveConfig(flags: Partial<ProxyConfig> & { config?: string },
     ...(store ? { store } : {}),
     ...(hubToken ? { hubToken } : {}),
     ...(backend ? { backend } : {}),
+    ...(index ? { index: checkIndexPrefix(index, "proxy index") } : {}),
     ...(concurrency ? { concurrency } : {}),
     ...(flags.backendAccess ? { backendAccess: flags.backendAccess } : {}),
     ...(flags.quiet ? { quiet: true } : {}),
@@ -75,6 +79,7 @@ export async function startProxy(cfg: ProxyConfig): Promise<RunningProxy> {
     ...(cfg.hubToken ? { hubToken: cfg.hubToken } : {}),
     ...(cfg.backend ? { backend: cfg.backend } : {}),
     ...(cfg.backendAccess ? { backendAccess: cfg.backendAccess } : {}),
+    ...(cfg.index ? { index: cfg.index } : {}),
     ...(cfg.concurrency ? { concurrency: cfg.concurrency } : {}),
     ...(log ? { log } : {}),
   });

@@ -42,6 +42,8 @@ export interface ServiceOptions {
   /** `host[:port]/prefix`: a registry shared by replicas; converted artifacts are pushed there. */
   backend?: string;
   backendAccess?: RegistryAccess;
+  /** `host[:port]/prefix` of index artifacts (read with backendAccess): passed to each conversion. */
+  index?: string;
   concurrency?: number;
   log?: (event: Record<string, unknown>) => void;
   /** How long an access decision is reused, ms. */
@@ -160,6 +162,7 @@ export class ProxyService {
         hub,
         progress,
         ...(this.opts.concurrency ? { concurrency: this.opts.concurrency } : {}),
+        ...(this.opts.index ? { index: { prefix: this.opts.index, access: this.opts.backendAccess ?? {} } } : {}),
         onBlob: (digest, source) => found.push([digest, source]),
       },
     );

@@ -24,6 +24,7 @@ export { onRetryWait } from "./http/retry.js";
 export * from "./model/dir-import.js";
 export * from "./model/registry-pull.js";
 export * from "./model/registry-push.js";
+export * from "./model/index-artifact.js";
 export * from "./model/diff.js";
 export * from "./registry/index.js";
 export { saveArchive, loadArchive, MAX_ARCHIVE_INDEX, type SaveOptions, type SaveResult, type LoadOptions, type LoadResult } from "./model/archive.js";

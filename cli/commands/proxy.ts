@@ -14,9 +14,10 @@ export function proxyCommand(): Command {
     .option("--hub-token <token>", "token used for clients that send none (default: none)")
     .option("--alias <name=org/model>", "a short name: hf/<name> (repeatable)", collect)
     .option("--backend <registry/prefix>", "a registry shared by replicas: converted models are pushed there and read back")
-    .option("--backend-plain-http", "use HTTP for the backend")
-    .option("--backend-username <user>", "backend registry user")
-    .option("--backend-password <password>", "backend registry password")
+    .option("--index <registry/prefix>", "index artifacts (cake index push) conversions learn their units from")
+    .option("--backend-plain-http", "use HTTP for the backend (and the index)")
+    .option("--backend-username <user>", "backend (and index) registry user")
+    .option("--backend-password <password>", "backend (and index) registry password")
     .option("-c, --concurrency <n>", "parallel Hub requests per conversion", parsePositiveInt)
     .option("--config <file>", "JSON config file (flags and CAKE_PROXY_* env win)")
     .option("-q, --quiet", "no logs")
@@ -35,6 +36,7 @@ export function proxyCommand(): Command {
         ...(o.hub ? { hub: String(o.hub) } : {}),
         ...(o.hubToken ? { hubToken: String(o.hubToken) } : {}),
         ...(o.backend ? { backend: String(o.backend) } : {}),
+        ...(o.index ? { index: String(o.index) } : {}),
         ...(o.concurrency ? { concurrency: o.concurrency as number } : {}),
         ...(o.config ? { config: String(o.config) } : {}),
         ...(o.quiet ? { quiet: true } : {}),

@@ -1,5 +1,5 @@
 import { Command, Option } from "commander";
-import { formatBytes, isHfRef, parseHfRef, pullFromRegistry, pullHf } from "../../src/index.js";
+import { checkIndexPrefix, formatBytes, isHfRef, parseHfRef, pullFromRegistry, pullHf } from "../../src/index.js";
 import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, warnIfOffline, withRegistryOptions, type AccessOpts } from "../context.js";
 
 export function pullCommand(): Command {
@@ -8,8 +8,9 @@ export function pullCommand(): Command {
     .argument("<ref>")
     .option("-c, --concurrency <n>", "parallel requests for the whole model (default 16)", parsePositiveInt)
     .option("-q, --quiet", "no progress")
+    .option("--index <registry/prefix>", "hf:// only: a registry of index artifacts (cake index push) to learn the units from (default $CAKE_INDEX)")
     .addOption(new Option("--chunk-size <bytes>", "split blobs bigger than this into parallel Range requests").argParser(Number).hideHelp());
-  return withRegistryOptions(cmd).action(async (ref: string, opts: AccessOpts & { concurrency?: number; chunkSize?: number; quiet?: boolean }) => {
+  return withRegistryOptions(cmd).action(async (ref: string, opts: AccessOpts & { concurrency?: number; chunkSize?: number; quiet?: boolean; index?: string }) => {
     const store = openStore();
     const common = {
       store,
@@ -18,11 +19,15 @@ export function pullCommand(): Command {
       progress: progressFor(opts, `pull ${ref}`, isHfRef(ref) ? "tensors" : "blobs"),
     };
     if (isHfRef(ref)) {
-      const r = await pullHf(parseHfRef(ref), { ...common, hub: hub(), onNotice: (line) => say(opts, `cake: ${line}`) });
+      const prefix = opts.index ?? (process.env.CAKE_INDEX || undefined);
+      const index = prefix ? { prefix: checkIndexPrefix(prefix, opts.index ? "--index" : "CAKE_INDEX"), access: await accessFrom(opts) } : undefined;
+      const r = await pullHf(parseHfRef(ref), { ...common, hub: hub(), ...(index ? { index } : {}), onNotice: (line) => say(opts, `cake: ${line}`) });
       if (r.replaced) say(opts, `${r.ref}: the store's copy (${r.replaced}, loaded from an archive) is not the Hub's commit ${r.commit}; replaced by the Hub's`);
       if (!warnIfOffline(r)) say(opts, r.upToDate ? `${r.ref}: up to date (${r.commit})${r.confirmed ? "; the copy loaded from an archive matches the Hub's files" : ""}` : `${r.ref}: pulled commit ${r.commit}`);
       const reuse = r.reuse;
-      if (reuse && reuse.sampled > 0) {
+      if (reuse && reuse.byIndex > 0) {
+        say(opts, `${r.ref}: ${reuse.tensors} tensors (${formatBytes(reuse.bytes)}) taken from the store as ${reuse.models.join(", ")} names them, checked by each file's sha256; ${formatBytes(r.stats.fetchedBytes)} fetched from the Hub`);
+      } else if (reuse && reuse.sampled > 0) {
         const from = reuse.models.length ? ` from ${reuse.models.join(", ")}` : "";
         say(
           opts,

@@ -8,12 +8,7 @@ import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, warnIfO
  * when HF_HUB_OFFLINE is set or the Hub cannot be reached), else the store ref itself.
  */
 async function storeRefFor(src: string, dest: string, store: Store, opts: { quiet?: boolean; concurrency?: number }): Promise<string> {
-  if (isHfRef(src)) {
-    const ref = parseHfRef(src);
-    const r = await pullHf(ref, { store, hub: hub(), progress: progressFor(opts, `pull ${src}`, "blobs"), ...(opts.concurrency ? { concurrency: opts.concurrency } : {}) });
-    warnIfOffline(r);
-    return formatHfRef({ repo: ref.repo, revision: r.commit });
-  }
+  if (isHfRef(src)) return pulledHfRef(src, store, opts);
   if (fs.existsSync(src) && fs.statSync(src).isDirectory()) {
     // Like `docker build -t`: the imported folder is known in the store by the name it is pushed to.
     const ref = canonicalRef(dest);
@@ -21,6 +16,14 @@ async function storeRefFor(src: string, dest: string, store: Store, opts: { quie
     return ref;
   }
   return canonicalRef(src);
+}
+
+/** A Hub revision in the store, by commit: pulled (or checked up to date) first, the store's copy offline. */
+export async function pulledHfRef(src: string, store: Store, opts: { quiet?: boolean; concurrency?: number }): Promise<string> {
+  const ref = parseHfRef(src);
+  const r = await pullHf(ref, { store, hub: hub(), progress: progressFor(opts, `pull ${src}`, "blobs"), ...(opts.concurrency ? { concurrency: opts.concurrency } : {}) });
+  warnIfOffline(r);
+  return formatHfRef({ repo: ref.repo, revision: r.commit });
 }
 
 export function pushCommand(): Command {

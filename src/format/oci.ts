@@ -37,6 +37,8 @@ export const MT = {
   artifact: "application/vnd.cake.model.v1",
   config: "application/vnd.cake.model.config.v1+json",
   recipe: "application/vnd.cake.recipe.v1+json",
+  /** An index artifact: a revision's config and recipe only, tagged by commit (src/model/index-artifact.ts). */
+  modelIndex: "application/vnd.cake.model.index.v1+json",
   tensor: "application/vnd.cake.tensor.v1.raw",
   pack: "application/vnd.cake.tensor-pack.v1.raw",
   // CNCF ModelPack layer types, for whole non-tensor files only (see docs/format.md)

@@ -28,6 +28,8 @@ import { convertFiles, isUnitOf, type SourcedFile } from "./convert.js";
 import { checkStoredCopy } from "./hf-check.js";
 import { hubFileSource, readSafetensorsHeader } from "./range-source.js";
 import { formatHfRef, ociRefName, type HfRef } from "./ref.js";
+import type { RegistryAccess } from "./registry-pull.js";
+import { readModelIndex, type ModelIndex } from "./index-artifact.js";
 import { proveServed, type HeldUnit } from "./reuse-proof.js";
 import { blobKey, candidatesFrom, guessUnits, MIN_GUESS, type Guess, type GuessStats } from "./speculate.js";
 
@@ -45,6 +47,11 @@ export interface HfPullOptions {
   onNotice?: (line: string) => void;
   /** Told where on the Hub each blob's bytes are, as soon as the blob is in the store. */
   onBlob?: (digest: string, source: HubBlobSource) => void;
+  /**
+   * A registry prefix holding index artifacts (`--index`, CAKE_INDEX; see index-artifact.ts): the
+   * units of the revision, known before the Hub is read, so those the store holds are not fetched.
+   */
+  index?: { prefix: string; access: RegistryAccess };
 }
 
 /** A blob's bytes on the Hub: a byte range of one file of one commit. */
@@ -79,7 +86,7 @@ export interface PullResult {
    * proven by each file's hash: how many and how many tensors in them, their bytes, from which
    * models; blobs sampled, the bytes the samples cost; files whose guesses were wrong, fetched again.
    */
-  reuse?: { blobs: number; tensors: number; bytes: number; models: string[]; sampled: number; windowBytes: number; wrongFiles: number };
+  reuse?: { byIndex: number; blobs: number; tensors: number; bytes: number; models: string[]; sampled: number; windowBytes: number; wrongFiles: number };
 }
 
 type PlannedFile = SourcedFile & { hub: HubFile };
@@ -102,6 +109,17 @@ const unitSize = (id: string) => {
   const [b, e] = id.slice(id.lastIndexOf(":") + 1).split("-").map(Number);
   return e! - b!;
 };
+
+/** Every unit an index names a digest for, in a file of the same path and size as the Hub's. */
+function indexGuesses(index: ModelIndex, files: Map<string, SourcedFile>): Map<string, Guess> {
+  const out = new Map<string, Guess>();
+  for (const f of index.files) {
+    const mine = files.get(f.path);
+    if (!mine || mine.size !== f.size || (mine.sha256 && mine.sha256 !== f.sha256)) continue;
+    for (const u of f.units) out.set(unitId({ path: f.path, begin: u.begin, end: u.end }), { digest: u.digest, model: `index ${index.ref}` });
+  }
+  return out;
+}
 
 /**
  * Guesses for the tensor units the store holds no range of, from the models already in the store
@@ -286,7 +304,15 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     // Speculation (speculate.ts): tensors the store may hold already, under other models' names.
     const misses = await store.guessMisses();
     const skip = (path: string, model: string) => misses.has(`${byPath.get(path)!.source.key} ${model}`);
-    const guessed = opts.speculate === false ? { guesses: new Map<string, Guess>(), stats: { sampled: 0, windows: 0, windowBytes: 0 } } : await guessFromStore(store, sorted, rangesOf, info, byCommit, skip);
+    // An index (index-artifact.ts) names every unit's digest before a byte moves: no sampling then.
+    // It is a guess like the samples: each file's hash is still the proof, a lie costs a refetch.
+    const index = opts.index ? await readModelIndex(opts.index.prefix, ref.repo, commit, opts.index.access, (line) => opts.onNotice?.(line)) : undefined;
+    const guessed = index
+      ? { guesses: indexGuesses(index, byPath), stats: { sampled: 0, windows: 0, windowBytes: 0 } }
+      : opts.speculate === false
+        ? { guesses: new Map<string, Guess>(), stats: { sampled: 0, windows: 0, windowBytes: 0 } }
+        : await guessFromStore(store, sorted, rangesOf, info, byCommit, skip);
+    let indexWrong = 0;
     const taken = new Map<string, Guess & { tensors: number }>(); // unit -> the guess the transfer took
     const wrong = new Set<string>(); // files whose guesses failed the file check
     const convert = (noGuess: Set<string>) =>
@@ -310,7 +336,12 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
           taken.set(unitId(u), { ...g, tensors: u.tensors.length });
           return g.digest;
         },
-        done: (f, u, digest) => store.recordRange(f.source.key, u.begin, u.end, digest, ref.repo),
+        done: (f, u, digest) => {
+          // Fetched from the Hub: an index that named other bytes for it was wrong (it cost nothing here).
+          const named = index ? guessed.guesses.get(unitId(u)) : undefined;
+          if (named && named.digest !== digest) indexWrong++;
+          return store.recordRange(f.source.key, u.begin, u.end, digest, ref.repo);
+        },
         // The file's guesses were right: record them as this repo's ranges (proven by the file's hash).
         checked: async (f) => {
           for (const u of unitsOf.get(f.path) ?? []) {
@@ -342,8 +373,9 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
       converted = await convert(wrong);
     }
     const { desc, stats } = converted;
+    if (index && indexWrong > 0) opts.onNotice?.(`${index.ref}: ${indexWrong} units differ from the Hub's bytes; the Hub's were used (checked by each file's sha256)`);
     const reusedBytes = [...taken.keys()].reduce((n, id) => n + unitSize(id), 0);
-    const reuse = { blobs: taken.size, tensors: [...taken.values()].reduce((k, g) => k + g.tensors, 0), bytes: reusedBytes, models: [...new Set([...taken.values()].map((g) => g.model))], sampled: guessed.stats.sampled, windowBytes: guessed.stats.windowBytes, wrongFiles: wrong.size };
+    const reuse = { byIndex: index ? taken.size : 0, blobs: taken.size, tensors: [...taken.values()].reduce((k, g) => k + g.tensors, 0), bytes: reusedBytes, models: [...new Set([...taken.values()].map((g) => g.model))], sampled: guessed.stats.sampled, windowBytes: guessed.stats.windowBytes, wrongFiles: wrong.size };
     const digest = desc.digest;
     await store.markVerified(digest); // every file matched the Hub's hashes above: export need not hash again
     await store.tag(byCommit, ociRefName(byCommit), desc, tagExtra);

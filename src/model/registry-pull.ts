@@ -23,8 +23,9 @@ export interface RegistryAccess {
   dockerConfig?: string;
 }
 
-export function clientFor(registry: string, access: RegistryAccess = {}): RegistryClient {
-  const opts: RegistryClientOptions = { registry, userAgent: "cake/0.1" };
+/** A client of `registry` with these credentials; `tuning` for the rare caller with other needs (retries). */
+export function clientFor(registry: string, access: RegistryAccess = {}, tuning: Pick<RegistryClientOptions, "retry"> = {}): RegistryClient {
+  const opts: RegistryClientOptions = { registry, userAgent: "cake/0.1", ...tuning };
   if (access.plainHttp) opts.plainHttp = true;
   if (access.username !== undefined) opts.username = access.username;
   if (access.password !== undefined) opts.password = access.password;

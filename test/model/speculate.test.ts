@@ -12,6 +12,7 @@ import { startProxy } from "../../proxy/index.js";
 import { dirBytes, hashTree, makeFineTune, makeLlamaLike } from "../fixtures/models.js";
 import { cake } from "../helpers/cli.js";
 import { startHub, type Hub } from "../hub/emulator.js";
+import { startRegistry, type RunningRegistry } from "../registry/harness.js";
 
 let tmp: string;
 let hub: Hub;
@@ -172,4 +173,81 @@ async function headerOverRead(dir: string): Promise<number> {
     n += Math.min(b.length, 64 << 10) - (8 + Number(b.readBigUInt64LE(0)));
   }
   return n;
+}
+
+describe("a pull with an index (--index, CAKE_INDEX)", () => {
+  let reg: RunningRegistry;
+  beforeAll(async () => {
+    reg = await startRegistry();
+  });
+  afterAll(() => reg?.close());
+
+  it("knows every tensor's digest before a byte moves: no samples, only what the store lacks crosses the network", async () => {
+    // A store that has the fine-tune publishes its index; another that has the base pulls with it.
+    const seed = env(path.join(tmp, "index-seed"));
+    await pull("hf://acme/ft", seed);
+    const push = await cake(["index", "push", "hf://acme/ft", `${reg.host}/idx`], seed);
+    expect(push.code, push.stderr).toBe(0);
+    const e = { ...env(path.join(tmp, "index-user")), DOCKER_CONFIG: path.join(tmp, "docker") };
+    await pull("hf://acme/base", e);
+    hub.counters.reset();
+    const r = await pull("hf://acme/ft", { ...e, CAKE_INDEX: `${reg.host}/idx` });
+    expect(r.stderr).toMatch(/hf:\/\/acme\/ft@main: \d+ tensors \([\d.]+ MiB\) taken from the store as index \S+\/idx\/acme\/ft:[0-9a-f]{40} names them, checked by each file's sha256/);
+    // Only the changed tensors' blobs (and the 64 KiB header reads) come from the Hub: no windows, no packs that did not change.
+    expect(hub.counters.bytesServed).toBeLessThan(changedBytes + (128 << 10) + modelBytes * 0.15);
+    await exportsAs("hf://acme/ft", e, ft);
+  });
+
+  it("an index that names the wrong bytes costs a refetch, never a wrong byte", async () => {
+    // The base's index published under the fine-tune's name and commit: every unit named as the base's.
+    const seed = env(path.join(tmp, "lie-seed"));
+    await pull("hf://acme/base", seed);
+    const baseIndex = await cake(["index", "push", "hf://acme/base", `${reg.host}/lie`], seed);
+    expect(baseIndex.code, baseIndex.stderr).toBe(0);
+    const ftCommit = (JSON.parse(await (await fetch(`${hub.url}/api/models/acme/ft/revision/main`)).text()) as { sha: string }).sha;
+    // ...claiming the fine-tune's own file hashes (the Hub's LFS oids), so that its units are believed.
+    const tree = JSON.parse(await (await fetch(`${hub.url}/api/models/acme/ft/tree/${ftCommit}?recursive=true`)).text()) as Array<{ path: string; lfs?: { oid: string } }>;
+    const sha = new Map(tree.filter((t) => t.lfs).map((t) => [t.path, t.lfs!.oid]));
+    const withHubHashes = (doc: Record<string, unknown>) => ({ ...doc, files: (doc.files as Array<{ path: string; sha256: string }>).map((f) => ({ ...f, sha256: sha.get(f.path) ?? f.sha256 })) });
+    await retag(reg.url, "lie/acme/base", "lie/acme/ft", ftCommit, (cfg) => ({ ...withHubHashes(cfg), source: { type: "hf", repo: "acme/ft", commit: ftCommit } }), withHubHashes);
+    const e = { ...env(path.join(tmp, "lie-user")), DOCKER_CONFIG: path.join(tmp, "docker") };
+    await pull("hf://acme/base", e);
+    const r = await pull("hf://acme/ft", { ...e, CAKE_INDEX: `${reg.host}/lie` });
+    expect(r.stderr).toMatch(/tensors taken from a local model did not make the Hub's file; fetching them/);
+    await exportsAs("hf://acme/ft", e, ft);
+  });
+});
+
+/**
+ * Copies the index artifact at `from:<its only tag>` to `to:<tag>`, its config rewritten by `edit`
+ * (a lying index: another revision's units under this one's name).
+ */
+async function retag(
+  registry: string,
+  from: string,
+  to: string,
+  tag: string,
+  edit: (cfg: Record<string, unknown>) => Record<string, unknown>,
+  editRecipe: (recipe: Record<string, unknown>) => Record<string, unknown>,
+): Promise<void> {
+  const { createHash } = await import("node:crypto");
+  const tags = (JSON.parse(await (await fetch(`${registry}/v2/${from}/tags/list`)).text()) as { tags: string[] }).tags;
+  const accept = { accept: "application/vnd.oci.image.manifest.v1+json" };
+  const man = JSON.parse(await (await fetch(`${registry}/v2/${from}/manifests/${tags[0]}`, { headers: accept })).text()) as { config: { digest: string; size: number }; layers: { digest: string; size: number }[] };
+  const put = async (bytes: Buffer) => {
+    const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+    const start = await fetch(`${registry}/v2/${to}/blobs/uploads/`, { method: "POST" });
+    const loc = new URL(start.headers.get("location")!, registry);
+    loc.searchParams.set("digest", digest);
+    expect((await fetch(loc, { method: "PUT", body: bytes, headers: { "content-type": "application/octet-stream" } })).status).toBe(201);
+    return { digest, size: bytes.length };
+  };
+  const cfg = edit(JSON.parse(await (await fetch(`${registry}/v2/${from}/blobs/${man.config.digest}`)).text()) as Record<string, unknown>);
+  man.config = { ...man.config, ...(await put(Buffer.from(JSON.stringify(cfg)))) };
+  for (const [i, l] of man.layers.entries()) {
+    const recipe = editRecipe(JSON.parse(await (await fetch(`${registry}/v2/${from}/blobs/${l.digest}`)).text()) as Record<string, unknown>);
+    man.layers[i] = { ...l, ...(await put(Buffer.from(JSON.stringify(recipe)))) };
+  }
+  const res = await fetch(`${registry}/v2/${to}/manifests/${tag}`, { method: "PUT", body: JSON.stringify(man), headers: { "content-type": "application/vnd.oci.image.manifest.v1+json" } });
+  expect(res.status).toBe(201);
 }
