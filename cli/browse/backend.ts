@@ -1,8 +1,9 @@
 /**
  * The real Backend of `cake browse`: the store, the Hub and (optionally) one registry, through the
  * library's public entry only. Sharing is computed from manifests and configs: two models share a
- * blob when both manifests list its digest, and a tensor when both configs place it at the same
- * offset of the same blob (what `cake diff` counts as shared).
+ * blob when both manifests list its digest, and a tensor when both hold the same bytes (identityIn:
+ * its own sha256, or, in an older config, the same place in the same blob; what `cake diff` counts
+ * as shared).
  */
 import path from "node:path";
 import {
@@ -14,6 +15,7 @@ import {
   diffModels,
   exportTo,
   formatBytes,
+  identityIn,
   isCakeError,
   isHfRef,
   listFiles,
@@ -67,8 +69,6 @@ interface Entry {
   manifest?: ImageManifest;
   config?: ModelConfig;
 }
-
-const tensorKey = (t: { digest: string; offset: number; size: number }) => `${t.digest}+${t.offset}+${t.size}`;
 
 /** Every model of the store, grouped by manifest, with the bytes each shares with the others. */
 export async function indexStore(store: Store): Promise<Entry[]> {
@@ -125,18 +125,20 @@ export async function indexStore(store: Store): Promise<Entry[]> {
 }
 
 /** The tensors of a config, each with the local models (other than `self`) that hold the same bytes. */
-function tensorsOf(config: ModelConfig, entries: Entry[], self?: string): DetailTensor[] {
+function tensorsOf(config: ModelConfig, manifest: ImageManifest | undefined, entries: Entry[], self?: string): DetailTensor[] {
   const holders = new Map<string, string[]>();
   for (const e of entries) {
     if (e.model.digest === self) continue;
+    const identity = identityIn(e.manifest);
     for (const f of e.config?.files ?? []) for (const t of f.tensors ?? []) {
-      const k = tensorKey(t);
+      const k = identity(t);
       const list = holders.get(k) ?? holders.set(k, []).get(k)!;
       if (!list.includes(e.model.ref)) list.push(e.model.ref);
     }
   }
+  const identity = identityIn(manifest);
   return config.files.flatMap((f) =>
-    (f.tensors ?? []).map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, size: t.size, file: f.path, sharedWith: holders.get(tensorKey(t)) ?? [] })),
+    (f.tensors ?? []).map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, size: t.size, file: f.path, sharedWith: holders.get(identity(t)) ?? [] })),
   );
 }
 
@@ -168,7 +170,7 @@ export function libraryBackend(opts: BackendOptions): Backend {
     const config = parseConfig(bytes, `${ref} config`);
     const have = new Set(entries.flatMap((e) => e.manifest?.layers.map((l) => l.digest) ?? []));
     const missing = manifest.layers.filter((l) => !have.has(l.digest)).reduce((n, l) => n + l.size, 0);
-    const tensors = tensorsOf(config, entries);
+    const tensors = tensorsOf(config, manifest, entries);
     summary.push(`${sharingLine(tensors)}; a pull fetches ${formatBytes(missing)}`);
     return { ref, where: "registry", summary, files: filesOf(config), tensors };
   }
@@ -242,7 +244,7 @@ export function libraryBackend(opts: BackendOptions): Backend {
         ];
         if (m.refs.length > 1) summary.push(`also named ${m.refs.filter((r) => r !== m.ref).join(", ")}`);
         if (!e.config) return { ref: m.ref, where: "store", summary, files: [], note: "no cake model config in this manifest" };
-        const tensors = tensorsOf(e.config, entries, m.digest);
+        const tensors = tensorsOf(e.config, e.manifest, entries, m.digest);
         summary.push(sharingLine(tensors));
         return { ref: m.ref, where: "store", summary, files: filesOf(e.config), tensors };
       }

@@ -7,6 +7,7 @@
  * model revision gives the same manifest digest whoever converts it.
  */
 import { sha256Digest } from "../digest.js";
+import { CakeError } from "../errors.js";
 import { CAKE_DIR } from "./paths.js";
 import { ANN, MT, type Descriptor, type ImageManifest } from "./oci.js";
 import type { ModelFile, Plan, Unit } from "./plan.js";
@@ -49,7 +50,26 @@ export interface ConfigTensor {
   digest: string;
   offset: number;
   size: number;
+  /**
+   * sha256 (hex) of the tensor's own bytes: the blob's for a tensor of its own, its sub-range's in a
+   * pack. Every config cake writes has it; older ones lack it (see tensorIdentity).
+   */
+  sha256?: string;
 }
+
+/**
+ * What a tensor's bytes are, as one string: equal strings, equal bytes. `sha256:<hex>` of the bytes
+ * when the config says (`sha256`), or when the tensor is the whole blob `digest` (`blobSize` from the
+ * manifest); else, in an older config, where the bytes lie (blob, offset, size), which tells packed
+ * tensors apart only by their pack.
+ */
+export function tensorIdentity(t: ConfigTensor, blobSize: (digest: string) => number | undefined): string {
+  if (t.sha256) return `sha256:${t.sha256}`;
+  if (t.size === 0) return EMPTY_DIGEST;
+  if (t.offset === 0 && blobSize(t.digest) === t.size) return t.digest;
+  return `${t.digest}+${t.offset}+${t.size}`;
+}
+
 
 export interface ConfigFile {
   path: string;
@@ -95,17 +115,35 @@ export interface BuildInput {
   plan: Plan;
   /** The digest of each unit's bytes, index-aligned with plan.units. */
   unitDigests: string[];
+  /**
+   * The sha256 (hex) of each tensor of a pack holding more than one tensor with bytes, in the pack's
+   * order, index-aligned with plan.units (see hashPackedTensors); other tensors' follow from the digests.
+   */
+  packedTensorHashes: (readonly string[] | undefined)[];
   source: ModelConfig["source"];
   maxLayers: number;
   packFactor: number;
 }
 
+/** Whether a unit's tensors need their own hashes: more than one of them has bytes. */
+export const needsTensorHashes = (unit: Unit) => unit.tensors.filter((t) => t.end > t.begin).length > 1;
+
+/** The sha256 (hex) of tensor `j` of `unit`: empty, the whole blob, or hashed from the pack. */
+function tensorSha256(unit: Unit, j: number, digest: string, hashes: readonly string[] | undefined): string {
+  const t = unit.tensors[j]!;
+  if (t.end === t.begin) return EMPTY_DIGEST.slice(7);
+  if (!needsTensorHashes(unit)) return digest.slice(7);
+  const hex = hashes?.[j];
+  if (!hex) throw new CakeError("E_RECIPE", `${unit.path}: tensor ${t.name} is packed but was not hashed; the artifact cannot be built`);
+  return hex;
+}
+
 export function buildArtifact(input: BuildInput): Artifact {
   const { files, plan, unitDigests } = input;
-  const byFile = new Map<string, { unit: Unit; digest: string }[]>();
+  const byFile = new Map<string, { unit: Unit; digest: string; hashes: readonly string[] | undefined }[]>();
   plan.units.forEach((unit, i) => {
     const list = byFile.get(unit.path) ?? [];
-    list.push({ unit, digest: unitDigests[i]! });
+    list.push({ unit, digest: unitDigests[i]!, hashes: input.packedTensorHashes[i] });
     byFile.set(unit.path, list);
   });
 
@@ -151,14 +189,14 @@ export function buildArtifact(input: BuildInput): Artifact {
       const base = { path: f.path, size: f.size, sha256: f.sha256!, ...(f.gitOid ? { gitOid: f.gitOid } : {}) };
       if (!f.safetensors) return { ...base, format: "raw" as const };
       const tensors: ConfigTensor[] = [];
-      const placed = new Map<string, { digest: string; offset: number }>();
-      for (const { unit, digest } of byFile.get(f.path) ?? []) {
+      const placed = new Map<string, { digest: string; offset: number; sha256: string }>();
+      for (const { unit, digest, hashes } of byFile.get(f.path) ?? []) {
         const first = unit.tensors[0]!.begin;
-        for (const t of unit.tensors) placed.set(t.name, { digest, offset: t.begin - first });
+        unit.tensors.forEach((t, j) => placed.set(t.name, { digest, offset: t.begin - first, sha256: tensorSha256(unit, j, digest, hashes) }));
       }
       for (const t of f.safetensors.header.tensors) {
-        const at = placed.get(t.name) ?? { digest: EMPTY_DIGEST, offset: 0 };
-        tensors.push({ name: t.name, dtype: t.dtype, shape: t.shape, digest: at.digest, offset: at.offset, size: t.end - t.begin });
+        const at = placed.get(t.name) ?? { digest: EMPTY_DIGEST, offset: 0, sha256: EMPTY_DIGEST.slice(7) };
+        tensors.push({ name: t.name, dtype: t.dtype, shape: t.shape, digest: at.digest, offset: at.offset, size: t.end - t.begin, sha256: at.sha256 });
       }
       const md = f.safetensors.header.metadata;
       return { ...base, format: "safetensors" as const, ...(md ? { metadata: { ...md } } : {}), tensors };

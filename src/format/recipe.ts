@@ -116,6 +116,7 @@ export function parseConfig(bytes: Uint8Array, where: string): ModelConfig {
       if (!Array.isArray(t.shape) || !t.shape.every(isInt)) bad(`${tat}: bad shape`);
       if (typeof t.digest !== "string" || !DIGEST_RE.test(t.digest)) bad(`${tat}: bad digest`);
       if (!isInt(t.offset) || !isInt(t.size)) bad(`${tat}: bad offset or size`);
+      if (t.sha256 !== undefined && (typeof t.sha256 !== "string" || !HEX64.test(t.sha256))) bad(`${tat}: sha256 is not 64 lowercase hex digits`);
     }
   }
   return c as unknown as ModelConfig;

@@ -6,7 +6,7 @@
  * hooks that are theirs (the Hub's ranges record and proof of possession; nothing for a folder).
  */
 import { CakeError } from "../errors.js";
-import { buildArtifact, type Artifact, type ModelConfig } from "../format/artifact.js";
+import { buildArtifact, needsTensorHashes, type Artifact, type ModelConfig } from "../format/artifact.js";
 import { gitBlobPrefix } from "../format/git-oid.js";
 import type { Descriptor } from "../format/oci.js";
 import { MAX_LAYERS, PACK_FACTOR, planUnits, type ModelFile, type Unit } from "../format/plan.js";
@@ -117,12 +117,13 @@ export async function convertFiles(files: SourcedFile[], opts: ConvertOptions): 
     for (const c of checks.values()) c.drop();
     throw err;
   });
-  const settled = await Promise.allSettled(verifications);
+  // Each packed tensor's own sha256 for the config, on the hash workers alongside the file checks.
+  const [settled, packedTensorHashes] = await Promise.all([Promise.allSettled(verifications), hashPackedTensors(store, plan.units, unitDigests)]);
   const bad = settled.find((s) => s.status === "rejected") as PromiseRejectedResult | undefined;
   if (bad) throw bad.reason;
 
   for (const f of files) if (!f.sha256) f.sha256 = unitDigests[plan.units.findIndex((u) => u.path === f.path)]!.slice(7);
-  const artifact = buildArtifact({ files, plan, unitDigests, source: opts.source, maxLayers: MAX_LAYERS, packFactor: PACK_FACTOR });
+  const artifact = buildArtifact({ files, plan, unitDigests, packedTensorHashes, source: opts.source, maxLayers: MAX_LAYERS, packFactor: PACK_FACTOR });
   const desc = await storeArtifact(store, artifact);
   return { artifact, desc, stats };
 }
@@ -135,6 +136,23 @@ function rawFileOf(store: ContentStore, digest: string): string {
   const file = store.rawFile(digest);
   if (!file) throw new CakeError("E_IO", `blob ${digest} is not stored as a plain file, which the file check needs`);
   return file;
+}
+
+/**
+ * The sha256 (hex) of each tensor of every pack holding more than one tensor with bytes (the config's
+ * per-tensor `sha256`, which lets `cake diff` tell a changed tensor from its unchanged neighbours),
+ * index-aligned with `units`: each tensor's range of its pack blob, read back from the store (the page
+ * cache: just written) on the hash workers, so no byte is fetched twice.
+ */
+async function hashPackedTensors(store: ContentStore, units: Unit[], digests: string[]): Promise<(string[] | undefined)[]> {
+  return Promise.all(
+    units.map(async (u, i) => {
+      if (!needsTensorHashes(u)) return undefined;
+      const file = rawFileOf(store, digests[i]!);
+      const first = u.tensors[0]!.begin;
+      return Promise.all(u.tensors.map(async (t) => (await hashParts({ parts: [{ file, start: t.begin - first, end: t.end - first }] })).sha256));
+    }),
+  );
 }
 
 async function checkGitOid(store: ContentStore, f: SourcedFile, want: string, digest: string): Promise<void> {

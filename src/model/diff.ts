@@ -4,7 +4,7 @@
  * pull of B costs when A is already here.
  */
 import { CakeError } from "../errors.js";
-import { DOCUMENT_LIMIT, type ConfigTensor, type ModelConfig } from "../format/artifact.js";
+import { DOCUMENT_LIMIT, tensorIdentity, type ConfigTensor, type ModelConfig } from "../format/artifact.js";
 import { MT, type ImageManifest } from "../format/oci.js";
 import { parseConfig, parseManifest } from "../format/recipe.js";
 import { isHfRef } from "./ref.js";
@@ -61,6 +61,17 @@ const tensorsOf = (c: ModelConfig) => {
   return m;
 };
 
+/** A tensor's identity (tensorIdentity) in the model of `manifest`, whose layers give blob sizes. */
+export function identityIn(manifest: ImageManifest | undefined): (t: ConfigTensor) => string {
+  const sizes = new Map((manifest?.layers ?? []).map((l) => [l.digest, l.size]));
+  return (t) => tensorIdentity(t, (d) => sizes.get(d));
+}
+
+/**
+ * Tensor by tensor, by the bytes themselves (their own sha256, which a packed tensor has in a config
+ * cake writes today; else, in an older config, where they lie): a tensor packed next to a changed
+ * one is still shared. `transferBytes` counts blobs, what a pull moves.
+ */
 export function diffConfigs(a: Side, b: Side): ModelDiff {
   const ta = tensorsOf(a.config);
   const tb = tensorsOf(b.config);
@@ -71,10 +82,12 @@ export function diffConfigs(a: Side, b: Side): ModelDiff {
     c.bytes += bytes;
     c.names.push(name);
   };
+  const idA = identityIn(a.manifest);
+  const idB = identityIn(b.manifest);
   for (const [name, t] of tb) {
     const o = ta.get(name);
     if (!o) add(d.added, name, t.size);
-    else if (o.digest === t.digest && o.offset === t.offset && o.size === t.size) add(d.shared, name, t.size);
+    else if (idA(o) === idB(t)) add(d.shared, name, t.size);
     else add(d.changed, name, t.size);
   }
   for (const [name, t] of ta) if (!tb.has(name)) add(d.removed, name, t.size);

@@ -78,11 +78,12 @@ describe("browse backend", () => {
     expect(d.files.map((x) => x.path).sort()).toEqual((await fs.readdir(ft)).sort());
     const tensors = d.tensors!;
     expect(tensors.length).toBe(f.tensors);
-    // shared: exactly what `cake diff` counts as shared (same blob, same place: small tensors packed with a
-    // changed one moved to a new blob); never a changed tensor; always the big untouched ones
+    // shared: exactly what `cake diff` counts as shared (the same bytes: every tensor but the changed
+    // ones, even the small ones packed next to a changed one)
     const diff = await backend.diff("hf://acme/base@main", "hf://acme/base-ft@main");
     const shared = tensors.filter((t) => t.sharedWith.length > 0);
     expect(shared.map((t) => t.name).sort()).toEqual([...diff.shared.names].sort());
+    expect(shared.map((t) => t.name).sort()).toEqual(tensors.map((t) => t.name).filter((n) => !CHANGED.includes(n)).sort());
     for (const t of shared) expect(t.sharedWith).toEqual(["hf://acme/base@main"]);
     for (const name of CHANGED) expect(tensors.find((t) => t.name === name)!.sharedWith).toEqual([]);
     expect(tensors.find((t) => t.name === "model.embed_tokens.weight")!.sharedWith).toEqual(["hf://acme/base@main"]);

@@ -28,6 +28,9 @@ const withFile = (f: Record<string, unknown>) => ({ ...good, files: [{ ...good.f
 describe("parseConfig", () => {
   it("accepts what cake writes and refuses hostile fields, naming them", () => {
     expect(parseConfig(bytes(good), "x").files[0]!.tensors![0]!.name).toBe("w");
+    // a tensor's own sha256 (format v1, additive): read when present, not required
+    const hashed = withFile({ tensors: [{ ...good.files[0]!.tensors[0], sha256: "d".repeat(64) }] });
+    expect(parseConfig(bytes(hashed), "x").files[0]!.tensors![0]!.sha256).toBe("d".repeat(64));
     const cases: [unknown, RegExp][] = [
       [{ ...good, mediaType: "application/json" }, /not a cake model config v1/],
       [{ ...good, source: { type: "hf", repo: "acme/m", commit: "HEAD" } }, /source commit is not a 40-hex sha/],
@@ -36,6 +39,9 @@ describe("parseConfig", () => {
       [withFile({ tensors: [{ ...good.files[0]!.tensors[0], offset: 1.5 }] }), /tensor "w": bad offset or size/],
       [withFile({ tensors: [{ ...good.files[0]!.tensors[0], digest: "sha256:../x" }] }), /tensor "w": bad digest/],
       [withFile({ metadata: { a: 1 } }), /metadata is not a map of strings/],
+      [withFile({ tensors: [{ ...good.files[0]!.tensors[0], sha256: "C".repeat(64) }] }), /tensor "w": sha256 is not 64 lowercase hex digits/],
+      [withFile({ tensors: [{ ...good.files[0]!.tensors[0], sha256: "c".repeat(63) }] }), /tensor "w": sha256 is not 64 lowercase hex digits/],
+      [withFile({ tensors: [{ ...good.files[0]!.tensors[0], sha256: null }] }), /tensor "w": sha256 is not 64 lowercase hex digits/],
     ];
     for (const [c, msg] of cases) expect(() => parseConfig(bytes(c), "reg/acme/m:v1 config"), JSON.stringify(c)).toThrow(msg);
   });

@@ -60,7 +60,7 @@ describe("layer rule", () => {
     const files = sortFiles([sizedFile("model-00001-of-00002.safetensors", tensors.slice(0, 15000)), sizedFile("model-00002-of-00002.safetensors", tensors.slice(15000))]);
     const plan = planUnits(files);
     expect(plan.layerCount).toBeLessThanOrEqual(MAX_LAYERS);
-    const art = buildArtifact({ files, plan, unitDigests: plan.units.map((_, i) => fakeDigest(String(i))), source: { type: "hf", repo: "acme/moe", commit: "a".repeat(40) }, maxLayers: MAX_LAYERS, packFactor: PACK_FACTOR });
+    const art = buildArtifact({ files, plan, unitDigests: plan.units.map((_, i) => fakeDigest(String(i))), packedTensorHashes: plan.units.map((u) => u.tensors.map((t) => fakeDigest(t.name).slice(7))), source: { type: "hf", repo: "acme/moe", commit: "a".repeat(40) }, maxLayers: MAX_LAYERS, packFactor: PACK_FACTOR });
     expect(art.manifestBytes.length).toBeLessThan(MANIFEST_LIMIT);
     expect(art.manifest.layers.length).toBeLessThanOrEqual(MAX_LAYERS);
     // every tensor is still addressable through the config

@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { expect } from "vitest";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const CAKE = path.join(ROOT, "bin", "cake");
@@ -26,6 +27,14 @@ export function cake(args: string[], env: Record<string, string | undefined>): P
     child.on("error", reject);
     child.on("close", (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** Runs cake, expects success with nothing on stderr; its stdout, trimmed. */
+export async function cakeOk(args: string[], env: Record<string, string | undefined>): Promise<string> {
+  const r = await cake(args, env);
+  expect(r.stderr, args.join(" ")).toBe("");
+  expect(r.code, args.join(" ")).toBe(0);
+  return r.stdout.trim();
 }
 
 export async function waitFor(cond: () => boolean, timeoutMs = 60_000, what = "condition"): Promise<void> {

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MT } from "../../src/format/oci.js";
 import { Store } from "../../src/store/layout.js";
 import { hashTree, makeFineTune, makeLlamaLike, dirBytes } from "../fixtures/models.js";
-import { cake, spawnCake, waitFor } from "../helpers/cli.js";
+import { cake, cakeOk, spawnCake, waitFor } from "../helpers/cli.js";
 import { startCountingProxy, type CountingProxy } from "../registry/counting-proxy.js";
 import { requireTool, startRegistry, type RunningRegistry } from "../registry/harness.js";
 
@@ -41,12 +41,7 @@ afterAll(async () => {
 
 let n = 0;
 const env = () => ({ CAKE_HOME: path.join(tmp, `store-${n++}`), DOCKER_CONFIG: path.join(tmp, "docker") });
-const ok = async (args: string[], e: Record<string, string>) => {
-  const r = await cake(args, e);
-  expect(r.stderr, args.join(" ")).toBe("");
-  expect(r.code, args.join(" ")).toBe(0);
-  return r.stdout.trim();
-};
+const ok = cakeOk;
 const sha256 = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
 describe("cake push / pull with a real registry", () => {
