@@ -78,6 +78,7 @@ export function candidatesFrom(models: Array<{ ref: string; config: ModelConfig 
  * (fine-tunes that add tokens change a few rows of those only).
  */
 export function guessWindows(size: number, name: string): Array<[number, number]> {
+  if (size <= 0) return []; // an empty tensor has no bytes to compare
   if (size <= 2 * GUESS_WINDOW) return [[0, size]];
   const spread = /embed|lm_head|wte|wpe|tok_embeddings|output\.weight$/.test(name);
   const random = size < 8 << 20 ? 1 : size < 64 << 20 ? 2 : 4;

@@ -10,7 +10,7 @@ import path from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { startProxy } from "../../proxy/index.js";
 import { dirBytes, hashTree, makeFineTune, makeLlamaLike } from "../fixtures/models.js";
-import { cake } from "../helpers/cli.js";
+import { cake, spawnCake, waitFor } from "../helpers/cli.js";
 import { startHub, type Hub } from "../hub/emulator.js";
 import { startRegistry, type RunningRegistry } from "../registry/harness.js";
 
@@ -22,6 +22,8 @@ let ft2: string;
 let ft3: string;
 let reshard: string;
 let stealth: string;
+let metaOnly: string;
+let rowsChanged: string;
 /** Tensors the fine-tune changed (big enough to be their own blobs). */
 const CHANGED = ["model.layers.1.mlp.up_proj.weight", "model.layers.1.self_attn.q_proj.weight"];
 let changedBytes = 0;
@@ -36,6 +38,38 @@ async function tensorBytes(dir: string, names: string[]): Promise<number> {
     for (const name of names) if (h[name]?.data_offsets) n += h[name].data_offsets[1] - h[name].data_offsets[0];
   }
   return n;
+}
+
+/** A copy of `src` whose safetensors headers carry other `__metadata__`: every tensor's offset in the file moves. */
+async function makeMetadataOnly(src: string, out: string): Promise<void> {
+  await fs.cp(src, out, { recursive: true });
+  for (const f of (await fs.readdir(out)).filter((x) => x.endsWith(".safetensors"))) {
+    const file = path.join(out, f);
+    const b = await fs.readFile(file);
+    const n = Number(b.readBigUInt64LE(0));
+    const header = JSON.parse(b.subarray(8, 8 + n).toString()) as Record<string, unknown>;
+    header.__metadata__ = { format: "pt", edited: "by a test, with a longer value than before" };
+    let json = Buffer.from(JSON.stringify(header));
+    json = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)]);
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    await fs.writeFile(file, Buffer.concat([len, json, b.subarray(8 + n)]));
+  }
+}
+
+/** A copy of `src` with `rows` rows (of `rowBytes`) of one tensor changed from row `from`: what adding tokens does to an embedding. */
+async function makeRowsChanged(src: string, out: string, tensor: string, from: number, rows: number, rowBytes: number): Promise<void> {
+  await fs.cp(src, out, { recursive: true });
+  for (const f of (await fs.readdir(out)).filter((x) => x.endsWith(".safetensors"))) {
+    const file = path.join(out, f);
+    const b = await fs.readFile(file);
+    const n = Number(b.readBigUInt64LE(0));
+    const t = (JSON.parse(b.subarray(8, 8 + n).toString()) as Record<string, { data_offsets?: [number, number] }>)[tensor];
+    if (!t?.data_offsets) continue;
+    const at = 8 + n + t.data_offsets[0] + from * rowBytes;
+    for (let i = 0; i < rows * rowBytes; i++) b[at + i] = (b[at + i]! ^ 0x5a) & 0xff;
+    await fs.writeFile(file, b);
+  }
 }
 
 /** A copy of `src` with 4 KiB in the middle of one big tensor changed: a change sampling may miss. */
@@ -61,12 +95,16 @@ beforeAll(async () => {
   ft3 = path.join(tmp, "ft3");
   reshard = path.join(tmp, "reshard");
   stealth = path.join(tmp, "stealth");
+  metaOnly = path.join(tmp, "meta");
+  rowsChanged = path.join(tmp, "rows");
   await makeLlamaLike(base, { hidden: 512, layers: 2, vocab: 4096, shards: 2, seed: 3 });
   await makeLlamaLike(reshard, { hidden: 512, layers: 2, vocab: 4096, shards: 3, seed: 3 });
   await makeFineTune(base, ft, CHANGED);
   await makeFineTune(base, ft2, ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"]);
   await makeFineTune(base, ft3, ["model.layers.0.mlp.up_proj.weight", "model.layers.1.mlp.gate_proj.weight"]);
   await makeStealth(base, stealth, "model.layers.0.mlp.gate_proj.weight");
+  await makeMetadataOnly(base, metaOnly);
+  await makeRowsChanged(base, rowsChanged, "model.embed_tokens.weight", 2000, 8, 512 * 2);
   changedBytes = await tensorBytes(base, CHANGED);
   modelBytes = await dirBytes(base);
   hub = await startHub();
@@ -76,6 +114,8 @@ beforeAll(async () => {
   await hub.commit("acme/ft3", ft3);
   await hub.commit("acme/reshard", reshard);
   await hub.commit("acme/stealth", stealth);
+  await hub.commit("acme/meta", metaOnly);
+  await hub.commit("acme/rows", rowsChanged);
 });
 afterAll(async () => {
   await hub?.close();
@@ -116,6 +156,36 @@ describe("a pull after a related model", () => {
     await pull("hf://acme/reshard", e);
     expect(hub.counters.bytesServed).toBeLessThan(modelBytes * 0.2);
     await exportsAs("hf://acme/reshard", e, reshard);
+  });
+
+  it("moves almost nothing for the same files with only their __metadata__ changed (every offset moved)", async () => {
+    const e = env(path.join(tmp, "store-meta"));
+    await pull("hf://acme/base", e);
+    hub.counters.reset();
+    await pull("hf://acme/meta", e);
+    expect(hub.counters.bytesServed).toBeLessThan(modelBytes * 0.2);
+    await exportsAs("hf://acme/meta", e, metaOnly);
+  });
+
+  it("a fine-tune that changed 8 rows of the embedding: byte-identical, whether the samples saw the rows or the file's hash did", async () => {
+    const e = env(path.join(tmp, "store-rows"));
+    await pull("hf://acme/base", e);
+    await pull("hf://acme/rows", e);
+    await exportsAs("hf://acme/rows", e, rowsChanged);
+  });
+
+  it("a pull killed while it speculates runs again to the end, byte-identical", async () => {
+    const e = env(path.join(tmp, "store-kill"));
+    await pull("hf://acme/base", e);
+    hub.setKnobs({ bandwidth: 1 << 20 });
+    const child = spawnCake(["pull", "-q", "hf://acme/ft"], e);
+    const served0 = hub.counters.bytesServed;
+    await waitFor(() => hub.counters.bytesServed > served0 + (256 << 10), 20_000, "the pull to be under way");
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("close", r));
+    hub.setKnobs({ bandwidth: 0 });
+    await pull("hf://acme/ft", e);
+    await exportsAs("hf://acme/ft", e, ft);
   });
 
   it("picks, of two local fine-tunes, the one whose bytes match", async () => {
@@ -251,3 +321,19 @@ async function retag(
   const res = await fetch(`${registry}/v2/${to}/manifests/${tag}`, { method: "PUT", body: JSON.stringify(man), headers: { "content-type": "application/vnd.oci.image.manifest.v1+json" } });
   expect(res.status).toBe(201);
 }
+
+describe("guessWindows", () => {
+  it("samples nothing of an empty tensor, a small one whole, a big one at its ends and between", async () => {
+    const { guessWindows, GUESS_WINDOW } = await import("../../src/model/speculate.js");
+    expect(guessWindows(0, "model.norm.weight")).toEqual([]);
+    expect(guessWindows(1000, "model.norm.weight")).toEqual([[0, 1000]]);
+    const big = guessWindows(64 << 20, "model.layers.0.mlp.up_proj.weight");
+    expect(big.slice(0, 2)).toEqual([
+      [0, GUESS_WINDOW],
+      [(64 << 20) - GUESS_WINDOW, 64 << 20],
+    ]);
+    expect(big.every(([a, b]) => b - a === GUESS_WINDOW && a >= 0 && b <= 64 << 20)).toBe(true);
+    // An embedding's rows are sampled all along it: fine-tunes that add tokens change a few rows only.
+    expect(guessWindows(64 << 20, "model.embed_tokens.weight").length).toBeGreaterThan(big.length + 10);
+  });
+});
