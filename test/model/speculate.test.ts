@@ -268,6 +268,19 @@ describe("a pull with an index (--index, CAKE_INDEX)", () => {
     await exportsAs("hf://acme/ft", e, ft);
   });
 
+  it("a cake proxy is an index too: its hf/ names", async () => {
+    const proxy = await startProxy({ host: "127.0.0.1", port: 0, hub: hub.url, store: path.join(tmp, "index-proxy-store"), aliases: {}, quiet: true });
+    try {
+      const e = env(path.join(tmp, "index-proxy-user"));
+      await pull("hf://acme/base", e);
+      const r = await pull("hf://acme/ft", { ...e, CAKE_INDEX: `${proxy.host}/hf` });
+      expect(r.stderr).toMatch(new RegExp(`taken from the store as index ${proxy.host}/hf/acme/ft:[0-9a-f]{40} names them`));
+      await exportsAs("hf://acme/ft", e, ft);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it("an index that names the wrong bytes costs a refetch, never a wrong byte", async () => {
     // The base's index published under the fine-tune's name and commit: every unit named as the base's.
     const seed = env(path.join(tmp, "lie-seed"));
