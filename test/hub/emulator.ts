@@ -10,7 +10,7 @@
  * See docs/hub-emulation.md.
  */
 import { createHash, createHmac, randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { createReadStream, readFileSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -362,7 +362,22 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
     tags: [] as string[],
     siblings: commit ? siblingsOf(commit, blobsToo) : [],
     usedStorage: repo.usedStorage(),
+    ...(commit ? cardDataOf(commit) : {}),
   });
+  /**
+   * The model card's metadata, as the Hub gives it in `cardData`: the README's YAML front matter.
+   * Only the `base_model` key is read (a string, or a list of `- name` lines), what fine-tunes declare.
+   */
+  const cardDataOf = (commit: Commit): { cardData?: { base_model: string | string[] } } => {
+    const readme = commit.files.get("README.md");
+    if (!readme) return {};
+    const text = readFileSync(readme.source.file, "utf8");
+    const front = /^---\n([\s\S]*?)\n---/.exec(text)?.[1];
+    const m = front ? /^base_model:[ \t]*(.*)$((?:\n[ \t]*- .*)*)/m.exec(front) : null;
+    if (!m) return {};
+    const list = [...m[2]!.matchAll(/- (.+)/g)].map((x) => x[1]!.trim());
+    return { cardData: { base_model: m[1]!.trim() || list } };
+  };
 
   // ---------- pagination ----------
 

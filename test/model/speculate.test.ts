@@ -188,6 +188,21 @@ describe("a pull after a related model", () => {
     await exportsAs("hf://acme/ft", e, ft);
   });
 
+  it("prefers the model the repo declares as its base (cardData.base_model)", async () => {
+    // Two local models with the same bytes: the one the fine-tune's card names is asked first.
+    const declared = path.join(tmp, "ft-declared");
+    await fs.cp(ft, declared, { recursive: true });
+    await fs.writeFile(path.join(declared, "README.md"), "---\nbase_model: acme/base\nlicense: mit\n---\n# a fine-tune\n");
+    await hub.commit("acme/ft-declared", declared);
+    await hub.commit("acme/a-copy", base);
+    const e = env(path.join(tmp, "store-declared"));
+    await pull("hf://acme/a-copy", e);
+    await pull("hf://acme/base", e);
+    const r = await pull("hf://acme/ft-declared", e);
+    expect(r.stderr).toMatch(/taken from the store from hf:\/\/acme\/base@[0-9a-f]{40}: /);
+    await exportsAs("hf://acme/ft-declared", e, declared);
+  });
+
   it("picks, of two local fine-tunes, the one whose bytes match", async () => {
     const e = env(path.join(tmp, "store-two"));
     await pull("hf://acme/ft2", e);
