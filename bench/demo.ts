@@ -123,6 +123,17 @@ async function main() {
       say(`(oras wrote ${(await fsp.readdir(orasDir)).filter((f) => f !== ".cake").join(", ")} and .cake/ with the recipe and tensor blobs)`);
     } else say("\ndemo: oras is not installed (bash .ci/setup installs it); skipping the oras pull");
 
+    // The same, straight from the Hub (no registry, no proxy): the fine-tune's unchanged tensors are
+    // taken from the base already in the store, proven by each file's sha256 against the Hub's.
+    say("\ndemo: straight from the Hub, into a store of its own");
+    const direct = { ...env, CAKE_HOME: path.join(work, "hub-store") };
+    await cake(["pull", "hf://acme/tiny-llama"], direct);
+    hub.counters.reset();
+    await cake(["pull", "hf://acme/tiny-llama-ft"], direct);
+    const hubBytesFt = hub.counters.bytesServed;
+    const outDirect = path.join(work, "export", "tiny-llama-ft-from-hub");
+    await cake(["export", "hf://acme/tiny-llama-ft", outDirect], direct);
+
     say("");
     const outBase = path.join(work, "export", "tiny-llama");
     const outFt = path.join(work, "export", "tiny-llama-ft");
@@ -135,6 +146,7 @@ async function main() {
       ["base, exported", await sameFiles(base, outBase)],
       ["fine-tune, exported", await sameFiles(ft, outFt)],
       ...(outOras ? [["fine-tune, from the oras pull", await sameFiles(ft, outOras)] as [string, boolean]] : []),
+      ["fine-tune, pulled straight from the Hub", await sameFiles(ft, outDirect)],
     ];
     const diff = JSON.parse(await cake(["diff", "--json", `${host}/hf/acme/tiny-llama:main`, `${host}/hf/acme/tiny-llama-ft:main`], env, false)) as { transferBytes: number; totalBytes: number; changed: { tensors: number } };
     say(`\ndemo: results`);
@@ -143,6 +155,7 @@ async function main() {
     const baseBytes = await dirBytes(base);
     // Beyond the model's size: the tensor bytes each shard's one header request took along (under 64 KiB a shard).
     const headerExtra = hubBytesBase > baseBytes ? `; ${((hubBytesBase - baseBytes) / 1024).toFixed(0)} KiB more came along with the headers` : "";
+    say(`  straight from the Hub: the fine-tune after its base cost ${mib(hubBytesFt)} from the Hub of its ${mib(await dirBytes(ft))} (the changed tensors, the headers and the samples)`);
     say(`  the Hub served ${mib(hubBytesBase)} for the base (its size: ${mib(baseBytes)}${headerExtra}) — once, to the proxy`);
     say(`\ndemo: where everything is (${replacedNextTime ? "the next demo replaces it; " : ""}remove with: rm -rf ${work})`);
     say(`  originals      ${path.dirname(base)}`);
