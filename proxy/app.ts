@@ -6,6 +6,7 @@
 import express, { type NextFunction, type Request, type Response } from "express";
 import { MT, oneLine } from "../src/index.js";
 import { OciError, ociErrorOf, sendOciError } from "./oci-errors.js";
+import { ReadinessCheck } from "./readiness.js";
 import type { ProxyService } from "./service.js";
 
 /** The client's Hub token: the password of Basic credentials (`oras login`), or a Bearer token. */
@@ -80,6 +81,12 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
   });
   app.head("/v2/", (_req, res) => {
     res.type("application/json").end();
+  });
+
+  const readiness = new ReadinessCheck(service.opts.store, service.opts.backend, service.opts.backendAccess);
+  app.get("/_cake/ready", async (_req, res) => {
+    const r = await readiness.check();
+    res.status(r.ready ? 200 : 503).json(r);
   });
 
   app.get("/metrics", (_req, res) => {
