@@ -1,6 +1,6 @@
 /**
  * `cake proxy`: the OCI distribution API in front of a Hugging Face Hub. Configuration comes from
- * flags, else environment (CAKE_PROXY_*), else a JSON config file (--config), else defaults:
+ * flags, else environment (CAKE_PROXY_*), else a JSON config file (--config), else defaults, setting by setting:
  * loopback, port 5000, the embedded store ($CAKE_HOME), HF_ENDPOINT.
  */
 import fs from "node:fs";
@@ -32,9 +32,20 @@ export interface RunningProxy {
   close(): Promise<void>;
 }
 
-/** flags > environment > config file > defaults. */
-export function resolveConfig(flags: Partial<ProxyConfig> & { config?: string }, env: NodeJS.ProcessEnv = process.env): ProxyConfig {
-  const file: Partial<ProxyConfig> = flags.config ? (JSON.parse(fs.readFileSync(flags.config, "utf8")) as Partial<ProxyConfig>) : {};
+/** The backend's access settings as flags (and config-file keys) name them; resolveConfig turns them into backendAccess. */
+export interface BackendAccessSettings {
+  backendPlainHttp?: boolean;
+  backendUsername?: string;
+  backendPassword?: string;
+  /** A file holding the password (a mounted secret): its first line. */
+  backendPasswordFile?: string;
+}
+
+export type ConfigFlags = Partial<ProxyConfig> & BackendAccessSettings & { config?: string };
+
+/** flags > environment > config file > defaults, for every setting. */
+export function resolveConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): ProxyConfig {
+  const file: Partial<ProxyConfig> & BackendAccessSettings = flags.config ? (JSON.parse(fs.readFileSync(flags.config, "utf8")) as ConfigFlags) : {};
   const envAliases = env.CAKE_PROXY_ALIASES ? parseAliases(env.CAKE_PROXY_ALIASES.split(",")) : undefined;
   const hubEnv = hubParamsFromEnv();
   const pick = <T>(...vals: (T | undefined)[]) => vals.find((v) => v !== undefined && v !== "");
@@ -42,10 +53,23 @@ export function resolveConfig(flags: Partial<ProxyConfig> & { config?: string },
   const index = pick(flags.index, env.CAKE_PROXY_INDEX, file.index);
   const hubToken = pick(flags.hubToken, env.CAKE_PROXY_HUB_TOKEN, file.hubToken);
   const store = pick(flags.store, env.CAKE_PROXY_STORE, file.store);
-  const concurrency = pick(flags.concurrency, file.concurrency);
+  const concurrency = pick(flags.concurrency, envNumber(env, "CAKE_PROXY_CONCURRENCY"), file.concurrency);
+  const plainHttp = pick(flags.backendPlainHttp, envBoolean(env, "CAKE_PROXY_BACKEND_PLAIN_HTTP"), file.backendPlainHttp);
+  const username = pick(flags.backendUsername, env.CAKE_PROXY_BACKEND_USERNAME, file.backendUsername);
+  // A password given at one level (inline or as a file) hides the levels below it.
+  const password =
+    pick(flags.backendPassword, readSecret(flags.backendPasswordFile, "--backend-password-file")) ??
+    pick(env.CAKE_PROXY_BACKEND_PASSWORD, readSecret(env.CAKE_PROXY_BACKEND_PASSWORD_FILE, "CAKE_PROXY_BACKEND_PASSWORD_FILE")) ??
+    pick(file.backendPassword, readSecret(file.backendPasswordFile, `${flags.config}: backendPasswordFile`));
+  const backendAccess: RegistryAccess = {
+    ...flags.backendAccess,
+    ...(plainHttp ? { plainHttp: true } : {}),
+    ...(username !== undefined ? { username } : {}),
+    ...(password !== undefined ? { password } : {}),
+  };
   return {
     host: pick(flags.host, env.CAKE_PROXY_HOST, file.host) ?? "127.0.0.1",
-    port: Number(pick(flags.port, env.CAKE_PROXY_PORT ? Number(env.CAKE_PROXY_PORT) : undefined, file.port) ?? 5000),
+    port: Number(pick(flags.port, envNumber(env, "CAKE_PROXY_PORT"), file.port) ?? 5000),
     hub: (pick(flags.hub, env.CAKE_PROXY_HUB, file.hub) ?? hubEnv.hubUrl).replace(/\/+$/, ""),
     aliases: { ...file.aliases, ...envAliases, ...flags.aliases },
     ...(store ? { store } : {}),
@@ -53,9 +77,37 @@ export function resolveConfig(flags: Partial<ProxyConfig> & { config?: string },
     ...(backend ? { backend } : {}),
     ...(index ? { index: checkIndexPrefix(index, "proxy index") } : {}),
     ...(concurrency ? { concurrency } : {}),
-    ...(flags.backendAccess ? { backendAccess: flags.backendAccess } : {}),
+    ...(Object.keys(backendAccess).length ? { backendAccess } : {}),
     ...(flags.quiet ? { quiet: true } : {}),
   };
+}
+
+function envNumber(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const v = env[name];
+  if (v === undefined || v === "") return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new CakeError("E_USAGE", `${name}=${JSON.stringify(v)}: want a whole number`);
+  return n;
+}
+
+function envBoolean(env: NodeJS.ProcessEnv, name: string): boolean | undefined {
+  const v = env[name]?.toLowerCase();
+  if (v === undefined || v === "") return undefined;
+  if (["1", "true", "yes"].includes(v)) return true;
+  if (["0", "false", "no"].includes(v)) return false;
+  throw new CakeError("E_USAGE", `${name}=${JSON.stringify(env[name])}: want true or false (or 1, 0)`);
+}
+
+/** The first line of a secret's file (Docker and Kubernetes secrets end in a newline, or not); the error never quotes it. */
+function readSecret(file: string | undefined, what: string): string | undefined {
+  if (!file) return undefined;
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    throw new CakeError("E_USAGE", `${what} ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? "error"}); give a readable file holding the password`);
+  }
+  return text.split(/\r?\n/, 1)[0];
 }
 
 export function parseAliases(list: string[]): Record<string, string> {

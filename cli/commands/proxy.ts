@@ -1,6 +1,6 @@
 import { Command } from "commander";
 import { CakeError, MT, closeSharedDispatcher, tokenFromEnv } from "../../src/index.js";
-import { accessFrom, parsePositiveInt, say, type AccessOpts } from "../context.js";
+import { parsePositiveInt, say } from "../context.js";
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
@@ -18,17 +18,13 @@ export function proxyCommand(): Command {
     .option("--backend-plain-http", "use HTTP for the backend (and the index)")
     .option("--backend-username <user>", "backend (and index) registry user")
     .option("--backend-password <password>", "backend (and index) registry password")
+    .option("--backend-password-file <file>", "a file holding the backend password (a mounted secret)")
     .option("-c, --concurrency <n>", "parallel Hub requests per conversion", parsePositiveInt)
     .option("--config <file>", "JSON config file (flags and CAKE_PROXY_* env win)")
     .option("-q, --quiet", "no logs")
     .action(async (o: Record<string, unknown> & { alias?: string[]; quiet?: boolean }) => {
       // express and the proxy load only for this command (the others start ~0.1 s faster without them).
       const { parseAliases, resolveConfig, startProxy } = await import("../../proxy/index.js");
-      const backendAccess = await accessFrom({
-        ...(o.backendPlainHttp ? { plainHttp: true } : {}),
-        ...(o.backendUsername ? { username: String(o.backendUsername) } : {}),
-        ...(o.backendPassword ? { password: String(o.backendPassword) } : {}),
-      } as AccessOpts);
       const cfg = resolveConfig({
         ...(o.port !== undefined ? { port: o.port as number } : {}),
         ...(o.host ? { host: String(o.host) } : {}),
@@ -40,8 +36,11 @@ export function proxyCommand(): Command {
         ...(o.concurrency ? { concurrency: o.concurrency as number } : {}),
         ...(o.config ? { config: String(o.config) } : {}),
         ...(o.quiet ? { quiet: true } : {}),
+        ...(o.backendPlainHttp ? { backendPlainHttp: true } : {}),
+        ...(o.backendUsername ? { backendUsername: String(o.backendUsername) } : {}),
+        ...(o.backendPassword ? { backendPassword: String(o.backendPassword) } : {}),
+        ...(o.backendPasswordFile ? { backendPasswordFile: String(o.backendPasswordFile) } : {}),
         aliases: parseAliases(o.alias ?? []),
-        backendAccess,
       });
       const p = await startProxy(cfg);
       process.stdout.write(`${p.url}\n`);
