@@ -3,6 +3,7 @@
  * there as `<prefix>/<org>/<model>:<commit>`; a replica that lacks it takes the manifest (with its
  * config and recipe) from there instead of converting again, and a blob it lost, by digest.
  */
+import { Readable } from "node:stream";
 import {
   ANN,
   MANIFEST_LIMIT,
@@ -20,6 +21,18 @@ import {
   type RegistryAccess,
   type Store,
 } from "../src/index.js";
+
+/** The claim artifact's annotations: which replica converts the revision, and until when (ms since epoch). */
+const CLAIM_OWNER = "dev.cake.proxy.claim.owner";
+const CLAIM_EXPIRES = "dev.cake.proxy.claim.expires";
+const EMPTY = Buffer.from("{}");
+const EMPTY_DESC = { mediaType: MT.empty, digest: "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", size: 2 };
+
+/** A replica's claim on converting one revision, as read back from the backend. */
+export interface Claim {
+  owner: string;
+  expires: number;
+}
 
 export class Backend {
   constructor(
@@ -66,6 +79,38 @@ export class Backend {
     const desc = [manifest.config, ...manifest.layers].find((d) => d.digest === digest);
     if (!desc) return;
     await transferBlobs(store, [digestJob(store, digest, desc.size, registryBlobSource(client, repository, digest, desc.size, digest), `${registry}/${repository} blob ${digest}`)]);
+  }
+
+  /**
+   * The claim on converting `repo@commit` (tag `<commit>-claim`, a tiny OCI artifact whose annotations
+   * name the owner and expiry), if one is there.
+   */
+  async readClaim(repo: string, commit: string): Promise<Claim | undefined> {
+    const b = this.ref(repo, commit);
+    const client = clientFor(b.registry, this.access);
+    if (!(await client.headManifest(b.repository, `${b.tag}-claim`))) return undefined;
+    const { bytes } = await client.getManifest(b.repository, `${b.tag}-claim`);
+    const a = (JSON.parse(bytes.toString()) as { annotations?: Record<string, string> }).annotations ?? {};
+    return { owner: a[CLAIM_OWNER] ?? "", expires: Number(a[CLAIM_EXPIRES] ?? 0) };
+  }
+
+  /**
+   * Writes the claim (last writer wins: a registry has no compare-and-swap, so the caller reads it back
+   * and converts only if it is still its own). `expires` 0 releases it.
+   */
+  async writeClaim(repo: string, commit: string, claim: Claim): Promise<void> {
+    const b = this.ref(repo, commit);
+    const client = clientFor(b.registry, this.access);
+    if ((await client.hasBlob(b.repository, EMPTY_DESC.digest)) === undefined) await client.pushBlob(b.repository, EMPTY_DESC, () => Readable.from([EMPTY]));
+    const manifest = {
+      schemaVersion: 2,
+      mediaType: MT.manifest,
+      artifactType: "application/vnd.cake.proxy.claim.v1",
+      config: EMPTY_DESC,
+      layers: [EMPTY_DESC],
+      annotations: { [CLAIM_OWNER]: claim.owner, [CLAIM_EXPIRES]: String(claim.expires) },
+    };
+    await client.putManifest(b.repository, `${b.tag}-claim`, Buffer.from(JSON.stringify(manifest)), MT.manifest);
   }
 
   /** Pushes a converted revision there, for the other replicas. */
