@@ -29,7 +29,7 @@ import {
   type Store,
 } from "../src/index.js";
 import { AccessCheck } from "./access.js";
-import { Backend } from "./backend.js";
+import { Backend, type Claim } from "./backend.js";
 import { BlobSources } from "./blob-sources.js";
 import { Metrics } from "./metrics.js";
 import { Names, isValidTag, isWellFormedDigest, revisionToTag, tagToRevision } from "./names.js";
@@ -194,21 +194,40 @@ export class ProxyService {
     const backend = this.backend!;
     for (;;) {
       const claim = await backend.readClaim(repo, commit).catch(() => undefined);
-      if (!claim || claim.owner === this.replicaId || claim.expires <= Date.now()) {
-        const mine = { owner: this.replicaId, expires: Date.now() + (this.opts.claimTtlMs ?? CLAIM_TTL_MS) };
-        const ok = await backend.writeClaim(repo, commit, mine).then(
-          () => true,
-          (err) => void this.log({ event: "backend-claim-failed", ref, error: (err as Error).message }),
-        );
-        if (!ok) return undefined;
-        const read = await backend.readClaim(repo, commit).catch(() => undefined);
-        if (!read || read.owner === this.replicaId) return undefined;
+      if (claim && this.isOthers(claim)) {
+        const got = await this.waitForOther(repo, commit, ref);
+        if (got) return got;
         continue;
       }
-      this.log({ event: "backend-wait", ref, owner: claim.owner });
-      await new Promise((resolve) => setTimeout(resolve, CLAIM_POLL_MS));
-      const got = await this.leased(() => backend.fetchConverted(repo, commit)).catch(() => undefined);
+      const mine = { owner: this.replicaId, expires: Date.now() + (this.opts.claimTtlMs ?? CLAIM_TTL_MS) };
+      const ok = await backend.writeClaim(repo, commit, mine).then(
+        () => true,
+        (err) => void this.log({ event: "backend-claim-failed", ref, error: (err as Error).message }),
+      );
+      if (!ok) return undefined;
+      const read = await backend.readClaim(repo, commit).catch(() => undefined);
+      if (!read || !this.isOthers(read)) return undefined;
+    }
+  }
+
+  /** Whether a claim holds this replica off: another's, not expired. */
+  private isOthers(claim: Claim): boolean {
+    return claim.owner !== this.replicaId && claim.expires > Date.now();
+  }
+
+  /**
+   * Waits while another replica's claim on `repo@commit` holds, polling the backend for the manifest:
+   * its digest once taken here, or undefined when the claim ended (expired, released) without one.
+   */
+  private async waitForOther(repo: string, commit: string, ref: string): Promise<string | undefined> {
+    const backend = this.backend!;
+    for (let polls = 0; ; polls++) {
+      const got = await this.leased(() => backend.fetchConverted(repo, commit)).catch((err) => void this.log({ event: "backend-miss", ref, error: (err as Error).message }));
       if (got) return got;
+      const claim = await backend.readClaim(repo, commit).catch(() => undefined);
+      if (!claim || !this.isOthers(claim)) return undefined;
+      if (!polls) this.log({ event: "backend-wait", ref, owner: claim.owner });
+      await new Promise((resolve) => setTimeout(resolve, CLAIM_POLL_MS));
     }
   }
 
@@ -289,11 +308,10 @@ export class ProxyService {
     const refs = await listRefs(hub, repo).catch(() => undefined);
     for (const r of [...(refs?.branches ?? []), ...(refs?.tags ?? [])]) commits.add(r.targetCommit);
     for (const commit of [...commits].slice(0, MAX_BACKEND_REVISIONS)) {
-      if (await this.opts.store.resolve(formatHfRef({ repo, revision: commit }))) continue;
-      const got = await this.leased(() => this.backend!.fetchConverted(repo, commit)).catch((err) => {
-        this.log({ event: "backend-miss", ref: formatHfRef({ repo, revision: commit }), error: (err as Error).message });
-        return undefined;
-      });
+      const ref = formatHfRef({ repo, revision: commit });
+      if (await this.opts.store.resolve(ref)) continue;
+      // A revision another replica is converting (its push still in flight) is waited for, not missed.
+      const got = await this.waitForOther(repo, commit, ref);
       const owner = got && (await this.commitOwning(repo, digest));
       if (owner) return owner;
     }

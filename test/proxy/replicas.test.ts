@@ -4,14 +4,16 @@
  * is answered before the backend upload lands.
  */
 import { createHash } from "node:crypto";
+import { createServer, request as forward, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { request as httpGet } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startProxy, type RunningProxy } from "../../proxy/index.js";
-import { dirBytes, makeLlamaLike } from "../fixtures/models.js";
-import { waitFor } from "../helpers/cli.js";
+import { dirBytes, hashTree, makeLlamaLike } from "../fixtures/models.js";
+import { cake, waitFor } from "../helpers/cli.js";
 import { startHub, type Hub } from "../hub/emulator.js";
 import { startCountingProxy, type CountingProxy } from "../registry/counting-proxy.js";
 import { startRegistry, type RunningRegistry } from "../registry/harness.js";
@@ -31,7 +33,7 @@ beforeAll(async () => {
   await makeLlamaLike(model, { hidden: 128, layers: 1, vocab: 512, shards: 1 });
   hub = await startHub();
   commits = {};
-  for (const name of ["split", "stranger", "slow-push", "cold"]) {
+  for (const name of ["split", "stranger", "slow-push", "cold", "balanced"]) {
     hub.addRepo(`acme/${name}`);
     commits[name] = await hub.commit(`acme/${name}`, model);
   }
@@ -76,7 +78,46 @@ async function inBackend(name: string): Promise<boolean> {
   return r.statusCode === 200;
 }
 
+/** A round-robin load balancer: each request goes to the next replica in turn. */
+async function roundRobin(replicas: RunningProxy[]): Promise<{ host: string; close(): Promise<void> }> {
+  let next = 0;
+  const server: Server = createServer((req, res) => {
+    const to = new URL(replicas[next++ % replicas.length]!.url);
+    const up = forward({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
+    up.on("error", () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    host,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
 describe("replicas behind a round-robin balancer", () => {
+  it("cake pull through a round-robin balancer over two fresh replicas gets the model, even while the backend upload is in flight", async () => {
+    front.fault({ kind: "upload", throttleUp: Math.ceil((await dirBytes(model)) / 1.5), times: 1000 });
+    const lb = await roundRobin([await replica("balanced-a"), await replica("balanced-b")]);
+    try {
+      const env = { CAKE_HOME: path.join(tmp, "client"), HF_ENDPOINT: hub.url, HF_TOKEN: "" };
+      const pulled = await cake(["pull", "-q", `${lb.host}/hf/acme/balanced:main`], env);
+      expect(pulled.stderr).toBe("");
+      expect(pulled.code).toBe(0);
+      expect((await cake(["export", "-q", `${lb.host}/hf/acme/balanced:main`, path.join(tmp, "balanced-out")], env)).code).toBe(0);
+      expect(await hashTree(path.join(tmp, "balanced-out"))).toEqual(await hashTree(model));
+    } finally {
+      await lb.close();
+    }
+  });
+
   it("a client takes the manifest from one replica and every blob from another, byte-identical", async () => {
     const a = await replica("split-a");
     const b = await replica("split-b");
