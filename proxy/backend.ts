@@ -3,6 +3,7 @@
  * there as `<prefix>/<org>/<model>:<commit>`; a replica that lacks it takes the manifest (with its
  * config and recipe) from there instead of converting again, and a blob it lost, by digest.
  */
+import { Readable } from "node:stream";
 import {
   ANN,
   MANIFEST_LIMIT,
@@ -21,6 +22,18 @@ import {
   type Store,
 } from "../src/index.js";
 
+/** The claim artifact's annotations: which replica converts the revision, and until when (ms since epoch). */
+const CLAIM_OWNER = "dev.cake.proxy.claim.owner";
+const CLAIM_EXPIRES = "dev.cake.proxy.claim.expires";
+const EMPTY = Buffer.from("{}");
+const EMPTY_DESC = { mediaType: MT.empty, digest: "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", size: 2 };
+
+/** A replica's claim on converting one revision, as read back from the backend. */
+export interface Claim {
+  owner: string;
+  expires: number;
+}
+
 export class Backend {
   constructor(
     /** `host[:port]/prefix`. */
@@ -28,6 +41,8 @@ export class Backend {
     private readonly access: RegistryAccess | undefined,
     private readonly store: Store,
     private readonly log: (event: Record<string, unknown>) => void,
+    /** Told the bytes each fetch from the backend moved (the proxy's metrics). */
+    private readonly fetched: (bytes: number) => void = () => {},
   ) {}
 
   /** The same naming as index artifacts': what a replica pushes here serves as an index too. */
@@ -46,10 +61,11 @@ export class Backend {
     const store = this.store;
     // Config and recipe now (small, needed for access probes and export); tensors on demand.
     const small = [manifest.config, ...manifest.layers.filter((l) => l.mediaType === MT.recipe)];
-    await transferBlobs(
+    const { stats } = await transferBlobs(
       store,
       small.map((d) => digestJob(store, d.digest, d.size, registryBlobSource(client, b.repository, d.digest, d.size, d.digest), `${b.full} blob ${d.digest}`)),
     );
+    this.fetched(stats.fetchedBytes + bytes.length);
     if ((await store.putBytes(bytes)) !== digest) throw new CakeError("E_DIGEST", `${b.full}: manifest digest mismatch`);
     const ref = formatHfRef({ repo, revision: commit });
     await store.tag(ref, ociRefName(ref), { mediaType: MT.manifest, digest, size: bytes.length, artifactType: MT.artifact }, { [ANN.hfRepo]: repo, [ANN.hfCommit]: commit });
@@ -65,7 +81,40 @@ export class Backend {
     const manifest = parseManifest(await store.readBlob((await store.resolve(formatHfRef({ repo, revision: commit })))!.digest, MANIFEST_LIMIT), repo);
     const desc = [manifest.config, ...manifest.layers].find((d) => d.digest === digest);
     if (!desc) return;
-    await transferBlobs(store, [digestJob(store, digest, desc.size, registryBlobSource(client, repository, digest, desc.size, digest), `${registry}/${repository} blob ${digest}`)]);
+    const { stats } = await transferBlobs(store, [digestJob(store, digest, desc.size, registryBlobSource(client, repository, digest, desc.size, digest), `${registry}/${repository} blob ${digest}`)]);
+    this.fetched(stats.fetchedBytes);
+  }
+
+  /**
+   * The claim on converting `repo@commit` (tag `<commit>-claim`, a tiny OCI artifact whose annotations
+   * name the owner and expiry), if one is there.
+   */
+  async readClaim(repo: string, commit: string): Promise<Claim | undefined> {
+    const b = this.ref(repo, commit);
+    const client = clientFor(b.registry, this.access);
+    if (!(await client.headManifest(b.repository, `${b.tag}-claim`))) return undefined;
+    const { bytes } = await client.getManifest(b.repository, `${b.tag}-claim`);
+    const a = (JSON.parse(bytes.toString()) as { annotations?: Record<string, string> }).annotations ?? {};
+    return { owner: a[CLAIM_OWNER] ?? "", expires: Number(a[CLAIM_EXPIRES] ?? 0) };
+  }
+
+  /**
+   * Writes the claim (last writer wins: a registry has no compare-and-swap, so the caller reads it back
+   * and converts only if it is still its own). `expires` 0 releases it.
+   */
+  async writeClaim(repo: string, commit: string, claim: Claim): Promise<void> {
+    const b = this.ref(repo, commit);
+    const client = clientFor(b.registry, this.access);
+    if ((await client.hasBlob(b.repository, EMPTY_DESC.digest)) === undefined) await client.pushBlob(b.repository, EMPTY_DESC, () => Readable.from([EMPTY]));
+    const manifest = {
+      schemaVersion: 2,
+      mediaType: MT.manifest,
+      artifactType: "application/vnd.cake.proxy.claim.v1",
+      config: EMPTY_DESC,
+      layers: [EMPTY_DESC],
+      annotations: { [CLAIM_OWNER]: claim.owner, [CLAIM_EXPIRES]: String(claim.expires) },
+    };
+    await client.putManifest(b.repository, `${b.tag}-claim`, Buffer.from(JSON.stringify(manifest)), MT.manifest);
   }
 
   /** Pushes a converted revision there, for the other replicas. */

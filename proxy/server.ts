@@ -155,6 +155,7 @@ export async function startProxy(cfg: ProxyConfig): Promise<RunningProxy> {
     service,
     close: () =>
       new Promise<void>((resolve) => {
+        service.stop(); // no more background pushes to the backend
         server.closeAllConnections();
         server.close(() => resolve());
       }),

@@ -7,6 +7,8 @@
  * Its parts by role: access.ts (may this client read this repo, asked of the Hub), blob-sources.ts
  * (where each converted blob lies on the Hub, for refetches), backend.ts (the registry replicas share).
  */
+import { randomUUID } from "node:crypto";
+import { hostname } from "node:os";
 import type { Readable } from "node:stream";
 import {
   ANN,
@@ -27,7 +29,7 @@ import {
   type Store,
 } from "../src/index.js";
 import { AccessCheck } from "./access.js";
-import { Backend } from "./backend.js";
+import { Backend, type Claim } from "./backend.js";
 import { BlobSources } from "./blob-sources.js";
 import { Metrics } from "./metrics.js";
 import { Names, isValidTag, isWellFormedDigest, revisionToTag, tagToRevision } from "./names.js";
@@ -48,6 +50,8 @@ export interface ServiceOptions {
   log?: (event: Record<string, unknown>) => void;
   /** How long an access decision is reused, ms. */
   accessTtlMs?: number;
+  /** How long a replica's claim on converting a revision holds other replicas off, ms (default 15 min). */
+  claimTtlMs?: number;
 }
 
 export interface Conversion {
@@ -58,6 +62,12 @@ export interface Conversion {
 }
 
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
+/** Revisions of one repo looked for in the backend for a digest this replica does not know. */
+const MAX_BACKEND_REVISIONS = 32;
+/** A claim outlives a conversion of a large model over a slow link; a dead owner's claim ends with it. */
+const CLAIM_TTL_MS = 15 * 60_000;
+/** How often a replica waiting on another's conversion looks for its manifest in the backend. */
+const CLAIM_POLL_MS = 500;
 
 export class ProxyService {
   readonly metrics = new Metrics();
@@ -69,12 +79,18 @@ export class ProxyService {
   private readonly owners = new Map<string, { version: number; map: Map<string, string> }>();
   /** digest -> where each converted repo holds it on the Hub. */
   private readonly sources: BlobSources;
+  /** repo -> commits clients resolved a tag to here. */
+  private readonly namedCommits = new Map<string, Set<string>>();
+  private readonly backendPushes = new Set<Promise<void>>();
+  private stopped = false;
+  /** Names this replica in its conversion claims in the backend. */
+  private readonly replicaId = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
 
   constructor(readonly opts: ServiceOptions) {
     this.names = new Names(opts.aliases ?? {});
     this.sources = new BlobSources(opts.store.root);
     this.access = new AccessCheck(opts.store, opts.accessTtlMs);
-    if (opts.backend) this.backend = new Backend(opts.backend, opts.backendAccess, opts.store, (e) => this.log(e));
+    if (opts.backend) this.backend = new Backend(opts.backend, opts.backendAccess, opts.store, (e) => this.log(e), (n) => this.metrics.backendFetched(n));
   }
 
   /** Hub parameters for a client: its token, else the server's. */
@@ -96,7 +112,9 @@ export class ProxyService {
     // Tags have no ':' (isValidTag): a reference with one is a digest, and a malformed one a bad request.
     if (reference.includes(":") && !isWellFormedDigest(reference)) throw new OciError("DIGEST_INVALID", `${name}@${reference}: not a valid digest (sha256: 64 lower-case hex digits)`);
     if (DIGEST.test(reference)) {
-      const commit = await this.commitOfManifest(repo, reference);
+      // Another replica may have converted it: the backend holds it under one of the repo's commits.
+      let commit = await this.commitOfManifest(repo, reference);
+      if (!commit && (await this.findInBackend(repo, reference, hub))) commit = await this.commitOfManifest(repo, reference);
       if (!commit) throw new OciError("MANIFEST_UNKNOWN", `${name}@${reference}: not a manifest of this model`);
       await this.access.authorize(repo, commit, hub);
       this.metrics.cacheHits++;
@@ -115,6 +133,7 @@ export class ProxyService {
       throw !hub.accessToken && e.code === "DENIED" ? new OciError("UNAUTHORIZED", e.message) : e;
     }
     await this.access.authorize(repo, commit, hub);
+    this.rememberCommit(repo, commit);
     const digest = await this.ensureConverted(repo, commit, hub);
     return { digest, bytes: await this.opts.store.readBlob(digest, MANIFEST_LIMIT) };
   }
@@ -149,8 +168,75 @@ export class ProxyService {
         this.log({ event: "backend-miss", ref, error: (err as Error).message });
         return undefined;
       });
-      if (got) return got;
+      if (got) {
+        this.metrics.backendHits++;
+        return got;
+      }
+      this.metrics.backendMisses++;
+      const other = await this.claimOrWait(repo, commit, ref);
+      if (other) return other;
     }
+    try {
+      return await this.convertFromHub(repo, commit, hub, status);
+    } catch (err) {
+      // Released at once, so a replica waiting on it converts instead of waiting out the expiry.
+      if (this.backend) await this.backend.writeClaim(repo, commit, { owner: this.replicaId, expires: 0 }).catch(() => {});
+      throw err;
+    }
+  }
+
+  /**
+   * Claims the conversion of `repo@commit` in the backend, or waits for the replica that holds the claim:
+   * the manifest digest once that replica's push lands, or undefined when this replica is to convert
+   * (its claim read back as its own, or the other's expired or was released). Registries have no
+   * compare-and-swap: two replicas that write at once may each read back their own claim and both
+   * convert; that costs the Hub bytes twice, never a wrong byte (the same commit converts to the same
+   * digests, and pushes of equal content are idempotent). A backend that fails here is no reason not
+   * to serve: this replica converts.
+   */
+  private async claimOrWait(repo: string, commit: string, ref: string): Promise<string | undefined> {
+    const backend = this.backend!;
+    for (;;) {
+      const claim = await backend.readClaim(repo, commit).catch(() => undefined);
+      if (claim && this.isOthers(claim)) {
+        const got = await this.waitForOther(repo, commit, ref);
+        if (got) return got;
+        continue;
+      }
+      const mine = { owner: this.replicaId, expires: Date.now() + (this.opts.claimTtlMs ?? CLAIM_TTL_MS) };
+      const ok = await backend.writeClaim(repo, commit, mine).then(
+        () => true,
+        (err) => void this.log({ event: "backend-claim-failed", ref, error: (err as Error).message }),
+      );
+      if (!ok) return undefined;
+      const read = await backend.readClaim(repo, commit).catch(() => undefined);
+      if (!read || !this.isOthers(read)) return undefined;
+    }
+  }
+
+  /** Whether a claim holds this replica off: another's, not expired. */
+  private isOthers(claim: Claim): boolean {
+    return claim.owner !== this.replicaId && claim.expires > Date.now();
+  }
+
+  /**
+   * Waits while another replica's claim on `repo@commit` holds, polling the backend for the manifest:
+   * its digest once taken here, or undefined when the claim ended (expired, released) without one.
+   */
+  private async waitForOther(repo: string, commit: string, ref: string): Promise<string | undefined> {
+    const backend = this.backend!;
+    for (let polls = 0; ; polls++) {
+      const got = await this.leased(() => backend.fetchConverted(repo, commit)).catch((err) => void this.log({ event: "backend-miss", ref, error: (err as Error).message }));
+      if (got) return got;
+      const claim = await backend.readClaim(repo, commit).catch(() => undefined);
+      if (!claim || !this.isOthers(claim)) return undefined;
+      if (!polls) this.log({ event: "backend-wait", ref, owner: claim.owner });
+      await new Promise((resolve) => setTimeout(resolve, CLAIM_POLL_MS));
+    }
+  }
+
+  private async convertFromHub(repo: string, commit: string, hub: HubParams, status: Conversion): Promise<string> {
+    const ref = status.ref;
     this.metrics.conversions++;
     this.log({ event: "convert-start", ref });
     const progress = this.progressFor(status);
@@ -167,10 +253,78 @@ export class ProxyService {
       },
     );
     await this.sources.record(found);
-    this.metrics.upstreamBytes += r.stats.fetchedBytes;
+    this.metrics.hubFetched(r.stats.fetchedBytes);
     this.log({ event: "convert-done", ref, digest: r.manifestDigest, seconds: (Date.now() - status.startedAt) / 1000, fetchedBytes: r.stats.fetchedBytes });
-    if (this.backend) await this.backend.push(repo, commit).catch((err) => this.log({ event: "backend-push-failed", ref, error: (err as Error).message }));
+    // The client is answered now; the other replicas get it once the push lands (the manifest tag last).
+    if (this.backend) this.pushInBackground(repo, commit);
     return r.manifestDigest;
+  }
+
+  /**
+   * Pushes `repo@commit` to the backend, retried with backoff (1 s doubling to 1 min) until it lands or
+   * the service stops; each try holds a store lease, so gc never takes a blob from under it.
+   */
+  private pushInBackground(repo: string, commit: string): void {
+    const ref = formatHfRef({ repo, revision: commit });
+    const backend = this.backend!;
+    const attempt = async (): Promise<void> => {
+      for (let wait = 1000; !this.stopped; wait = Math.min(wait * 2, 60_000)) {
+        try {
+          await this.leased(() => backend.push(repo, commit));
+          return;
+        } catch (err) {
+          this.metrics.uploadFailures++;
+          this.log({ event: "backend-push-failed", ref, error: (err as Error).message, retryInMs: wait });
+          await new Promise((resolve) => setTimeout(resolve, wait).unref());
+        }
+      }
+    };
+    this.metrics.uploadQueued();
+    const p = attempt().finally(() => {
+      this.backendPushes.delete(p);
+      this.metrics.uploadEnded(true); // its failed tries were counted as they happened
+    });
+    this.backendPushes.add(p);
+  }
+
+  /** Resolves when every background push to the backend has landed (or given up on stop). */
+  async backendSettled(): Promise<void> {
+    while (this.backendPushes.size) await Promise.all(this.backendPushes);
+  }
+
+  /** Stops retrying background pushes (a try in flight finishes). */
+  stop(): void {
+    this.stopped = true;
+  }
+
+  /** Commits of `repo` that clients named (tags resolved here): where a blob by digest is looked for first. */
+  private rememberCommit(repo: string, commit: string): void {
+    const set = this.namedCommits.get(repo) ?? new Set<string>();
+    set.add(commit);
+    this.namedCommits.set(repo, set);
+  }
+
+  /**
+   * A manifest or blob of `repo` this store does not know, looked for in the backend (another replica
+   * converted it): the revisions tried are the commits clients named here, then every branch and tag of
+   * the repo on the Hub (asked with the client's credentials), newest first as the Hub lists them, at
+   * most MAX_BACKEND_REVISIONS. Each revision the backend has is taken (manifest, config, recipe) and
+   * tagged here, so its blobs are known from then on. The commit that holds `digest`, if any.
+   */
+  private async findInBackend(repo: string, digest: string, hub: HubParams): Promise<string | undefined> {
+    if (!this.backend) return undefined;
+    const commits = new Set(this.namedCommits.get(repo));
+    const refs = await listRefs(hub, repo).catch(() => undefined);
+    for (const r of [...(refs?.branches ?? []), ...(refs?.tags ?? [])]) commits.add(r.targetCommit);
+    for (const commit of [...commits].slice(0, MAX_BACKEND_REVISIONS)) {
+      const ref = formatHfRef({ repo, revision: commit });
+      if (await this.opts.store.resolve(ref)) continue;
+      // A revision another replica is converting (its push still in flight) is waited for, not missed.
+      const got = await this.waitForOther(repo, commit, ref);
+      const owner = got && (await this.commitOwning(repo, digest));
+      if (owner) return owner;
+    }
+    return undefined;
   }
 
   private progressFor(status: Conversion): ProgressSink {
@@ -203,7 +357,7 @@ export class ProxyService {
     }
     const hub = this.hubFor(clientToken);
     const repo = await this.names.repoFor(name, hub);
-    const commit = await this.commitOwning(repo, digest);
+    const commit = (await this.commitOwning(repo, digest)) ?? (await this.findInBackend(repo, digest, hub));
     if (!commit) throw new OciError("BLOB_UNKNOWN", `${name}: no blob ${digest} in this model`);
     await this.access.authorize(repo, commit, hub);
     const store = this.opts.store;
@@ -255,7 +409,7 @@ export class ProxyService {
       const file = hubFileSource(reader, digest.slice(7), source.end);
       const label = `hf://${source.repo}/${source.path} bytes ${source.begin}-${source.end}`;
       const { stats } = await transferBlobs(store, [digestJob(store, digest, source.end - source.begin, file, label, source.begin)]);
-      this.metrics.upstreamBytes += stats.fetchedBytes;
+      this.metrics.hubFetched(stats.fetchedBytes);
       return;
     }
     await this.backend?.fetchBlob(repo, commit, digest);
