@@ -17,7 +17,7 @@ import { homedir, tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { cutAnswer, type CutPlan } from "../helpers/cut-answer.js";
 
-export type Tool = "oras" | "crane" | "skopeo" | "docker-registry" | "htpasswd" | "openssl" | "squid";
+export type Tool = "oras" | "crane" | "skopeo" | "docker-registry" | "htpasswd" | "openssl" | "squid" | "haproxy" | "moto_server";
 
 /**
  * The absolute path of a test tool: `~/go/bin`, `$GOPATH/bin`, `$PATH`, then `/usr/sbin`. Throws (the test
@@ -28,7 +28,7 @@ export function requireTool(name: Tool): string {
     join(homedir(), "go", "bin"),
     ...(process.env.GOPATH ?? "").split(delimiter).filter(Boolean).map((p) => join(p, "bin")),
     ...(process.env.PATH ?? "").split(delimiter).filter(Boolean),
-    "/usr/sbin", // squid, for a user whose PATH lacks it
+    "/usr/sbin", // squid and haproxy, for a user whose PATH lacks it
   ];
   for (const dir of dirs) {
     const p = join(dir, name);
