@@ -5,13 +5,12 @@
  * is missing, and has close().
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CAKE, waitFor } from "../helpers/cli.js";
-import { freePort, requireTool } from "../registry/harness.js";
+import { distributionConfig, freePort, requireTool } from "../registry/harness.js";
 
 const children = new Set<ChildProcess>();
 process.once("exit", () => {
@@ -108,34 +107,18 @@ export async function startS3Registry(): Promise<S3Registry> {
 
     const host = `127.0.0.1:${await freePort()}`;
     const configPath = join(dir, "config.yml");
-    writeFileSync(
-      configPath,
-      [
-        "version: 0.1",
-        "log:",
-        "  level: info",
-        "  formatter: text",
-        "storage:",
-        "  s3:",
-        "    accesskey: cake-test",
-        "    secretkey: cake-test-secret",
-        "    region: us-east-1",
-        `    regionendpoint: ${s3}`,
-        `    bucket: ${bucket}`,
-        "    secure: false",
-        "    v4auth: true",
-        "    rootdirectory: /registry",
-        "  delete:",
-        "    enabled: true",
-        "  maintenance:",
-        "    uploadpurging:",
-        "      enabled: false",
-        "http:",
-        `  addr: ${host}`,
-        `  secret: ${randomBytes(16).toString("hex")}`,
-        "",
-      ].join("\n"),
-    );
+    const s3Driver = [
+      "  s3:",
+      "    accesskey: cake-test",
+      "    secretkey: cake-test-secret",
+      "    region: us-east-1",
+      `    regionendpoint: ${s3}`,
+      `    bucket: ${bucket}`,
+      "    secure: false",
+      "    v4auth: true",
+      "    rootdirectory: /registry",
+    ];
+    writeFileSync(configPath, distributionConfig(s3Driver, host));
     // The s3 driver refuses to start while AWS_CA_BUNDLE names a bundle it cannot load, and moto is plain HTTP.
     const { AWS_CA_BUNDLE: _unused, ...env } = process.env;
     const start = async () => {

@@ -159,28 +159,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
       const host = `127.0.0.1:${port}`;
-      const config = [
-        "version: 0.1",
-        "log:",
-        "  level: info",
-        "  formatter: text",
-        "  accesslog:",
-        "    disabled: false",
-        "storage:",
-        "  filesystem:",
-        `    rootdirectory: ${storageDir}`,
-        "  delete:",
-        "    enabled: true",
-        "  maintenance:",
-        "    uploadpurging:",
-        "      enabled: false",
-        "http:",
-        `  addr: ${host}`,
-        `  secret: ${randomBytes(16).toString("hex")}`,
-        tls,
-        auth,
-        "",
-      ].join("\n");
+      const config = distributionConfig(["  filesystem:", `    rootdirectory: ${storageDir}`], host, [tls, auth]);
       const configPath = join(dir, "config.yml");
       writeFileSync(configPath, config);
       const logFd = openSync(logPath, "a");
@@ -225,6 +204,33 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
+}
+
+/**
+ * distribution's config.yml: the `storage` driver's lines (indented under `storage:`), deletes on,
+ * no upload purging, the access log on, listening on `host`; `http` lines (tls) and `auth` after.
+ */
+export function distributionConfig(storage: string[], host: string, extra: string[] = []): string {
+  return [
+    "version: 0.1",
+    "log:",
+    "  level: info",
+    "  formatter: text",
+    "  accesslog:",
+    "    disabled: false",
+    "storage:",
+    ...storage,
+    "  delete:",
+    "    enabled: true",
+    "  maintenance:",
+    "    uploadpurging:",
+    "      enabled: false",
+    "http:",
+    `  addr: ${host}`,
+    `  secret: ${randomBytes(16).toString("hex")}`,
+    ...extra,
+    "",
+  ].join("\n");
 }
 
 async function waitUntilUp(url: string, exited: () => boolean, timeoutMs: number, ca?: Buffer): Promise<boolean> {
