@@ -69,7 +69,7 @@ async function get(url: string): Promise<{ status: number; digest?: string; body
 }
 
 const sha256 = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
-type Manifest = { config: { digest: string }; layers: { digest: string }[] };
+type Manifest = { config: { digest: string }; layers: { digest: string; size: number }[] };
 
 /** Whether the backend holds `acme/<name>` converted (its commit tag), asked of the registry itself. */
 async function inBackend(name: string): Promise<boolean> {

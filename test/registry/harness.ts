@@ -17,7 +17,7 @@ import { homedir, tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { cutAnswer, type CutPlan } from "../helpers/cut-answer.js";
 
-export type Tool = "oras" | "crane" | "skopeo" | "docker-registry" | "htpasswd" | "openssl" | "squid" | "haproxy";
+export type Tool = "oras" | "crane" | "skopeo" | "docker-registry" | "htpasswd" | "openssl" | "squid" | "haproxy" | "moto_server";
 
 /**
  * The absolute path of a test tool: `~/go/bin`, `$GOPATH/bin`, `$PATH`, then `/usr/sbin`. Throws (the test
@@ -28,7 +28,7 @@ export function requireTool(name: Tool): string {
     join(homedir(), "go", "bin"),
     ...(process.env.GOPATH ?? "").split(delimiter).filter(Boolean).map((p) => join(p, "bin")),
     ...(process.env.PATH ?? "").split(delimiter).filter(Boolean),
-    "/usr/sbin", // squid, for a user whose PATH lacks it
+    "/usr/sbin", // squid and haproxy, for a user whose PATH lacks it
   ];
   for (const dir of dirs) {
     const p = join(dir, name);
@@ -159,28 +159,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
       const host = `127.0.0.1:${port}`;
-      const config = [
-        "version: 0.1",
-        "log:",
-        "  level: info",
-        "  formatter: text",
-        "  accesslog:",
-        "    disabled: false",
-        "storage:",
-        "  filesystem:",
-        `    rootdirectory: ${storageDir}`,
-        "  delete:",
-        "    enabled: true",
-        "  maintenance:",
-        "    uploadpurging:",
-        "      enabled: false",
-        "http:",
-        `  addr: ${host}`,
-        `  secret: ${randomBytes(16).toString("hex")}`,
-        tls,
-        auth,
-        "",
-      ].join("\n");
+      const config = distributionConfig(["  filesystem:", `    rootdirectory: ${storageDir}`], host, [tls, auth]);
       const configPath = join(dir, "config.yml");
       writeFileSync(configPath, config);
       const logFd = openSync(logPath, "a");
@@ -225,6 +204,33 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
+}
+
+/**
+ * distribution's config.yml: the `storage` driver's lines (indented under `storage:`), deletes on,
+ * no upload purging, the access log on, listening on `host`; `http` lines (tls) and `auth` after.
+ */
+export function distributionConfig(storage: string[], host: string, extra: string[] = []): string {
+  return [
+    "version: 0.1",
+    "log:",
+    "  level: info",
+    "  formatter: text",
+    "  accesslog:",
+    "    disabled: false",
+    "storage:",
+    ...storage,
+    "  delete:",
+    "    enabled: true",
+    "  maintenance:",
+    "    uploadpurging:",
+    "      enabled: false",
+    "http:",
+    `  addr: ${host}`,
+    `  secret: ${randomBytes(16).toString("hex")}`,
+    ...extra,
+    "",
+  ].join("\n");
 }
 
 async function waitUntilUp(url: string, exited: () => boolean, timeoutMs: number, ca?: Buffer): Promise<boolean> {
