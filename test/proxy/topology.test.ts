@@ -4,10 +4,10 @@
  * (moto). Every client must end with the Hub's bytes, also when a replica dies mid-pull and when the
  * backend restarts.
  *
- * The one-replica case works on main. The three-replica cases need any replica to serve a blob of a
- * model whose manifest it never served (from the backend): round-robin sends a client's manifest and
- * its blobs to different replicas; without that they answer 404 BLOB_UNKNOWN. The kill case can pass
- * without it when each surviving replica happened to convert both models itself.
+ * The three-replica cases need any replica to serve a blob of a model whose manifest it never served
+ * (from the backend): round-robin sends a client's manifest and its blobs to different replicas;
+ * without that they answered 404 BLOB_UNKNOWN (issue 23). The kill case could pass without it when
+ * each surviving replica happened to convert both models itself.
  */
 import fs from "node:fs/promises";
 import os from "node:os";
