@@ -54,6 +54,11 @@ export class Models {
     return this.made.get(key) as Promise<T>;
   }
 
+  /** Where a generated model named `name` lives (kept with --models DIR). */
+  async pathOf(name: string): Promise<string> {
+    return path.join(await this.root(), name);
+  }
+
   base(mbSize = this.opts.mb): Promise<BenchModel> {
     return this.once(`base-${mbSize}`, async () => {
       const dir = path.join(await this.root(), `llama-${mbSize}mb-${this.opts.shards}shards`);

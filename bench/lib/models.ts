@@ -94,10 +94,10 @@ export function topLayerNames(s: LlamaShape, n: number): string[] {
 
 const sizeOf = (t: { dtype: string; shape: number[] }) => tensorByteSize(t.dtype, t.shape, "<bench>", "");
 const pad5 = (n: number) => String(n).padStart(5, "0");
-const shardName = (i: number, n: number) => (n === 1 ? "model.safetensors" : `model-${pad5(i + 1)}-of-${pad5(n)}.safetensors`);
+export const shardName = (i: number, n: number) => (n === 1 ? "model.safetensors" : `model-${pad5(i + 1)}-of-${pad5(n)}.safetensors`);
 
 /** What a generated dir was made from, kept beside it (not in it: the dir is committed to the Hub as is). */
-const stampOf = (dir: string) => `${dir}.bench.json`;
+export const stampOf = (dir: string) => `${dir}.bench.json`;
 
 const json = (v: unknown) => `${JSON.stringify(v, null, 2)}\n`;
 
@@ -194,8 +194,12 @@ async function dirBytes(dir: string): Promise<number> {
 }
 
 /** Writes a Llama-shaped repo of about `bytes` into `dir` (skipped when `dir` already holds the same one). */
-export async function makeRealisticModel(dir: string, bytes: number, shards = 3, seed = "base"): Promise<BenchModel> {
-  const shape = shapeForSize(bytes);
+export function makeRealisticModel(dir: string, bytes: number, shards = 3, seed = "base"): Promise<BenchModel> {
+  return makeModelOfShape(dir, shapeForSize(bytes), shards, seed);
+}
+
+/** Writes a Llama repo of exactly `shape` into `dir` (skipped when `dir` already holds the same one). */
+export async function makeModelOfShape(dir: string, shape: LlamaShape, shards = 3, seed = "base"): Promise<BenchModel> {
   const tensors = llamaTensorsOf(shape, seed);
   const stamp = stampOf(dir);
   const want = JSON.stringify({ shape, shards, seed, v: 1 });
@@ -238,7 +242,7 @@ interface Located {
   end: number;
 }
 
-async function readHeaderOf(file: string) {
+export async function readHeaderOf(file: string) {
   const fh = await open(file, "r");
   try {
     const size = (await fh.stat()).size;
@@ -253,7 +257,7 @@ async function readHeaderOf(file: string) {
   }
 }
 
-async function copyRange(src: FileHandle, dst: FileHandle, start: number, end: number, buf: Buffer): Promise<void> {
+export async function copyRange(src: FileHandle, dst: FileHandle, start: number, end: number, buf: Buffer): Promise<void> {
   for (let pos = start; pos < end; ) {
     const { bytesRead } = await src.read(buf, 0, Math.min(buf.length, end - pos), pos);
     if (bytesRead === 0) throw new Error(`reshard: unexpected end of file at ${pos}`);

@@ -19,6 +19,8 @@ export interface Timed {
   /** CPU seconds, user + system, of the command and its children. */
   cpu: number;
   stdout: string;
+  /** The last 20,000 characters of stderr (summary lines). */
+  stderr: string;
 }
 
 export interface RunOptions {
@@ -36,7 +38,7 @@ export async function timed(cmd: string, args: string[], opts: RunOptions = {}):
     if (code !== 0) throw new Error(`${path.basename(cmd)} ${args.slice(0, 3).join(" ")} exited ${code}: ${stderr.slice(-800)}`);
     const m = /([\d.]+) (\d+) ([\d.]+) ([\d.]+)\s*$/.exec(await fs.readFile(out, "utf8"));
     if (!m) throw new Error(`/usr/bin/time wrote nothing usable for ${cmd}`);
-    return { secs: Number(m[1]), rssMiB: Number(m[2]) / 1024, cpu: Number(m[3]) + Number(m[4]), stdout };
+    return { secs: Number(m[1]), rssMiB: Number(m[2]) / 1024, cpu: Number(m[3]) + Number(m[4]), stdout, stderr };
   } finally {
     await fs.rm(out, { force: true });
   }
