@@ -32,7 +32,9 @@ export function pullCommand(): Command {
         say(
           opts,
           `${r.ref}: ${reuse.tensors} tensors (${formatBytes(reuse.bytes)}) taken from the store${from}: ${reuse.blobs} of ${reuse.sampled} sampled blobs matched, ` +
-            `checked by ${formatBytes(reuse.windowBytes)} of samples and each file's sha256; ${formatBytes(r.stats.fetchedBytes)} fetched from the Hub`,
+            `checked by ${formatBytes(reuse.windowBytes)} of samples and each file's sha256` +
+            (reuse.wrongFiles ? ` (${reuse.wrongFiles} file${reuse.wrongFiles === 1 ? "" : "s"} fetched again: the samples matched, the file's sha256 did not)` : "") +
+            `; ${formatBytes(r.stats.fetchedBytes)} fetched from the Hub`,
         );
       }
       process.stdout.write(`${r.manifestDigest}\n`);
