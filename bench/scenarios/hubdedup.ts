@@ -226,7 +226,7 @@ async function modelRows(
   const indexBytes = Number(/pushed \((\d+) bytes\)/.exec(pushed.stderr)?.[1] ?? NaN);
   const s4 = await measure("ft", ft.dir, ["--index", `${registry}/index`]);
   row(`top-${opts.ftLayers}-layer fine-tune with --index (index ${(indexBytes / 1024).toFixed(0)} KiB)`, s4, ft.changedBytes, ftUnits);
-  targets.push({ what: `${label}: fine-tune with --index: Hub bytes <= changed + index size`, measured: `${s4.bytes} B for ${ft.changedBytes} B changed + ${indexBytes} B index: ${s4.bytes - ft.changedBytes - indexBytes} B over, ${s4.onSame} B of it on files the base has`, met: s4.bytes <= ft.changedBytes + indexBytes });
+  targets.push({ what: `${label}: fine-tune with --index: Hub bytes <= changed + index size`, measured: `${s4.bytes} B for ${ft.changedBytes} B changed + ${indexBytes} B index (${Math.abs(s4.bytes - ft.changedBytes - indexBytes)} B ${s4.bytes > ft.changedBytes + indexBytes ? "over" : "under"}); ${s4.onSame} B on files the base has`, met: s4.bytes <= ft.changedBytes + indexBytes });
   notes.push(`${label}, --index: no samples, but the reuse proofs stay (${(s4.onSame / 1024).toFixed(0)} KiB on files the base has); without them the pull moves ${s4.bytes - s4.onSame} B, within changed + index (${ft.changedBytes + indexBytes} B).`);
 }
 

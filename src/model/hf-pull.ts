@@ -202,6 +202,8 @@ async function listWithHeaders(
   siblings: { rfilename: string }[],
   concurrency: number,
   holdsBytesOf: (key: string) => Promise<boolean>,
+  /** How much of a fresh file to read for its header at once (HEADER_GUESS, or 8: length, then header). */
+  freshRead = HEADER_GUESS,
 ): Promise<PlannedFile[]> {
   const readerFor = once((path: string) => new HubFileReader(hub, repo, commit, path));
   const listed = listPlanned(hub, repo, commit, readerFor);
@@ -214,7 +216,7 @@ async function listWithHeaders(
       await pool.run(() => reader.locate().catch(() => {})); // a file the commit lacks: the tree says so
       const f = (await byPath).get(path);
       if (!f) return undefined;
-      const first = (await holdsBytesOf(f.source.key)) ? 8 : HEADER_GUESS;
+      const first = (await holdsBytesOf(f.source.key)) ? 8 : freshRead;
       return pool.run(() => readSafetensorsHeader(f.source, first));
     })();
     h.catch(() => {}); // awaited below, for the files the tree lists
@@ -282,7 +284,9 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     const partials = store.ingestKeys();
     partials.catch(() => {}); // awaited by holdsBytesOf
     const holdsBytesOf = async (key: string) => (await rangesOf(key)).size > 0 || (await partials).some((k) => isUnitOf(k, key));
-    const sorted = await listWithHeaders(hub, ref.repo, commit, info.siblings ?? [], opts.concurrency ?? 16, holdsBytesOf);
+    // With an index the units' digests are known, and so are the tensors most likely in the store: a
+    // header read takes no tensor bytes along (8 bytes, then the header: a round trip more, no bytes dropped).
+    const sorted = await listWithHeaders(hub, ref.repo, commit, info.siblings ?? [], opts.concurrency ?? 16, holdsBytesOf, opts.index ? 8 : HEADER_GUESS);
 
     const byPath = new Map(sorted.map((f) => [f.path, f]));
     // Bytes the store holds from another repo's copy of a file serve this one only once this repo's own
