@@ -50,7 +50,7 @@ export interface ServiceOptions {
   log?: (event: Record<string, unknown>) => void;
   /** How long an access decision is reused, ms. */
   accessTtlMs?: number;
-  /** How long a replica's claim on converting a revision holds other replicas off, ms (default 15 min). */
+  /** How long a replica's claim on converting a revision holds other replicas off, ms (default 30 s; renewed by its owner every third of it until its push lands). */
   claimTtlMs?: number;
 }
 
@@ -64,8 +64,12 @@ export interface Conversion {
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
 /** Revisions of one repo looked for in the backend for a digest this replica does not know. */
 const MAX_BACKEND_REVISIONS = 32;
-/** A claim outlives a conversion of a large model over a slow link; a dead owner's claim ends with it. */
-const CLAIM_TTL_MS = 15 * 60_000;
+/**
+ * How long a claim holds without renewal. Its owner renews it every third of that while it converts
+ * and pushes (a large model over a slow link takes as long as it takes); a dead owner's claim ends
+ * within this, and a waiting replica converts instead.
+ */
+const CLAIM_TTL_MS = 30_000;
 /** How often a replica waiting on another's conversion looks for its manifest in the backend. */
 const CLAIM_POLL_MS = 500;
 
@@ -82,6 +86,8 @@ export class ProxyService {
   /** repo -> commits clients resolved a tag to here. */
   private readonly namedCommits = new Map<string, Set<string>>();
   private readonly backendPushes = new Set<Promise<void>>();
+  /** Claims this replica holds (converting, then pushing), renewed until the push lands. */
+  private readonly renewals = new Map<string, NodeJS.Timeout>();
   private stopped = false;
   /** Names this replica in its conversion claims in the backend. */
   private readonly replicaId = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
@@ -175,14 +181,33 @@ export class ProxyService {
       this.metrics.backendMisses++;
       const other = await this.claimOrWait(repo, commit, ref);
       if (other) return other;
+      this.holdClaim(repo, commit);
     }
     try {
       return await this.convertFromHub(repo, commit, hub, status);
     } catch (err) {
       // Released at once, so a replica waiting on it converts instead of waiting out the expiry.
+      this.dropClaim(repo, commit);
       if (this.backend) await this.backend.writeClaim(repo, commit, { owner: this.replicaId, expires: 0 }).catch(() => {});
       throw err;
     }
+  }
+
+  /** Renews this replica's claim on `repo@commit` every third of its life until dropClaim. */
+  private holdClaim(repo: string, commit: string): void {
+    const ttl = this.opts.claimTtlMs ?? CLAIM_TTL_MS;
+    const key = formatHfRef({ repo, revision: commit });
+    this.dropClaim(repo, commit);
+    const renew = () => void this.backend?.writeClaim(repo, commit, { owner: this.replicaId, expires: Date.now() + ttl }).catch(() => {});
+    const timer = setInterval(renew, Math.max(1000, ttl / 3));
+    timer.unref();
+    this.renewals.set(key, timer);
+  }
+
+  private dropClaim(repo: string, commit: string): void {
+    const key = formatHfRef({ repo, revision: commit });
+    clearInterval(this.renewals.get(key));
+    this.renewals.delete(key);
   }
 
   /**
@@ -271,6 +296,7 @@ export class ProxyService {
       for (let wait = 1000; !this.stopped; wait = Math.min(wait * 2, 60_000)) {
         try {
           await this.leased(() => backend.push(repo, commit));
+          this.dropClaim(repo, commit); // the manifest tag is there: waiters take it
           return;
         } catch (err) {
           this.metrics.uploadFailures++;
@@ -295,6 +321,8 @@ export class ProxyService {
   /** Stops retrying background pushes (a try in flight finishes). */
   stop(): void {
     this.stopped = true;
+    for (const t of this.renewals.values()) clearInterval(t);
+    this.renewals.clear();
   }
 
   /** Commits of `repo` that clients named (tags resolved here): where a blob by digest is looked for first. */
@@ -309,7 +337,8 @@ export class ProxyService {
    * converted it): the revisions tried are the commits clients named here, then every branch and tag of
    * the repo on the Hub (asked with the client's credentials), newest first as the Hub lists them, at
    * most MAX_BACKEND_REVISIONS. Each revision the backend has is taken (manifest, config, recipe) and
-   * tagged here, so its blobs are known from then on. The commit that holds `digest`, if any.
+   * tagged here, so its blobs are known from then on; a revision the backend never got is converted
+   * here. The commit that holds `digest`, if any.
    */
   private async findInBackend(repo: string, digest: string, hub: HubParams): Promise<string | undefined> {
     if (!this.backend) return undefined;
@@ -322,6 +351,13 @@ export class ProxyService {
       // A revision another replica is converting (its push still in flight) is waited for, not missed.
       const got = await this.waitForOther(repo, commit, ref);
       const owner = got && (await this.commitOwning(repo, digest));
+      if (owner) return owner;
+    }
+    // Nowhere in the backend (the replica that converted it died before its push landed): convert the
+    // revisions a client named here, else the newest, here — the blob is the Hub's, as the manifest was.
+    for (const commit of [...(this.namedCommits.get(repo) ?? commits)].slice(0, 2)) {
+      await this.ensureConverted(repo, commit, hub).catch((err) => void this.log({ event: "convert-for-blob-failed", repo, commit, error: (err as Error).message }));
+      const owner = await this.commitOwning(repo, digest);
       if (owner) return owner;
     }
     return undefined;
