@@ -58,6 +58,9 @@ const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|tags|referrers)\/(.+)$/;
 /** Referrers API (spec end-12a): nothing on the Hub refers to a converted model, so always an empty index. */
 const EMPTY_REFERRERS = JSON.stringify({ schemaVersion: 2, mediaType: MT.index, manifests: [] });
 
+/** How often a cake client waiting on a conversion is told 102 Processing (its idle timeout is 30 s by default). */
+const PROCESSING_EVERY_MS = 10_000;
+
 export function createApp(service: ProxyService, opts: { log?: (e: Record<string, unknown>) => void } = {}): express.Express {
   const app = express();
   app.disable("x-powered-by");
@@ -139,7 +142,17 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
     if (accept && !accept.includes(MT.manifest) && !accept.includes("*/*") && !accept.includes("application/json")) {
       throw new OciError("MANIFEST_UNKNOWN", `${name}:${ref}: only ${MT.manifest} is served (Accept: ${accept})`);
     }
-    const { digest, bytes } = await service.manifest(name, ref, clientToken(req));
+    // A conversion can take minutes before the manifest exists. cake (the client) gives up on an answer
+    // whose headers do not come within its idle timeout; an informational 102 renews it. Only to cake:
+    // Go's clients (oras, crane, skopeo) refuse more than five 1xx answers, and they wait anyway.
+    const keepAlive = /^cake\//.test(String(req.headers["user-agent"] ?? "")) ? setInterval(() => res.writeProcessing(), service.opts.processingEveryMs ?? PROCESSING_EVERY_MS) : undefined;
+    let found;
+    try {
+      found = await service.manifest(name, ref, clientToken(req));
+    } finally {
+      clearInterval(keepAlive);
+    }
+    const { digest, bytes } = found;
     res.setHeader("Content-Type", MT.manifest);
     res.setHeader("Docker-Content-Digest", digest);
     res.setHeader("Content-Length", String(bytes.length));

@@ -50,6 +50,8 @@ export interface ServiceOptions {
   log?: (event: Record<string, unknown>) => void;
   /** How long an access decision is reused, ms. */
   accessTtlMs?: number;
+  /** How often a cake client waiting on a conversion is sent 102 Processing, ms (default 10 s). */
+  processingEveryMs?: number;
   /** How long a replica's claim on converting a revision holds other replicas off, ms (default 30 s; renewed by its owner every third of it until its push lands). */
   claimTtlMs?: number;
 }

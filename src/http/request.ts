@@ -138,9 +138,11 @@ async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpRes
     attempt++;
     sent++;
     let res: Dispatcher.ResponseData;
-    // A small document's try is abandoned at its deadline, however the bytes trickle.
+    // A small document's try is abandoned at its deadline once its answer has begun, however the bytes
+    // trickle. The wait for the answer's headers is the idle timeout's: a registry may take its time to
+    // answer (a cake proxy converting a model says 102 Processing meanwhile, which renews that timeout).
     const deadline = deadlineMs > 0 ? new AbortController() : undefined;
-    const timer = deadline && setTimeout(() => deadline.abort(deadlineError()), deadlineMs);
+    let timer: NodeJS.Timeout | undefined;
     const signal = deadline ? (req.signal ? AbortSignal.any([req.signal, deadline.signal]) : deadline.signal) : req.signal;
     try {
       res = await dispatchRequest(req.dispatcher ?? (await sharedDispatcher()), target, {
@@ -159,6 +161,7 @@ async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpRes
       await pause();
       continue;
     }
+    if (deadline) timer = setTimeout(() => deadline.abort(deadlineError()), deadlineMs);
     const { statusCode: status } = res;
     if (REDIRECTS.has(status) && req.followRedirects !== false && res.headers.location) {
       clearTimeout(timer);

@@ -55,6 +55,23 @@ describe("cake proxy when the Hub cuts its answers", () => {
     expect(await hashTree(out)).toEqual(await hashTree(model));
   });
 
+  it("keeps a cake client waiting on a slow conversion past its idle timeout (102 Processing), and it gets the model", async () => {
+    proxy.service.opts.processingEveryMs = 200;
+    const slow = path.join(tmp, "slow-model"); // bytes of its own: nothing to take from the store
+    await makeLlamaLike(slow, { hidden: 256, layers: 2, vocab: 2048, shards: 2, seed: 99 });
+    await hub.commit("acme/slow", slow);
+    hub.setKnobs({ bandwidth: 1 << 20 }); // the conversion takes a few seconds
+    // One try only: without the 102s it would end after a second of silence.
+    const e = { CAKE_HOME: path.join(tmp, "slow-client"), CAKE_HTTP_IDLE_TIMEOUT: "1", CAKE_HTTP_TIMEOUT: "1", CAKE_HTTP_RETRIES: "0" };
+    const r = await cake(["pull", "-q", `${proxy.host}/hf/acme/slow:main`], e);
+    hub.setKnobs({ bandwidth: 0 });
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const out = path.join(tmp, "slow-out");
+    expect((await cake(["export", "-q", `${proxy.host}/hf/acme/slow:main`, out], e)).code).toBe(0);
+    expect(await hashTree(out)).toEqual(await hashTree(slow));
+  });
+
   it("answers a rate limit longer than cake waits with 429 TOOMANYREQUESTS and Retry-After, then converts once it is over", async () => {
     // The Hub asks for an hour: more than CAKE_HTTP_MAX_WAIT (300 s), so the proxy does not sit on the request.
     hub.setKnobs({ fail429Every: 1, rateLimitStyle: "ratelimit", retryAfterSeconds: 3600 });
