@@ -57,8 +57,8 @@ async function makeMetadataOnly(src: string, out: string): Promise<void> {
   }
 }
 
-/** A copy of `src` with `rows` rows (of `rowBytes`) of one tensor changed from row `from`: what adding tokens does to an embedding. */
-async function makeRowsChanged(src: string, out: string, tensor: string, from: number, rows: number, rowBytes: number): Promise<void> {
+/** A copy of `src` with `count` bytes of one tensor changed, from `at` (given the tensor's byte range in the file). */
+async function changeTensorBytes(src: string, out: string, tensor: string, at: (begin: number, end: number) => number, count: number): Promise<void> {
   await fs.cp(src, out, { recursive: true });
   for (const f of (await fs.readdir(out)).filter((x) => x.endsWith(".safetensors"))) {
     const file = path.join(out, f);
@@ -66,26 +66,18 @@ async function makeRowsChanged(src: string, out: string, tensor: string, from: n
     const n = Number(b.readBigUInt64LE(0));
     const t = (JSON.parse(b.subarray(8, 8 + n).toString()) as Record<string, { data_offsets?: [number, number] }>)[tensor];
     if (!t?.data_offsets) continue;
-    const at = 8 + n + t.data_offsets[0] + from * rowBytes;
-    for (let i = 0; i < rows * rowBytes; i++) b[at + i] = (b[at + i]! ^ 0x5a) & 0xff;
+    const from = at(8 + n + t.data_offsets[0], 8 + n + t.data_offsets[1]);
+    for (let i = 0; i < count; i++) b[from + i] = (b[from + i]! ^ 0x5a) & 0xff;
     await fs.writeFile(file, b);
   }
 }
 
-/** A copy of `src` with 4 KiB in the middle of one big tensor changed: a change sampling may miss. */
-async function makeStealth(src: string, out: string, tensor: string): Promise<void> {
-  await fs.cp(src, out, { recursive: true });
-  for (const f of (await fs.readdir(out)).filter((x) => x.endsWith(".safetensors"))) {
-    const file = path.join(out, f);
-    const b = await fs.readFile(file);
-    const n = Number(b.readBigUInt64LE(0));
-    const t = (JSON.parse(b.subarray(8, 8 + n).toString()) as Record<string, { data_offsets?: [number, number] }>)[tensor];
-    if (!t?.data_offsets) continue;
-    const mid = 8 + n + Math.floor((t.data_offsets[0] + t.data_offsets[1]) / 2);
-    for (let i = 0; i < 4096; i++) b[mid + i] = (b[mid + i]! + 1) & 0xff;
-    await fs.writeFile(file, b);
-  }
-}
+/** `rows` rows (of `rowBytes`) of one tensor changed from row `from`: what adding tokens does to an embedding. */
+const makeRowsChanged = (src: string, out: string, tensor: string, from: number, rows: number, rowBytes: number) =>
+  changeTensorBytes(src, out, tensor, (begin) => begin + from * rowBytes, rows * rowBytes);
+
+/** 4 KiB in the middle of one big tensor changed: a change sampling may miss. */
+const makeStealth = (src: string, out: string, tensor: string) => changeTensorBytes(src, out, tensor, (begin, end) => Math.floor((begin + end) / 2), 4096);
 
 beforeAll(async () => {
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), "cake-guess-"));
