@@ -39,6 +39,8 @@ beforeAll(async () => {
   backend = await startS3Registry();
 }, 60_000);
 afterAll(async () => {
+  // The last case's balancer and replicas too (each case closes the one before's).
+  await Promise.all(running.map((r) => r.close()));
   await backend?.close();
   await hub?.close();
   await fs.rm(tmp, { recursive: true, force: true });
