@@ -467,12 +467,7 @@ export class ProxyService {
    * Runs `fn`, which writes blobs (and tags), under a store lease: a `cake gc` waits for it or is
    * refused, so it never deletes what `fn` is about to serve or tag (docs/architecture.md).
    */
-  private async leased<T>(fn: () => Promise<T>): Promise<T> {
-    const release = await this.opts.store.lease();
-    try {
-      return await fn();
-    } finally {
-      await release();
-    }
+  private leased<T>(fn: () => Promise<T>): Promise<T> {
+    return this.opts.store.withLease(fn);
   }
 }

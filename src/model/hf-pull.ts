@@ -105,10 +105,6 @@ function once<K, V>(make: (key: K) => V): (key: K) => V {
 
 /** A unit's identity across plans: its file and byte range. */
 const unitId = (u: { path: string; begin: number; end: number }) => `${u.path}:${u.begin}-${u.end}`;
-const unitSize = (id: string) => {
-  const [b, e] = id.slice(id.lastIndexOf(":") + 1).split("-").map(Number);
-  return e! - b!;
-};
 
 /** Every unit an index names a digest for, in a file of the same path and size as the Hub's. */
 function indexGuesses(index: ModelIndex, files: Map<string, SourcedFile>): Map<string, Guess> {
@@ -317,7 +313,7 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
         ? { guesses: new Map<string, Guess>(), stats: { sampled: 0, windows: 0, windowBytes: 0 } }
         : await guessFromStore(store, sorted, rangesOf, info, byCommit, skip);
     let indexWrong = 0;
-    const taken = new Map<string, Guess & { tensors: number }>(); // unit -> the guess the transfer took
+    const taken = new Map<string, Guess & { path: string; tensors: number; bytes: number }>(); // unit -> the guess the transfer took
     const wrong = new Set<string>(); // files whose guesses failed the file check
     const convert = (noGuess: Set<string>) =>
       convertFiles(sorted, {
@@ -337,7 +333,7 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
           }
           const g = noGuess.has(u.path) ? undefined : guessed.guesses.get(unitId(u));
           if (!g || !(await store.hasBlob(g.digest, u.end - u.begin))) return undefined;
-          taken.set(unitId(u), { ...g, tensors: u.tensors.length });
+          taken.set(unitId(u), { ...g, path: u.path, tensors: u.tensors.length, bytes: u.end - u.begin });
           return g.digest;
         },
         done: (f, u, digest) => {
@@ -373,13 +369,13 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
       if (wrong.size === 0 || !isCakeError(err, "E_DIGEST")) throw err;
       // One pass more, the engine as usual: the files whose guesses failed, their guessed tensors fetched for real.
       opts.onNotice?.(`${name}: ${[...wrong].join(", ")}: tensors taken from a local model did not make the Hub's file; fetching them`);
-      for (const u of [...taken.keys()]) if (wrong.has(u.slice(0, u.lastIndexOf(":")))) taken.delete(u);
+      for (const [id, g] of [...taken]) if (wrong.has(g.path)) taken.delete(id);
       converted = await convert(wrong);
     }
     const { desc, stats } = converted;
     if (index && indexWrong > 0) opts.onNotice?.(`${index.ref}: ${indexWrong} units differ from the Hub's bytes; the Hub's were used (checked by each file's sha256)`);
-    const reusedBytes = [...taken.keys()].reduce((n, id) => n + unitSize(id), 0);
-    const reuse = { byIndex: index ? taken.size : 0, blobs: taken.size, tensors: [...taken.values()].reduce((k, g) => k + g.tensors, 0), bytes: reusedBytes, models: [...new Set([...taken.values()].map((g) => g.model))], sampled: guessed.stats.sampled, windowBytes: guessed.stats.windowBytes, wrongFiles: wrong.size };
+    const took = [...taken.values()];
+    const reuse = { byIndex: index ? taken.size : 0, blobs: taken.size, tensors: took.reduce((k, g) => k + g.tensors, 0), bytes: took.reduce((n, g) => n + g.bytes, 0), models: [...new Set(took.map((g) => g.model))], sampled: guessed.stats.sampled, windowBytes: guessed.stats.windowBytes, wrongFiles: wrong.size };
     const digest = desc.digest;
     await store.markVerified(digest); // every file matched the Hub's hashes above: export need not hash again
     await store.tag(byCommit, ociRefName(byCommit), desc, tagExtra);

@@ -39,12 +39,7 @@ export interface PushResult {
 
 export async function pushToRegistry(storeRef: string, dest: string, opts: PushOptions): Promise<PushResult> {
   // Under a lease: a `cake rm` + `cake gc` meanwhile would take the blobs from under the upload.
-  const release = await opts.store.lease();
-  try {
-    return await pushFromStore(storeRef, dest, opts);
-  } finally {
-    await release();
-  }
+  return opts.store.withLease(() => pushFromStore(storeRef, dest, opts));
 }
 
 async function pushFromStore(storeRef: string, dest: string, opts: PushOptions): Promise<PushResult> {

@@ -342,6 +342,16 @@ export class Store implements ContentStore {
     return takeLease(this.root, (...parts) => this.p(...parts));
   }
 
+  /** Runs `fn` under a lease: what it writes or relies on before it tags is safe from gc. */
+  async withLease<T>(fn: () => Promise<T>): Promise<T> {
+    const release = await this.lease();
+    try {
+      return await fn();
+    } finally {
+      await release();
+    }
+  }
+
   /** See src/store/gc.ts. `successorsOf` reads what a manifest or index points at. */
   async gc(successorsOf: Successors = successors): Promise<{ removed: number; bytes: number; kept: number }> {
     await this.init();
