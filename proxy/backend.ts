@@ -15,9 +15,11 @@ import {
   indexReference,
   ociRefName,
   parseManifest,
+  pushModelIndex,
   pushToRegistry,
   registryBlobSource,
   transferBlobs,
+  type IndexSource,
   type RegistryAccess,
   type Store,
 } from "../src/index.js";
@@ -117,10 +119,21 @@ export class Backend {
     await client.putManifest(b.repository, `${b.tag}-claim`, Buffer.from(JSON.stringify(manifest)), MT.manifest);
   }
 
-  /** Pushes a converted revision there, for the other replicas. */
+  /**
+   * Where a replica that takes over a revision finds what its dead converter pushed already: the
+   * index entry `<commit>-index` (config and recipe: every unit's digest), which `push` writes before
+   * any tensor, and the blobs beside it — taken from here, the Hub asked only for the rest.
+   */
+  resumeSource(commit: string): IndexSource {
+    return { prefix: this.prefix, access: this.access ?? {}, tag: `${commit}-index`, holdsBlobs: true, quiet: true };
+  }
+
+  /** Pushes a converted revision there, for the other replicas: its index entry first, the manifest tag last. */
   async push(repo: string, commit: string): Promise<void> {
     const b = this.ref(repo, commit);
-    const r = await pushToRegistry(formatHfRef({ repo, revision: commit }), b.full, { store: this.store, ...this.access });
+    const storeRef = formatHfRef({ repo, revision: commit });
+    await pushModelIndex(storeRef, this.prefix, { store: this.store, ...this.access, tag: `${commit}-index` });
+    const r = await pushToRegistry(storeRef, b.full, { store: this.store, ...this.access });
     this.log({ event: "backend-push", ref: b.full, uploaded: r.counts.uploaded, bytes: r.uploadedBytes });
   }
 }

@@ -275,13 +275,17 @@ export class ProxyService {
         hub,
         progress,
         ...(this.opts.concurrency ? { concurrency: this.opts.concurrency } : {}),
-        ...(this.opts.index ? { index: { prefix: this.opts.index, access: this.opts.backendAccess ?? {} } } : {}),
+        // What a replica that died converting this revision pushed already comes from the backend, then the operator's index.
+        index: [...(this.backend ? [this.backend.resumeSource(commit)] : []), ...(this.opts.index ? [{ prefix: this.opts.index, access: this.opts.backendAccess ?? {} }] : [])],
+        onNotice: (line) => this.log({ event: "convert-notice", ref, message: line }),
         onBlob: (digest, source) => found.push([digest, source]),
       },
     );
     await this.sources.record(found);
     this.metrics.hubFetched(r.stats.fetchedBytes);
-    this.log({ event: "convert-done", ref, digest: r.manifestDigest, seconds: (Date.now() - status.startedAt) / 1000, fetchedBytes: r.stats.fetchedBytes });
+    const resumed = r.reuse?.fromRegistry;
+    if (resumed) this.metrics.backendFetched(resumed.bytes);
+    this.log({ event: "convert-done", ref, digest: r.manifestDigest, seconds: (Date.now() - status.startedAt) / 1000, fetchedBytes: r.stats.fetchedBytes, ...(resumed ? { backendBlobs: resumed.blobs, backendBytes: resumed.bytes } : {}) });
     // The client is answered now; the other replicas get it once the push lands (the manifest tag last).
     if (this.backend) this.pushInBackground(repo, commit);
     return r.manifestDigest;

@@ -30,6 +30,7 @@ import { hubFileSource, readSafetensorsHeader } from "./range-source.js";
 import { formatHfRef, ociRefName, type HfRef } from "./ref.js";
 import type { RegistryAccess } from "./registry-pull.js";
 import { readModelIndex, type ModelIndex } from "./index-artifact.js";
+import { takeIndexedBlobs, type IndexBlobsTaken } from "./index-blobs.js";
 import { proveServed, type HeldUnit } from "./reuse-proof.js";
 import { blobKey, candidatesFrom, guessUnits, MIN_GUESS, type Guess, type GuessStats } from "./speculate.js";
 
@@ -48,10 +49,26 @@ export interface HfPullOptions {
   /** Told where on the Hub each blob's bytes are, as soon as the blob is in the store. */
   onBlob?: (digest: string, source: HubBlobSource) => void;
   /**
-   * A registry prefix holding index artifacts (`--index`, CAKE_INDEX; see index-artifact.ts): the
-   * units of the revision, known before the Hub is read, so those the store holds are not fetched.
+   * Registry prefixes holding index artifacts (`--index`, CAKE_INDEX; see index-artifact.ts), tried
+   * in order, the first entry found used: the units of the revision, known before the Hub is read,
+   * so those the store holds are not fetched.
    */
-  index?: { prefix: string; access: RegistryAccess };
+  index?: IndexSource | IndexSource[];
+}
+
+/** Where an index entry of the revision may be. */
+export interface IndexSource {
+  prefix: string;
+  access: RegistryAccess;
+  /** The entry's tag (default: the commit). */
+  tag?: string;
+  /**
+   * The registry holds the units' blobs too (a proxy backend): those the store lacks are taken
+   * from it rather than the Hub (index-blobs.ts).
+   */
+  holdsBlobs?: boolean;
+  /** No entry there is the usual case: say nothing of it. */
+  quiet?: boolean;
 }
 
 /** A blob's bytes on the Hub: a byte range of one file of one commit. */
@@ -86,7 +103,7 @@ export interface PullResult {
    * proven by each file's hash: how many and how many tensors in them, their bytes, from which
    * models; blobs sampled, the bytes the samples cost; files whose guesses were wrong, fetched again.
    */
-  reuse?: { byIndex: number; blobs: number; tensors: number; bytes: number; models: string[]; sampled: number; windowBytes: number; wrongFiles: number };
+  reuse?: { byIndex: number; blobs: number; tensors: number; bytes: number; models: string[]; sampled: number; windowBytes: number; wrongFiles: number; fromRegistry?: IndexBlobsTaken };
 }
 
 type PlannedFile = SourcedFile & { hub: HubFile };
@@ -106,15 +123,29 @@ function once<K, V>(make: (key: K) => V): (key: K) => V {
 /** A unit's identity across plans: its file and byte range. */
 const unitId = (u: { path: string; begin: number; end: number }) => `${u.path}:${u.begin}-${u.end}`;
 
+/** The files of an index that are the Hub's: the same path, size and (where listed) sha256. */
+const indexedFiles = (index: ModelIndex, files: Map<string, SourcedFile>) =>
+  index.files.filter((f) => {
+    const mine = files.get(f.path);
+    return mine !== undefined && mine.size === f.size && (!mine.sha256 || mine.sha256 === f.sha256);
+  });
+
 /** Every unit an index names a digest for, in a file of the same path and size as the Hub's. */
 function indexGuesses(index: ModelIndex, files: Map<string, SourcedFile>): Map<string, Guess> {
   const out = new Map<string, Guess>();
-  for (const f of index.files) {
-    const mine = files.get(f.path);
-    if (!mine || mine.size !== f.size || (mine.sha256 && mine.sha256 !== f.sha256)) continue;
+  for (const f of indexedFiles(index, files)) {
     for (const u of f.units) out.set(unitId({ path: f.path, begin: u.begin, end: u.end }), { digest: u.digest, model: `index ${index.ref}` });
   }
   return out;
+}
+
+/** The first index entry of `repo@commit` found among `sources`, and where it was found. */
+async function readFirstIndex(sources: IndexSource[], repo: string, commit: string, notice: (line: string) => void): Promise<{ index: ModelIndex; source: IndexSource } | undefined> {
+  for (const source of sources) {
+    const index = await readModelIndex(source.prefix, repo, commit, source.access, source.quiet ? () => {} : notice, source.tag);
+    if (index) return { index, source };
+  }
+  return undefined;
 }
 
 /**
@@ -282,7 +313,9 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     const holdsBytesOf = async (key: string) => (await rangesOf(key)).size > 0 || (await partials).some((k) => isUnitOf(k, key));
     // With an index the units' digests are known, and so are the tensors most likely in the store: a
     // header read takes no tensor bytes along (8 bytes, then the header: a round trip more, no bytes dropped).
-    const sorted = await listWithHeaders(hub, ref.repo, commit, info.siblings ?? [], opts.concurrency ?? 16, holdsBytesOf, opts.index ? 8 : HEADER_GUESS);
+    const indexSources = opts.index === undefined ? [] : Array.isArray(opts.index) ? opts.index : [opts.index];
+    // (Not for a proxy backend's resume entry: there is usually none, and a first read's few KiB of tensor bytes cost little.)
+    const sorted = await listWithHeaders(hub, ref.repo, commit, info.siblings ?? [], opts.concurrency ?? 16, holdsBytesOf, indexSources.some((s) => !s.holdsBlobs) ? 8 : HEADER_GUESS);
 
     const byPath = new Map(sorted.map((f) => [f.path, f]));
     // Bytes the store holds from another repo's copy of a file serve this one only once this repo's own
@@ -306,12 +339,22 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     const skip = (path: string, model: string) => misses.has(`${byPath.get(path)!.source.key} ${model}`);
     // An index (index-artifact.ts) names every unit's digest before a byte moves: no sampling then.
     // It is a guess like the samples: each file's hash is still the proof, a lie costs a refetch.
-    const index = opts.index ? await readModelIndex(opts.index.prefix, ref.repo, commit, opts.index.access, (line) => opts.onNotice?.(line)) : undefined;
+    const found = await readFirstIndex(indexSources, ref.repo, commit, (line) => opts.onNotice?.(line));
+    const index = found?.index;
     const guessed = index
       ? { guesses: indexGuesses(index, byPath), stats: { sampled: 0, windows: 0, windowBytes: 0 } }
       : opts.speculate === false
         ? { guesses: new Map<string, Guess>(), stats: { sampled: 0, windows: 0, windowBytes: 0 } }
         : await guessFromStore(store, sorted, rangesOf, info, byCommit, skip);
+    // An index whose registry holds the blobs (a proxy backend a replica died pushing to): what the
+    // store lacks comes from there, the Hub gives only the rest.
+    const fromRegistry = found?.source.holdsBlobs
+      ? await takeIndexedBlobs(store, found.index.ref, indexedFiles(found.index, byPath).flatMap((f) => f.units), found.source.access, {
+          ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+          ...(signal ? { signal } : {}),
+          warn: (line) => opts.onNotice?.(line),
+        })
+      : undefined;
     let indexWrong = 0;
     const taken = new Map<string, Guess & { path: string; tensors: number; bytes: number }>(); // unit -> the guess the transfer took
     const wrong = new Set<string>(); // files whose guesses failed the file check
@@ -375,7 +418,7 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     const { desc, stats } = converted;
     if (index && indexWrong > 0) opts.onNotice?.(`${index.ref}: ${indexWrong} units differ from the Hub's bytes; the Hub's were used (checked by each file's sha256)`);
     const took = [...taken.values()];
-    const reuse = { byIndex: index ? taken.size : 0, blobs: taken.size, tensors: took.reduce((k, g) => k + g.tensors, 0), bytes: took.reduce((n, g) => n + g.bytes, 0), models: [...new Set(took.map((g) => g.model))], sampled: guessed.stats.sampled, windowBytes: guessed.stats.windowBytes, wrongFiles: wrong.size };
+    const reuse = { byIndex: index ? taken.size : 0, blobs: taken.size, tensors: took.reduce((k, g) => k + g.tensors, 0), bytes: took.reduce((n, g) => n + g.bytes, 0), models: [...new Set(took.map((g) => g.model))], sampled: guessed.stats.sampled, windowBytes: guessed.stats.windowBytes, wrongFiles: wrong.size, ...(fromRegistry ? { fromRegistry } : {}) };
     const digest = desc.digest;
     await store.markVerified(digest); // every file matched the Hub's hashes above: export need not hash again
     await store.tag(byCommit, ociRefName(byCommit), desc, tagExtra);

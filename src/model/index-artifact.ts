@@ -50,6 +50,8 @@ export interface ModelIndex {
 
 export interface IndexPushOptions extends RegistryAccess {
   store: Store;
+  /** The entry's tag (default: the commit; a proxy backend's resume entry is `<commit>-index`). */
+  tag?: string;
 }
 
 export interface IndexPushResult {
@@ -70,12 +72,12 @@ const INDEX_TYPES: ReadonlySet<string | undefined> = new Set([MT.modelIndex, MT.
 
 /**
  * Where the index entry of `repo@commit` lies under `prefix` (`host[:port]/path`): the repository
- * path in lower case (OCI names are), tagged by the commit, as the proxy's backend names them.
+ * path in lower case (OCI names are), tagged by the commit (or `tag`), as the proxy's backend names them.
  */
-export function indexReference(prefix: string, repo: string, commit: string) {
-  const full = `${prefix.replace(/\/+$/, "")}/${repo.toLowerCase()}:${commit}`;
+export function indexReference(prefix: string, repo: string, commit: string, tag = commit) {
+  const full = `${prefix.replace(/\/+$/, "")}/${repo.toLowerCase()}:${tag}`;
   const r = parseReference(full);
-  return { registry: r.registry, repository: r.repository, tag: commit, full };
+  return { registry: r.registry, repository: r.repository, tag, full };
 }
 
 /** Checks an index prefix (`--index`, CAKE_INDEX) up front: a bad one is a usage error, said once. */
@@ -107,7 +109,7 @@ export async function pushModelIndex(storeRef: string, prefix: string, opts: Ind
     const config = parseConfig(await store.readBlob(manifest.config.digest, DOCUMENT_LIMIT), `${storeRef} config`);
     if (config.source.type !== "hf") throw new CakeError("E_USAGE", `${storeRef}: not a Hub revision (an index is per Hub commit)`);
     const { repo, commit } = config.source;
-    const ref = indexReference(prefix, repo, commit);
+    const ref = indexReference(prefix, repo, commit, opts.tag);
     const index: ImageManifest = {
       schemaVersion: 2,
       mediaType: MT.manifest,
@@ -140,10 +142,11 @@ export async function readModelIndex(
   commit: string,
   access: RegistryAccess = {},
   warn: (line: string) => void = () => {},
+  tag = commit,
 ): Promise<ModelIndex | undefined> {
-  let where = `index ${prefix}/${repo.toLowerCase()}:${commit}`;
+  let where = `index ${prefix}/${repo.toLowerCase()}:${tag}`;
   try {
-    const ref = indexReference(prefix, repo, commit);
+    const ref = indexReference(prefix, repo, commit, tag);
     where = `index ${ref.full}`;
     const client = clientFor(ref.registry, access, { retry: INDEX_RETRY });
     // getManifest refuses more than MANIFEST_LIMIT; config and recipe are read up to DOCUMENT_LIMIT.

@@ -21,6 +21,8 @@ import { startRegistry, type RunningRegistry } from "../registry/harness.js";
 const OCI = "application/vnd.oci.image.manifest.v1+json";
 let tmp: string;
 let model: string;
+/** A model of more blobs, for the takeover after a push cut short. */
+let bigger: string;
 let hub: Hub;
 let reg: RunningRegistry;
 let front: CountingProxy;
@@ -37,6 +39,10 @@ beforeAll(async () => {
     hub.addRepo(`acme/${name}`);
     commits[name] = await hub.commit(`acme/${name}`, model);
   }
+  bigger = path.join(tmp, "bigger");
+  await makeLlamaLike(bigger, { hidden: 256, layers: 4, vocab: 2048, shards: 2 });
+  hub.addRepo("acme/resume");
+  commits.resume = await hub.commit("acme/resume", bigger);
   reg = await startRegistry();
   front = await startCountingProxy(reg.url);
 });
@@ -189,5 +195,40 @@ describe("replicas behind a round-robin balancer", () => {
     expect(second.digest).toBe(one.digest);
     expect(a.service.metrics.conversions + b.service.metrics.conversions).toBe(1);
     expect(hub.counters.bytesServed).toBeLessThan(bytes * 1.2);
+  });
+
+  it("a replica taking over from one that died mid-push takes the blobs already in the backend; the Hub gives only the rest", async () => {
+    const bytes = await dirBytes(bigger);
+    // A's push is slow (~2 s); once a few tensors have landed, the backend refuses it everything: it died.
+    let dead = false;
+    front.fault({ when: () => dead, times: 1_000_000, respond: { status: 403, body: JSON.stringify({ errors: [{ code: "DENIED", message: "gone" }] }) } });
+    front.fault({ kind: "upload", throttleUp: Math.ceil(bytes / 2), times: 1000 });
+    const a = await replica("resume-a");
+    a.service.opts.claimTtlMs = 1000;
+    const m = await get(`${a.url}/v2/hf/acme/resume/manifests/main`);
+    expect(m.status).toBe(200);
+    const landed = () => front.requests.filter((r) => r.method === "PUT" && r.kind === "upload" && r.status === 201).length;
+    await waitFor(() => landed() >= 5, 20_000, "a few of replica A's uploads to land");
+    dead = true;
+    await waitFor(() => a.service.metrics.uploadFailures > 0, 20_000, "replica A's push to fail");
+    a.service.stop(); // no more tries, its claim is not renewed
+    expect(await inBackend("resume")).toBe(false);
+    front.reset();
+    const b = await replica("resume-b");
+    b.service.opts.claimTtlMs = 1000;
+    hub.counters.reset();
+    const again = await get(`${b.url}/v2/hf/acme/resume/manifests/main`);
+    expect(again.status).toBe(200);
+    expect(again.digest).toBe(m.digest);
+    expect(b.service.metrics.conversions).toBe(1);
+    // What A pushed came from the backend; the rest, and each file's header read, from the Hub.
+    const fromBackend = b.service.metrics.backendBytes;
+    expect(fromBackend).toBeGreaterThan(0);
+    expect(fromBackend).toBeLessThan(bytes);
+    expect(hub.counters.bytesServed).toBeLessThan(bytes - fromBackend + 2 * (64 << 10));
+    await b.service.backendSettled();
+    expect(await inBackend("resume")).toBe(true);
+    const manifest = JSON.parse(again.body.toString()) as Manifest;
+    for (const l of manifest.layers) expect(sha256((await get(`${b.url}/v2/hf/acme/resume/blobs/${l.digest}`)).body)).toBe(l.digest);
   });
 });
