@@ -129,11 +129,11 @@ export class Backend {
   }
 
   /** Pushes a converted revision there, for the other replicas: its index entry first, the manifest tag last. */
-  async push(repo: string, commit: string): Promise<void> {
+  async push(repo: string, commit: string, signal?: AbortSignal): Promise<void> {
     const b = this.ref(repo, commit);
     const storeRef = formatHfRef({ repo, revision: commit });
     await pushModelIndex(storeRef, this.prefix, { store: this.store, ...this.access, tag: `${commit}-index` });
-    const r = await pushToRegistry(storeRef, b.full, { store: this.store, ...this.access });
+    const r = await pushToRegistry(storeRef, b.full, { store: this.store, ...this.access, ...(signal ? { signal } : {}) });
     this.log({ event: "backend-push", ref: b.full, uploaded: r.counts.uploaded, bytes: r.uploadedBytes });
   }
 }

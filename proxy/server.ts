@@ -153,11 +153,13 @@ export async function startProxy(cfg: ProxyConfig): Promise<RunningProxy> {
     url: `http://${host}`,
     host,
     service,
-    close: () =>
-      new Promise<void>((resolve) => {
-        service.stop(); // no more background pushes to the backend
+    close: async () => {
+      // Background pushes to the backend are cancelled (their upload sessions deleted) and claims released.
+      await service.stop();
+      await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      });
+    },
   };
 }

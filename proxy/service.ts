@@ -8,6 +8,7 @@
  * (where each converted blob lies on the Hub, for refetches), backend.ts (the registry replicas share).
  */
 import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { hostname } from "node:os";
 import type { Readable } from "node:stream";
 import {
@@ -72,6 +73,8 @@ const MAX_BACKEND_REVISIONS = 32;
  * within this, and a waiting replica converts instead.
  */
 const CLAIM_TTL_MS = 30_000;
+/** How long a stopping replica waits for its cancelled pushes to clean up (Kubernetes' default grace period is 30 s). */
+const STOP_WAIT_MS = 10_000;
 /** How often a replica waiting on another's conversion looks for its manifest in the backend. */
 const CLAIM_POLL_MS = 500;
 
@@ -89,8 +92,10 @@ export class ProxyService {
   private readonly namedCommits = new Map<string, Set<string>>();
   private readonly backendPushes = new Set<Promise<void>>();
   /** Claims this replica holds (converting, then pushing), renewed until the push lands. */
-  private readonly renewals = new Map<string, NodeJS.Timeout>();
+  private readonly renewals = new Map<string, { timer: NodeJS.Timeout; repo: string; commit: string }>();
   private stopped = false;
+  /** Stops background pushes in flight when the service stops (their upload sessions are cancelled). */
+  private readonly stopping = new AbortController();
   /** Names this replica in its conversion claims in the backend. */
   private readonly replicaId = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
 
@@ -203,12 +208,12 @@ export class ProxyService {
     const renew = () => void this.backend?.writeClaim(repo, commit, { owner: this.replicaId, expires: Date.now() + ttl }).catch(() => {});
     const timer = setInterval(renew, Math.max(1000, ttl / 3));
     timer.unref();
-    this.renewals.set(key, timer);
+    this.renewals.set(key, { timer, repo, commit });
   }
 
   private dropClaim(repo: string, commit: string): void {
     const key = formatHfRef({ repo, revision: commit });
-    clearInterval(this.renewals.get(key));
+    clearInterval(this.renewals.get(key)?.timer);
     this.renewals.delete(key);
   }
 
@@ -301,13 +306,14 @@ export class ProxyService {
     const attempt = async (): Promise<void> => {
       for (let wait = 1000; !this.stopped; wait = Math.min(wait * 2, 60_000)) {
         try {
-          await this.leased(() => backend.push(repo, commit));
+          await this.leased(() => backend.push(repo, commit, this.stopping.signal));
           this.dropClaim(repo, commit); // the manifest tag is there: waiters take it
           return;
         } catch (err) {
+          if (this.stopped) return;
           this.metrics.uploadFailures++;
           this.log({ event: "backend-push-failed", ref, error: (err as Error).message, retryInMs: wait });
-          await new Promise((resolve) => setTimeout(resolve, wait).unref());
+          await sleep(wait, undefined, { signal: this.stopping.signal, ref: false }).catch(() => {});
         }
       }
     };
@@ -324,11 +330,21 @@ export class ProxyService {
     while (this.backendPushes.size) await Promise.all(this.backendPushes);
   }
 
-  /** Stops retrying background pushes (a try in flight finishes). */
-  stop(): void {
+  /**
+   * Stops the background pushes: a push in flight is cancelled, its upload sessions deleted (no
+   * orphan `_uploads` in the backend's storage), and each claim this replica holds is released, so
+   * another replica takes the revision over at once, resuming from what landed. Resolves when done.
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
     this.stopped = true;
-    for (const t of this.renewals.values()) clearInterval(t);
+    this.stopping.abort(new Error("the proxy is stopping"));
+    const claims = [...this.renewals.values()];
+    for (const c of claims) clearInterval(c.timer);
     this.renewals.clear();
+    // Bounded: a backend that is down must not hold a stopping replica (its orchestrator kills it at the grace period's end).
+    await Promise.race([this.backendSettled(), sleep(STOP_WAIT_MS, undefined, { ref: false })]);
+    await Promise.all(claims.map((c) => this.backend?.writeClaim(c.repo, c.commit, { owner: this.replicaId, expires: 0 }).catch(() => {})));
   }
 
   /** Commits of `repo` that clients named (tags resolved here): where a blob by digest is looked for first. */

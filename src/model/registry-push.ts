@@ -70,6 +70,7 @@ async function pushFromStore(storeRef: string, dest: string, opts: PushOptions):
   setMaxListeners(0, stop.signal); // one listener per request in flight, by design
   const onCancel = () => stop.abort(opts.signal!.reason);
   opts.signal?.addEventListener("abort", onCancel, { once: true });
+  if (opts.signal?.aborted) onCancel(); // cancelled before it began: a listener added now never hears it
   const upload = (d: (typeof descs)[number]) =>
     pool.run(async () => {
       stop.signal.throwIfAborted();

@@ -41,8 +41,10 @@ beforeAll(async () => {
   }
   bigger = path.join(tmp, "bigger");
   await makeLlamaLike(bigger, { hidden: 256, layers: 4, vocab: 2048, shards: 2 });
-  hub.addRepo("acme/resume");
-  commits.resume = await hub.commit("acme/resume", bigger);
+  for (const name of ["resume", "stopped"]) {
+    hub.addRepo(`acme/${name}`);
+    commits[name] = await hub.commit(`acme/${name}`, bigger);
+  }
   reg = await startRegistry();
   front = await startCountingProxy(reg.url);
 });
@@ -211,7 +213,7 @@ describe("replicas behind a round-robin balancer", () => {
     await waitFor(() => landed() >= 5, 20_000, "a few of replica A's uploads to land");
     dead = true;
     await waitFor(() => a.service.metrics.uploadFailures > 0, 20_000, "replica A's push to fail");
-    a.service.stop(); // no more tries, its claim is not renewed
+    await a.service.stop(); // no more tries
     expect(await inBackend("resume")).toBe(false);
     front.reset();
     const b = await replica("resume-b");
@@ -230,5 +232,18 @@ describe("replicas behind a round-robin balancer", () => {
     expect(await inBackend("resume")).toBe(true);
     const manifest = JSON.parse(again.body.toString()) as Manifest;
     for (const l of manifest.layers) expect(sha256((await get(`${b.url}/v2/hf/acme/resume/blobs/${l.digest}`)).body)).toBe(l.digest);
+  });
+
+  it("a replica stopped mid-push cancels its uploads, leaving no _uploads in the backend's storage, and releases its claim", async () => {
+    front.fault({ kind: "upload", throttleUp: Math.ceil((await dirBytes(bigger)) / 3), times: 1000 });
+    const a = await replica("stopped-a");
+    expect((await get(`${a.url}/v2/hf/acme/stopped/manifests/main`)).status).toBe(200);
+    await waitFor(() => front.requests.some((r) => r.method === "PUT" && r.kind === "upload" && r.status === 201), 20_000, "replica A's first upload to land");
+    await a.close(); // what SIGTERM does
+    expect(await inBackend("stopped")).toBe(false);
+    const uploads = path.join(reg.storageDir, "docker/registry/v2/repositories/cache/acme/stopped/_uploads");
+    expect(await fs.readdir(uploads).catch(() => [])).toEqual([]);
+    const claim = await get(`${reg.url}/v2/cache/acme/stopped/manifests/${commits.stopped}-claim`);
+    expect((JSON.parse(claim.body.toString()) as { annotations: Record<string, string> }).annotations["dev.cake.proxy.claim.expires"]).toBe("0");
   });
 });
