@@ -16,7 +16,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { dirBytes, hashTree, makeLlamaLike } from "../fixtures/models.js";
 import { cake, waitFor } from "../helpers/cli.js";
 import { startHub, type Hub } from "../hub/emulator.js";
-import { startHaproxy, startReplicas, startS3Registry, type Haproxy, type Replica, type Replicas, type S3Registry } from "./topology.js";
+import { startHaproxy, startRelays, startReplicas, startS3Registry, type Haproxy, type Relays, type Replica, type Replicas, type S3Registry } from "./topology.js";
 
 const MODELS = ["acme/Model-A", "acme/Model-B"];
 const CLIENTS = 8;
@@ -24,7 +24,7 @@ let tmp: string;
 let hub: Hub;
 let backend: S3Registry;
 const sources = new Map<string, string>();
-let running: Array<Replicas | Haproxy> = [];
+let running: Array<Replicas | Haproxy | Relays> = [];
 
 beforeAll(async () => {
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), "cake-topology-"));
@@ -52,14 +52,16 @@ beforeEach(async () => {
 });
 
 let topologyN = 0;
-/** `n` replicas with empty stores on backend prefix `prefix`, haproxy in front. */
-async function topology(n: number, prefix: string): Promise<{ lb: Haproxy; reps: Replicas }> {
+/** `n` replicas with empty stores on backend prefix `prefix`, haproxy in front (through `relays`, if asked). */
+async function topology(n: number, prefix: string, opts: { relays?: boolean } = {}): Promise<{ lb: Haproxy; reps: Replicas; relays?: Relays }> {
   const storeRoot = path.join(tmp, `stores-${topologyN++}`);
   const reps = await startReplicas(n, { hub: hub.url, backend: `${backend.host}/${prefix}`, storeRoot });
   running.push(reps);
-  const lb = await startHaproxy(reps.replicas.map((r) => r.host));
+  const relays = opts.relays ? await startRelays(reps.replicas.map((r) => r.host)) : undefined;
+  if (relays) running.push(relays);
+  const lb = await startHaproxy((relays?.relays ?? reps.replicas).map((r) => r.host));
   running.push(lb);
-  return { lb, reps };
+  return { lb, reps, ...(relays ? { relays } : {}) };
 }
 
 let clientN = 0;
@@ -133,6 +135,23 @@ describe("cake pull through haproxy to cake proxy replicas over a registry on S3
     });
     expect(reps.replicas.filter((r) => r.child.signalCode === "SIGKILL").length).toBe(1);
     await loneClientsEndIdentical(lb, reps);
+  });
+
+  it("a replica killed (SIGKILL) in the middle of blob downloads: the clients continue on the others and end byte-identical", async () => {
+    const { lb, reps, relays } = await topology(3, "download", { relays: true });
+    await loneClientsEndIdentical(lb, reps); // converted once, in the backend
+    // Answers slowed to 256 KiB/s a connection: the clients' blob downloads last seconds.
+    relays!.setRate(256 << 10);
+    let cut = 0;
+    await clientsEndIdentical(lb, reps, async () => {
+      const downloading = () => relays!.relays.findIndex((r) => [...r.open].some((c) => c.down > 64 << 10));
+      await waitFor(() => downloading() >= 0, 30_000, "a replica to be sending a blob");
+      const victim = downloading();
+      cut = [...relays!.relays[victim]!.open].filter((c) => c.down > 64 << 10).length;
+      reps.replicas[victim]!.child.kill("SIGKILL");
+    });
+    expect(cut).toBeGreaterThan(0);
+    expect(reps.replicas.filter((r) => r.child.signalCode === "SIGKILL").length).toBe(1);
   });
 
   it("the backend stopped and started again: fresh replicas serve the models from the bucket", async () => {

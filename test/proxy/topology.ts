@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
+import { connect, createServer, type AddressInfo, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CAKE, waitFor } from "../helpers/cli.js";
@@ -258,4 +259,66 @@ export async function startHaproxy(servers: string[]): Promise<Haproxy> {
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
+}
+
+export interface Relay {
+  /** `127.0.0.1:PORT` */
+  host: string;
+  /** Connections open now, each with the bytes it has carried back to the client so far. */
+  open: Set<{ down: number; end(): void }>;
+}
+
+export interface Relays {
+  relays: Relay[];
+  /** Each connection's answers flow back at most this many bytes a second (0: unthrottled). */
+  setRate(bytesPerSecond: number): void;
+  close(): Promise<void>;
+}
+
+/**
+ * A TCP relay in front of each of `targets` (`host:port`), for a balancer to use instead: answers
+ * can be slowed per connection (so a test can act in the middle of a download), and what each relay
+ * carries is counted. A relay whose target is gone closes the client's connection.
+ */
+export async function startRelays(targets: string[]): Promise<Relays> {
+  let rate = 0;
+  const servers: Server[] = [];
+  const relays = await Promise.all(
+    targets.map(async (target) => {
+      const [host, port] = [target.slice(0, target.lastIndexOf(":")), Number(target.slice(target.lastIndexOf(":") + 1))];
+      const open = new Set<{ down: number; end(): void }>();
+      const server = createServer((client) => {
+        const upstream = connect(port, host);
+        const end = () => {
+          open.delete(conn);
+          client.destroy();
+          upstream.destroy();
+        };
+        const conn = { down: 0, end };
+        open.add(conn);
+        client.on("error", end).on("close", end);
+        upstream.on("error", end).on("close", end);
+        client.pipe(upstream);
+        upstream.on("data", (chunk: Buffer) => {
+          conn.down += chunk.length;
+          client.write(chunk);
+          if (rate > 0) {
+            upstream.pause();
+            setTimeout(() => upstream.resume(), (chunk.length / rate) * 1000);
+          }
+        });
+      });
+      servers.push(server);
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      return { host: `127.0.0.1:${(server.address() as AddressInfo).port}`, open };
+    }),
+  );
+  return {
+    relays,
+    setRate: (r) => void (rate = r),
+    close: async () => {
+      for (const r of relays) for (const c of [...r.open]) c.end();
+      await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    },
+  };
 }
