@@ -6,7 +6,7 @@
  *   npm run bench -- [scenario ...] [--runs 3] [--mb 512] [--mb2 2048] [--bandwidth 40] [--latency 30]
  *                    [--ft-layers 2] [--shards 3] [--models DIR] [--no-write]
  *
- * Scenarios: cold, finetune, reshard, resume, proxy, export, rss, profile, faults, hubdedup; none or `all` = every one.
+ * Scenarios: cold, finetune, reshard, resume, proxy, export, rss, profile, faults, hubdedup, scaleout; none or `all` = every one.
  */
 import os from "node:os";
 import { DEFAULTS, Models, type Options } from "./lib/context.js";
@@ -21,6 +21,7 @@ import { proxy } from "./scenarios/proxy.js";
 import { reshardScenario } from "./scenarios/reshard.js";
 import { resume } from "./scenarios/resume.js";
 import { rss } from "./scenarios/rss.js";
+import { scaleOut } from "./scenarios/scaleout.js";
 
 const SCENARIOS: Record<string, (m: Models, o: Options) => Promise<Section>> = {
   cold,
@@ -33,6 +34,7 @@ const SCENARIOS: Record<string, (m: Models, o: Options) => Promise<Section>> = {
   profile,
   faults,
   hubdedup: hubDedup,
+  scaleout: scaleOut,
 };
 
 const NUMERIC: Record<string, keyof Options> = {
