@@ -28,6 +28,7 @@ import {
 const CLAIM_OWNER = "dev.cake.proxy.claim.owner";
 const CLAIM_EXPIRES = "dev.cake.proxy.claim.expires";
 const EMPTY = Buffer.from("{}");
+const LOOKUP_RETRY = { retries: 1, maxServerWaitMs: 5_000 };
 const EMPTY_DESC = { mediaType: MT.empty, digest: "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", size: 2 };
 
 /** A replica's claim on converting one revision, as read back from the backend. */
@@ -47,6 +48,15 @@ export class Backend {
     private readonly fetched: (bytes: number) => void = () => {},
   ) {}
 
+  /**
+   * For what a client's first manifest waits on (is it converted, claimed): one retry at most and no
+   * long rate-limit wait, so a backend that is down costs a cold manifest a second, not the half
+   * minute of retries a blob is worth; the replica then converts on its own.
+   */
+  private lookupClient(registry: string) {
+    return clientFor(registry, this.access, { retry: LOOKUP_RETRY });
+  }
+
   /** The same naming as index artifacts': what a replica pushes here serves as an index too. */
   private ref(repo: string, commit: string) {
     return indexReference(this.prefix, repo, commit);
@@ -55,9 +65,9 @@ export class Backend {
   /** Another replica converted it: take the manifest (and config + recipe) from the backend and tag it here. */
   async fetchConverted(repo: string, commit: string): Promise<string | undefined> {
     const b = this.ref(repo, commit);
-    const client = clientFor(b.registry, this.access);
-    const head = await client.headManifest(b.repository, b.tag);
+    const head = await this.lookupClient(b.registry).headManifest(b.repository, b.tag);
     if (!head) return undefined;
+    const client = clientFor(b.registry, this.access);
     const { bytes, digest } = await client.getManifest(b.repository, b.tag);
     const manifest = parseManifest(bytes, b.full);
     const store = this.store;
@@ -93,7 +103,7 @@ export class Backend {
    */
   async readClaim(repo: string, commit: string): Promise<Claim | undefined> {
     const b = this.ref(repo, commit);
-    const client = clientFor(b.registry, this.access);
+    const client = this.lookupClient(b.registry);
     if (!(await client.headManifest(b.repository, `${b.tag}-claim`))) return undefined;
     const { bytes } = await client.getManifest(b.repository, `${b.tag}-claim`);
     const a = (JSON.parse(bytes.toString()) as { annotations?: Record<string, string> }).annotations ?? {};
@@ -106,7 +116,7 @@ export class Backend {
    */
   async writeClaim(repo: string, commit: string, claim: Claim): Promise<void> {
     const b = this.ref(repo, commit);
-    const client = clientFor(b.registry, this.access);
+    const client = this.lookupClient(b.registry);
     if ((await client.hasBlob(b.repository, EMPTY_DESC.digest)) === undefined) await client.pushBlob(b.repository, EMPTY_DESC, () => Readable.from([EMPTY]));
     const manifest = {
       schemaVersion: 2,
@@ -132,7 +142,7 @@ export class Backend {
   async push(repo: string, commit: string, signal?: AbortSignal): Promise<void> {
     const b = this.ref(repo, commit);
     const storeRef = formatHfRef({ repo, revision: commit });
-    await pushModelIndex(storeRef, this.prefix, { store: this.store, ...this.access, tag: `${commit}-index` });
+    await pushModelIndex(storeRef, this.prefix, { store: this.store, ...this.access, tag: `${commit}-index`, ...(signal ? { signal } : {}) });
     const r = await pushToRegistry(storeRef, b.full, { store: this.store, ...this.access, ...(signal ? { signal } : {}) });
     this.log({ event: "backend-push", ref: b.full, uploaded: r.counts.uploaded, bytes: r.uploadedBytes });
   }

@@ -52,6 +52,8 @@ export interface IndexPushOptions extends RegistryAccess {
   store: Store;
   /** The entry's tag (default: the commit; a proxy backend's resume entry is `<commit>-index`). */
   tag?: string;
+  /** Cancels the uploads; nothing is tagged after it. */
+  signal?: AbortSignal;
 }
 
 export interface IndexPushResult {
@@ -121,8 +123,9 @@ export async function pushModelIndex(storeRef: string, prefix: string, opts: Ind
     const bytes = Buffer.from(JSON.stringify(index), "utf8");
     const client = clientFor(ref.registry, opts);
     for (const d of [manifest.config, recipeDesc]) {
-      await client.pushBlob(ref.repository, { digest: d.digest, size: d.size }, (start) => store.openBlob(d.digest, start));
+      await client.pushBlob(ref.repository, { digest: d.digest, size: d.size }, (start) => store.openBlob(d.digest, start), opts.signal ? { signal: opts.signal } : {});
     }
+    opts.signal?.throwIfAborted();
     const manifestDigest = await client.putManifest(ref.repository, ref.tag, bytes, MT.manifest);
     return { ref: ref.full, manifestDigest, bytes: manifest.config.size + recipeDesc.size + bytes.length };
   } finally {

@@ -12,11 +12,11 @@ import { assertDigest } from "./reference.js";
 import type { RegistryTransport } from "./transport.js";
 
 /** HEAD a blob: its size (-1 when the registry does not say), or undefined when it is not there. */
-export async function hasBlob(t: RegistryTransport, repo: string, digest: string): Promise<number | undefined> {
+export async function hasBlob(t: RegistryTransport, repo: string, digest: string, signal?: AbortSignal): Promise<number | undefined> {
   const ctx = t.context(repo, digest);
   assertDigest(digest, ctx);
   const url = t.url(repo, `blobs/${digest}`);
-  const res = await t.send(url, { method: "HEAD", scopes: t.pullScopes(repo), context: ctx });
+  const res = await t.send(url, { method: "HEAD", scopes: t.pullScopes(repo), context: ctx, ...(signal ? { signal } : {}) });
   await res.body.dump();
   if (res.status === 404) return undefined;
   if (res.status !== 200) throw await t.fail(res, "HEAD", url, ctx);

@@ -54,14 +54,14 @@ export async function pushBlob(t: RegistryTransport, repo: string, desc: BlobDes
   const ctx = t.context(repo, desc.digest);
   assertDigest(desc.digest, ctx);
   if (!Number.isSafeInteger(desc.size) || desc.size < 0) throw new CakeError("E_USAGE", `${ctx}: bad blob size ${desc.size}`);
-  if ((await hasBlob(t, repo, desc.digest)) !== undefined) return "exists";
+  if ((await hasBlob(t, repo, desc.digest, opts.signal)) !== undefined) return "exists";
 
   let session: UploadSession | undefined;
   for (const from of opts.mountFrom ?? []) {
     if (from === repo) continue;
     assertRepository(from, t.registry);
     if (session) await cancelUpload(t, session.location, repo, ctx);
-    const s = await startUpload(t, repo, ctx, { digest: desc.digest, from });
+    const s = await startUpload(t, repo, ctx, { digest: desc.digest, from }, opts.signal);
     if (s === "mounted") return "mounted";
     session = s;
   }
@@ -73,12 +73,12 @@ export async function pushBlob(t: RegistryTransport, repo: string, desc: BlobDes
   return "uploaded";
 }
 
-async function startUpload(t: RegistryTransport, repo: string, ctx: string, mount?: { digest: string; from: string }): Promise<UploadSession | "mounted"> {
+async function startUpload(t: RegistryTransport, repo: string, ctx: string, mount?: { digest: string; from: string }, signal?: AbortSignal): Promise<UploadSession | "mounted"> {
   assertRepository(repo, t.registry);
   let url = t.url(repo, "blobs/uploads/");
   if (mount) url += `?mount=${encodeURIComponent(mount.digest)}&from=${encodeURIComponent(mount.from)}`;
   const scopes = mount ? [...t.pushScopes(repo), repositoryScope(mount.from, "pull")] : t.pushScopes(repo);
-  const res = await t.send(url, { method: "POST", body: Buffer.alloc(0), scopes, context: ctx });
+  const res = await t.send(url, { method: "POST", body: Buffer.alloc(0), scopes, context: ctx, ...(signal ? { signal } : {}) });
   if (mount && res.status === 201) {
     await res.body.dump();
     t.checkDigestHeader(res, mount.digest, ctx, "mounted blob");
@@ -104,8 +104,8 @@ async function cancelUpload(t: RegistryTransport, location: string, repo: string
 }
 
 /** Where an upload stands: the offset the registry has committed and the URL to continue at. */
-async function uploadStatus(t: RegistryTransport, location: string, repo: string, ctx: string): Promise<{ location: string; committed: number } | undefined> {
-  const res = await t.send(location, { method: "GET", scopes: t.pushScopes(repo), context: ctx });
+async function uploadStatus(t: RegistryTransport, location: string, repo: string, ctx: string, signal?: AbortSignal): Promise<{ location: string; committed: number } | undefined> {
+  const res = await t.send(location, { method: "GET", scopes: t.pushScopes(repo), context: ctx, ...(signal ? { signal } : {}) });
   await res.body.dump();
   if (res.status === 404 || res.status === 400) return undefined; // unknown or invalidated: start again
   if (res.status < 200 || res.status >= 300) throw await t.fail(res, "GET", location, ctx);
@@ -121,7 +121,7 @@ async function uploadMonolithic(job: UploadJob, session: UploadSession | undefin
   const policy = { ...DEFAULT_RETRY, ...t.opts.retry };
   for (let attempt = 1; ; attempt++) {
     opts.signal?.throwIfAborted();
-    const s = session ?? (await startUploadSession(t, repo, ctx));
+    const s = session ?? (await startUploadSession(t, repo, ctx, opts.signal));
     session = undefined; // a failed attempt leaves the session in an unknown state: next time, a new one
     const url = withDigest(s.location, desc.digest);
     const sent = await sendOnce(job, url, {
@@ -161,14 +161,14 @@ async function sendOnce(
   }
 }
 
-async function startUploadSession(t: RegistryTransport, repo: string, ctx: string): Promise<UploadSession> {
-  return (await startUpload(t, repo, ctx)) as UploadSession;
+async function startUploadSession(t: RegistryTransport, repo: string, ctx: string, signal?: AbortSignal): Promise<UploadSession> {
+  return (await startUpload(t, repo, ctx, undefined, signal)) as UploadSession;
 }
 
 async function uploadChunked(job: UploadJob, session: UploadSession | undefined): Promise<void> {
   const { t, repo, desc, open, opts, ctx } = job;
   const policy = { ...DEFAULT_RETRY, ...t.opts.retry };
-  const s = session ?? (await startUploadSession(t, repo, ctx));
+  const s = session ?? (await startUploadSession(t, repo, ctx, opts.signal));
   let location = s.location;
   let chunk = Math.max(opts.chunkSize ?? t.opts.chunkSize ?? REGISTRY_DEFAULTS.chunkSize, s.minChunk ?? 1);
   const floor = Math.min(REGISTRY_DEFAULTS.minChunkSize, chunk);
@@ -222,13 +222,13 @@ async function uploadChunked(job: UploadJob, session: UploadSession | undefined)
       // Something failed: ask the registry where the upload stands and go on from there.
       if (++failures > policy.retries) throw asCakeError(failure!.error, ctx);
       if (!failure!.tooBig) await sleep(retryDelay(failures, policy, failure!.retryAfter), opts.signal);
-      const status = await uploadStatus(t, location, repo, ctx);
+      const status = await uploadStatus(t, location, repo, ctx, opts.signal);
       let committed: number;
       if (status) {
         location = status.location;
         committed = status.committed;
       } else {
-        location = (await startUploadSession(t, repo, ctx)).location;
+        location = (await startUploadSession(t, repo, ctx, opts.signal)).location;
         committed = 0;
       }
       if (committed > desc.size) {

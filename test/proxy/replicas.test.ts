@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import { createServer, request as forward, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { createServer as createNetServer, type AddressInfo } from "node:net";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -245,5 +245,26 @@ describe("replicas behind a round-robin balancer", () => {
     expect(await fs.readdir(uploads).catch(() => [])).toEqual([]);
     const claim = await get(`${reg.url}/v2/cache/acme/stopped/manifests/${commits.stopped}-claim`);
     expect((JSON.parse(claim.body.toString()) as { annotations: Record<string, string> }).annotations["dev.cake.proxy.claim.expires"]).toBe("0");
+  });
+
+  it("a backend that drops every connection costs a cold manifest a few tries, not the retries a blob is worth; the replica converts on its own", async () => {
+    let tries = 0;
+    const dead = createNetServer((c) => {
+      tries++;
+      c.destroy();
+    });
+    await new Promise<void>((resolve) => dead.listen(0, "127.0.0.1", resolve));
+    try {
+      const p = await startProxy({ host: "127.0.0.1", port: 0, hub: hub.url, store: path.join(tmp, "down-a"), aliases: {}, quiet: true, backend: `127.0.0.1:${(dead.address() as AddressInfo).port}/cache` });
+      running.push(p);
+      const m = await get(`${p.url}/v2/hf/acme/cold/manifests/main`);
+      expect(m.status).toBe(200);
+      // Is it converted, is it claimed, the claim written, the resume entry: each asked twice at most.
+      expect(tries, `${tries} connections`).toBeLessThanOrEqual(10);
+      expect(p.service.metrics.conversions).toBe(1);
+      await p.service.stop();
+    } finally {
+      dead.close();
+    }
   });
 });
