@@ -75,6 +75,9 @@ const MAX_BACKEND_REVISIONS = 32;
 const CLAIM_TTL_MS = 30_000;
 /** How long a stopping replica waits for its cancelled pushes to clean up (Kubernetes' default grace period is 30 s). */
 const STOP_WAIT_MS = 10_000;
+/** How long a replica that wrote a claim waits before reading it again (twice its write's time, within these bounds). */
+const CLAIM_SETTLE_MIN_MS = 250;
+const CLAIM_SETTLE_MAX_MS = 2_000;
 /** How often a replica waiting on another's conversion looks for its manifest in the backend. */
 const CLAIM_POLL_MS = 500;
 
@@ -220,9 +223,10 @@ export class ProxyService {
   /**
    * Claims the conversion of `repo@commit` in the backend, or waits for the replica that holds the claim:
    * the manifest digest once that replica's push lands, or undefined when this replica is to convert
-   * (its claim read back as its own, or the other's expired or was released). Registries have no
-   * compare-and-swap: two replicas that write at once may each read back their own claim and both
-   * convert; that costs the Hub bytes twice, never a wrong byte (the same commit converts to the same
+   * (its claim read back as its own twice, a settling time apart, or the other's expired or was
+   * released). Registries have no compare-and-swap: two replicas whose writes are further apart than
+   * the settling time may each read back their own claim and both convert; that costs the Hub bytes
+   * twice, never a wrong byte (the same commit converts to the same
    * digests, and pushes of equal content are idempotent). A backend that fails here is no reason not
    * to serve: this replica converts.
    */
@@ -236,12 +240,18 @@ export class ProxyService {
         continue;
       }
       const mine = { owner: this.replicaId, expires: Date.now() + (this.opts.claimTtlMs ?? CLAIM_TTL_MS) };
+      const began = Date.now();
       const ok = await backend.writeClaim(repo, commit, mine).then(
         () => true,
         (err) => void this.log({ event: "backend-claim-failed", ref, error: (err as Error).message }),
       );
       if (!ok) return undefined;
-      const read = await backend.readClaim(repo, commit).catch(() => undefined);
+      let read = await backend.readClaim(repo, commit).catch(() => undefined);
+      if (read && this.isOthers(read)) continue;
+      // A replica that looked before this claim was there may be writing its own now: wait as long as
+      // such a write takes, then look again — the last writer holds the claim, and both see it.
+      await sleep(Math.min(CLAIM_SETTLE_MAX_MS, Math.max(CLAIM_SETTLE_MIN_MS, 2 * (Date.now() - began))));
+      read = await backend.readClaim(repo, commit).catch(() => undefined);
       if (!read || !this.isOthers(read)) return undefined;
     }
   }

@@ -35,7 +35,7 @@ beforeAll(async () => {
   await makeLlamaLike(model, { hidden: 128, layers: 1, vocab: 512, shards: 1 });
   hub = await startHub();
   commits = {};
-  for (const name of ["split", "stranger", "slow-push", "cold", "balanced"]) {
+  for (const name of ["split", "stranger", "slow-push", "cold", "balanced", "instant"]) {
     hub.addRepo(`acme/${name}`);
     commits[name] = await hub.commit(`acme/${name}`, model);
   }
@@ -197,6 +197,19 @@ describe("replicas behind a round-robin balancer", () => {
     expect(second.digest).toBe(one.digest);
     expect(a.service.metrics.conversions + b.service.metrics.conversions).toBe(1);
     expect(hub.counters.bytesServed).toBeLessThan(bytes * 1.2);
+  });
+
+  it("two replicas asked for the same cold revision at the same instant convert it once, though one's claim lands late", async () => {
+    // The second claim written reaches the backend 150 ms late: the first replica has read its own back by then.
+    let claims = 0;
+    front.fault({ method: "PUT", kind: "manifest", when: (req) => (req.url ?? "").endsWith("-claim") && ++claims === 2, delayMs: 150 });
+    const a = await replica("instant-a");
+    const b = await replica("instant-b");
+    const [one, two] = await Promise.all([get(`${a.url}/v2/hf/acme/instant/manifests/main`), get(`${b.url}/v2/hf/acme/instant/manifests/main`)]);
+    expect(one.status).toBe(200);
+    expect(two.digest).toBe(one.digest);
+    expect(claims).toBeGreaterThanOrEqual(2);
+    expect(a.service.metrics.conversions + b.service.metrics.conversions).toBe(1);
   });
 
   it("a replica taking over from one that died mid-push takes the blobs already in the backend; the Hub gives only the rest", async () => {

@@ -8,7 +8,7 @@
  * The Host header is forwarded unchanged, so the registry's Location URLs point back through
  * the proxy.
  */
-import { createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server } from "node:http";
+import { createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { cutAnswer, type CutPlan } from "../helpers/cut-answer.js";
 
@@ -63,6 +63,8 @@ export interface Fault {
   cutAnswer?: CutPlan | ((req: IncomingMessage) => CutPlan);
   /** Request headers removed before forwarding. */
   dropRequestHeaders?: string[];
+  /** Hold the request this long before forwarding it (a slow hop to the registry). */
+  delayMs?: number;
   /** Change the registry's answer (read whole, Content-Length fixed up). */
   rewrite?: (res: { status: number; headers: IncomingHttpHeaders; body: Buffer }) => Partial<{
     status: number;
@@ -118,8 +120,16 @@ export async function startCountingProxy(targetUrl: string): Promise<CountingPro
       return;
     }
 
+    if (fault?.delayMs) req.pause();
     const headers = { ...req.headers };
     for (const h of fault?.dropRequestHeaders ?? []) delete headers[h.toLowerCase()];
+    const forward = () => forwardTo(req, res, record, fault, headers);
+    if (fault?.delayMs) setTimeout(forward, fault.delayMs);
+    else forward();
+  });
+  const forwardTo = (req: IncomingMessage, res: ServerResponse, record: ProxiedRequest, fault: (Fault & { left: number }) | undefined, headers: IncomingHttpHeaders) => {
+    const method = req.method ?? "GET";
+    const path = req.url ?? "/";
     const upstream = httpRequest(
       { host: target.hostname, port: target.port, method, path, headers },
       (ures) => {
@@ -181,7 +191,8 @@ export async function startCountingProxy(targetUrl: string): Promise<CountingPro
       if (!cut) upstream.end();
     });
     req.on("error", () => upstream.destroy());
-  });
+    req.resume(); // held by delayMs until now
+  };
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
   const match = (r: ProxiedRequest, method?: string, kind?: PathKind) => (!method || r.method === method) && (!kind || r.kind === kind);
