@@ -36,6 +36,18 @@ export function isWellFormedDigest(digest: string): boolean {
   return hex === undefined || new RegExp(`^[a-f0-9]{${hex}}$`).test(m[2]!);
 }
 
+const SHA256 = /^sha256:[a-f0-9]{64}$/;
+
+/**
+ * A blob digest of a request, checked: a sha256 passes; a well-formed digest of another algorithm is
+ * simply not here (404 BLOB_UNKNOWN); a malformed one is a bad request (400 DIGEST_INVALID).
+ */
+export function assertBlobDigest(name: string, digest: string): void {
+  if (SHA256.test(digest)) return;
+  if (isWellFormedDigest(digest)) throw new OciError("BLOB_UNKNOWN", `${name}: no blob ${digest} (only sha256 here)`);
+  throw new OciError("DIGEST_INVALID", `${digest}: not a valid digest (sha256: 64 lower-case hex digits)`);
+}
+
 export class Names {
   private readonly resolved = new Map<string, string>();
   constructor(
