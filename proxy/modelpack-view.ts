@@ -34,6 +34,8 @@ export type BlobAnswer = { size: number; open(start: number, end: number): Reada
 export class ModelPackView {
   /** By cake manifest digest: built once, shared by concurrent requests. */
   private readonly views = new Map<string, Promise<View>>();
+  /** The store's converted revisions by repo, as of the tags' version. */
+  private tagged?: { version: number; byRepo: Map<string, Revision[]> };
   /** Files whose tensor blobs were all found in the store (they stay: a tagged model's blobs are never collected). */
   private readonly complete = new Set<string>();
 
@@ -90,15 +92,25 @@ export class ModelPackView {
     return undefined;
   }
 
-  /** `repo`'s revisions in the store: its tags by commit, as the proxy (and `cake pull`) writes them. */
+  /**
+   * `repo`'s revisions in the store: its tags by commit, as the proxy (and `cake pull`) writes them;
+   * read again only when the store's tags change (a blob request must not re-read index.json).
+   */
   private async revisions(repo: string): Promise<Revision[]> {
-    const out: Revision[] = [];
-    for (const t of await this.service.opts.store.tags()) {
-      const a = t.descriptor.annotations;
-      const commit = a?.[ANN.hfCommit];
-      if (a?.[ANN.hfRepo] === repo && commit && t.ref.endsWith(`@${commit}`)) out.push({ commit, ref: t.ref, cakeDigest: t.descriptor.digest });
+    const store = this.service.opts.store;
+    const version = await store.tagsVersion();
+    if (this.tagged?.version !== version) {
+      const byRepo = new Map<string, Revision[]>();
+      for (const t of await store.tags()) {
+        const a = t.descriptor.annotations;
+        const commit = a?.[ANN.hfCommit];
+        const r = a?.[ANN.hfRepo];
+        if (!r || !commit || !t.ref.endsWith(`@${commit}`)) continue;
+        byRepo.set(r, [...(byRepo.get(r) ?? []), { commit, ref: t.ref, cakeDigest: t.descriptor.digest }]);
+      }
+      this.tagged = { version, byRepo };
     }
-    return out;
+    return this.tagged.byRepo.get(repo) ?? [];
   }
 
   private viewOf(rev: Revision): Promise<View> {

@@ -13,6 +13,7 @@ import { promisify } from "node:util";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApp, startProxy, type RunningProxy } from "../../proxy/index.js";
+import { Store } from "../../src/index.js";
 import { hashTree, makeLlamaLike } from "../fixtures/models.js";
 import { cakeOk } from "../helpers/cli.js";
 import { startHub, type Hub } from "../hub/emulator.js";
@@ -114,6 +115,18 @@ describe("the mp/ view", () => {
       expect(Buffer.compare(r.body as Buffer, file.subarray(a, b + 1))).toBe(0);
     }
     await request(app()).get(url).set("Range", `bytes=${file.length}-`).expect(416);
+  });
+
+  it("serves a file whose tensor blob the store lost: the blob is fetched again from the Hub first", async () => {
+    const hf = JSON.parse((await request(app()).get("/v2/hf/acme/tiny-llama/manifests/main").expect(200)).text) as Manifest;
+    const recipeDesc = hf.layers.find((l) => l.mediaType === "application/vnd.cake.recipe.v1+json")!;
+    const recipe = JSON.parse((await request(app()).get(`/v2/hf/acme/tiny-llama/blobs/${recipeDesc.digest}`).buffer(true).parse(binary).expect(200)).body.toString()) as { files: { path: string; parts?: string[] }[] };
+    const shard = recipe.files.find((f) => f.path === "model-00002-of-00002.safetensors")!;
+    const lost = shard.parts![shard.parts!.length - 1]!;
+    await fs.rm(new Store(path.join(tmp, "proxy-store")).blobPath(lost));
+    const file = await fs.readFile(path.join(base, shard.path));
+    const r = await request(app()).get(`/v2/mp/acme/tiny-llama/blobs/${sha256(file)}`).buffer(true).parse(binary).expect(200);
+    expect(Buffer.compare(r.body as Buffer, file)).toBe(0);
   });
 
   it("refuses a gated repo's manifest and blobs to anonymous clients, as hf/ does", async () => {
