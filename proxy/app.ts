@@ -108,7 +108,7 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
     const name = String(req.query.name ?? "");
     const tag = String(req.query.tag ?? "main");
     try {
-      const done = service.manifest(name, tag, clientToken(req));
+      const done = service.manifest(hfNameOf(name), tag, clientToken(req)); // an mp/ name warms the same conversion
       const first = await Promise.race([done.then((m) => m.digest), new Promise<undefined>((r) => setTimeout(() => r(undefined), 200))]);
       done.catch(() => {});
       res.status(first ? 200 : 202).json({ name, tag, digest: first ?? null, converting: !first });

@@ -10,6 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sourceFromStore, Store } from "../../src/index.js";
 import { hashTree, makeLlamaLike } from "../fixtures/models.js";
 import { cake, cakeOk } from "../helpers/cli.js";
 import { requireTool, startRegistry, type RunningRegistry } from "../registry/harness.js";
@@ -102,6 +103,19 @@ describe("cake push --format modelpack", () => {
     expect(cakeDigest).not.toBe(first);
     const m = JSON.parse((await fetchJson(`${reg.url}/v2/acme/det/manifests/a`, "application/vnd.oci.image.manifest.v1+json")).bytes.toString()) as Manifest;
     expect(m.annotations["dev.cake.model.manifest"]).toBe(cakeDigest);
+  });
+
+  it("says which file's blob the store lacks, and pushes no manifest", async () => {
+    const e = env();
+    await cakeOk(["push", "-q", "--format", "modelpack", base, `${reg.host}/acme/lost:v1`], e);
+    const store = new Store(e.CAKE_HOME);
+    const { recipe } = await sourceFromStore(store, `${reg.host}/acme/lost:v1`);
+    const shard = recipe.files.find((f) => f.parts)!;
+    await fs.rm(store.blobPath(shard.parts![0]!));
+    const r = await cake(["push", "--format", "modelpack", `${reg.host}/acme/lost:v1`, `${reg.host}/acme/lost2:v1`], e);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`blob ${shard.parts![0]} of ${shard.path} is missing from the store (pull it again)`);
+    expect((await fetch(`${reg.url}/v2/acme/lost2/manifests/v1`)).status).toBe(404);
   });
 
   it("refuses an unknown format with one line", async () => {
