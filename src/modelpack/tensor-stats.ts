@@ -48,13 +48,14 @@ const SCALES: [number, string][] = [
 
 /**
  * The parameter count as `<count><scale-prefix>`, at most one digit after the point (`6.7B`, `100M`,
- * `2.1M`); a model under a thousand parameters is counted in K (`0.5K`, at least `0.1K`). Undefined
- * without parameters.
+ * `2.1M`); a model under a thousand parameters is counted in K (`0.5K`). Undefined
+ * under 50 parameters (it would be `0.0K`).
  */
 export function paramSize(tensors: readonly Pick<ConfigTensor, "shape">[]): string | undefined {
   const n = tensors.reduce((sum, t) => sum + t.shape.reduce((p, d) => p * d, 1), 0);
   if (n === 0) return undefined;
   const [scale, prefix] = SCALES.find(([s]) => n >= s) ?? SCALES[SCALES.length - 1]!;
-  const count = Math.max(0.1, Math.round((n / scale) * 10) / 10);
+  const count = Math.round((n / scale) * 10) / 10;
+  if (count === 0) return undefined; // under 50 parameters: no size the spec's form can write
   return `${Number.isInteger(count) ? count.toFixed(0) : count.toFixed(1)}${prefix}`;
 }

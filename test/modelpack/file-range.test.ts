@@ -58,6 +58,7 @@ describe("ModelPack config figures", () => {
     expect(paramSize([t(7, 1e9)])).toBe("7B");
     expect(paramSize([t(500)])).toBe("0.5K");
     expect(paramSize([t(0)])).toBeUndefined();
+    expect(paramSize([t(4)])).toBeUndefined();
     expect(precisionOf([{ dtype: "F32", size: 10 }, { dtype: "BF16", size: 100 }, { dtype: "F8_E4M3", size: 10 }])).toBe("bfloat16,float32,float8_e4m3");
     expect(precisionOf([])).toBeUndefined();
   });

@@ -105,6 +105,25 @@ describe("cake push --format modelpack", () => {
     expect(m.annotations["dev.cake.model.manifest"]).toBe(cakeDigest);
   });
 
+  it("gives two files with the same bytes a layer each (one blob), which both tools write at both paths", async () => {
+    const dir = path.join(tmp, "twins");
+    await fs.mkdir(path.join(dir, "sub"), { recursive: true });
+    await fs.writeFile(path.join(dir, "a.json"), "{}\n");
+    await fs.writeFile(path.join(dir, "sub", "b.json"), "{}\n");
+    await fs.writeFile(path.join(dir, "empty.txt"), "");
+    const digest = await cakeOk(["push", "-q", "--format", "modelpack", dir, `${reg.host}/acme/twins:v1`], env());
+    const m = JSON.parse((await fetchJson(`${reg.url}/v2/acme/twins/manifests/${digest}`, "application/vnd.oci.image.manifest.v1+json")).bytes.toString()) as Manifest;
+    expect(m.layers.map((l) => l.annotations["org.cncf.model.filepath"])).toEqual(["a.json", "empty.txt", "sub/b.json"]);
+    expect(m.layers[0]!.digest).toBe(m.layers[2]!.digest);
+    const files = await hashTree(dir);
+    const orasDir = path.join(tmp, "twins-oras");
+    await run(requireTool("oras"), ["pull", "--plain-http", "-o", orasDir, `${reg.host}/acme/twins:v1`]);
+    expect(await hashTree(orasDir)).toEqual(files);
+    const mpDir = path.join(tmp, "twins-mp");
+    await run("modelpack", ["--insecure", "pull", `${reg.host}/acme/twins:v1`, mpDir]);
+    expect(await hashTree(mpDir)).toEqual(files);
+  });
+
   it("says which file's blob the store lacks, and pushes no manifest", async () => {
     const e = env();
     await cakeOk(["push", "-q", "--format", "modelpack", base, `${reg.host}/acme/lost:v1`], e);
