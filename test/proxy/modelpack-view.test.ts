@@ -97,6 +97,21 @@ describe("the mp/ view", () => {
     await request(app()).get(`/v2/mp/acme/tiny-llama/blobs/sha256:${"0".repeat(64)}`).expect(404);
   });
 
+  it("crane and skopeo copy the view into OCI layouts whose blobs are the repo's files", async () => {
+    const ref = `${proxy.host}/mp/acme/tiny-llama:main`;
+    const digest = (await request(app()).head("/v2/mp/acme/tiny-llama/manifests/main").expect(200)).headers["docker-content-digest"]!;
+    const file = await fs.readFile(path.join(base, "model-00002-of-00002.safetensors"));
+    const craneDir = path.join(tmp, "crane-mp");
+    await run(requireTool("crane"), ["pull", "--insecure", "--format=oci", ref, craneDir]);
+    const skopeoDir = path.join(tmp, "skopeo-mp");
+    await run(requireTool("skopeo"), ["copy", "--src-tls-verify=false", `docker://${ref}`, `oci:${skopeoDir}:main`]);
+    for (const dir of [craneDir, skopeoDir]) {
+      const index = JSON.parse(await fs.readFile(path.join(dir, "index.json"), "utf8")) as { manifests: { digest: string }[] };
+      expect(index.manifests.map((m) => m.digest), dir).toEqual([digest]);
+      expect(Buffer.compare(await fs.readFile(path.join(dir, "blobs", "sha256", sha256(file).slice(7))), file), dir).toBe(0);
+    }
+  });
+
   it("serves a safetensors layer assembled from the tensor blobs, with Range (206) and HEAD", async () => {
     const m = JSON.parse((await request(app()).get("/v2/mp/acme/tiny-llama/manifests/main").expect(200)).text) as Manifest;
     const layer = m.layers.find((l) => l.annotations["org.cncf.model.filepath"] === "model-00001-of-00002.safetensors")!;
