@@ -6,7 +6,7 @@
 import express, { type NextFunction, type Request, type Response } from "express";
 import { MT, oneLine } from "../src/index.js";
 import { OciError, ociErrorOf, sendOciError } from "./oci-errors.js";
-import { ModelPackView, hfNameOf, isModelPackName } from "./modelpack-view.js";
+import { ModelPackView, isModelPackName } from "./modelpack-view.js";
 import { ReadinessCheck } from "./readiness.js";
 import type { ProxyService } from "./service.js";
 
@@ -108,7 +108,7 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
     const name = String(req.query.name ?? "");
     const tag = String(req.query.tag ?? "main");
     try {
-      const done = service.manifest(hfNameOf(name), tag, clientToken(req)); // an mp/ name warms the same conversion
+      const done = service.manifest(name, tag, clientToken(req));
       const first = await Promise.race([done.then((m) => m.digest), new Promise<undefined>((r) => setTimeout(() => r(undefined), 200))]);
       done.catch(() => {});
       res.status(first ? 200 : 202).json({ name, tag, digest: first ?? null, converting: !first });
@@ -129,7 +129,7 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
       if (kind === "blobs") return await blob(req, res, view, name, ref, head);
       if (kind === "tags" && ref === "list") return await tags(req, res, view, name);
       if (kind === "referrers" && !head) {
-        await service.names.repoFor(hfNameOf(name), service.hubFor(clientToken(req)));
+        await service.names.repoFor(name, service.hubFor(clientToken(req)));
         res.setHeader("Content-Type", MT.index); // exactly, no charset: clients compare it
         res.end(EMPTY_REFERRERS);
         return;

@@ -1,8 +1,8 @@
 /**
  * The proxy's ModelPack view, `mp/<org>/<model>:<rev>` (and `mp/<alias>`): the CNCF ModelPack
  * artifact of the same Hub revision as `hf/` (src/modelpack/build.ts), for tools that read only
- * ModelPack (modctl, KitOps, Docker Model Runner, modelpack-client). A tag is resolved, converted and
- * access-checked by the `hf/` path itself (ProxyService.manifest: single flight, the same checks for
+ * ModelPack (modctl, KitOps, Docker Model Runner, modelpack-client). Names and aliases are `hf/`'s
+ * (names.ts). A tag is resolved, converted and access-checked by the `hf/` path itself (ProxyService.manifest: single flight, the same checks for
  * gated and private repos); the view is then derived from the stored cake artifact, kept in memory, and
  * each file layer is served assembled from the tensor blobs (Range included): no second copy on disk.
  */
@@ -18,8 +18,6 @@ const MAX_VIEWS = 256;
 const SHA256 = /^sha256:[a-f0-9]{64}$/;
 
 export const isModelPackName = (name: string) => name.startsWith(PREFIX);
-/** The `hf/` name of the same repo (names and aliases are shared): `mp/acme/m` -> `hf/acme/m`. */
-export const hfNameOf = (name: string) => (isModelPackName(name) ? `hf/${name.slice(PREFIX.length)}` : name);
 
 interface Revision {
   commit: string;
@@ -44,7 +42,7 @@ export class ModelPackView {
   /** A ModelPack manifest by tag (converting as `hf/` does) or by digest (of a revision converted here). */
   async manifest(name: string, reference: string, token: string | undefined): Promise<{ digest: string; bytes: Buffer }> {
     if (!reference.includes(":")) {
-      const cake = await this.service.manifest(hfNameOf(name), reference, token);
+      const cake = await this.service.manifest(name, reference, token);
       const rev = (await this.revisions(await this.repoOf(name, token))).find((r) => r.cakeDigest === cake.digest);
       if (!rev) throw new OciError("MANIFEST_UNKNOWN", `${name}:${reference}: converted, but not tagged in the store`);
       const { view } = await this.viewOf(rev);
@@ -72,11 +70,11 @@ export class ModelPackView {
   }
 
   tags(name: string, token: string | undefined): Promise<string[]> {
-    return this.service.tags(hfNameOf(name), token);
+    return this.service.tags(name, token);
   }
 
   private repoOf(name: string, token: string | undefined): Promise<string> {
-    return this.service.names.repoFor(hfNameOf(name), this.service.hubFor(token));
+    return this.service.names.repoFor(name, this.service.hubFor(token));
   }
 
   /** The view of `name`'s revisions converted here that `match`es, once this client may read it. */
@@ -133,8 +131,9 @@ export class ModelPackView {
     if (this.complete.has(key)) return;
     const store = this.service.opts.store;
     for (const s of fileSegments(recipe, file)) {
-      if ("digest" in s && !(await store.hasBlob(s.digest, s.size))) await this.service.blob(hfNameOf(name), s.digest, token);
+      if ("digest" in s && !(await store.hasBlob(s.digest, s.size))) await this.service.blob(name, s.digest, token);
     }
+    if (this.complete.size >= 100_000) this.complete.clear(); // a bound, not an eviction policy: rechecking is a few stats
     this.complete.add(key);
   }
 }
