@@ -2,9 +2,10 @@
  * The proxy's ModelPack view, `mp/<org>/<model>:<rev>` (and `mp/<alias>`): the CNCF ModelPack
  * artifact of the same Hub revision as `hf/` (src/modelpack/build.ts), for tools that read only
  * ModelPack (modctl, KitOps, Docker Model Runner, modelpack-client). Names and aliases are `hf/`'s
- * (names.ts). A tag is resolved, converted and access-checked by the `hf/` path itself (ProxyService.manifest: single flight, the same checks for
- * gated and private repos); the view is then derived from the stored cake artifact, kept in memory, and
- * each file layer is served assembled from the tensor blobs (Range included): no second copy on disk.
+ * (names.ts). A tag is resolved, converted and access-checked by the `hf/` path itself
+ * (ProxyService.manifest: single flight, the same checks for gated and private repos); the view is
+ * then derived from the stored cake artifact, kept in memory, and each file layer is served
+ * assembled from the tensor blobs (Range included): no second copy on disk.
  */
 import { Readable } from "node:stream";
 import { ANN, fileSegments, openFileRange, storedModelPack, type Recipe, type RecipeFile, type StoredModelPack } from "../src/index.js";
@@ -43,7 +44,10 @@ export class ModelPackView {
   async manifest(name: string, reference: string, token: string | undefined): Promise<{ digest: string; bytes: Buffer }> {
     if (!reference.includes(":")) {
       const cake = await this.service.manifest(name, reference, token);
-      const rev = (await this.revisions(await this.repoOf(name, token))).find((r) => r.cakeDigest === cake.digest);
+      const repo = await this.repoOf(name, token);
+      const of = async (fresh: boolean) => (await this.revisions(repo, fresh)).find((r) => r.cakeDigest === cake.digest);
+      // Just converted: its tag may have landed within the same millisecond as the tags read last.
+      const rev = (await of(false)) ?? (await of(true));
       if (!rev) throw new OciError("MANIFEST_UNKNOWN", `${name}:${reference}: converted, but not tagged in the store`);
       const { view } = await this.viewOf(rev);
       return { digest: view.manifestDigest, bytes: view.manifestBytes };
@@ -94,10 +98,10 @@ export class ModelPackView {
    * `repo`'s revisions in the store: its tags by commit, as the proxy (and `cake pull`) writes them;
    * read again only when the store's tags change (a blob request must not re-read index.json).
    */
-  private async revisions(repo: string): Promise<Revision[]> {
+  private async revisions(repo: string, fresh = false): Promise<Revision[]> {
     const store = this.service.opts.store;
     const version = await store.tagsVersion();
-    if (this.tagged?.version !== version) {
+    if (fresh || this.tagged?.version !== version) {
       const byRepo = new Map<string, Revision[]>();
       for (const t of await store.tags()) {
         const a = t.descriptor.annotations;
