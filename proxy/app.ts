@@ -6,6 +6,7 @@
 import express, { type NextFunction, type Request, type Response } from "express";
 import { MT, oneLine } from "../src/index.js";
 import { OciError, ociErrorOf, sendOciError } from "./oci-errors.js";
+import { ModelPackView, isModelPackName } from "./modelpack-view.js";
 import { ReadinessCheck } from "./readiness.js";
 import type { ProxyService } from "./service.js";
 
@@ -58,6 +59,9 @@ const ROUTE = /^\/v2\/(.+)\/(manifests|blobs|tags|referrers)\/(.+)$/;
 /** Referrers API (spec end-12a): nothing on the Hub refers to a converted model, so always an empty index. */
 const EMPTY_REFERRERS = JSON.stringify({ schemaVersion: 2, mediaType: MT.index, manifests: [] });
 
+/** What the routes read from: the `hf/` service or its ModelPack view. */
+type View = Pick<ProxyService, "manifest" | "blob" | "tags">;
+
 /** How often a cake client waiting on a conversion is told 102 Processing (its idle timeout is 30 s by default). */
 const PROCESSING_EVERY_MS = 10_000;
 
@@ -86,6 +90,7 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
     res.type("application/json").end();
   });
 
+  const modelPack = new ModelPackView(service);
   const readiness = new ReadinessCheck(service.opts.store, service.opts.backend, service.opts.backendAccess);
   app.get("/_cake/ready", async (_req, res) => {
     const r = await readiness.check();
@@ -117,10 +122,12 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
     if (!m || (req.method !== "GET" && req.method !== "HEAD")) return next();
     const [, name = "", kind, ref = ""] = m;
     const head = req.method === "HEAD";
+    // `mp/…` is the ModelPack view of the same repos (modelpack-view.ts); everything else is `hf/`.
+    const view = isModelPackName(name) ? modelPack : service;
     try {
-      if (kind === "manifests") return await manifest(req, res, name, decodeSegment(ref, req.path), head);
-      if (kind === "blobs") return await blob(req, res, name, ref, head);
-      if (kind === "tags" && ref === "list") return await tags(req, res, name);
+      if (kind === "manifests") return await manifest(req, res, view, name, decodeSegment(ref, req.path), head);
+      if (kind === "blobs") return await blob(req, res, view, name, ref, head);
+      if (kind === "tags" && ref === "list") return await tags(req, res, view, name);
       if (kind === "referrers" && !head) {
         await service.names.repoFor(name, service.hubFor(clientToken(req)));
         res.setHeader("Content-Type", MT.index); // exactly, no charset: clients compare it
@@ -137,7 +144,7 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
     }
   });
 
-  async function manifest(req: Request, res: Response, name: string, ref: string, head: boolean): Promise<void> {
+  async function manifest(req: Request, res: Response, view: View, name: string, ref: string, head: boolean): Promise<void> {
     const accept = String(req.headers.accept ?? "");
     if (accept && !accept.includes(MT.manifest) && !accept.includes("*/*") && !accept.includes("application/json")) {
       throw new OciError("MANIFEST_UNKNOWN", `${name}:${ref}: only ${MT.manifest} is served (Accept: ${accept})`);
@@ -148,7 +155,7 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
     const keepAlive = /^cake\//.test(String(req.headers["user-agent"] ?? "")) ? setInterval(() => res.writeProcessing(), service.opts.processingEveryMs ?? PROCESSING_EVERY_MS) : undefined;
     let found;
     try {
-      found = await service.manifest(name, ref, clientToken(req));
+      found = await view.manifest(name, ref, clientToken(req));
     } finally {
       clearInterval(keepAlive);
     }
@@ -164,8 +171,8 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
     res.end(bytes);
   }
 
-  async function blob(req: Request, res: Response, name: string, digest: string, head: boolean): Promise<void> {
-    const blob = await service.blob(name, digest, clientToken(req));
+  async function blob(req: Request, res: Response, view: View, name: string, digest: string, head: boolean): Promise<void> {
+    const blob = await view.blob(name, digest, clientToken(req));
     const size = blob.size;
     res.setHeader("Docker-Content-Digest", digest);
     res.setHeader("Accept-Ranges", "bytes");
@@ -192,8 +199,8 @@ export function createApp(service: ProxyService, opts: { log?: (e: Record<string
     stream.pipe(res);
   }
 
-  async function tags(req: Request, res: Response, name: string) {
-    let list = await service.tags(name, clientToken(req));
+  async function tags(req: Request, res: Response, view: View, name: string) {
+    let list = await view.tags(name, clientToken(req));
     const last = req.query.last ? String(req.query.last) : undefined;
     if (last) list = list.filter((t) => t > last);
     const n = req.query.n !== undefined ? Number(req.query.n) : undefined;

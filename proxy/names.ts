@@ -4,6 +4,7 @@
  * - `hf/<org>/<name>` is the Hub repo `<org>/<name>`; OCI names are lower case and Hub ids are not,
  *   so the case is resolved through the Hub (model info, then search by author).
  * - `hf/<alias>` is a configured alias (`--alias mistral-7b=mistralai/Mistral-7B-v0.1`).
+ * - `mp/…` names the same repos, for their CNCF ModelPack view (modelpack-view.ts).
  * - A tag is a Hub revision. A revision that is no valid OCI tag (`[\w][\w.-]{0,127}`) is written
  *   with each `/` as `__` (`refs/pr/1` -> `refs__pr__1`); a tag that is a 40-hex commit is that commit.
  */
@@ -36,18 +37,32 @@ export function isWellFormedDigest(digest: string): boolean {
   return hex === undefined || new RegExp(`^[a-f0-9]{${hex}}$`).test(m[2]!);
 }
 
+const SHA256 = /^sha256:[a-f0-9]{64}$/;
+
+/**
+ * A blob digest of a request, checked: a sha256 passes; a well-formed digest of another algorithm is
+ * simply not here (404 BLOB_UNKNOWN); a malformed one is a bad request (400 DIGEST_INVALID).
+ */
+export function assertBlobDigest(name: string, digest: string): void {
+  if (SHA256.test(digest)) return;
+  if (isWellFormedDigest(digest)) throw new OciError("BLOB_UNKNOWN", `${name}: no blob ${digest} (only sha256 here)`);
+  throw new OciError("DIGEST_INVALID", `${digest}: not a valid digest (sha256: 64 lower-case hex digits)`);
+}
+
 export class Names {
   private readonly resolved = new Map<string, string>();
   constructor(
     private readonly aliases: Record<string, string> = {},
-    private readonly prefix = "hf",
+    /** The views: the first is cake's per-tensor artifact, the others name the same repos. */
+    private readonly prefixes: readonly string[] = ["hf", "mp"],
   ) {}
 
-  /** The Hub repo id for an OCI name, or an OciError NAME_UNKNOWN. */
+  /** The Hub repo id for an OCI name (in any view), or an OciError NAME_UNKNOWN. */
   async repoFor(name: string, hub: HubParams): Promise<string> {
     const parts = name.split("/");
-    if (parts[0] !== this.prefix || parts.length < 2 || parts.length > 3) {
-      throw new OciError("NAME_UNKNOWN", `${name}: names are ${this.prefix}/<org>/<model> or ${this.prefix}/<alias>`);
+    if (!this.prefixes.includes(parts[0]!) || parts.length < 2 || parts.length > 3) {
+      const [main, ...others] = this.prefixes;
+      throw new OciError("NAME_UNKNOWN", `${name}: names are ${main}/<org>/<model> or ${main}/<alias>${others.map((p) => ` (${p}/… for the same repos as CNCF ModelPack)`).join("")}`);
     }
     const rest = parts.slice(1).join("/");
     if (parts.length === 2) {

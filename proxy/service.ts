@@ -33,7 +33,7 @@ import { AccessCheck } from "./access.js";
 import { Backend, type Claim } from "./backend.js";
 import { BlobSources } from "./blob-sources.js";
 import { Metrics } from "./metrics.js";
-import { Names, isValidTag, isWellFormedDigest, revisionToTag, tagToRevision } from "./names.js";
+import { Names, assertBlobDigest, isValidTag, isWellFormedDigest, revisionToTag, tagToRevision } from "./names.js";
 import { OciError, ociErrorOf } from "./oci-errors.js";
 
 export interface ServiceOptions {
@@ -85,7 +85,8 @@ export class ProxyService {
   readonly metrics = new Metrics();
   readonly names: Names;
   readonly conversions = new Map<string, { status: Conversion; done: Promise<string> }>();
-  private readonly access: AccessCheck;
+  /** May this client read this repo (also asked by the ModelPack view, modelpack-view.ts). */
+  readonly access: AccessCheck;
   /** The registry replicas share, when there is one. */
   private readonly backend?: Backend;
   private readonly owners = new Map<string, { version: number; map: Map<string, string> }>();
@@ -418,11 +419,7 @@ export class ProxyService {
    * (fetching it first when only its source is known).
    */
   async blob(name: string, digest: string, clientToken: string | undefined): Promise<{ size: number; open(start: number, end: number): Readable }> {
-    // A well-formed digest of another algorithm is simply not here (404); a malformed one is a bad request.
-    if (!DIGEST.test(digest)) {
-      if (isWellFormedDigest(digest)) throw new OciError("BLOB_UNKNOWN", `${name}: no blob ${digest} (only sha256 here)`);
-      throw new OciError("DIGEST_INVALID", `${digest}: not a valid digest (sha256: 64 lower-case hex digits)`);
-    }
+    assertBlobDigest(name, digest);
     const hub = this.hubFor(clientToken);
     const repo = await this.names.repoFor(name, hub);
     const commit = (await this.commitOwning(repo, digest)) ?? (await this.findInBackend(repo, digest, hub));

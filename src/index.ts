@@ -28,3 +28,7 @@ export * from "./model/index-artifact.js";
 export * from "./model/diff.js";
 export * from "./registry/index.js";
 export { saveArchive, loadArchive, MAX_ARCHIVE_INDEX, type SaveOptions, type SaveResult, type LoadOptions, type LoadResult } from "./model/archive.js";
+export { openFileRange, fileSegments, type FileSegment } from "./model/file-range.js";
+export * from "./modelpack/media-types.js";
+export * from "./modelpack/build.js";
+export * from "./modelpack/stored.js";

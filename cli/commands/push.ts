@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import { Command, Option } from "commander";
-import { canonicalRef, importDir, isHfRef, parseHfRef, pullHf, pushToRegistry, Store, formatHfRef } from "../../src/index.js";
+import { canonicalRef, importDir, isHfRef, parseHfRef, pullHf, pushToRegistry, Store, formatHfRef, PUSH_FORMATS, type PushFormat } from "../../src/index.js";
 import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, warnIfOffline, withRegistryOptions, type AccessOpts } from "../context.js";
 
 /**
@@ -33,8 +33,9 @@ export function pushCommand(): Command {
     .argument("<dest>", "host[:port]/repo[:tag]")
     .option("-c, --concurrency <n>", "blobs uploaded at once (default 16)", parsePositiveInt)
     .option("-q, --quiet", "no progress")
+    .addOption(new Option("--format <format>", "cake: one layer per tensor (dedup); modelpack: CNCF ModelPack, one layer per file, assembled from the store").choices(PUSH_FORMATS).default("cake"))
     .addOption(new Option("--chunk-size <bytes>", "first PATCH size for chunked uploads").argParser(Number).hideHelp());
-  return withRegistryOptions(cmd).action(async (src: string, dest: string, opts: AccessOpts & { concurrency?: number; chunkSize?: number; quiet?: boolean }) => {
+  return withRegistryOptions(cmd).action(async (src: string, dest: string, opts: AccessOpts & { concurrency?: number; chunkSize?: number; quiet?: boolean; format: PushFormat }) => {
     const store = openStore();
     const storeRef = await storeRefFor(src, dest, store, opts);
     const r = await pushToRegistry(storeRef, dest, {
@@ -43,6 +44,7 @@ export function pushCommand(): Command {
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
       ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
       progress: progressFor(opts, `push ${dest}`, "blobs"),
+      format: opts.format,
     });
     say(opts, `${r.ref}: ${r.counts.uploaded} blobs uploaded (${r.uploadedBytes} bytes), ${r.counts.mounted} mounted, ${r.counts.exists} already there`);
     process.stdout.write(`${r.manifestDigest}\n`);

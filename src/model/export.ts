@@ -27,6 +27,7 @@ import { hashParts } from "../store/hasher.js";
 import { Pool } from "../transfer/pool.js";
 import { silentProgress, type ProgressSink } from "../transfer/progress.js";
 import { makeDirsBelow, makeExportTemp, removeStaleExportTemps } from "./export-temp.js";
+import { fileSegments } from "./file-range.js";
 import type { ArtifactSource } from "./source.js";
 
 export interface ExportOptions {
@@ -76,15 +77,17 @@ async function* blobPieces(src: ArtifactSource, d: string, want: number, take: (
 
 /** File `f`'s bytes in order: its safetensors header, then each blob, exactly its recipe size. */
 async function* filePieces(src: ArtifactSource, f: RecipeFile, take: () => Buffer): AsyncGenerator<Buffer> {
-  if (f.header !== undefined) yield Buffer.from(f.header, "base64");
-  for (const d of f.digest !== undefined ? [f.digest] : f.parts!) {
-    const want = src.recipe.blobs[d]!.size;
+  for (const s of fileSegments(src.recipe, f)) {
+    if ("bytes" in s) {
+      yield s.bytes;
+      continue;
+    }
     let got = 0;
-    for await (const b of blobPieces(src, d, want, take)) {
+    for await (const b of blobPieces(src, s.digest, s.size, take)) {
       got += b.length;
       yield b;
     }
-    if (got !== want) throw new CakeError("E_SIZE", `${src.where}: blob ${d} for ${f.path} has ${got} bytes, the recipe says ${want}`);
+    if (got !== s.size) throw new CakeError("E_SIZE", `${src.where}: blob ${s.digest} for ${f.path} has ${got} bytes, the recipe says ${s.size}`);
   }
 }
 
