@@ -40,8 +40,14 @@ export function pullCommand(): Command {
       process.stdout.write(`${r.manifestDigest}\n`);
       return;
     }
-    const r = await pullFromRegistry(ref, { ...common, ...(await accessFrom(opts)) });
-    say(opts, `${r.ref}: ${r.blobs - r.stats.skippedBlobs} of ${r.blobs} blobs fetched (${formatBytes(r.stats.fetchedBytes)})`);
+    const r = await pullFromRegistry(ref, { ...common, ...(await accessFrom(opts)), onNotice: (line) => say(opts, `cake: ${line}`) });
+    const c = r.converted;
+    if (!c) say(opts, `${r.ref}: ${r.blobs - r.stats.skippedBlobs} of ${r.blobs} blobs fetched (${formatBytes(r.stats.fetchedBytes)})`);
+    else if (c.upToDate) say(opts, `${r.ref}: up to date (${c.kind} artifact ${c.source})`);
+    else {
+      const reused = c.reused.tensors ? `; ${c.reused.tensors} tensors (${formatBytes(c.reused.bytes)}) taken from the store (${c.reused.models.join(", ")}), checked by each file's sha256` : "";
+      say(opts, `${r.ref}: ${c.kind} artifact ${c.source} stored as a cake model: ${c.files} files, ${formatBytes(r.stats.fetchedBytes)} fetched${reused}`);
+    }
     process.stdout.write(`${r.manifestDigest}\n`);
   });
 }
