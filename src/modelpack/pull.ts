@@ -16,7 +16,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
-import { CakeError } from "../errors.js";
+import { CakeError, isCakeError } from "../errors.js";
 import { hexOf, type Descriptor, type ImageManifest } from "../format/oci.js";
 import { PathSet } from "../format/paths.js";
 import { sortFiles } from "../format/plan.js";
@@ -86,7 +86,10 @@ export async function pullModelArtifact(input: ModelPullInput): Promise<ModelPul
       const f: SourcedFile = { path: p, size: desc.size, sha256, source, expect: { sha256 } };
       if (p.endsWith(".safetensors")) {
         const first = (await rangesOf(sha256)).size > 0 ? 8 : HEADER_GUESS;
-        f.safetensors = await readSafetensorsHeader(source, first);
+        f.safetensors = await readSafetensorsHeader(source, first).catch((err: unknown) => {
+          // The header is the layer's word on itself: name the artifact and the layer, not only the file.
+          throw isCakeError(err, "E_SAFETENSORS") ? new CakeError(err.code, `${where} layer ${desc.digest}: ${err.message}`, { cause: err }) : err;
+        });
         if (ignoresRange) {
           wholeLayers.push({ desc, path: p });
           return;
