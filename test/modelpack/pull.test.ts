@@ -216,9 +216,12 @@ describe("bad input: one clear line, nothing tagged, nothing stored under a wron
     const bytes = Buffer.concat([Buffer.from([0x40, 0x42, 0x0f, 0, 0, 0, 0, 0]), Buffer.from('{"a":1}')]);
     return refused([{ mediaType: MP_WEIGHT, bytes, annotations: { "org.cncf.model.filepath": "model.safetensors" } }], /bad\/case\d+:v1 \(ModelPack artifact\) layer sha256:[0-9a-f]{64}: model\.safetensors: invalid safetensors: header length 1000000 runs past the end of the 15-byte file/);
   });
-  it("a layer whose descriptor says more bytes than the blob has", () => {
+  it("layers whose descriptors lie about their size", async () => {
     const bytes = Buffer.from("some config bytes\n");
-    return refused([weights(), { mediaType: "application/vnd.cncf.model.weight.config.v1.raw", bytes, claimSize: bytes.length + 100, annotations: { "org.cncf.model.filepath": "config.json" } }], /bad\/case\d+@sha256:[0-9a-f]{64}: GET .* returned 416 Range Not Satisfiable/);
+    await refused([weights(), { mediaType: "application/vnd.cncf.model.weight.config.v1.raw", bytes, claimSize: bytes.length + 100, annotations: { "org.cncf.model.filepath": "config.json" } }], /bad\/case\d+@sha256:[0-9a-f]{64}: GET .* returned 416 Range Not Satisfiable/);
+    // fewer bytes than the safetensors header's tensors need: refused before any tensor is fetched
+    const st = await fs.readFile(path.join(base, "model-00001-of-00002.safetensors"));
+    await refused([{ mediaType: MP_WEIGHT, bytes: st, claimSize: st.length - 10, annotations: { "org.cncf.model.filepath": "model.safetensors" } }], /bad\/case\d+:v1 \(ModelPack artifact\) layer sha256:[0-9a-f]{64}: model\.safetensors: invalid safetensors: /);
   });
   it("a registry that sends other bytes than a layer's digest", async () => {
     const st = await fs.readFile(path.join(base, "model-00001-of-00002.safetensors"));
