@@ -6,7 +6,7 @@
  *   npm run bench -- [scenario ...] [--runs 3] [--mb 512] [--mb2 2048] [--bandwidth 40] [--latency 30]
  *                    [--ft-layers 2] [--shards 3] [--models DIR] [--no-write]
  *
- * Scenarios: cold, finetune, reshard, resume, proxy, export, rss, profile, faults, hubdedup; none or `all` = every one.
+ * Scenarios: cold, finetune, reshard, resume, proxy, export, rss, profile, faults, hubdedup, mpfinetune; none or `all` = every one.
  */
 import os from "node:os";
 import { DEFAULTS, Models, type Options } from "./lib/context.js";
@@ -16,6 +16,7 @@ import { exportAndPush } from "./scenarios/export.js";
 import { faults } from "./scenarios/faults.js";
 import { fineTune } from "./scenarios/finetune.js";
 import { hubDedup } from "./scenarios/hubdedup.js";
+import { modelPackFineTune } from "./scenarios/mpfinetune.js";
 import { profile } from "./scenarios/profile.js";
 import { proxy } from "./scenarios/proxy.js";
 import { reshardScenario } from "./scenarios/reshard.js";
@@ -33,6 +34,7 @@ const SCENARIOS: Record<string, (m: Models, o: Options) => Promise<Section>> = {
   profile,
   faults,
   hubdedup: hubDedup,
+  mpfinetune: modelPackFineTune,
 };
 
 const NUMERIC: Record<string, keyof Options> = {
