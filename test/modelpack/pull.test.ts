@@ -69,6 +69,12 @@ describe("cake pull of a CNCF ModelPack artifact (pushed by oras)", () => {
     expect(await hashTree(out)).toEqual(await hashTree(base));
     const inspect = await cakeOk(["inspect", `${proxy.host}/mp/base:v1`], e);
     expect(inspect).toContain("lm_head.weight");
+    // a cake model now: pushed as one (tensor blobs), pulled back into another store, the same files
+    await cakeOk(["push", "-q", `${proxy.host}/mp/base:v1`, `${reg.host}/mirror/base:cake`], e);
+    const e2 = env();
+    await cakeOk(["pull", "-q", `${reg.host}/mirror/base:cake`], e2);
+    await cakeOk(["export", "-q", `${reg.host}/mirror/base:cake`, path.join(tmp, "out-base-cake")], e2);
+    expect(await hashTree(path.join(tmp, "out-base-cake"))).toEqual(await hashTree(base));
     proxy.reset();
     const again = await cake(["pull", `${proxy.host}/mp/base:v1`], e);
     expect(again.code).toBe(0);
