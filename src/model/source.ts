@@ -84,7 +84,7 @@ export async function sourceFromDir(dir: string): Promise<ArtifactSource> {
   try {
     bytes = await fsp.readFile(recipePath);
   } catch {
-    throw new CakeError("E_NOT_FOUND", `${dir}: no ${RECIPE_TITLE} (not a directory written by oras pull of a cake artifact)`);
+    throw new CakeError("E_NOT_FOUND", `${dir}: no ${RECIPE_TITLE} (not a directory written by oras pull of a cake artifact, nor an OCI layout; oras pull of a ModelPack artifact writes the model's files themselves)`);
   }
   const recipe = parseRecipe(bytes, recipePath);
   return {
