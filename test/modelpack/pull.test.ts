@@ -4,6 +4,7 @@
  * models: what a user sees (exit codes, lines, exported bytes) and what crosses the wire (a counting
  * proxy in front of the registry).
  */
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import os from "node:os";
@@ -101,6 +102,31 @@ describe("cake pull of a CNCF ModelPack artifact (pushed by oras)", () => {
     // the two models share every unchanged tensor's blob
     const diff = await cakeOk(["diff", "--names", `${proxy.host}/mp/base:v1`, `${proxy.host}/mp/ft:v1`], e);
     for (const t of CHANGED) expect(diff).toContain(t);
+  });
+});
+
+/** The PyPI ModelPack client's command, when installed (.ci/setup installs it; the test is skipped without it). */
+const MODELPACK_CLIENT = spawnSync("modelpack", ["--help"]).status === 0;
+
+describe("cake pull of a ModelPack artifact pushed by modelpack-client (PyPI)", () => {
+  it.skipIf(!MODELPACK_CLIENT)("raw layers and a folder as a tar+gzip layer: stored as a cake model, export byte-identical", async () => {
+    const dir = path.join(tmp, "mpc");
+    await fs.cp(base, dir, { recursive: true });
+    await fs.mkdir(path.join(dir, "extra"));
+    await fs.writeFile(path.join(dir, "extra", "notes.md"), "# notes\n");
+    const names = (await fs.readdir(base)).sort();
+    const layers = names.flatMap((f) => ["--layer", `${f}:${f.endsWith(".safetensors") ? MP_WEIGHT : "application/vnd.cncf.model.weight.config.v1.raw"}`]);
+    layers.push("--layer", "extra:application/vnd.cncf.model.doc.v1.tar+gzip");
+    const diffIds = await Promise.all(names.map(async (f) => `sha256:${sha256Hex(await fs.readFile(path.join(dir, f)))}`));
+    await fs.writeFile(path.join(tmp, "mpc-config.json"), JSON.stringify({ descriptor: { name: "base" }, config: { format: "safetensors" }, modelfs: { type: "layers", diffIds } }));
+    const push = spawnSync("modelpack", ["--insecure", "push", "--config", path.join(tmp, "mpc-config.json"), ...layers, `${reg.host}/mpc/base:v1`], { cwd: dir, encoding: "utf8" });
+    expect(push.status, push.stderr).toBe(0);
+    const e = env();
+    const r = await cake(["pull", `${reg.host}/mpc/base:v1`], e);
+    expect(r.stderr).toMatch(/ModelPack artifact sha256:[0-9a-f]{64} stored as a cake model: 9 files/);
+    const out = path.join(tmp, "out-mpc");
+    await cakeOk(["export", "-q", `${reg.host}/mpc/base:v1`, out], e);
+    expect(await hashTree(out)).toEqual(await hashTree(dir));
   });
 });
 
