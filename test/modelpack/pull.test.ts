@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseHeader, readHeaderLength } from "../../src/format/safetensors.js";
 import { hashTree, makeFineTune, makeLlamaLike } from "../fixtures/models.js";
 import { cake, cakeOk } from "../helpers/cli.js";
+import { startHub } from "../hub/emulator.js";
 import { startCountingProxy, type CountingProxy } from "../registry/counting-proxy.js";
 import { startRegistry, type RunningRegistry } from "../registry/harness.js";
 import { MP_ARTIFACT, MP_CONFIG, MP_WEIGHT, makeTar, orasPushModelPack, pushHandMade, type HandLayer, type TarEntry } from "./peers.js";
@@ -107,6 +108,31 @@ describe("cake pull of a CNCF ModelPack artifact (pushed by oras)", () => {
 
 /** The PyPI ModelPack client's command, when installed (.ci/setup installs it; the test is skipped without it). */
 const MODELPACK_CLIENT = spawnSync("modelpack", ["--help"]).status === 0;
+
+describe("the same files from another source cost only proof windows", () => {
+  it("pulled from the Hub first, then as a ModelPack artifact: no tensor fetched again, the registry's bytes sampled as proof", async () => {
+    const hub = await startHub();
+    try {
+      await hub.commit("acme/base", base);
+      const e = { ...env(), HF_ENDPOINT: hub.url, HF_TOKEN: "", HF_HOME: path.join(tmp, "hf-home") };
+      await cakeOk(["pull", "-q", "hf://acme/base"], e);
+      proxy.reset();
+      const r = await cake(["pull", `${proxy.host}/mp/base:v1`], e);
+      expect(r.code).toBe(0);
+      // the safetensors layers' digests are the Hub's LFS oids: their ranges are known; only headers and 256-byte proof windows move
+      const safetensors = (await fs.readdir(base)).filter((f) => f.endsWith(".safetensors"));
+      let small = 0;
+      for (const f of await fs.readdir(base)) if (!f.endsWith(".safetensors")) small += (await fs.stat(path.join(base, f))).size;
+      expect(blobBytes()).toBeLessThan(small + safetensors.length * (64 << 10) + 64 * 256);
+      expect(proxy.requests.filter((q) => q.kind === "blob" && q.down === 256).length).toBeGreaterThan(0); // the proof: this registry serves those bytes
+      const out = path.join(tmp, "out-hub-then-mp");
+      await cakeOk(["export", "-q", `${proxy.host}/mp/base:v1`, out], e);
+      expect(await hashTree(out)).toEqual(await hashTree(base));
+    } finally {
+      await hub.close();
+    }
+  });
+});
 
 describe("cake pull of a ModelPack artifact pushed by modelpack-client (PyPI)", () => {
   it.skipIf(!MODELPACK_CLIENT)("raw layers and a folder as a tar+gzip layer: stored as a cake model, export byte-identical", async () => {
