@@ -23,7 +23,9 @@ import { sortFiles } from "../format/plan.js";
 import type { RegistryClient } from "../registry/client.js";
 import { removeOwnTemp, tempPath } from "../store/pid.js";
 import type { Store } from "../store/layout.js";
+import { DEFAULT_CONCURRENCY } from "../transfer/defaults.js";
 import { transferBlobs, type TransferStats } from "../transfer/engine.js";
+import { Pool } from "../transfer/pool.js";
 import type { ProgressSink } from "../transfer/progress.js";
 import type { SourcedFile } from "../model/convert.js";
 import { digestJob, localFileSource, readSafetensorsHeader, registryBlobSource } from "../model/range-source.js";
@@ -77,6 +79,7 @@ export async function pullModelArtifact(input: ModelPullInput): Promise<ModelPul
 
   // Raw layers: safetensors headers by Range; a registry that ignores Range has those layers fetched whole.
   const files: SourcedFile[] = [];
+  const reads = new Pool(input.concurrency ?? DEFAULT_CONCURRENCY);
   const wholeLayers: Array<{ desc: Descriptor; path: string }> = [];
   await Promise.all(
     layers.raw.map(async ({ desc, path: p }) => {
@@ -86,7 +89,7 @@ export async function pullModelArtifact(input: ModelPullInput): Promise<ModelPul
       const f: SourcedFile = { path: p, size: desc.size, sha256, source, expect: { sha256 } };
       if (p.endsWith(".safetensors")) {
         const first = (await rangesOf(sha256)).size > 0 ? 8 : HEADER_GUESS;
-        f.safetensors = await readSafetensorsHeader(source, first).catch((err: unknown) => {
+        f.safetensors = await reads.run(() => readSafetensorsHeader(source, first)).catch((err: unknown) => {
           // The header is the layer's word on itself: name the artifact and the layer, not only the file.
           throw isCakeError(err, "E_SAFETENSORS") ? new CakeError(err.code, `${where} layer ${desc.digest}: ${err.message}`, { cause: err }) : err;
         });
