@@ -105,7 +105,9 @@ export async function pullModelArtifact(input: ModelPullInput): Promise<ModelPul
 
   // Tar layers, and raw layers the registry would not serve by range: fetched whole through the engine (verified).
   const whole = [...wholeLayers.map((l) => l.desc), ...layers.tars.map((t) => t.desc)];
-  const fetched = await transferBlobs(store, whole.map((d) => blobOf(d, layerLabel(d, layers))), engine);
+  const fetched = await transferBlobs(store, whole.map((d) => blobOf(d, layerLabel(d, layers))), engine).catch((err: unknown) => {
+    throw sizeLie(err, where);
+  });
   for (const { desc, path: p } of wholeLayers) {
     const sha256 = hexOf(desc.digest);
     const source = localFileSource(store.rawFile(desc.digest), p, sha256, desc.size);
@@ -134,6 +136,8 @@ export async function pullModelArtifact(input: ModelPullInput): Promise<ModelPul
       guesses: guessed.guesses,
       ...engine,
       ...(input.onNotice ? { onNotice: input.onNotice } : {}),
+    }).catch((err: unknown) => {
+      throw sizeLie(err, where);
     });
     const took = converted.taken;
     const reused = { tensors: took.reduce((k, g) => k + g.tensors, 0), bytes: took.reduce((n, g) => n + g.bytes, 0), models: [...new Set(took.map((g) => g.model))] };
@@ -141,6 +145,15 @@ export async function pullModelArtifact(input: ModelPullInput): Promise<ModelPul
   } finally {
     await removeOwnTemp(temp);
   }
+}
+
+/**
+ * A registry's 416 to a range inside a layer's descriptor size: the blob is smaller than the manifest
+ * says. Said as that, with the registry's own line (which names the blob).
+ */
+function sizeLie(err: unknown, where: string): unknown {
+  if (!isCakeError(err) || err.status !== 416) return err;
+  return new CakeError("E_SIZE", `${where}: a layer is smaller than its descriptor says (${err.message}); the artifact's manifest is wrong, ask its publisher to push it again`, { cause: err });
 }
 
 /** A layer's name in progress and errors: its file path, else its media type. */

@@ -276,7 +276,7 @@ describe("bad input: one clear line, nothing tagged, nothing stored under a wron
   });
   it("layers whose descriptors lie about their size", async () => {
     const bytes = Buffer.from("some config bytes\n");
-    await refused([weights(), { mediaType: "application/vnd.cncf.model.weight.config.v1.raw", bytes, claimSize: bytes.length + 100, annotations: { "org.cncf.model.filepath": "config.json" } }], /bad\/case\d+@sha256:[0-9a-f]{64}: GET .* returned 416 Range Not Satisfiable/);
+    await refused([weights(), { mediaType: "application/vnd.cncf.model.weight.config.v1.raw", bytes, claimSize: bytes.length + 100, annotations: { "org.cncf.model.filepath": "config.json" } }], /bad\/case\d+:v1 \(ModelPack artifact\): a layer is smaller than its descriptor says \(.*bad\/case\d+@sha256:[0-9a-f]{64}: GET .* returned 416 Range Not Satisfiable\); the artifact's manifest is wrong/);
     // fewer bytes than the safetensors header's tensors need: refused before any tensor is fetched
     const st = await fs.readFile(path.join(base, "model-00001-of-00002.safetensors"));
     await refused([{ mediaType: MP_WEIGHT, bytes: st, claimSize: st.length - 10, annotations: { "org.cncf.model.filepath": "model.safetensors" } }], /bad\/case\d+:v1 \(ModelPack artifact\) layer sha256:[0-9a-f]{64}: model\.safetensors: invalid safetensors: /);
