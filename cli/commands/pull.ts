@@ -4,7 +4,7 @@ import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, warnIfO
 
 export function pullCommand(): Command {
   const cmd = new Command("pull")
-    .description("fetch a model into the local store: hf://org/name[@revision] or host/repo[:tag|@digest]")
+    .description("fetch a model into the local store: hf://org/name[@revision] or host/repo[:tag|@digest] (a cake, CNCF ModelPack, Docker Model Runner or KitOps artifact)")
     .argument("<ref>")
     .option("-c, --concurrency <n>", "parallel requests for the whole model (default 16)", parsePositiveInt)
     .option("-q, --quiet", "no progress")
