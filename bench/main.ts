@@ -6,7 +6,7 @@
  *   npm run bench -- [scenario ...] [--runs 3] [--mb 512] [--mb2 2048] [--bandwidth 40] [--latency 30]
  *                    [--ft-layers 2] [--shards 3] [--models DIR] [--no-write]
  *
- * Scenarios: cold, finetune, reshard, resume, proxy, export, rss, profile, faults, hubdedup, scaleout, modelpack; none or `all` = every one.
+ * Scenarios: cold, finetune, reshard, resume, proxy, export, rss, profile, faults, hubdedup, scaleout, modelpack, mpfinetune; none or `all` = every one.
  */
 import os from "node:os";
 import { DEFAULTS, Models, type Options } from "./lib/context.js";
@@ -17,6 +17,7 @@ import { faults } from "./scenarios/faults.js";
 import { fineTune } from "./scenarios/finetune.js";
 import { hubDedup } from "./scenarios/hubdedup.js";
 import { modelPack } from "./scenarios/modelpack.js";
+import { modelPackFineTune } from "./scenarios/mpfinetune.js";
 import { profile } from "./scenarios/profile.js";
 import { proxy } from "./scenarios/proxy.js";
 import { reshardScenario } from "./scenarios/reshard.js";
@@ -37,6 +38,7 @@ const SCENARIOS: Record<string, (m: Models, o: Options) => Promise<Section>> = {
   hubdedup: hubDedup,
   scaleout: scaleOut,
   modelpack: modelPack,
+  mpfinetune: modelPackFineTune,
 };
 
 const NUMERIC: Record<string, keyof Options> = {

@@ -1,11 +1,15 @@
 import fs from "node:fs";
 import { Command } from "commander";
-import { CakeError, canonicalRef, exportTo, exportToHfCache, hfHubCache, isHfRef, isUnverified, parseHfRef, sourceFromDir, sourceFromStore, type ArtifactSource } from "../../src/index.js";
+import { CakeError, canonicalRef, exportTo, exportToHfCache, hfHubCache, isHfRef, isOciLayout, isUnverified, parseHfRef, sourceFromDir, sourceFromLayout, sourceFromStore, type ArtifactSource } from "../../src/index.js";
 import { openStore, progressFor, say, warnUnverified } from "../context.js";
 
-/** A directory written by `oras pull` when the argument is one; else a store reference. */
+const isDir = (p: string) => fs.existsSync(p) && fs.statSync(p).isDirectory();
+
+/** An OCI layout (`DIR` or `DIR:tag`) or a directory written by `oras pull` when the argument is one; else a store reference. */
 export async function openSource(arg: string): Promise<ArtifactSource> {
-  if (!isHfRef(arg) && fs.existsSync(arg) && fs.statSync(arg).isDirectory()) return sourceFromDir(arg);
+  if (!isHfRef(arg) && isDir(arg)) return isOciLayout(arg) ? sourceFromLayout(arg) : sourceFromDir(arg);
+  const tagged = /^(.+):([^/:]+)$/.exec(arg);
+  if (!isHfRef(arg) && tagged && isDir(tagged[1]!) && isOciLayout(tagged[1]!)) return sourceFromLayout(tagged[1]!, tagged[2]!);
   if (/^(\.{0,2}\/|~)/.test(arg)) throw new CakeError("E_NOT_FOUND", `${arg}: no such directory`);
   return sourceFromStore(openStore(), arg);
 }
@@ -16,7 +20,7 @@ const checked = (src: ArtifactSource, opts: { verify?: boolean }) =>
 
 export function exportCommand(): Command {
   return new Command("export")
-    .description("rebuild the model's original files, byte for byte, from the store or an oras-pulled directory")
+    .description("rebuild the model's original files, byte for byte, from the store, an OCI layout (DIR or DIR:tag) or an oras-pulled directory")
     .argument("<ref-or-dir>")
     .argument("[out]", "output directory")
     .option("--hf-cache", "write into huggingface_hub's cache ($HF_HUB_CACHE, else $HF_HOME/hub; HF_HUB_OFFLINE=1 loads it)")

@@ -4,7 +4,7 @@ import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, warnIfO
 
 export function pullCommand(): Command {
   const cmd = new Command("pull")
-    .description("fetch a model into the local store: hf://org/name[@revision] or host/repo[:tag|@digest]")
+    .description("fetch a model into the local store: hf://org/name[@revision] or host/repo[:tag|@digest] (a cake, CNCF ModelPack, Docker Model Runner or KitOps artifact)")
     .argument("<ref>")
     .option("-c, --concurrency <n>", "parallel requests for the whole model (default 16)", parsePositiveInt)
     .option("-q, --quiet", "no progress")
@@ -40,8 +40,14 @@ export function pullCommand(): Command {
       process.stdout.write(`${r.manifestDigest}\n`);
       return;
     }
-    const r = await pullFromRegistry(ref, { ...common, ...(await accessFrom(opts)) });
-    say(opts, `${r.ref}: ${r.blobs - r.stats.skippedBlobs} of ${r.blobs} blobs fetched (${formatBytes(r.stats.fetchedBytes)})`);
+    const r = await pullFromRegistry(ref, { ...common, ...(await accessFrom(opts)), onNotice: (line) => say(opts, `cake: ${line}`) });
+    const c = r.converted;
+    if (!c) say(opts, `${r.ref}: ${r.blobs - r.stats.skippedBlobs} of ${r.blobs} blobs fetched (${formatBytes(r.stats.fetchedBytes)})`);
+    else if (c.upToDate) say(opts, `${r.ref}: up to date (${c.kind} artifact ${c.source})`);
+    else {
+      const reused = c.reused.tensors ? `; ${c.reused.tensors} tensors (${formatBytes(c.reused.bytes)}) taken from the store (${c.reused.models.join(", ")}), checked by each file's sha256` : "";
+      say(opts, `${r.ref}: ${c.kind} artifact ${c.source} stored as a cake model: ${c.files} files, ${formatBytes(r.stats.fetchedBytes)} fetched${reused}`);
+    }
     process.stdout.write(`${r.manifestDigest}\n`);
   });
 }

@@ -84,7 +84,11 @@ export interface ConfigFile {
 export interface ModelConfig {
   schemaVersion: 1;
   mediaType: typeof MT.config;
-  source: { type: "hf"; repo: string; commit: string } | { type: "dir" };
+  /**
+   * Where the files came from: a Hub commit, a local folder, or another tool's artifact on a
+   * registry (ModelPack, Docker Model Runner, KitOps: `repository` is host/repo, `manifest` its digest).
+   */
+  source: { type: "hf"; repo: string; commit: string } | { type: "dir" } | { type: "registry"; repository: string; manifest: string };
   layerRule: { threshold: number; packFactor: number; maxLayers: number };
   files: ConfigFile[];
 }

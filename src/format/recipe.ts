@@ -91,6 +91,9 @@ export function parseConfig(bytes: Uint8Array, where: string): ModelConfig {
   if (src!.type === "hf") {
     if (typeof src!.repo !== "string" || !/^[^/\s]+\/[^/\s]+$/.test(src!.repo)) bad("source repo is not org/name");
     if (typeof src!.commit !== "string" || !HEX40.test(src!.commit)) bad("source commit is not a 40-hex sha");
+  } else if (src!.type === "registry") {
+    if (typeof src!.repository !== "string" || !/^[^/\s]+\/[^\s]+$/.test(src!.repository)) bad("source repository is not host/repo");
+    if (typeof src!.manifest !== "string" || !DIGEST_RE.test(src!.manifest)) bad("source manifest is not a sha256 digest");
   } else if (src!.type !== "dir") bad(`unknown source type ${JSON.stringify(src!.type)}`);
   const rule = c.layerRule as Record<string, unknown> | undefined;
   if (!rule || !isInt(rule.threshold) || !isInt(rule.packFactor) || !isInt(rule.maxLayers)) bad("layerRule is not three integers");

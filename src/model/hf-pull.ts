@@ -11,28 +11,26 @@
 import { CakeError, isCakeError } from "../errors.js";
 import { ANN } from "../format/oci.js";
 import { CAKE_DIR, checkRelativePath, isSafeRelativePath } from "../format/paths.js";
-import type { ModelConfig } from "../format/artifact.js";
-import { planUnits, sortFiles, type Unit } from "../format/plan.js";
+import { sortFiles } from "../format/plan.js";
 import type { HubParams } from "../hub/config.js";
 import { HubFileReader } from "../hub/file-reader.js";
 import { listFiles, type HubFile } from "../hub/list-files.js";
 import { modelInfo, type ModelInfo } from "../hub/model-info.js";
 import { warmHasher } from "../store/hasher.js";
 import type { Store } from "../store/layout.js";
-import type { RangeRecord } from "../store/records.js";
 import type { TransferStats } from "../transfer/engine.js";
 import { Pool } from "../transfer/pool.js";
 import type { ProgressSink } from "../transfer/progress.js";
-import { isUnverified, readConfig, storedModel } from "./catalog.js";
-import { convertFiles, isUnitOf, type SourcedFile } from "./convert.js";
+import { isUnverified, storedModel } from "./catalog.js";
+import { isUnitOf, type SourcedFile } from "./convert.js";
 import { checkStoredCopy } from "./hf-check.js";
 import { hubFileSource, readSafetensorsHeader } from "./range-source.js";
 import { formatHfRef, ociRefName, type HfRef } from "./ref.js";
 import type { RegistryAccess } from "./registry-pull.js";
 import { readModelIndex, type ModelIndex } from "./index-artifact.js";
 import { takeIndexedBlobs, type IndexBlobsTaken } from "./index-blobs.js";
-import { proveServed, type HeldUnit } from "./reuse-proof.js";
-import { blobKey, candidatesFrom, guessUnits, MIN_GUESS, type Guess, type GuessStats } from "./speculate.js";
+import { convertReusing, guessFromStore, NO_GUESSES, once, unitId } from "./reuse-convert.js";
+import type { Guess } from "./speculate.js";
 
 export interface HfPullOptions {
   store: Store;
@@ -111,18 +109,6 @@ type PlannedFile = SourcedFile & { hub: HubFile };
 /** What names a Hub file's bytes in the store: its LFS sha256, else its git oid. */
 const fileKey = (f: HubFile) => (f.lfs ? f.lfs.oid : `git-${f.oid}`);
 
-/** `make`, called once per key: later calls with the same key get the first call's value. */
-function once<K, V>(make: (key: K) => V): (key: K) => V {
-  const made = new Map<K, V>();
-  return (key) => {
-    if (!made.has(key)) made.set(key, make(key));
-    return made.get(key)!;
-  };
-}
-
-/** A unit's identity across plans: its file and byte range. */
-const unitId = (u: { path: string; begin: number; end: number }) => `${u.path}:${u.begin}-${u.end}`;
-
 /** The files of an index that are the Hub's: the same path, size and (where listed) sha256. */
 const indexedFiles = (index: ModelIndex, files: Map<string, SourcedFile>) =>
   index.files.filter((f) => {
@@ -146,43 +132,6 @@ async function readFirstIndex(sources: IndexSource[], repo: string, commit: stri
     if (index) return { index, source };
   }
   return undefined;
-}
-
-/**
- * Guesses for the tensor units the store holds no range of, from the models already in the store
- * (not this commit); the repo's declared base model (cardData.base_model) first.
- */
-async function guessFromStore(
-  store: Store,
-  files: SourcedFile[],
-  rangesOf: (key: string) => Promise<Map<string, RangeRecord>>,
-  info: ModelInfo,
-  self: string,
-  skip: (path: string, model: string) => boolean,
-): Promise<{ guesses: Map<string, Guess>; stats: GuessStats }> {
-  const models: Array<{ ref: string; config: ModelConfig }> = [];
-  const seen = new Set<string>();
-  for (const t of await store.tags()) {
-    if (t.ref === self || seen.has(t.descriptor.digest)) continue;
-    seen.add(t.descriptor.digest);
-    const config = await readConfig(store, t.descriptor.digest);
-    if (config) models.push({ ref: t.ref, config });
-  }
-  const base = info.cardData?.base_model;
-  const bases = (Array.isArray(base) ? base : base ? [base] : []).filter((b): b is string => typeof b === "string");
-  const candidates = candidatesFrom(models, (ref) => bases.some((b) => ref.startsWith(`hf://${b}@`)));
-  if (candidates.size === 0) return { guesses: new Map(), stats: { sampled: 0, windows: 0, windowBytes: 0 } };
-  const byPath = new Map(files.map((f) => [f.path, f]));
-  const wanted: Array<{ path: string; unit: Unit; key: string }> = [];
-  for (const u of planUnits(files).units) {
-    if (u.kind === "file" || u.end - u.begin < MIN_GUESS) continue;
-    if ((await rangesOf(byPath.get(u.path)!.source.key)).has(`${u.begin}-${u.end}`)) continue;
-    const first = u.tensors[0]!.begin;
-    const key = blobKey(u.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, offset: t.begin - first })));
-    wanted.push({ path: u.path, unit: u, key });
-  }
-  const { guesses, stats } = await guessUnits(store, wanted, candidates, (path, a, b) => byPath.get(path)!.source.read(a, b), skip);
-  return { guesses: new Map([...guesses].map(([u, g]) => [unitId(u), g])), stats };
 }
 
 /**
@@ -318,34 +267,18 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
     const sorted = await listWithHeaders(hub, ref.repo, commit, info.siblings ?? [], opts.concurrency ?? 16, holdsBytesOf, indexSources.some((s) => !s.holdsBlobs) ? 8 : HEADER_GUESS);
 
     const byPath = new Map(sorted.map((f) => [f.path, f]));
-    // Bytes the store holds from another repo's copy of a file serve this one only once this repo's own
-    // CDN has shown it serves them (see reuse-proof.ts); asked once per file, recorded for next time.
-    const proven = once(async (path: string) => {
-      const f = byPath.get(path)!;
-      const key = f.source.key;
-      const records = await store.knownRanges(key);
-      const foreign: HeldUnit[] = [];
-      for (const u of unitsOf.get(path) ?? []) {
-        const rec = records.get(`${u.begin}-${u.end}`);
-        if (rec && !rec.repos.has(ref.repo) && (await store.hasBlob(rec.digest, u.end - u.begin))) foreign.push({ begin: u.begin, end: u.end, digest: rec.digest });
-      }
-      if (foreign.length === 0) return;
-      await proveServed(store, foreign, (a, b) => f.source.read(a, b), `hf://${ref.repo}@${commit.slice(0, 12)}/${path}`);
-      for (const u of foreign) await store.recordRange(key, u.begin, u.end, u.digest, ref.repo);
-    });
-    const unitsOf = new Map<string, Unit[]>();
-    // Speculation (speculate.ts): tensors the store may hold already, under other models' names.
-    const misses = await store.guessMisses();
-    const skip = (path: string, model: string) => misses.has(`${byPath.get(path)!.source.key} ${model}`);
     // An index (index-artifact.ts) names every unit's digest before a byte moves: no sampling then.
     // It is a guess like the samples: each file's hash is still the proof, a lie costs a refetch.
     const found = await readFirstIndex(indexSources, ref.repo, commit, (line) => opts.onNotice?.(line));
     const index = found?.index;
+    // Speculation (speculate.ts): tensors the store may hold already, under other models' names; the declared base model first.
+    const base = info.cardData?.base_model;
+    const bases = (Array.isArray(base) ? base : base ? [base] : []).filter((b): b is string => typeof b === "string");
     const guessed = index
       ? { guesses: indexGuesses(index, byPath), stats: { sampled: 0, windows: 0, windowBytes: 0 } }
       : opts.speculate === false
-        ? { guesses: new Map<string, Guess>(), stats: { sampled: 0, windows: 0, windowBytes: 0 } }
-        : await guessFromStore(store, sorted, rangesOf, info, byCommit, skip);
+        ? NO_GUESSES()
+        : await guessFromStore(store, sorted, rangesOf, (r) => bases.some((b) => r.startsWith(`hf://${b}@`)), byCommit);
     // An index whose registry holds the blobs (a proxy backend a replica died pushing to): what the
     // store lacks comes from there, the Hub gives only the rest.
     const fromRegistry = found?.source.holdsBlobs
@@ -355,70 +288,27 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
           warn: (line) => opts.onNotice?.(line),
         })
       : undefined;
-    let indexWrong = 0;
-    const taken = new Map<string, Guess & { path: string; tensors: number; bytes: number }>(); // unit -> the guess the transfer took
-    const wrong = new Set<string>(); // files whose guesses failed the file check
-    const convert = (noGuess: Set<string>) =>
-      convertFiles(sorted, {
-        store,
-        source: { type: "hf", repo: ref.repo, commit },
-        ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
-        ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
-        ...(opts.progress ? { progress: opts.progress } : {}),
-        ...(signal ? { signal } : {}),
-        label: (_f, u) => (u.kind === "file" ? `hf://${ref.repo}/${u.path}` : `hf://${ref.repo}/${u.path} bytes ${u.begin}-${u.end}`),
-        existing: async (f, u, underLock) => {
-          const key = f.source.key;
-          const rec = (await (underLock ? store.knownRanges(key) : rangesOf(key))).get(`${u.begin}-${u.end}`);
-          if (rec && (await store.hasBlob(rec.digest, u.end - u.begin))) {
-            if (!rec.repos.has(ref.repo)) await proven(u.path);
-            return rec.digest;
-          }
-          const g = noGuess.has(u.path) ? undefined : guessed.guesses.get(unitId(u));
-          if (!g || !(await store.hasBlob(g.digest, u.end - u.begin))) return undefined;
-          taken.set(unitId(u), { ...g, path: u.path, tensors: u.tensors.length, bytes: u.end - u.begin });
-          return g.digest;
-        },
-        done: (f, u, digest) => {
-          // Fetched from the Hub: an index that named other bytes for it was wrong (it cost nothing here).
-          const named = index ? guessed.guesses.get(unitId(u)) : undefined;
-          if (named && named.digest !== digest) indexWrong++;
-          return store.recordRange(f.source.key, u.begin, u.end, digest, ref.repo);
-        },
-        // The file's guesses were right: record them as this repo's ranges (proven by the file's hash).
-        checked: async (f) => {
-          for (const u of unitsOf.get(f.path) ?? []) {
-            const g = taken.get(unitId(u));
-            if (g) await store.recordRange(f.source.key, u.begin, u.end, g.digest, ref.repo);
-          }
-        },
-        mismatch: async (f) => {
-          const guessesOf = (unitsOf.get(f.path) ?? []).map((u) => taken.get(unitId(u))).filter((g) => g !== undefined);
-          if (guessesOf.length === 0) return store.forgetRanges(f.source.key); // a file that did not hash to the Hub's oid: fetched again next time
-          // A wrong guess, not a bad range: the file's real ranges stay; its guessed tensors are fetched for real next.
-          wrong.add(f.path);
-          for (const model of new Set(guessesOf.map((g) => g.model))) await store.recordGuessMiss(`${f.source.key} ${model}`);
-        },
-        onBlob: (u, digest) => opts.onBlob?.(digest, { repo: ref.repo, commit, path: u.path, begin: u.begin, end: u.end }),
-        planned: (units) => {
-          unitsOf.clear();
-          for (const u of units) unitsOf.set(u.path, [...(unitsOf.get(u.path) ?? []), u]);
-        },
-      });
-    let converted;
-    try {
-      converted = await convert(new Set());
-    } catch (err) {
-      if (wrong.size === 0 || !isCakeError(err, "E_DIGEST")) throw err;
-      // One pass more, the engine as usual: the files whose guesses failed, their guessed tensors fetched for real.
-      opts.onNotice?.(`${name}: ${[...wrong].join(", ")}: tensors taken from a local model did not make the Hub's file; fetching them`);
-      for (const [id, g] of [...taken]) if (wrong.has(g.path)) taken.delete(id);
-      converted = await convert(wrong);
-    }
-    const { desc, stats } = converted;
+    const converted = await convertReusing(sorted, {
+      store,
+      server: ref.repo,
+      name,
+      owner: "the Hub's",
+      source: { type: "hf", repo: ref.repo, commit },
+      where: (path) => `hf://${ref.repo}@${commit.slice(0, 12)}/${path}`,
+      label: (_f, u) => (u.kind === "file" ? `hf://${ref.repo}/${u.path}` : `hf://${ref.repo}/${u.path} bytes ${u.begin}-${u.end}`),
+      rangesOf,
+      guesses: guessed.guesses,
+      ...(index ? { byIndex: true } : {}),
+      ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+      ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
+      ...(opts.progress ? { progress: opts.progress } : {}),
+      ...(signal ? { signal } : {}),
+      ...(opts.onNotice ? { onNotice: opts.onNotice } : {}),
+      onBlob: (u, digest) => opts.onBlob?.(digest, { repo: ref.repo, commit, path: u.path, begin: u.begin, end: u.end }),
+    });
+    const { desc, stats, taken: took, indexWrong } = converted;
     if (index && indexWrong > 0) opts.onNotice?.(`${index.ref}: ${indexWrong} units differ from the Hub's bytes; the Hub's were used (checked by each file's sha256)`);
-    const took = [...taken.values()];
-    const reuse = { byIndex: index ? taken.size : 0, blobs: taken.size, tensors: took.reduce((k, g) => k + g.tensors, 0), bytes: took.reduce((n, g) => n + g.bytes, 0), models: [...new Set(took.map((g) => g.model))], sampled: guessed.stats.sampled, windowBytes: guessed.stats.windowBytes, wrongFiles: wrong.size, ...(fromRegistry ? { fromRegistry } : {}) };
+    const reuse = { byIndex: index ? took.length : 0, blobs: took.length, tensors: took.reduce((k, g) => k + g.tensors, 0), bytes: took.reduce((n, g) => n + g.bytes, 0), models: [...new Set(took.map((g) => g.model))], sampled: guessed.stats.sampled, windowBytes: guessed.stats.windowBytes, wrongFiles: converted.wrongFiles, ...(fromRegistry ? { fromRegistry } : {}) };
     const digest = desc.digest;
     await store.markVerified(digest); // every file matched the Hub's hashes above: export need not hash again
     await store.tag(byCommit, ociRefName(byCommit), desc, tagExtra);

@@ -172,7 +172,7 @@ export async function readModelIndex(
     const config = parseConfig(await read(manifest.config, "config"), `${where} config`);
     const recipe = parseRecipe(await read(recipeDesc, "recipe"), `${where} recipe`);
     if (config.source.type !== "hf" || config.source.repo !== repo || config.source.commit !== commit) {
-      const src = config.source.type === "hf" ? `${config.source.repo}@${config.source.commit}` : "a folder";
+      const src = config.source.type === "hf" ? `${config.source.repo}@${config.source.commit}` : config.source.type === "registry" ? config.source.repository : "a folder";
       throw new CakeError("E_RECIPE", `${where}: its config is of ${src}, not ${repo}@${commit}`);
     }
     return { ref: ref.full, manifestDigest: got.digest, threshold: config.layerRule.threshold, files: indexFiles(config, recipe, where) };

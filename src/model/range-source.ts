@@ -75,14 +75,26 @@ export function localFileSource(file: string, name: string, key: string, size: n
   };
 }
 
-/** A blob of a registry repository, read by Range (distribution serves blob ranges). */
-export function registryBlobSource(client: RegistryClient, repo: string, digest: string, size: number, name: string): RangeSource {
+/**
+ * A blob of a registry repository, read by Range (distribution serves blob ranges). `key`: what
+ * names its bytes in ingest keys and range records (a ModelPack layer's: its sha256, as a Hub
+ * file's LFS oid). `onWhole`: told when the registry answered a Range request with the whole blob.
+ */
+export function registryBlobSource(
+  client: RegistryClient,
+  repo: string,
+  digest: string,
+  size: number,
+  name: string,
+  opts: { key?: string; onWhole?: () => void } = {},
+): RangeSource {
   const what = `${client.registry}/${repo}@${digest}`;
   const open: RangeSource["open"] = async (start, end, signal) => {
     const b = await client.fetchBlob(repo, digest, { start, end }, signal);
+    if (b.status === 200 && (start > 0 || end < size)) opts.onWhole?.();
     return { body: b.body, start: b.start };
   };
-  return { key: digest.replace(":", "-"), what, name, size, open, read: (start, end, signal) => collect({ open, what }, start, end, signal) };
+  return { key: opts.key ?? digest.replace(":", "-"), what, name, size, open, read: (start, end, signal) => collect({ open, what }, start, end, signal) };
 }
 
 /**

@@ -18,7 +18,7 @@ import { CakeError, isCakeError } from "../errors.js";
 import { descriptorOf, walkGraph, type Successors } from "../format/graph.js";
 import { ANN } from "../format/oci.js";
 import { lockOwner, tryLock } from "./lock.js";
-import { tempPath, tempWriterAlive } from "./pid.js";
+import { removeOwnTemp, tempPath, tempWriterAlive } from "./pid.js";
 import { removeFile } from "./remove.js";
 
 /** What gc needs of the store's layout. */
@@ -109,7 +109,8 @@ export async function collectGarbage(files: GcFiles, successorsOf: Successors): 
       // Temp files of killed processes (a live one's is about to be renamed or linked into place).
       for (const dir of [[], ["cake"], ["cake", "ranges"], ["ingest"]]) {
         for (const name of await fsp.readdir(files.at(...dir))) {
-          if (tempWriterAlive(name) === false) await removeFile(files.at(...dir, name));
+          // removeOwnTemp: a killed registry pull's folder of extracted tar layers too (src/modelpack/).
+          if (tempWriterAlive(name) === false) await removeOwnTemp(files.at(...dir, name));
         }
       }
       // Partial downloads nobody holds: a later pull would resume them, but gc means "free the space".

@@ -31,9 +31,14 @@ describe("parseConfig", () => {
     // a tensor's own sha256 (format v1, additive): read when present, not required
     const hashed = withFile({ tensors: [{ ...good.files[0]!.tensors[0], sha256: "d".repeat(64) }] });
     expect(parseConfig(bytes(hashed), "x").files[0]!.tensors![0]!.sha256).toBe("d".repeat(64));
+    // another tool's artifact pulled from a registry (src/modelpack/): the repository and the manifest it came from
+    const registry = { type: "registry", repository: "127.0.0.1:5000/mp/base", manifest: `sha256:${"e".repeat(64)}` };
+    expect(parseConfig(bytes({ ...good, source: registry }), "x").source).toEqual(registry);
     const cases: [unknown, RegExp][] = [
       [{ ...good, mediaType: "application/json" }, /not a cake model config v1/],
       [{ ...good, source: { type: "hf", repo: "acme/m", commit: "HEAD" } }, /source commit is not a 40-hex sha/],
+      [{ ...good, source: { type: "registry", repository: "mp", manifest: `sha256:${"e".repeat(64)}` } }, /source repository is not host\/repo/],
+      [{ ...good, source: { type: "registry", repository: "h/mp", manifest: "latest" } }, /source manifest is not a sha256 digest/],
       [withFile({ path: "../../etc/passwd" }), /file path/],
       [withFile({ size: -1 }), /bad size/],
       [withFile({ tensors: [{ ...good.files[0]!.tensors[0], offset: 1.5 }] }), /tensor "w": bad offset or size/],

@@ -76,6 +76,10 @@ describe("store locks", () => {
     // a lease, index.json and a ranges file a killed process had written but not renamed into place
     const leftovers = [["cake", `lease.${deadPid}-1-1.tmp`], [`index.json.${deadPid}-1-2.tmp`], ["cake", "ranges", `ab.${deadPid}-1-4.tmp`]];
     for (const p of leftovers) await fs.writeFile(path.join(store.root, ...p), String(deadPid));
+    // and a killed registry pull's folder of extracted tar layers (src/modelpack/pull.ts)
+    const layers = path.join(ingest, `layers.${deadPid}-1-00112233445566ff.tmp`);
+    await fs.mkdir(path.join(layers, "0", "sub"), { recursive: true });
+    await fs.writeFile(path.join(layers, "0", "sub", "model.safetensors"), "x");
     const index = await fs.readFile(path.join(store.root, "index.json"), "utf8");
     await store.gc(() => []);
     expect((await fs.readdir(ingest)).sort()).toEqual([live]);
