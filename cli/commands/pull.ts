@@ -1,5 +1,6 @@
 import { Command, Option } from "commander";
-import { checkIndexPrefix, formatBytes, isHfRef, parseHfRef, pullFromRegistry, pullHf } from "../../src/index.js";
+import { checkIndexPrefix, compressByDefault, compressModel, formatBytes, isHfRef, parseHfRef, pullFromRegistry, pullHf } from "../../src/index.js";
+import { compressLine } from "./compress.js";
 import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, warnIfOffline, withRegistryOptions, type AccessOpts } from "../context.js";
 
 export function pullCommand(): Command {
@@ -8,10 +9,15 @@ export function pullCommand(): Command {
     .argument("<ref>")
     .option("-c, --concurrency <n>", "parallel requests for the whole model (default 16)", parsePositiveInt)
     .option("-q, --quiet", "no progress")
+    .option("--compress", "keep the model's layers compressed in the store (default when CAKE_COMPRESS=1; see cake compress)")
     .option("--index <registry/prefix>", "hf:// only: a registry of index artifacts (cake index push) to learn the units from (default $CAKE_INDEX)")
     .addOption(new Option("--chunk-size <bytes>", "split blobs bigger than this into parallel Range requests").argParser(Number).hideHelp());
-  return withRegistryOptions(cmd).action(async (ref: string, opts: AccessOpts & { concurrency?: number; chunkSize?: number; quiet?: boolean; index?: string }) => {
+  return withRegistryOptions(cmd).action(async (ref: string, opts: AccessOpts & { concurrency?: number; chunkSize?: number; quiet?: boolean; index?: string; compress?: boolean }) => {
     const store = openStore();
+    // After the pull has verified and tagged it: each layer compressed on its own, crash-safe.
+    const compress = async (pulled: string) => {
+      if (opts.compress || compressByDefault()) say(opts, compressLine(pulled, await compressModel(store, pulled)));
+    };
     const common = {
       store,
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
@@ -37,11 +43,13 @@ export function pullCommand(): Command {
             `; ${formatBytes(r.stats.fetchedBytes)} fetched from the Hub`,
         );
       }
+      await compress(r.ref);
       process.stdout.write(`${r.manifestDigest}\n`);
       return;
     }
     const r = await pullFromRegistry(ref, { ...common, ...(await accessFrom(opts)) });
     say(opts, `${r.ref}: ${r.blobs - r.stats.skippedBlobs} of ${r.blobs} blobs fetched (${formatBytes(r.stats.fetchedBytes)})`);
+    await compress(r.ref);
     process.stdout.write(`${r.manifestDigest}\n`);
   });
 }

@@ -10,7 +10,8 @@ import { buildArtifact, needsTensorHashes, type Artifact, type ModelConfig } fro
 import { gitBlobPrefix } from "../format/git-oid.js";
 import type { Descriptor } from "../format/oci.js";
 import { MAX_LAYERS, PACK_FACTOR, planUnits, type ModelFile, type Unit } from "../format/plan.js";
-import { hashParts, runningHash, type HashPart, type RunningHash } from "../store/hasher.js";
+import { runningHash, type RunningHash } from "../store/hasher.js";
+import { feedBlob, hashBlob } from "../store/blob-hash.js";
 import type { ContentStore } from "../store/content.js";
 import type { Store } from "../store/layout.js";
 import { transferBlobs, type BlobJob, type TransferStats } from "../transfer/engine.js";
@@ -129,16 +130,6 @@ export async function convertFiles(files: SourcedFile[], opts: ConvertOptions): 
 }
 
 /**
- * The file the hash worker reads a blob from. Every blob is stored as it is today; a store form that
- * is not (compressed) will hand the worker a decoded stream instead, here.
- */
-function rawFileOf(store: ContentStore, digest: string): string {
-  const file = store.rawFile(digest);
-  if (!file) throw new CakeError("E_IO", `blob ${digest} is not stored as a plain file, which the file check needs`);
-  return file;
-}
-
-/**
  * The sha256 (hex) of each tensor of every pack holding more than one tensor with bytes (the config's
  * per-tensor `sha256`, which lets `cake diff` tell a changed tensor from its unchanged neighbours),
  * index-aligned with `units`: each tensor's range of its pack blob, read back from the store (the page
@@ -148,15 +139,14 @@ async function hashPackedTensors(store: ContentStore, units: Unit[], digests: st
   return Promise.all(
     units.map(async (u, i) => {
       if (!needsTensorHashes(u)) return undefined;
-      const file = rawFileOf(store, digests[i]!);
       const first = u.tensors[0]!.begin;
-      return Promise.all(u.tensors.map(async (t) => (await hashParts({ parts: [{ file, start: t.begin - first, end: t.end - first }] })).sha256));
+      return Promise.all(u.tensors.map(async (t) => (await hashBlob(store, digests[i]!, t.begin - first, t.end - first)).sha256));
     }),
   );
 }
 
 async function checkGitOid(store: ContentStore, f: SourcedFile, want: string, digest: string): Promise<void> {
-  const { git: oid } = await hashParts({ parts: [{ file: rawFileOf(store, digest), start: 0, end: f.size }], gitPrefix: gitBlobPrefix(f.size) });
+  const { git: oid } = await hashBlob(store, digest, 0, f.size, gitBlobPrefix(f.size));
   if (oid !== want) throw new CakeError("E_DIGEST", `${f.source.what}: downloaded bytes have git oid ${oid}, the source says ${want}`);
 }
 
@@ -169,6 +159,8 @@ async function checkGitOid(store: ContentStore, f: SourcedFile, want: string, di
 class FileCheck {
   private next = 0;
   private finished = false;
+  /** The units fed so far, in order (a compressed one is read and sent piece by piece). */
+  private feeding = Promise.resolve();
   private readonly hash: RunningHash;
   /** Indices into the plan's units of this file's units, in file order. */
   private readonly mine: number[];
@@ -185,12 +177,12 @@ class FileCheck {
 
   /** Feeds the units now in the store in order; the check itself once the last one is in. */
   landed(digests: string[]): Promise<void> | undefined {
-    const parts: HashPart[] = [];
     while (this.next < this.mine.length && digests[this.mine[this.next]!] !== undefined) {
       const i = this.mine[this.next++]!;
-      parts.push({ file: rawFileOf(this.store, digests[i]!), start: 0, end: this.units[i]!.end - this.units[i]!.begin });
+      const [digest, size] = [digests[i]!, this.units[i]!.end - this.units[i]!.begin];
+      this.feeding = this.feeding.then(() => feedBlob(this.store, digest, 0, size, this.hash));
     }
-    if (parts.length) this.hash.update(parts);
+    this.feeding.catch(() => {}); // reported by finish
     if (this.next < this.mine.length || this.finished) return undefined;
     this.finished = true;
     return this.finish();
@@ -204,6 +196,7 @@ class FileCheck {
   private async finish(): Promise<void> {
     const { f } = this;
     const expect = f.expect!;
+    await this.feeding;
     const { sha256: got, git: gitGot } = await this.hash.digest();
     const ok = "sha256" in expect ? got === expect.sha256 : gitGot === expect.gitOid;
     if (!ok) {

@@ -56,11 +56,13 @@ type Feed = (b: Buffer) => void;
  * gives, else from the source's stream.
  */
 async function* blobPieces(src: ArtifactSource, d: string, want: number, take: () => Buffer): AsyncGenerator<Buffer> {
-  if (!src.blobFile) {
+  const file = src.blobFile?.(d);
+  // No file, or gone since (compressed meanwhile by `cake compress`): the source's stream decodes it.
+  const fh = file === undefined ? undefined : await fsp.open(file, "r").catch((err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? undefined : Promise.reject(err)));
+  if (!fh) {
     yield* src.openBlob(d) as AsyncIterable<Buffer>;
     return;
   }
-  const fh = await fsp.open(src.blobFile(d), "r");
   try {
     for (let got = 0; got < want; ) {
       const buf = take();
@@ -133,9 +135,10 @@ async function writeFile(src: ArtifactSource, f: RecipeFile, tmp: string, target
   };
   try {
     let written: number;
-    if (!verify && f.digest !== undefined && src.blobFile && (await sizeOf(src.blobFile(f.digest))) === f.size) {
-      // A whole file that is one blob: the kernel copies it (copy_file_range, or a reflink where the filesystem can).
-      await fsp.copyFile(src.blobFile(f.digest), tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
+    const whole = verify || f.digest === undefined ? undefined : src.blobFile?.(f.digest);
+    if (whole !== undefined && (await sizeOf(whole)) === f.size) {
+      // A whole file that is one blob stored as it is: the kernel copies it (copy_file_range, or a reflink where the filesystem can).
+      await fsp.copyFile(whole, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
       await fsp.chmod(tmp, 0o644); // store blobs are read-only; the user's copy is not
       progress.bytes(f.size);
       written = f.size;
