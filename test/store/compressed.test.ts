@@ -30,7 +30,7 @@ async function makeModel(dir: string, bigTensors = 2): Promise<void> {
   await fs.writeFile(path.join(dir, "tokenizer.json"), JSON.stringify({ vocab: Array.from({ length: 30000 }, (_, i) => `token${i}`) }));
 }
 
-async function storeWith(name: string, dir = model): Promise<{ env: Record<string, string>; store: Store }> {
+async function storeWith(name: string, dir = model): Promise<{ env: { CAKE_HOME: string }; store: Store }> {
   const home = path.join(tmp, name);
   const store = new Store(home);
   await importDir(dir, store, { tag: canonicalRef(REF) });
