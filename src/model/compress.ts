@@ -7,10 +7,14 @@
 import { parseConfig, recipeLayer } from "../format/recipe.js";
 import type { ImageManifest } from "../format/oci.js";
 import type { Store } from "../store/layout.js";
+import { POOL_WORKERS } from "../worker-pool.js";
 import { readStoredManifest } from "./source.js";
 
 /** Smaller layers stay as they are: a frame's header and the codec's round trip would cost more than they save. */
 export const MIN_COMPRESS_BYTES = 64 << 10;
+
+/** Blobs converted at once. */
+const BLOBS_AT_ONCE = POOL_WORKERS + 1;
 
 export interface CompressResult {
   /** Layers looked at (at least MIN_COMPRESS_BYTES). */
@@ -53,11 +57,9 @@ export async function compressModel(store: Store, ref: string, opts: CompressOpt
     const dtypes = dtypesOf(manifest, configBytes, ref);
     const recipe = recipeLayer(manifest, ref).digest;
     const r: CompressResult = { blobs: 0, changed: 0, keptRaw: 0, rawBytes: 0, storedBytes: 0 };
-    const seen = new Set<string>();
-    for (const l of manifest.layers) {
-      if (l.digest === recipe || l.size < MIN_COMPRESS_BYTES || seen.has(l.digest)) continue;
-      seen.add(l.digest);
-      r.blobs++;
+    const layers = [...new Map(manifest.layers.filter((l) => l.digest !== recipe && l.size >= MIN_COMPRESS_BYTES).map((l) => [l.digest, l])).values()];
+    r.blobs = layers.length;
+    const one = async (l: (typeof layers)[number]) => {
       if (opts.decompress) {
         if ((await store.decompressBlob(l.digest)) === "decompressed") r.changed++;
       } else {
@@ -69,7 +71,13 @@ export async function compressModel(store: Store, ref: string, opts: CompressOpt
       r.rawBytes += sizes?.raw ?? 0;
       r.storedBytes += sizes?.stored ?? 0;
       opts.onBlob?.(l.digest, l.size);
-    }
+    };
+    // A few blobs at once: a blob of a frame or two cannot keep the frame workers busy alone, and
+    // one blob's reads, writes and fsync overlap another's coding.
+    let next = 0;
+    await Promise.all(Array.from({ length: BLOBS_AT_ONCE }, async () => {
+      while (next < layers.length) await one(layers[next++]!);
+    }));
     return r;
   });
 }
