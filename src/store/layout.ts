@@ -10,6 +10,7 @@
  *   cake/leases/                    live cake processes; gc refuses while another holds one
  *   cake/gc.lock                    gc is running: a new lease waits for its end
  *   cake/verified/<manifest-hex>    every file of this manifest was rebuilt and matched its recipe sha256
+ *   cake/compressed/<hex>           a blob kept compressed instead of in blobs/ (compressed.ts); read transparently
  *
  * A blob becomes visible only by rename after its bytes were hashed and checked. This file keeps the
  * blobs, ingests and tags; the records about blobs are records.ts, gc and leases gc.ts, and what
