@@ -15,8 +15,9 @@ export function pullCommand(): Command {
   return withRegistryOptions(cmd).action(async (ref: string, opts: AccessOpts & { concurrency?: number; chunkSize?: number; quiet?: boolean; index?: string; compress?: boolean }) => {
     const store = openStore();
     // After the pull has verified and tagged it: each layer compressed on its own, crash-safe.
+    const compressing = opts.compress || compressByDefault();
     const compress = async (pulled: string) => {
-      if (opts.compress || compressByDefault()) say(opts, compressLine(pulled, await compressModel(store, pulled)));
+      if (compressing) say(opts, compressLine(pulled, await compressModel(store, pulled)));
     };
     const common = {
       store,
@@ -27,7 +28,7 @@ export function pullCommand(): Command {
     if (isHfRef(ref)) {
       const prefix = opts.index ?? (process.env.CAKE_INDEX || undefined);
       const index = prefix ? { prefix: checkIndexPrefix(prefix, opts.index ? "--index" : "CAKE_INDEX"), access: await accessFrom(opts) } : undefined;
-      const r = await pullHf(parseHfRef(ref), { ...common, hub: hub(), ...(index ? { index } : {}), onNotice: (line) => say(opts, `cake: ${line}`) });
+      const r = await pullHf(parseHfRef(ref), { ...common, hub: hub(), ...(compressing ? { compress: true } : {}), ...(index ? { index } : {}), onNotice: (line) => say(opts, `cake: ${line}`) });
       if (r.replaced) say(opts, `${r.ref}: the store's copy (${r.replaced}, loaded from an archive) is not the Hub's commit ${r.commit}; replaced by the Hub's`);
       if (!warnIfOffline(r)) say(opts, r.upToDate ? `${r.ref}: up to date (${r.commit})${r.confirmed ? "; the copy loaded from an archive matches the Hub's files" : ""}` : `${r.ref}: pulled commit ${r.commit}`);
       const reuse = r.reuse;

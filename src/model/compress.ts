@@ -14,7 +14,7 @@ import { readStoredManifest } from "./source.js";
 export const MIN_COMPRESS_BYTES = 64 << 10;
 
 /** Blobs converted at once. */
-const BLOBS_AT_ONCE = POOL_WORKERS + 1;
+export const BLOBS_AT_ONCE = POOL_WORKERS + 1;
 
 export interface CompressResult {
   /** Layers looked at (at least MIN_COMPRESS_BYTES). */

@@ -17,6 +17,7 @@ import type { Store } from "../store/layout.js";
 import { transferBlobs, type BlobJob, type TransferStats } from "../transfer/engine.js";
 import type { ProgressSink } from "../transfer/progress.js";
 import { storeArtifact } from "./catalog.js";
+import { BLOBS_AT_ONCE, MIN_COMPRESS_BYTES } from "./compress.js";
 import type { RangeSource } from "./range-source.js";
 
 export interface SourcedFile extends ModelFile {
@@ -50,6 +51,11 @@ export interface ConvertOptions {
   mismatch?(f: SourcedFile): Promise<void>;
   /** Told each unit's digest as soon as its blob is in the store. */
   onBlob?(u: Unit, digest: string): void;
+  /**
+   * Writes each unit's compressed form beside its raw blob as it lands (while the rest downloads);
+   * the raw files stay for the file checks, `compressModel` removes them once the model is tagged.
+   */
+  compress?: boolean;
 }
 
 /** The ingest key of bytes [begin, end) of the source with key `source`. */
@@ -101,10 +107,12 @@ export async function convertFiles(files: SourcedFile[], opts: ConvertOptions): 
       },
     };
   });
+  const compressing = opts.compress ? new BackgroundCompress(store) : undefined;
   const onBlob = (i: number, digest: string) => {
     unitDigests[i] = digest;
     const u = plan.units[i]!;
     opts.onBlob?.(u, digest);
+    compressing?.add(digest, u);
     const c = checks.get(u.path);
     if (c) landed(c);
   };
@@ -119,7 +127,7 @@ export async function convertFiles(files: SourcedFile[], opts: ConvertOptions): 
     throw err;
   });
   // Each packed tensor's own sha256 for the config, on the hash workers alongside the file checks.
-  const [settled, packedTensorHashes] = await Promise.all([Promise.allSettled(verifications), hashPackedTensors(store, plan.units, unitDigests)]);
+  const [settled, packedTensorHashes] = await Promise.all([Promise.allSettled(verifications), hashPackedTensors(store, plan.units, unitDigests), compressing?.done()]);
   const bad = settled.find((s) => s.status === "rejected") as PromiseRejectedResult | undefined;
   if (bad) throw bad.reason;
 
@@ -127,6 +135,43 @@ export async function convertFiles(files: SourcedFile[], opts: ConvertOptions): 
   const artifact = buildArtifact({ files, plan, unitDigests, packedTensorHashes, source: opts.source, maxLayers: MAX_LAYERS, packFactor: PACK_FACTOR });
   const desc = await storeArtifact(store, artifact);
   return { artifact, desc, stats };
+}
+
+/**
+ * Compressed forms written as units land, a few at a time; a failure is left to `compressModel`,
+ * which tries again (and says why) once the model is tagged.
+ */
+class BackgroundCompress {
+  private readonly queue: [string, Unit][] = [];
+  private readonly running = new Set<Promise<void>>();
+  constructor(private readonly store: Store) {}
+
+  add(digest: string, u: Unit): void {
+    if (u.end - u.begin < MIN_COMPRESS_BYTES) return;
+    this.queue.push([digest, u]);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.running.size < BLOBS_AT_ONCE && this.queue.length) {
+      const [digest, u] = this.queue.shift()!;
+      const p: Promise<void> = this.store
+        .compressBlob(digest, u.kind === "tensor" ? u.tensors[0]!.dtype : undefined, { keepRaw: true })
+        .then(
+          () => {},
+          () => {},
+        )
+        .finally(() => {
+          this.running.delete(p);
+          this.pump();
+        });
+      this.running.add(p);
+    }
+  }
+
+  async done(): Promise<void> {
+    while (this.running.size) await Promise.all(this.running);
+  }
 }
 
 /**

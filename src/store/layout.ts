@@ -57,6 +57,8 @@ export class Store implements ContentStore {
   private readonly locationRecords: LocationRecords;
   private readonly misses: GuessMisses;
   private readonly compressed: CompressedBlobs;
+  /** Blobs this process found compression would not make smaller: not tried again. */
+  private readonly notSmaller = new Set<string>();
 
   constructor(root = defaultStoreDir()) {
     this.root = path.resolve(root);
@@ -223,16 +225,22 @@ export class Store implements ContentStore {
    * Stores blob `digest` compressed (`dtype`: the tensor's, or undefined for a pack or a whole
    * file), crash-safe: the raw file goes only once the compressed one is fsynced and decodes to the
    * digest. "kept raw" when compression would not make it smaller, "missing" when the store lacks it.
+   * `keepRaw`: the compressed form is written beside the raw file, which readers then still use
+   * (a pull in progress); a later compressBlob removes the raw file.
    */
-  async compressBlob(digest: string, dtype: string | undefined): Promise<"compressed" | "already" | "kept raw" | "missing"> {
+  async compressBlob(digest: string, dtype: string | undefined, opts: { keepRaw?: boolean } = {}): Promise<"compressed" | "already" | "kept raw" | "missing"> {
     await this.init();
+    if (this.notSmaller.has(digest)) return "kept raw";
     const raw = this.blobPath(digest);
     const st = await fsp.stat(raw).catch(() => undefined);
     if (!st) return (await this.compressed.sizes(digest)) ? "already" : "missing";
-    // A form left by a compress killed after its rename was checked before that rename.
+    // A form written beside the raw file (keepRaw; a compress killed after its rename) was checked before its rename.
     const done = (await this.compressed.sizes(digest).catch(() => undefined)) !== undefined;
-    if (!done && (await this.compressed.write(raw, digest, st.size, dtype)) === undefined) return "kept raw";
-    await removeFile(raw);
+    if (!done && (await this.compressed.write(raw, digest, st.size, dtype)) === undefined) {
+      this.notSmaller.add(digest);
+      return "kept raw";
+    }
+    if (!opts.keepRaw) await removeFile(raw);
     return "compressed";
   }
 
