@@ -18,7 +18,8 @@ import { hexOf } from "../format/oci.js";
 import { tempPath } from "./pid.js";
 import { removeFile } from "./remove.js";
 
-const isMissing = (err: unknown) => (err as NodeJS.ErrnoException).code === "ENOENT";
+/** Whether a file operation failed because the file is not there. */
+export const isMissing = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === "ENOENT";
 
 export class CompressedBlobs {
   constructor(readonly dir: string) {}

@@ -34,9 +34,7 @@ import { tempPath } from "./pid.js";
 import { annotationOf, cakeRefOf, collectGarbage, takeLease } from "./gc.js";
 import { GuessMisses, LocationRecords, RangeRecords, type RangeRecord } from "./records.js";
 import { removeFile } from "./remove.js";
-import { CompressedBlobs, syncDir } from "./compressed.js";
-
-const isMissing = (err: unknown) => (err as NodeJS.ErrnoException).code === "ENOENT";
+import { CompressedBlobs, isMissing, syncDir } from "./compressed.js";
 
 export function defaultStoreDir(): string {
   return envPath("CAKE_HOME") ?? path.join(os.homedir(), ".cache", "cake");
