@@ -103,6 +103,12 @@ export class WorkerPool {
     return fresh;
   }
 
+  /** A worker with nothing to do (started if the pool has room); undefined when every one is busy, or off the main thread. */
+  idle(): PoolWorker | undefined {
+    const w = this.pick();
+    return w && w.load === 0 ? w : undefined;
+  }
+
   /** Starts a worker now if none runs (it takes tens of milliseconds to boot, on its own thread). */
   warm(): void {
     if (!parentPort && this.workers.length === 0) this.pick();

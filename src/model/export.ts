@@ -18,6 +18,7 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
+import type { Readable } from "node:stream";
 import path from "node:path";
 import { CakeError } from "../errors.js";
 import type { RecipeFile } from "../format/artifact.js";
@@ -55,12 +56,12 @@ type Feed = (b: Buffer) => void;
  * Blob `d`'s bytes, at most its recipe size: from its local file, each read into the buffer `take`
  * gives, else from the source's stream.
  */
-async function* blobPieces(src: ArtifactSource, d: string, want: number, take: () => Buffer): AsyncGenerator<Buffer> {
-  const file = src.blobFile?.(d);
+async function* blobPieces(src: ArtifactSource, d: string, want: number, take: () => Buffer, opened?: Readable): AsyncGenerator<Buffer> {
+  const file = opened ? undefined : src.blobFile?.(d);
   // No file, or gone since (compressed meanwhile by `cake compress`): the source's stream decodes it.
   const fh = file === undefined ? undefined : await fsp.open(file, "r").catch((err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? undefined : Promise.reject(err)));
   if (!fh) {
-    yield* src.openBlob(d) as AsyncIterable<Buffer>;
+    yield* (opened ?? src.openBlob(d)) as AsyncIterable<Buffer>;
     return;
   }
   try {
@@ -79,14 +80,31 @@ async function* blobPieces(src: ArtifactSource, d: string, want: number, take: (
 /** File `f`'s bytes in order: its safetensors header, then each blob, exactly its recipe size. */
 async function* filePieces(src: ArtifactSource, f: RecipeFile, take: () => Buffer): AsyncGenerator<Buffer> {
   if (f.header !== undefined) yield Buffer.from(f.header, "base64");
-  for (const d of f.digest !== undefined ? [f.digest] : f.parts!) {
-    const want = src.recipe.blobs[d]!.size;
-    let got = 0;
-    for await (const b of blobPieces(src, d, want, take)) {
-      got += b.length;
-      yield b;
+  const digests = f.digest !== undefined ? [f.digest] : f.parts!;
+  // A blob the source has no plain file of (a compressed one: decoded on worker threads) is opened
+  // while the one before it is copied, so its first frames decode meanwhile.
+  const early = (i: number) => {
+    const d = digests[i];
+    if (d === undefined || src.blobFile?.(d) !== undefined) return undefined;
+    const s = src.openBlob(d);
+    s.read(0);
+    return s;
+  };
+  let next = early(0);
+  try {
+    for (const [i, d] of digests.entries()) {
+      const want = src.recipe.blobs[d]!.size;
+      const opened = next;
+      next = early(i + 1);
+      let got = 0;
+      for await (const b of blobPieces(src, d, want, take, opened)) {
+        got += b.length;
+        yield b;
+      }
+      if (got !== want) throw new CakeError("E_SIZE", `${src.where}: blob ${d} for ${f.path} has ${got} bytes, the recipe says ${want}`);
     }
-    if (got !== want) throw new CakeError("E_SIZE", `${src.where}: blob ${d} for ${f.path} has ${got} bytes, the recipe says ${want}`);
+  } finally {
+    next?.destroy();
   }
 }
 
