@@ -234,7 +234,9 @@ export class Store implements ContentStore {
     if (!st) return (await this.compressed.sizes(digest)) ? "already" : "missing";
     // A form written beside the raw file (keepRaw; a compress killed after its rename) was checked before its rename.
     const done = (await this.compressed.sizes(digest).catch(() => undefined)) !== undefined;
-    if (!done && (await this.compressed.write(raw, digest, st.size, dtype)) === undefined) {
+    // Another process may compress it at the same time and remove the raw file under this one.
+    const written = done ? 0 : await this.compressed.write(raw, digest, st.size, dtype).catch(async (err: unknown) => (isMissing(err) && (await this.compressed.sizes(digest)) ? 0 : Promise.reject(err)));
+    if (written === undefined) {
       this.notSmaller.add(digest);
       return "kept raw";
     }
