@@ -6,12 +6,13 @@
  *   npm run bench -- [scenario ...] [--runs 3] [--mb 512] [--mb2 2048] [--bandwidth 40] [--latency 30]
  *                    [--ft-layers 2] [--shards 3] [--models DIR] [--no-write]
  *
- * Scenarios: cold, finetune, reshard, resume, proxy, export, rss, profile, faults, hubdedup, scaleout, modelpack, mpfinetune; none or `all` = every one.
+ * Scenarios: cold, finetune, reshard, resume, proxy, export, rss, profile, faults, hubdedup, scaleout, modelpack, mpfinetune, compress; none or `all` = every one.
  */
 import os from "node:os";
 import { DEFAULTS, Models, type Options } from "./lib/context.js";
 import { render, revision, writeSection, type Section } from "./lib/report.js";
 import { cold } from "./scenarios/cold.js";
+import { compress } from "./scenarios/compress.js";
 import { exportAndPush } from "./scenarios/export.js";
 import { faults } from "./scenarios/faults.js";
 import { fineTune } from "./scenarios/finetune.js";
@@ -39,6 +40,7 @@ const SCENARIOS: Record<string, (m: Models, o: Options) => Promise<Section>> = {
   scaleout: scaleOut,
   modelpack: modelPack,
   mpfinetune: modelPackFineTune,
+  compress,
 };
 
 const NUMERIC: Record<string, keyof Options> = {

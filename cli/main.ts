@@ -14,6 +14,7 @@ import { proxyCommand } from "./commands/proxy.js";
 import { searchCommand } from "./commands/search.js";
 import { browseCommand } from "./commands/browse.js";
 import { indexCommand } from "./commands/index.js";
+import { compressCommand, decompressCommand } from "./commands/compress.js";
 
 export function program(): Command {
   const p = new Command("cake")
@@ -21,7 +22,7 @@ export function program(): Command {
     .version("0.1.0")
     .showHelpAfterError()
     .exitOverride();
-  for (const c of [pullCommand(), pushCommand(), exportCommand(), lsCommand(), inspectCommand(), diffCommand(), rmCommand(), gcCommand(), loginCommand(), saveCommand(), loadCommand(), proxyCommand(), indexCommand(), searchCommand(), browseCommand()]) p.addCommand(c.exitOverride());
+  for (const c of [pullCommand(), pushCommand(), exportCommand(), lsCommand(), inspectCommand(), diffCommand(), rmCommand(), gcCommand(), compressCommand(), decompressCommand(), loginCommand(), saveCommand(), loadCommand(), proxyCommand(), indexCommand(), searchCommand(), browseCommand()]) p.addCommand(c.exitOverride());
   return p;
 }
 

@@ -19,6 +19,7 @@ export type { ContentStore } from "./store/content.js";
 export * from "./model/source.js";
 export * from "./model/export.js";
 export * from "./model/catalog.js";
+export * from "./model/compress.js";
 export { closeSharedDispatcher } from "./http/agent.js";
 export { onRetryWait } from "./http/retry.js";
 export * from "./model/dir-import.js";

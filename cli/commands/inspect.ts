@@ -1,5 +1,6 @@
 import { Command } from "commander";
-import { formatBytes, type ModelConfig } from "../../src/index.js";
+import { formatBytes, storedBytes, type ModelConfig } from "../../src/index.js";
+import { openStore } from "../context.js";
 import { printJson, table } from "../output.js";
 import { openSource } from "./export.js";
 
@@ -16,6 +17,8 @@ export function inspectCommand(): Command {
       if (src.manifest) {
         const total = src.manifest.layers.reduce((n, l) => n + l.size, 0);
         out.write(`type      ${src.manifest.artifactType}\nlayers    ${src.manifest.layers.length} (${formatBytes(total)})\n`);
+        // A store reference: what its layers take on disk (less when stored compressed: cake compress).
+        if (src.manifestDigest) out.write(`stored    ${formatBytes((await storedBytes(openStore(), src.manifest)).stored)}\n`);
       }
       const cfg: ModelConfig | undefined = src.config;
       if (cfg?.source.type === "hf") out.write(`source    hf://${cfg.source.repo}@${cfg.source.commit}\n`);

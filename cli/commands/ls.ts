@@ -11,8 +11,8 @@ export function lsCommand(): Command {
       const models = await listModels(openStore());
       if (opts.json) return printJson(models);
       table([
-        ["REF", "COMMIT", "FILES", "TENSORS", "SIZE", "DIGEST"],
-        ...models.map((m) => [m.unverified ? `${m.ref} (unverified)` : m.ref, m.commit?.slice(0, 12) ?? "-", String(m.files), String(m.tensors), formatBytes(m.bytes), m.digest.slice(0, 19)]),
+        ["REF", "COMMIT", "FILES", "TENSORS", "SIZE", "STORED", "DIGEST"],
+        ...models.map((m) => [m.unverified ? `${m.ref} (unverified)` : m.ref, m.commit?.slice(0, 12) ?? "-", String(m.files), String(m.tensors), formatBytes(m.bytes), formatBytes(m.stored), m.digest.slice(0, 19)]),
       ]);
     });
 }

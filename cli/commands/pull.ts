@@ -1,5 +1,6 @@
 import { Command, Option } from "commander";
-import { checkIndexPrefix, formatBytes, isHfRef, parseHfRef, pullFromRegistry, pullHf } from "../../src/index.js";
+import { checkIndexPrefix, compressByDefault, compressModel, formatBytes, isHfRef, parseHfRef, pullFromRegistry, pullHf } from "../../src/index.js";
+import { compressLine } from "./compress.js";
 import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, warnIfOffline, withRegistryOptions, type AccessOpts } from "../context.js";
 
 export function pullCommand(): Command {
@@ -8,10 +9,16 @@ export function pullCommand(): Command {
     .argument("<ref>")
     .option("-c, --concurrency <n>", "parallel requests for the whole model (default 16)", parsePositiveInt)
     .option("-q, --quiet", "no progress")
+    .option("--compress", "keep the model's layers compressed in the store (default when CAKE_COMPRESS=1; see cake compress)")
     .option("--index <registry/prefix>", "hf:// only: a registry of index artifacts (cake index push) to learn the units from (default $CAKE_INDEX)")
     .addOption(new Option("--chunk-size <bytes>", "split blobs bigger than this into parallel Range requests").argParser(Number).hideHelp());
-  return withRegistryOptions(cmd).action(async (ref: string, opts: AccessOpts & { concurrency?: number; chunkSize?: number; quiet?: boolean; index?: string }) => {
+  return withRegistryOptions(cmd).action(async (ref: string, opts: AccessOpts & { concurrency?: number; chunkSize?: number; quiet?: boolean; index?: string; compress?: boolean }) => {
     const store = openStore();
+    // After the pull has verified and tagged it: each layer compressed on its own, crash-safe.
+    const compressing = opts.compress || compressByDefault();
+    const compress = async (pulled: string) => {
+      if (compressing) say(opts, compressLine(pulled, await compressModel(store, pulled)));
+    };
     const common = {
       store,
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
@@ -21,7 +28,7 @@ export function pullCommand(): Command {
     if (isHfRef(ref)) {
       const prefix = opts.index ?? (process.env.CAKE_INDEX || undefined);
       const index = prefix ? { prefix: checkIndexPrefix(prefix, opts.index ? "--index" : "CAKE_INDEX"), access: await accessFrom(opts) } : undefined;
-      const r = await pullHf(parseHfRef(ref), { ...common, hub: hub(), ...(index ? { index } : {}), onNotice: (line) => say(opts, `cake: ${line}`) });
+      const r = await pullHf(parseHfRef(ref), { ...common, hub: hub(), ...(compressing ? { compress: true } : {}), ...(index ? { index } : {}), onNotice: (line) => say(opts, `cake: ${line}`) });
       if (r.replaced) say(opts, `${r.ref}: the store's copy (${r.replaced}, loaded from an archive) is not the Hub's commit ${r.commit}; replaced by the Hub's`);
       if (!warnIfOffline(r)) say(opts, r.upToDate ? `${r.ref}: up to date (${r.commit})${r.confirmed ? "; the copy loaded from an archive matches the Hub's files" : ""}` : `${r.ref}: pulled commit ${r.commit}`);
       const reuse = r.reuse;
@@ -37,6 +44,7 @@ export function pullCommand(): Command {
             `; ${formatBytes(r.stats.fetchedBytes)} fetched from the Hub`,
         );
       }
+      await compress(r.ref);
       process.stdout.write(`${r.manifestDigest}\n`);
       return;
     }
@@ -48,6 +56,7 @@ export function pullCommand(): Command {
       const reused = c.reused.tensors ? `; ${c.reused.tensors} tensors (${formatBytes(c.reused.bytes)}) taken from the store (${c.reused.models.join(", ")}), checked by each file's sha256` : "";
       say(opts, `${r.ref}: ${c.kind} artifact ${c.source} stored as a cake model: ${c.files} files, ${formatBytes(r.stats.fetchedBytes)} fetched${reused}`);
     }
+    await compress(r.ref);
     process.stdout.write(`${r.manifestDigest}\n`);
   });
 }

@@ -2,7 +2,8 @@
 import { CakeError } from "../errors.js";
 import type { Artifact, ModelConfig } from "../format/artifact.js";
 import { ANN, MANIFEST_LIMIT, MT, type Descriptor } from "../format/oci.js";
-import { parseConfig } from "../format/recipe.js";
+import { parseConfig, parseManifest } from "../format/recipe.js";
+import { storedBytes } from "./compress.js";
 import type { Store } from "../store/layout.js";
 import { canonicalRef } from "./source.js";
 
@@ -13,6 +14,8 @@ export interface ModelSummary {
   files: number;
   tensors: number;
   bytes: number;
+  /** What its layers take in the store: less than their raw bytes when some are stored compressed (shared layers count in each model). */
+  stored: number;
   /** A Hub reference loaded from an archive that the Hub has not confirmed yet (see hf-check.ts). */
   unverified?: true;
 }
@@ -47,6 +50,10 @@ export async function listModels(store: Store): Promise<ModelSummary[]> {
   for (const { ref, descriptor } of await store.tags()) {
     const cfg = await readConfig(store, descriptor.digest);
     const commit = hubCommitOf(descriptor, cfg);
+    const manifest = await store
+      .readBlob(descriptor.digest, MANIFEST_LIMIT)
+      .then((b) => parseManifest(b, `${ref} manifest`))
+      .catch(() => undefined);
     out.push({
       ref,
       digest: descriptor.digest,
@@ -54,6 +61,7 @@ export async function listModels(store: Store): Promise<ModelSummary[]> {
       files: cfg?.files.length ?? 0,
       tensors: cfg?.files.reduce((n, f) => n + (f.tensors?.length ?? 0), 0) ?? 0,
       bytes: cfg?.files.reduce((n, f) => n + f.size, 0) ?? 0,
+      stored: manifest ? (await storedBytes(store, manifest)).stored : 0,
       ...(isUnverified(descriptor) ? { unverified: true as const } : {}),
     });
   }

@@ -10,12 +10,14 @@ import { buildArtifact, needsTensorHashes, type Artifact, type ModelConfig } fro
 import { gitBlobPrefix } from "../format/git-oid.js";
 import type { Descriptor } from "../format/oci.js";
 import { MAX_LAYERS, PACK_FACTOR, planUnits, type ModelFile, type Unit } from "../format/plan.js";
-import { hashParts, runningHash, type HashPart, type RunningHash } from "../store/hasher.js";
+import { runningHash, type RunningHash } from "../store/hasher.js";
+import { feedBlob, hashBlob } from "../store/blob-hash.js";
 import type { ContentStore } from "../store/content.js";
 import type { Store } from "../store/layout.js";
 import { transferBlobs, type BlobJob, type TransferStats } from "../transfer/engine.js";
 import type { ProgressSink } from "../transfer/progress.js";
 import { storeArtifact } from "./catalog.js";
+import { BLOBS_AT_ONCE, MIN_COMPRESS_BYTES } from "./compress.js";
 import type { RangeSource } from "./range-source.js";
 
 export interface SourcedFile extends ModelFile {
@@ -49,6 +51,11 @@ export interface ConvertOptions {
   mismatch?(f: SourcedFile): Promise<void>;
   /** Told each unit's digest as soon as its blob is in the store. */
   onBlob?(u: Unit, digest: string): void;
+  /**
+   * Writes each unit's compressed form beside its raw blob as it lands (while the rest downloads);
+   * the raw files stay for the file checks, `compressModel` removes them once the model is tagged.
+   */
+  compress?: boolean;
 }
 
 /** The ingest key of bytes [begin, end) of the source with key `source`. */
@@ -100,10 +107,12 @@ export async function convertFiles(files: SourcedFile[], opts: ConvertOptions): 
       },
     };
   });
+  const compressing = opts.compress ? new BackgroundCompress(store) : undefined;
   const onBlob = (i: number, digest: string) => {
     unitDigests[i] = digest;
     const u = plan.units[i]!;
     opts.onBlob?.(u, digest);
+    compressing?.add(digest, u);
     const c = checks.get(u.path);
     if (c) landed(c);
   };
@@ -118,7 +127,7 @@ export async function convertFiles(files: SourcedFile[], opts: ConvertOptions): 
     throw err;
   });
   // Each packed tensor's own sha256 for the config, on the hash workers alongside the file checks.
-  const [settled, packedTensorHashes] = await Promise.all([Promise.allSettled(verifications), hashPackedTensors(store, plan.units, unitDigests)]);
+  const [settled, packedTensorHashes] = await Promise.all([Promise.allSettled(verifications), hashPackedTensors(store, plan.units, unitDigests), compressing?.done()]);
   const bad = settled.find((s) => s.status === "rejected") as PromiseRejectedResult | undefined;
   if (bad) throw bad.reason;
 
@@ -129,13 +138,40 @@ export async function convertFiles(files: SourcedFile[], opts: ConvertOptions): 
 }
 
 /**
- * The file the hash worker reads a blob from. Every blob is stored as it is today; a store form that
- * is not (compressed) will hand the worker a decoded stream instead, here.
+ * Compressed forms written as units land, a few at a time; a failure is left to `compressModel`,
+ * which tries again (and says why) once the model is tagged.
  */
-function rawFileOf(store: ContentStore, digest: string): string {
-  const file = store.rawFile(digest);
-  if (!file) throw new CakeError("E_IO", `blob ${digest} is not stored as a plain file, which the file check needs`);
-  return file;
+class BackgroundCompress {
+  private readonly queue: [string, Unit][] = [];
+  private readonly running = new Set<Promise<void>>();
+  constructor(private readonly store: Store) {}
+
+  add(digest: string, u: Unit): void {
+    if (u.end - u.begin < MIN_COMPRESS_BYTES) return;
+    this.queue.push([digest, u]);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.running.size < BLOBS_AT_ONCE && this.queue.length) {
+      const [digest, u] = this.queue.shift()!;
+      const p: Promise<void> = this.store
+        .compressBlob(digest, u.kind === "tensor" ? u.tensors[0]!.dtype : undefined, { keepRaw: true })
+        .then(
+          () => {},
+          () => {},
+        )
+        .finally(() => {
+          this.running.delete(p);
+          this.pump();
+        });
+      this.running.add(p);
+    }
+  }
+
+  async done(): Promise<void> {
+    while (this.running.size) await Promise.all(this.running);
+  }
 }
 
 /**
@@ -148,15 +184,14 @@ async function hashPackedTensors(store: ContentStore, units: Unit[], digests: st
   return Promise.all(
     units.map(async (u, i) => {
       if (!needsTensorHashes(u)) return undefined;
-      const file = rawFileOf(store, digests[i]!);
       const first = u.tensors[0]!.begin;
-      return Promise.all(u.tensors.map(async (t) => (await hashParts({ parts: [{ file, start: t.begin - first, end: t.end - first }] })).sha256));
+      return Promise.all(u.tensors.map(async (t) => (await hashBlob(store, digests[i]!, t.begin - first, t.end - first)).sha256));
     }),
   );
 }
 
 async function checkGitOid(store: ContentStore, f: SourcedFile, want: string, digest: string): Promise<void> {
-  const { git: oid } = await hashParts({ parts: [{ file: rawFileOf(store, digest), start: 0, end: f.size }], gitPrefix: gitBlobPrefix(f.size) });
+  const { git: oid } = await hashBlob(store, digest, 0, f.size, gitBlobPrefix(f.size));
   if (oid !== want) throw new CakeError("E_DIGEST", `${f.source.what}: downloaded bytes have git oid ${oid}, the source says ${want}`);
 }
 
@@ -169,6 +204,8 @@ async function checkGitOid(store: ContentStore, f: SourcedFile, want: string, di
 class FileCheck {
   private next = 0;
   private finished = false;
+  /** The units fed so far, in order (a compressed one is read and sent piece by piece). */
+  private feeding = Promise.resolve();
   private readonly hash: RunningHash;
   /** Indices into the plan's units of this file's units, in file order. */
   private readonly mine: number[];
@@ -185,12 +222,12 @@ class FileCheck {
 
   /** Feeds the units now in the store in order; the check itself once the last one is in. */
   landed(digests: string[]): Promise<void> | undefined {
-    const parts: HashPart[] = [];
     while (this.next < this.mine.length && digests[this.mine[this.next]!] !== undefined) {
       const i = this.mine[this.next++]!;
-      parts.push({ file: rawFileOf(this.store, digests[i]!), start: 0, end: this.units[i]!.end - this.units[i]!.begin });
+      const [digest, size] = [digests[i]!, this.units[i]!.end - this.units[i]!.begin];
+      this.feeding = this.feeding.then(() => feedBlob(this.store, digest, 0, size, this.hash));
     }
-    if (parts.length) this.hash.update(parts);
+    this.feeding.catch(() => {}); // reported by finish
     if (this.next < this.mine.length || this.finished) return undefined;
     this.finished = true;
     return this.finish();
@@ -204,6 +241,7 @@ class FileCheck {
   private async finish(): Promise<void> {
     const { f } = this;
     const expect = f.expect!;
+    await this.feeding;
     const { sha256: got, git: gitGot } = await this.hash.digest();
     const ok = "sha256" in expect ? got === expect.sha256 : gitGot === expect.gitOid;
     if (!ok) {

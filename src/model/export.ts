@@ -18,6 +18,7 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
+import type { Readable } from "node:stream";
 import path from "node:path";
 import { CakeError } from "../errors.js";
 import type { RecipeFile } from "../format/artifact.js";
@@ -56,12 +57,14 @@ type Feed = (b: Buffer) => void;
  * Blob `d`'s bytes, at most its recipe size: from its local file, each read into the buffer `take`
  * gives, else from the source's stream.
  */
-async function* blobPieces(src: ArtifactSource, d: string, want: number, take: () => Buffer): AsyncGenerator<Buffer> {
-  if (!src.blobFile) {
-    yield* src.openBlob(d) as AsyncIterable<Buffer>;
+async function* blobPieces(src: ArtifactSource, d: string, want: number, take: () => Buffer, opened?: Readable): AsyncGenerator<Buffer> {
+  const file = opened ? undefined : src.blobFile?.(d);
+  // No file, or gone since (compressed meanwhile by `cake compress`): the source's stream decodes it.
+  const fh = file === undefined ? undefined : await fsp.open(file, "r").catch((err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? undefined : Promise.reject(err)));
+  if (!fh) {
+    yield* (opened ?? src.openBlob(d)) as AsyncIterable<Buffer>;
     return;
   }
-  const fh = await fsp.open(src.blobFile(d), "r");
   try {
     for (let got = 0; got < want; ) {
       const buf = take();
@@ -77,17 +80,36 @@ async function* blobPieces(src: ArtifactSource, d: string, want: number, take: (
 
 /** File `f`'s bytes in order: its safetensors header, then each blob, exactly its recipe size. */
 async function* filePieces(src: ArtifactSource, f: RecipeFile, take: () => Buffer): AsyncGenerator<Buffer> {
-  for (const s of fileSegments(src.recipe, f)) {
-    if ("bytes" in s) {
-      yield s.bytes;
-      continue;
+  const segments = fileSegments(src.recipe, f);
+  const blobs = segments.flatMap((s) => ("bytes" in s ? [] : [s]));
+  // A blob the source has no plain file of (a compressed one: decoded on worker threads) is opened
+  // while the one before it is copied, so its first frames decode meanwhile.
+  const early = (i: number) => {
+    const d = blobs[i]?.digest;
+    if (d === undefined || src.blobFile?.(d) !== undefined) return undefined;
+    const opened = src.openBlob(d);
+    opened.read(0);
+    return opened;
+  };
+  let next = early(0);
+  let i = 0;
+  try {
+    for (const s of segments) {
+      if ("bytes" in s) {
+        yield s.bytes;
+        continue;
+      }
+      const opened = next;
+      next = early(++i);
+      let got = 0;
+      for await (const b of blobPieces(src, s.digest, s.size, take, opened)) {
+        got += b.length;
+        yield b;
+      }
+      if (got !== s.size) throw new CakeError("E_SIZE", `${src.where}: blob ${s.digest} for ${f.path} has ${got} bytes, the recipe says ${s.size}`);
     }
-    let got = 0;
-    for await (const b of blobPieces(src, s.digest, s.size, take)) {
-      got += b.length;
-      yield b;
-    }
-    if (got !== s.size) throw new CakeError("E_SIZE", `${src.where}: blob ${s.digest} for ${f.path} has ${got} bytes, the recipe says ${s.size}`);
+  } finally {
+    next?.destroy();
   }
 }
 
@@ -136,9 +158,10 @@ async function writeFile(src: ArtifactSource, f: RecipeFile, tmp: string, target
   };
   try {
     let written: number;
-    if (!verify && f.digest !== undefined && src.blobFile && (await sizeOf(src.blobFile(f.digest))) === f.size) {
-      // A whole file that is one blob: the kernel copies it (copy_file_range, or a reflink where the filesystem can).
-      await fsp.copyFile(src.blobFile(f.digest), tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
+    const whole = verify || f.digest === undefined ? undefined : src.blobFile?.(f.digest);
+    if (whole !== undefined && (await sizeOf(whole)) === f.size) {
+      // A whole file that is one blob stored as it is: the kernel copies it (copy_file_range, or a reflink where the filesystem can).
+      await fsp.copyFile(whole, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
       await fsp.chmod(tmp, 0o644); // store blobs are read-only; the user's copy is not
       progress.bytes(f.size);
       written = f.size;

@@ -37,6 +37,8 @@ export interface HfPullOptions {
   hub: HubParams;
   concurrency?: number;
   chunkSize?: number;
+  /** Writes each layer's compressed form as it lands (convert.ts); `compressModel` then drops the raw files. */
+  compress?: boolean;
   progress?: ProgressSink;
   /** Cancels the pull: Hub requests and transfers in flight stop, nothing is tagged (what landed stays for a rerun). */
   signal?: AbortSignal;
@@ -301,6 +303,7 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
       ...(index ? { byIndex: true } : {}),
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
       ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
+      ...(opts.compress ? { compress: true } : {}),
       ...(opts.progress ? { progress: opts.progress } : {}),
       ...(signal ? { signal } : {}),
       ...(opts.onNotice ? { onNotice: opts.onNotice } : {}),

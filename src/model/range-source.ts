@@ -75,6 +75,18 @@ export function localFileSource(file: string, name: string, key: string, size: n
   };
 }
 
+/** A blob in the store, read through the content store (whatever form it is stored in). */
+export function storedBlobSource(store: ContentStore, digest: string, name: string, key: string, size: number): RangeSource {
+  return {
+    key,
+    what: `blob ${digest} (${name})`,
+    name,
+    size,
+    open: async (start, end) => ({ body: store.openBlob(digest, start, end), start }),
+    read: (start, end) => store.readRange(digest, start, end),
+  };
+}
+
 /**
  * A blob of a registry repository, read by Range (distribution serves blob ranges). `key`: what
  * names its bytes in ingest keys and range records (a ModelPack layer's: its sha256, as a Hub

@@ -90,6 +90,8 @@ export interface ReuseConvertOptions {
   byIndex?: boolean;
   concurrency?: number;
   chunkSize?: number;
+  /** Writes each unit's compressed form as it lands (convert.ts `compress`). */
+  compress?: boolean;
   progress?: ProgressSink;
   signal?: AbortSignal;
   onNotice?: (line: string) => void;
@@ -137,6 +139,7 @@ export async function convertReusing(files: SourcedFile[], opts: ReuseConvertOpt
       source: opts.source,
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
       ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
+      ...(opts.compress ? { compress: true } : {}),
       ...(opts.progress ? { progress: opts.progress } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       label: opts.label,

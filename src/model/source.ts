@@ -29,8 +29,11 @@ export interface ArtifactSource {
   manifestDigest?: string;
   /** The first `size` bytes of a blob (never more: a hostile file cannot make export write GBs). */
   openBlob(digest: string): Readable;
-  /** A local file whose first `size` bytes are the blob, for copying without streams (store, oras dir). */
-  blobFile?(digest: string): string;
+  /**
+   * A local file whose first `size` bytes are the blob, for copying without streams (store, oras
+   * dir); undefined for a blob the store keeps in another form (compressed): read it with openBlob.
+   */
+  blobFile?(digest: string): string | undefined;
   /**
    * Every file of this artifact was already rebuilt from these blobs and matched its recipe sha256
    * (checked against the Hub at pull, or by an earlier export): export need not hash again.

@@ -28,7 +28,7 @@ import { transferBlobs, type TransferStats } from "../transfer/engine.js";
 import { Pool } from "../transfer/pool.js";
 import type { ProgressSink } from "../transfer/progress.js";
 import type { SourcedFile } from "../model/convert.js";
-import { digestJob, localFileSource, readSafetensorsHeader, registryBlobSource } from "../model/range-source.js";
+import { digestJob, localFileSource, readSafetensorsHeader, registryBlobSource, storedBlobSource } from "../model/range-source.js";
 import { convertReusing, guessFromStore, once } from "../model/reuse-convert.js";
 import { addModelPath, kindName, type ModelLayers, type TarLayer } from "./read-manifest.js";
 import { extractTar } from "./tar-layers.js";
@@ -110,7 +110,7 @@ export async function pullModelArtifact(input: ModelPullInput): Promise<ModelPul
   });
   for (const { desc, path: p } of wholeLayers) {
     const sha256 = hexOf(desc.digest);
-    const source = localFileSource(store.rawFile(desc.digest), p, sha256, desc.size);
+    const source = storedBlobSource(store, desc.digest, p, sha256, desc.size);
     files.push({ path: p, size: desc.size, sha256, source, expect: { sha256 }, safetensors: await readSafetensorsHeader(source) });
   }
 

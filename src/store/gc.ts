@@ -90,10 +90,14 @@ export async function collectGarbage(files: GcFiles, successorsOf: Successors): 
       let removed = 0;
       let bytes = 0;
       let kept = 0;
-      for (const hex of await fsp.readdir(files.at("blobs", "sha256"))) {
+      // Blobs as they are and compressed (cake/compressed/<hex>: see compressed.ts), alike.
+      const stored: [string, string][] = [];
+      for (const dir of [["blobs", "sha256"], ["cake", "compressed"]]) {
+        for (const hex of await fsp.readdir(files.at(...dir))) if (/^[0-9a-f]{64}$/.test(hex)) stored.push([hex, files.at(...dir, hex)]);
+      }
+      for (const [hex, file] of stored) {
         const digest = `sha256:${hex}`;
         if (!live.has(digest)) {
-          const file = files.at("blobs", "sha256", hex);
           const st = await fsp.stat(file).catch(() => undefined);
           if (!st) continue;
           if (Math.max(st.mtimeMs, st.ctimeMs) < started) {
@@ -107,7 +111,7 @@ export async function collectGarbage(files: GcFiles, successorsOf: Successors): 
         kept++;
       }
       // Temp files of killed processes (a live one's is about to be renamed or linked into place).
-      for (const dir of [[], ["cake"], ["cake", "ranges"], ["ingest"]]) {
+      for (const dir of [[], ["cake"], ["cake", "ranges"], ["cake", "compressed"], ["ingest"]]) {
         for (const name of await fsp.readdir(files.at(...dir))) {
           // removeOwnTemp: a killed registry pull's folder of extracted tar layers too (src/modelpack/).
           if (tempWriterAlive(name) === false) await removeOwnTemp(files.at(...dir, name));

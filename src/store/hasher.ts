@@ -6,9 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import fs from "node:fs";
-import os from "node:os";
-import { parentPort, Worker, type MessagePort } from "node:worker_threads";
-import { CakeError } from "../errors.js";
+import { WorkerPool } from "../worker-pool.js";
 
 /** Bytes to hash, in order: a byte range of a file, or bytes at hand (a safetensors header). */
 export type HashPart = { file: string; start: number; end: number } | { bytes: Uint8Array };
@@ -26,12 +24,11 @@ export interface HashResult {
 }
 
 type Request =
-  | { op: "job"; id: number; job: HashJob }
+  | { op: "job"; job: HashJob }
   | { op: "open"; sid: number; gitPrefix?: string }
   | { op: "update"; sid: number; parts: HashPart[] }
-  | { op: "digest"; id: number; sid: number }
+  | { op: "digest"; sid: number }
   | { op: "drop"; sid: number };
-type Reply = { id: number; result?: HashResult; error?: { message: string; code?: string } };
 
 /**
  * The hashing itself, the same on a worker and in-process: one-shot jobs, and running hashes fed
@@ -102,98 +99,35 @@ function makeHasher(io: typeof fs, hash: typeof createHash) {
 
 type Hasher = ReturnType<typeof makeHasher>;
 
-function serve(port: MessagePort, hasher: Hasher): void {
-  const reply = (id: number, fn: () => HashResult) => {
-    try {
-      port.postMessage({ id, result: fn() } satisfies Reply);
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      port.postMessage({ id, error: { message: e.message, ...(e.code ? { code: e.code } : {}) } } satisfies Reply);
-    }
-  };
-  port.on("message", (m: Request) => {
-    if (m.op === "job") reply(m.id, () => hasher.run(m.job));
-    else if (m.op === "open") hasher.open(m.sid, m.gitPrefix);
+/** The worker's handler: a message of `Request` to the hasher. Self-contained (its source is eval'd). */
+function dispatch(hasher: Hasher) {
+  return (m: Request): HashResult | undefined => {
+    if (m.op === "job") return hasher.run(m.job);
+    if (m.op === "open") hasher.open(m.sid, m.gitPrefix);
     else if (m.op === "update") hasher.update(m.sid, m.parts);
-    else if (m.op === "digest") reply(m.id, () => hasher.digest(m.sid));
+    else if (m.op === "digest") return hasher.digest(m.sid);
     else hasher.drop(m.sid);
-  });
+    return undefined;
+  };
 }
 
-// The worker is this file's two functions as source text (eval): it then needs no path of its own,
-// the same whether cake runs from dist/ or its TypeScript runs under the test runner.
-const WORKER_SOURCE = `const { parentPort } = require("node:worker_threads");
-(${serve.toString()})(parentPort, (${makeHasher.toString()})(require("node:fs"), require("node:crypto").createHash));`;
-
-class HashWorker {
-  private readonly pending = new Map<number, { resolve: (r: HashResult) => void; reject: (e: Error) => void }>();
-  private readonly worker: Worker;
-  constructor(private readonly onExit: () => void) {
-    this.worker = new Worker(WORKER_SOURCE, { eval: true });
-    this.worker.on("message", ({ id, result, error }: Reply) => {
-      const p = this.pending.get(id)!;
-      this.pending.delete(id);
-      if (this.pending.size === 0) this.worker.unref();
-      if (result) p.resolve(result);
-      else p.reject(error!.code === "E_SIZE" ? new CakeError("E_SIZE", error!.message) : Object.assign(new Error(error!.message), error));
-    });
-    const fail = (err: Error) => {
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
-      this.onExit();
-    };
-    this.worker.on("error", fail);
-    this.worker.on("exit", (code) => fail(new Error(`hash worker exited (code ${code})`)));
-    // An idle worker must not keep cake running. After the listeners: adding a "message" listener
-    // refs the worker's port again.
-    this.worker.unref();
-  }
-  get load() {
-    return this.pending.size;
-  }
-  /** Sends `m`, which answers with a result. */
-  ask(m: Extract<Request, { id: number }>): Promise<HashResult> {
-    return new Promise((resolve, reject) => {
-      this.pending.set(m.id, { resolve, reject });
-      this.worker.ref(); // a job in flight keeps the process alive
-      this.worker.postMessage(m);
-    });
-  }
-  tell(m: Exclude<Request, { id: number }>): void {
-    this.worker.postMessage(m);
-  }
-}
-
-/** Hash workers: one fewer than the cores (the main thread keeps one), at least 1, at most 4. */
-const WORKERS = Math.max(1, Math.min(4, os.availableParallelism() - 1));
-const workers: HashWorker[] = [];
-let nextId = 0;
+const pool = new WorkerPool(`(${dispatch.toString()})((${makeHasher.toString()})(require("node:fs"), require("node:crypto").createHash))`);
 let inProcess: Hasher | undefined;
 const local = () => (inProcess ??= makeHasher(fs, createHash));
-
-/** The least busy worker (started on first use); undefined when already off the main thread. */
-function pick(): HashWorker | undefined {
-  if (parentPort) return undefined;
-  const w = workers.reduce<HashWorker | undefined>((best, x) => (!best || x.load < best.load ? x : best), undefined);
-  if (w && (w.load === 0 || workers.length >= WORKERS)) return w;
-  const fresh: HashWorker = new HashWorker(() => workers.splice(workers.indexOf(fresh) >>> 0, 1));
-  workers.push(fresh);
-  return fresh;
-}
 
 /**
  * Starts a hash worker now if none runs (it takes tens of milliseconds to boot, on its own thread),
  * so that a transfer's first hash does not wait for it.
  */
 export function warmHasher(): void {
-  if (!parentPort && workers.length === 0) pick();
+  pool.warm();
 }
 
 /** Hashes `job` on the least busy worker thread. */
 export function hashParts(job: HashJob): Promise<HashResult> {
-  const w = pick();
+  const w = pool.pick();
   if (!w) return Promise.resolve().then(() => local().run(job));
-  return w.ask({ op: "job", id: nextId++, job });
+  return pool.ask<HashResult>({ op: "job", job }, w);
 }
 
 /** A hash fed in order over several calls (a file as its pieces land), on one worker. */
@@ -205,8 +139,8 @@ export interface RunningHash {
 }
 
 export function runningHash(gitPrefix?: string): RunningHash {
-  const sid = nextId++;
-  const w = pick();
+  const sid = pool.id();
+  const w = pool.pick();
   if (!w) {
     local().open(sid, gitPrefix);
     return {
@@ -218,7 +152,7 @@ export function runningHash(gitPrefix?: string): RunningHash {
   w.tell({ op: "open", sid, ...(gitPrefix !== undefined ? { gitPrefix } : {}) });
   return {
     update: (parts) => w.tell({ op: "update", sid, parts }),
-    digest: () => w.ask({ op: "digest", id: nextId++, sid }),
+    digest: () => pool.ask<HashResult>({ op: "digest", sid }, w),
     drop: () => w.tell({ op: "drop", sid }),
   };
 }

@@ -10,17 +10,18 @@
  *   cake/leases/                    live cake processes; gc refuses while another holds one
  *   cake/gc.lock                    gc is running: a new lease waits for its end
  *   cake/verified/<manifest-hex>    every file of this manifest was rebuilt and matched its recipe sha256
+ *   cake/compressed/<hex>           a blob kept compressed instead of in blobs/ (compressed.ts); read transparently
  *
  * A blob becomes visible only by rename after its bytes were hashed and checked. This file keeps the
  * blobs, ingests and tags; the records about blobs are records.ts, gc and leases gc.ts, and what
  * readers outside the store may use is content.ts.
  */
 import fs from "node:fs";
-import fsp from "node:fs/promises";
+import fsp, { type FileHandle } from "node:fs/promises";
 import type { ContentStore } from "./content.js";
 import os from "node:os";
 import path from "node:path";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { sha256Digest } from "../digest.js";
 import { CakeError } from "../errors.js";
 import { envPath } from "../paths-env.js";
@@ -33,6 +34,7 @@ import { tempPath } from "./pid.js";
 import { annotationOf, cakeRefOf, collectGarbage, takeLease } from "./gc.js";
 import { GuessMisses, LocationRecords, RangeRecords, type RangeRecord } from "./records.js";
 import { removeFile } from "./remove.js";
+import { CompressedBlobs, isMissing, syncDir } from "./compressed.js";
 
 export function defaultStoreDir(): string {
   return envPath("CAKE_HOME") ?? path.join(os.homedir(), ".cache", "cake");
@@ -52,12 +54,16 @@ export class Store implements ContentStore {
   private readonly ranges: RangeRecords;
   private readonly locationRecords: LocationRecords;
   private readonly misses: GuessMisses;
+  private readonly compressed: CompressedBlobs;
+  /** Blobs this process found compression would not make smaller: not tried again. */
+  private readonly notSmaller = new Set<string>();
 
   constructor(root = defaultStoreDir()) {
     this.root = path.resolve(root);
     this.ranges = new RangeRecords(this.p("cake", "ranges"));
     this.locationRecords = new LocationRecords(this.p("cake", "locations"));
     this.misses = new GuessMisses(this.p("cake", "guess-misses"));
+    this.compressed = new CompressedBlobs(this.p("cake", "compressed"));
   }
 
   private p(...parts: string[]) {
@@ -67,7 +73,7 @@ export class Store implements ContentStore {
   /** Creates the layout if missing (idempotent, safe under concurrency). */
   init(): Promise<void> {
     this.ready ??= (async () => {
-      for (const d of ["blobs/sha256", "ingest", "cake/ranges", "cake/leases", "cake/verified"]) await fsp.mkdir(this.p(d), { recursive: true });
+      for (const d of ["blobs/sha256", "ingest", "cake/ranges", "cake/leases", "cake/verified", "cake/compressed"]) await fsp.mkdir(this.p(d), { recursive: true });
       await this.writeIfMissing("oci-layout", JSON.stringify({ imageLayoutVersion: "1.0.0" }));
       await this.writeIfMissing("index.json", JSON.stringify(this.emptyIndex()));
     })();
@@ -114,12 +120,19 @@ export class Store implements ContentStore {
     });
   }
 
-  /** The blob's size, or undefined when the store lacks it. */
+  /** The blob's size (of its raw bytes), or undefined when the store lacks it. */
   async blobSize(digest: string): Promise<number | undefined> {
+    return (await this.blobSizes(digest))?.raw;
+  }
+
+  /** The blob's raw size and the bytes it takes on disk (less when it is stored compressed); undefined when the store lacks it. */
+  async blobSizes(digest: string): Promise<{ raw: number; stored: number; compressed: boolean } | undefined> {
     try {
-      return (await fsp.stat(this.blobPath(digest))).size;
+      const { size } = await fsp.stat(this.blobPath(digest));
+      return { raw: size, stored: size, compressed: false };
     } catch {
-      return undefined;
+      const z = await this.compressed.sizes(digest).catch(() => undefined);
+      return z && { ...z, compressed: true };
     }
   }
 
@@ -128,33 +141,63 @@ export class Store implements ContentStore {
     return s !== undefined && (size === undefined || s === size);
   }
 
+  /** A stream of the blob's raw bytes [start, end): read as they are, or decoded (see compressed.ts). */
   openBlob(digest: string, start = 0, end?: number): Readable {
-    return fs.createReadStream(this.blobPath(digest), { start, ...(end !== undefined ? { end: end - 1 } : {}), highWaterMark: 1 << 20 });
+    return Readable.from(this.blobPieces(digest, start, end), { objectMode: false, highWaterMark: 1 << 20 });
   }
 
-  /** Bytes [start, end) of a blob, whole (proof windows, small reads). */
-  async readRange(digest: string, start: number, end: number): Promise<Buffer> {
-    const out = Buffer.alloc(end - start);
-    const fh = await fsp.open(this.blobPath(digest), "r");
+  private async *blobPieces(digest: string, start: number, end: number | undefined): AsyncGenerator<Buffer> {
+    let fh: FileHandle;
     try {
-      const { bytesRead } = await fh.read(out, 0, out.length, start);
-      if (bytesRead !== out.length) throw new CakeError("E_SIZE", `blob ${digest} ends before byte ${end}`);
-      return out;
+      fh = await fsp.open(this.blobPath(digest), "r");
+    } catch (err) {
+      // Opened, a file stays readable whatever happens to its name: a compress that runs meanwhile
+      // removes the raw file only after its compressed form is in place.
+      const z = isMissing(err) ? await this.compressed.open(digest) : undefined;
+      if (!z) throw err;
+      try {
+        yield* z.read(start, Math.min(end ?? z.rawSize, z.rawSize));
+      } finally {
+        await z.close();
+      }
+      return;
+    }
+    try {
+      for (let at = start; end === undefined || at < end; ) {
+        const buf = Buffer.allocUnsafe(Math.min(1 << 20, (end ?? Infinity) - at));
+        const { bytesRead } = await fh.read(buf, 0, buf.length, at);
+        if (bytesRead === 0) return;
+        yield buf.subarray(0, bytesRead);
+        at += bytesRead;
+      }
     } finally {
       await fh.close();
     }
   }
 
-  /** The blob's file: blobs are stored as they are (see ContentStore.rawFile). */
-  rawFile(digest: string): string {
-    return this.blobPath(digest);
+  /** Bytes [start, end) of a blob, whole (proof windows, small reads). */
+  async readRange(digest: string, start: number, end: number): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for await (const b of this.openBlob(digest, start, end)) parts.push(b as Buffer);
+    const out = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    if (out.length !== end - start) throw new CakeError("E_SIZE", `blob ${digest} ends before byte ${end}`);
+    return out;
+  }
+
+  /**
+   * The blob's file when it is stored as it is (see ContentStore.rawFile); undefined when it is
+   * stored compressed (or missing), and callers read it through openBlob.
+   */
+  rawFile(digest: string): string | undefined {
+    const file = this.blobPath(digest);
+    return fs.existsSync(file) ? file : undefined;
   }
 
   async readBlob(digest: string, limit = DOCUMENT_LIMIT): Promise<Buffer> {
     const size = await this.blobSize(digest);
     if (size === undefined) throw new CakeError("E_NOT_FOUND", `blob ${digest} is not in the store ${this.root}`);
     if (size > limit) throw new CakeError("E_SIZE", `blob ${digest} is ${size} bytes, more than ${limit}`);
-    return fsp.readFile(this.blobPath(digest));
+    return this.readRange(digest, 0, size);
   }
 
   /** Stores small bytes (manifests, configs, recipes) under their digest. */
@@ -172,6 +215,57 @@ export class Store implements ContentStore {
   private async publish(tmp: string, digest: string) {
     await fsp.chmod(tmp, 0o444);
     await fsp.rename(tmp, this.blobPath(digest));
+  }
+
+  // ---- the compressed form (src/store/compressed.ts) ----
+
+  /**
+   * Stores blob `digest` compressed (`dtype`: the tensor's, or undefined for a pack or a whole
+   * file), crash-safe: the raw file goes only once the compressed one is fsynced and decodes to the
+   * digest. "kept raw" when compression would not make it smaller, "missing" when the store lacks it.
+   * `keepRaw`: the compressed form is written beside the raw file, which readers then still use
+   * (a pull in progress); a later compressBlob removes the raw file.
+   */
+  async compressBlob(digest: string, dtype: string | undefined, opts: { keepRaw?: boolean } = {}): Promise<"compressed" | "already" | "kept raw" | "missing"> {
+    await this.init();
+    if (this.notSmaller.has(digest)) return "kept raw";
+    const raw = this.blobPath(digest);
+    const st = await fsp.stat(raw).catch(() => undefined);
+    if (!st) return (await this.compressed.sizes(digest)) ? "already" : "missing";
+    // A form written beside the raw file (keepRaw; a compress killed after its rename) was checked before its rename.
+    const done = (await this.compressed.sizes(digest).catch(() => undefined)) !== undefined;
+    // Another process may compress it at the same time and remove the raw file under this one.
+    const written = done ? 0 : await this.compressed.write(raw, digest, st.size, dtype).catch(async (err: unknown) => (isMissing(err) && (await this.compressed.sizes(digest)) ? 0 : Promise.reject(err)));
+    if (written === undefined) {
+      this.notSmaller.add(digest);
+      return "kept raw";
+    }
+    if (!opts.keepRaw) await removeFile(raw);
+    return "compressed";
+  }
+
+  /** Stores blob `digest` as it is again (decoded, checked against its digest, fsynced, renamed), then removes its compressed form. */
+  async decompressBlob(digest: string): Promise<"decompressed" | "already" | "missing"> {
+    await this.init();
+    const sizes = await this.blobSizes(digest);
+    if (!sizes) return "missing";
+    if (!sizes.compressed) {
+      await this.compressed.remove(digest);
+      return "already";
+    }
+    const tmp = tempPath(this.p("ingest", "bytes"));
+    const out = await fsp.open(tmp, "wx");
+    try {
+      await this.compressed.decodeTo(digest, out);
+      await out.close();
+      await this.publish(tmp, digest);
+      await syncDir(this.p("blobs", "sha256"));
+    } finally {
+      await out.close().catch(() => {});
+      await removeFile(tmp);
+    }
+    await this.compressed.remove(digest);
+    return "decompressed";
   }
 
   /**

@@ -1,0 +1,123 @@
+/**
+ * One frame of a compressed blob, encoded and decoded: the part that runs on worker threads, so
+ * `makeFrameCodec` is self-contained (its source text is the worker's; it uses only the zlib it is
+ * handed). A frame:
+ *
+ *   raw length u32, crc32 of the raw bytes u32, streams u8 (n), then n × (method u8, length u32),
+ *   then the n streams' bytes
+ *
+ * Stream k of a frame split by width w holds the bytes at positions k, k + w, k + 2w, … (the
+ * exponent of a BF16 is mostly in byte 1, whose values cluster: it entropy-codes to ~1/3; the
+ * mantissa bytes look random and stay as they are). Method 0: stored; 1: raw deflate (RFC 1951),
+ * whichever strategy made it. Measured on 1 MiB of normal (sigma 0.02) BF16, exponent stream:
+ * Huffman-only 34 % of raw in 4.8 ms, deflate level 1 44 % in 6.6 ms, level 3 42 %, level 6 40 %
+ * in 55 ms; the mantissa stream 100 % with every method. So split streams use Huffman-only.
+ */
+import type * as Zlib from "node:zlib";
+
+/** What a frame is coded as: split by `width` (Huffman-coded streams), or plain (`width` 0: deflate level 1). */
+export interface FrameRequest {
+  raw: Uint8Array;
+  width: number;
+}
+
+export function makeFrameCodec(zlib: typeof Zlib) {
+  const STORED = 0;
+  const DEFLATE = 1;
+  const fail = (why: string) => Object.assign(new Error(why), { code: "E_DIGEST" });
+
+  /** The bytes at positions k, k + w, … of `raw`. */
+  const gather = (raw: Uint8Array, w: number, k: number) => {
+    const out = new Uint8Array(Math.floor((raw.length - k + w - 1) / w));
+    for (let i = 0, j = k; j < raw.length; i++, j += w) out[i] = raw[j]!;
+    return out;
+  };
+  const smaller = (plain: Uint8Array, tries: Uint8Array[]) => tries.reduce<Uint8Array | undefined>((best, t) => (t.length < (best ?? plain).length ? t : best), undefined);
+  /**
+   * Whether Huffman coding can pay at all: the stream's order-0 entropy (what Huffman-only coding
+   * approaches from above) under 7.9 bits a byte. A mantissa byte measures ~7.99: not coded, which
+   * saves the coding's time on half (BF16) or three quarters (F32) of the bytes.
+   */
+  const clusters = (s: Uint8Array) => {
+    const counts = new Uint32Array(256);
+    for (let i = 0; i < s.length; i++) counts[s[i]!]!++;
+    let bits = 0;
+    for (const c of counts) if (c) bits -= c * Math.log2(c / s.length);
+    return bits / s.length < 7.9;
+  };
+
+  function encode({ raw, width }: FrameRequest): Uint8Array {
+    const streams = width > 1 ? Array.from({ length: width }, (_, k) => gather(raw, width, k)) : [raw];
+    const coded = streams.map((s) => {
+      if (s.length === 0) return undefined;
+      const huffman = () => zlib.deflateRawSync(s, { strategy: zlib.constants.Z_HUFFMAN_ONLY });
+      const level1 = () => zlib.deflateRawSync(s, { level: 1 });
+      // 8-bit elements (FP8, int8) try both and keep the smaller; a plain frame deflates.
+      if (width === 0) return smaller(s, [level1()]);
+      if (width > 1) return clusters(s) ? smaller(s, [huffman()]) : undefined;
+      return smaller(s, [huffman(), level1()]);
+    });
+    const head = 9 + 5 * streams.length;
+    const size = head + streams.reduce((n, s, k) => n + (coded[k] ?? s).length, 0);
+    const out = new Uint8Array(size);
+    const view = new DataView(out.buffer);
+    view.setUint32(0, raw.length, true);
+    view.setUint32(4, zlib.crc32(raw), true);
+    out[8] = streams.length;
+    let at = head;
+    streams.forEach((s, k) => {
+      const body = coded[k] ?? s;
+      out[9 + 5 * k] = coded[k] ? DEFLATE : STORED;
+      view.setUint32(10 + 5 * k, body.length, true);
+      out.set(body, at);
+      at += body.length;
+    });
+    return out;
+  }
+
+  /** The raw bytes of `frame`, which must hold `rawLength` of them; throws (code E_DIGEST) on any inconsistency. */
+  function decode(frame: Uint8Array, rawLength: number, maxWidth: number): Uint8Array {
+    if (frame.length < 9) throw fail("frame too short");
+    const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+    if (view.getUint32(0, true) !== rawLength) throw fail("frame length");
+    const n = frame[8]!;
+    if (n === 0 || n > maxWidth || frame.length < 9 + 5 * n) throw fail("frame streams");
+    const w = n === 1 ? 1 : n;
+    let at = 9 + 5 * n;
+    const streams: Uint8Array[] = [];
+    for (let k = 0; k < n; k++) {
+      const method = frame[9 + 5 * k]!;
+      const len = view.getUint32(10 + 5 * k, true);
+      if (at + len > frame.length) throw fail("stream length");
+      const body = frame.subarray(at, at + len);
+      at += len;
+      const want = Math.floor((rawLength - k + w - 1) / w);
+      let s: Uint8Array;
+      if (method === STORED) s = body;
+      else if (method === DEFLATE) {
+        try {
+          s = zlib.inflateRawSync(body, { maxOutputLength: Math.max(1, want) });
+        } catch (err) {
+          throw fail(`stream ${k}: ${(err as Error).message}`);
+        }
+      } else throw fail(`stream method ${method}`);
+      if (s.length !== want) throw fail(`stream ${k} length`);
+      streams.push(s);
+    }
+    if (at !== frame.length) throw fail("frame length");
+    let raw: Uint8Array;
+    if (n === 1) raw = streams[0]!;
+    else {
+      raw = new Uint8Array(rawLength);
+      streams.forEach((s, k) => {
+        for (let i = 0, j = k; i < s.length; i++, j += n) raw[j] = s[i]!;
+      });
+    }
+    if (zlib.crc32(raw) !== view.getUint32(4, true)) throw fail("frame checksum");
+    return raw;
+  }
+
+  return { encode, decode };
+}
+
+export type FrameCodec = ReturnType<typeof makeFrameCodec>;

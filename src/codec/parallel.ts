@@ -1,0 +1,56 @@
+/**
+ * Frames encoded and decoded on worker threads (the pool the hash workers use: src/worker-pool.ts),
+ * small ones in-process, where a worker's round trip would cost more than the work.
+ */
+import zlib from "node:zlib";
+import { WorkerPool } from "../worker-pool.js";
+import { makeFrameCodec, type FrameCodec, type FrameRequest } from "./frame.js";
+
+type Request = ({ op: "encode" } & FrameRequest) | { op: "decode"; frame: Uint8Array; rawLength: number; maxWidth: number };
+
+/** The worker's handler. Self-contained (its source is eval'd). */
+function dispatch(codec: FrameCodec) {
+  return (m: Request): Uint8Array => (m.op === "encode" ? codec.encode(m) : codec.decode(m.frame, m.rawLength, m.maxWidth));
+}
+
+const pool = new WorkerPool(`(${dispatch.toString()})((${makeFrameCodec.toString()})(require("node:zlib")))`);
+let inProcess: FrameCodec | undefined;
+const local = () => (inProcess ??= makeFrameCodec(zlib));
+/** Below this many bytes a frame is coded on the calling thread. */
+const IN_PROCESS_BYTES = 64 << 10;
+
+/** What can be moved to a worker instead of copied: a buffer the array owns whole. */
+const movable = (b: Uint8Array) => (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !(b.buffer instanceof SharedArrayBuffer) ? [b.buffer as ArrayBuffer] : []);
+
+/** Encodes one frame (see frame.ts). `raw` may be moved to the worker: the caller must not use it after. */
+export function encodeFrame(req: FrameRequest): Promise<Uint8Array> {
+  const w = req.raw.length < IN_PROCESS_BYTES ? undefined : pool.pick();
+  if (!w) return Promise.resolve().then(() => local().encode(req));
+  return pool.ask<Uint8Array>({ op: "encode", raw: req.raw, width: req.width }, w, movable(req.raw));
+}
+
+let decodingHere = false;
+
+/**
+ * Decodes one frame; rejects with E_DIGEST (a bare reason: the caller names the blob) when it is
+ * corrupt. On an idle worker; when every worker is busy, on this thread if it decodes nothing else
+ * (a reader waiting for frames has nothing else to do: on 2 cores, one worker and this thread decode
+ * at twice one worker's rate).
+ */
+export function decodeFrame(frame: Uint8Array, rawLength: number, maxWidth: number): Promise<Uint8Array> {
+  const w = rawLength < IN_PROCESS_BYTES ? undefined : (pool.idle() ?? (decodingHere ? pool.pick() : undefined));
+  if (!w) {
+    decodingHere = true;
+    return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      try {
+        return local().decode(frame, rawLength, maxWidth);
+      } finally {
+        decodingHere = false;
+      }
+    });
+  }
+  return pool.ask<Uint8Array>({ op: "decode", frame, rawLength, maxWidth }, w, movable(frame));
+}
+
+/** Frames in flight at once: enough to keep every worker busy while the main thread reads and writes. */
+export const FRAMES_IN_FLIGHT = 2 * (pool.size + 1);
