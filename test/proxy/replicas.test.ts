@@ -200,15 +200,32 @@ describe("replicas behind a round-robin balancer", () => {
   });
 
   it("two replicas asked for the same cold revision at the same instant convert it once, though one's claim lands late", async () => {
-    // The second claim written reaches the backend 150 ms late: the first replica has read its own back by then.
-    let claims = 0;
-    front.fault({ method: "PUT", kind: "manifest", when: (req) => (req.url ?? "").endsWith("-claim") && ++claims === 2, delayMs: 150 });
+    // The order that lets both convert without a second look: both replicas look (no claim), one
+    // writes and reads its own back, and only then does the other's claim land.
+    let release1!: () => void;
+    let release2!: () => void;
+    const bothLooked = new Promise<void>((resolve) => (release1 = resolve));
+    const readBack = new Promise<void>((resolve) => (release2 = resolve));
+    const isClaim = (req: { url?: string }) => (req.url ?? "").endsWith("-claim");
+    let looks = 0;
+    front.fault({ method: "PUT", kind: "manifest", when: isClaim, hold: bothLooked });
+    front.fault({ method: "PUT", kind: "manifest", when: isClaim, hold: readBack });
+    front.fault({
+      kind: "manifest",
+      times: 1000,
+      when: (req) => {
+        if (req.method === "HEAD" && isClaim(req) && ++looks === 2) release1();
+        // the first read-back's GET: the other claim lands a moment after it is answered
+        if (req.method === "GET" && isClaim(req)) setTimeout(release2, 100);
+        return false;
+      },
+    });
     const a = await replica("instant-a");
     const b = await replica("instant-b");
     const [one, two] = await Promise.all([get(`${a.url}/v2/hf/acme/instant/manifests/main`), get(`${b.url}/v2/hf/acme/instant/manifests/main`)]);
     expect(one.status).toBe(200);
     expect(two.digest).toBe(one.digest);
-    expect(claims).toBeGreaterThanOrEqual(2);
+    expect(looks).toBeGreaterThanOrEqual(3);
     expect(a.service.metrics.conversions + b.service.metrics.conversions).toBe(1);
   });
 

@@ -65,6 +65,8 @@ export interface Fault {
   dropRequestHeaders?: string[];
   /** Hold the request this long before forwarding it (a slow hop to the registry). */
   delayMs?: number;
+  /** Hold the request until this settles (to order it after another). */
+  hold?: Promise<unknown>;
   /** Change the registry's answer (read whole, Content-Length fixed up). */
   rewrite?: (res: { status: number; headers: IncomingHttpHeaders; body: Buffer }) => Partial<{
     status: number;
@@ -120,12 +122,13 @@ export async function startCountingProxy(targetUrl: string): Promise<CountingPro
       return;
     }
 
-    if (fault?.delayMs) req.pause();
     const headers = { ...req.headers };
     for (const h of fault?.dropRequestHeaders ?? []) delete headers[h.toLowerCase()];
     const forward = () => forwardTo(req, res, record, fault, headers);
-    if (fault?.delayMs) setTimeout(forward, fault.delayMs);
-    else forward();
+    if (fault?.delayMs || fault?.hold) {
+      req.pause();
+      void Promise.all([fault.hold, new Promise((r) => setTimeout(r, fault.delayMs ?? 0))]).then(forward, forward);
+    } else forward();
   });
   const forwardTo = (req: IncomingMessage, res: ServerResponse, record: ProxiedRequest, fault: (Fault & { left: number }) | undefined, headers: IncomingHttpHeaders) => {
     const method = req.method ?? "GET";
@@ -191,7 +194,7 @@ export async function startCountingProxy(targetUrl: string): Promise<CountingPro
       if (!cut) upstream.end();
     });
     req.on("error", () => upstream.destroy());
-    req.resume(); // held by delayMs until now
+    req.resume(); // held by delayMs or hold until now
   };
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
