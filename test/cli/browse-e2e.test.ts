@@ -72,28 +72,51 @@ afterAll(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
 
+/** Starts `cake browse` in a fresh tmux session and waits until it reads keys (the first frame can come before raw mode). */
+async function startBrowse(env: Record<string, string>): Promise<void> {
+  const assignments = Object.entries(env).map(([k, v]) => `${k}=${q(v)}`).join(" ");
+  const shell = `env ${assignments} ${q(process.execPath)} ${q(CAKE)} browse; echo "cake exited $?"; sleep 600`;
+  tmux("new-session", "-d", "-s", "browse", "-x", "160", "-y", "40", shell);
+  await until("empty: search (/) and pull (p) a model");
+  for (let tries = 1; ; tries++) {
+    keys("/");
+    try {
+      await until("Search: _", 3_000);
+      break;
+    } catch (err) {
+      if (tries >= 5) throw err;
+      keys("Escape");
+    }
+  }
+  keys("Escape");
+  await until("Search: press / and type");
+}
+
 describe("cake browse in a terminal", () => {
+  it("takes keys that arrive in one burst one by one: a pasted /bert, then / Backspace×4 tiny Enter in one write", async () => {
+    const env = { HF_ENDPOINT: hub.url, HF_TOKEN: "", HF_HOME: path.join(tmp, "hf"), CAKE_HOME: path.join(tmp, "store-burst") };
+    await startBrowse(env);
+    try {
+      text("/bert"); // a paste: one write
+      await until("Search: bert_");
+      keys("Enter");
+      await until(/│ hf:\/\/acme\/bert-mini/);
+      // one send-keys: one write to the terminal, as a fast typist: / (the box holds "bert"), 4 Backspaces, tiny, Enter
+      keys("/", "BSpace", "BSpace", "BSpace", "BSpace", "tiny", "Enter");
+      await until("Search: tiny   (/ to change)");
+      await until(/│ hf:\/\/acme\/tiny-llama/);
+      keys("q");
+      await until("cake exited 0");
+    } finally {
+      tmux("kill-session", "-t", "browse");
+    }
+  });
+
   it("searches the Hub, opens a model, pulls it with a progress bar, lists it, quits", async () => {
     const env = { HF_ENDPOINT: hub.url, HF_TOKEN: "", HF_HOME: path.join(tmp, "hf"), CAKE_HOME: path.join(tmp, "store") };
-    const assignments = Object.entries(env).map(([k, v]) => `${k}=${q(v)}`).join(" ");
-    const shell = `env ${assignments} ${q(process.execPath)} ${q(CAKE)} browse; echo "cake exited $?"; sleep 600`;
-    tmux("new-session", "-d", "-s", "browse", "-x", "160", "-y", "40", shell);
-
-    await until("empty: search (/) and pull (p) a model");
+    await startBrowse(env);
     expect(screen()).toContain("Local store (0)");
-
-    // The first frame can be drawn before the app reads keys (raw mode comes on just after):
-    // press / until the search box opens, closing it with Escape between tries.
-    for (let tries = 1; ; tries++) {
-      keys("/");
-      try {
-        await until("Search: _", 3_000);
-        break;
-      } catch (err) {
-        if (tries >= 5) throw err;
-        keys("Escape");
-      }
-    }
+    keys("/");
     text("llama");
     await until("Search: llama_");
     keys("Enter");
