@@ -17,12 +17,14 @@ const checked = (src: ArtifactSource, opts: { verify?: boolean }) =>
 export function exportCommand(): Command {
   return new Command("export")
     .description("rebuild the model's original files, byte for byte, from the store or an oras-pulled directory")
-    .argument("<ref-or-dir>")
-    .argument("[out]", "output directory")
+    .usage("[options] <ref-or-dir> <out>\n       cake export [options] --hf-cache <ref-or-dir> [hub-cache]")
+    .argument("<ref-or-dir>", "a model in the store (hf://org/name[@rev], host/repo:tag) or a folder written by oras pull")
+    .argument("[out]", "required: a new or empty folder to write the files into (with --hf-cache: the hub cache, default $HF_HUB_CACHE)")
     .option("--hf-cache", "write into huggingface_hub's cache ($HF_HUB_CACHE, else $HF_HOME/hub; HF_HUB_OFFLINE=1 loads it)")
+    .option("--force", "export into a folder that holds files already, replacing those of the same names")
     .option("--verify", "hash every file again against its sha256 (by default only files the store has not checked before are hashed)")
     .option("-q, --quiet", "no progress")
-    .action(async (arg: string, out: string | undefined, opts: { hfCache?: boolean; verify?: boolean; quiet?: boolean }) => {
+    .action(async (arg: string, out: string | undefined, opts: { hfCache?: boolean; verify?: boolean; force?: boolean; quiet?: boolean }) => {
       const src = await openSource(arg);
       // Exported all the same (every file is hashed against its recipe), but the recipe is the archive's word.
       if (isHfRef(arg) && isUnverified(await openStore().resolve(canonicalRef(arg)))) warnUnverified(canonicalRef(arg));
@@ -38,8 +40,8 @@ export function exportCommand(): Command {
         process.stdout.write(`${snap}\n`);
         return;
       }
-      if (!out) throw new CakeError("E_USAGE", "export needs an output directory (or --hf-cache)");
-      await exportTo(src, out, { progress, ...(opts.verify ? { verify: true } : {}) });
+      if (!out) throw new CakeError("E_USAGE", `export needs a folder to write into: cake export ${arg} <out> (or --hf-cache)`);
+      await exportTo(src, out, { progress, ...(opts.verify ? { verify: true } : {}), ...(opts.force ? { force: true } : {}) });
       say(opts, `${arg}: ${src.recipe.files.length} files written to ${out}${checked(src, opts)}`);
     });
 }
