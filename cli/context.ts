@@ -38,6 +38,21 @@ export function warnUnverified(ref: string): void {
   process.stderr.write(`cake: warning: ${ref} was loaded from an archive and is not checked against the Hub yet; run cake pull ${ref} online to check it\n`);
 }
 
+/** `--port`: 0 (any free port) to 65535. */
+export function parsePort(v: string): number {
+  if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) throw new InvalidArgumentError(`not a port (0-65535): ${v}`);
+  return Number(v);
+}
+
+/** An http:// or https:// address (a Hub, a proxy). */
+export function parseHttpUrl(v: string): string {
+  if (!URL.canParse(v) || !/^https?:$/.test(new URL(v).protocol)) throw new InvalidArgumentError(`not an http:// or https:// URL: ${v}`);
+  return v;
+}
+
+/** A path as a user writes one (`./x`, `../x`, `/x`, `~/x`), never a reference. */
+export const looksLikePath = (s: string): boolean => /^(\.{0,2}\/|~)/.test(s);
+
 export function parsePositiveInt(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1 || n > 1024) throw new InvalidArgumentError(`not a positive integer (1-1024): ${v}`);

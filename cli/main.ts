@@ -19,10 +19,21 @@ export function program(): Command {
   const p = new Command("cake")
     .description("Hugging Face models as OCI artifacts, one tensor per layer")
     .version("0.1.0")
-    .showHelpAfterError()
     .exitOverride();
-  for (const c of [pullCommand(), pushCommand(), exportCommand(), lsCommand(), inspectCommand(), diffCommand(), rmCommand(), gcCommand(), loginCommand(), saveCommand(), loadCommand(), proxyCommand(), indexCommand(), searchCommand(), browseCommand()]) p.addCommand(c.exitOverride());
+  for (const c of [pullCommand(), pushCommand(), exportCommand(), lsCommand(), inspectCommand(), diffCommand(), rmCommand(), gcCommand(), loginCommand(), saveCommand(), loadCommand(), proxyCommand(), indexCommand(), searchCommand(), browseCommand()]) p.addCommand(c);
+  oneLineUsageErrors(p);
   return p;
+}
+
+/**
+ * Commander's usage errors as cake's other errors read: one line after `cake: `, its "(Did you
+ * mean pull?)" folded in, no help text after it (`cake pul` printed the whole help).
+ */
+function oneLineUsageErrors(cmd: Command): void {
+  cmd.exitOverride().configureOutput({
+    outputError: (str, write) => write(`cake: ${str.replace(/^error: /, "").replace(/\n\(Did you mean (.+)\?\)\n?$/, ": did you mean $1?\n")}`),
+  });
+  for (const c of cmd.commands) oneLineUsageErrors(c);
 }
 
 export async function main(argv: string[]): Promise<void> {

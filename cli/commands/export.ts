@@ -1,12 +1,12 @@
 import fs from "node:fs";
 import { Command } from "commander";
-import { CakeError, canonicalRef, exportTo, exportToHfCache, hfHubCache, isHfRef, isUnverified, parseHfRef, sourceFromDir, sourceFromStore, type ArtifactSource } from "../../src/index.js";
-import { openStore, progressFor, say, warnUnverified } from "../context.js";
+import { CakeError, canonicalRef, exportTo, exportToHfCache, hfHubCache, isHfRef, isUnverified, parseHfRef, sourceFromDir, sourceFromStore, userRef, type ArtifactSource } from "../../src/index.js";
+import { looksLikePath, openStore, progressFor, say, warnUnverified } from "../context.js";
 
 /** A directory written by `oras pull` when the argument is one; else a store reference. */
 export async function openSource(arg: string): Promise<ArtifactSource> {
   if (!isHfRef(arg) && fs.existsSync(arg) && fs.statSync(arg).isDirectory()) return sourceFromDir(arg);
-  if (/^(\.{0,2}\/|~)/.test(arg)) throw new CakeError("E_NOT_FOUND", `${arg}: no such directory`);
+  if (looksLikePath(arg)) throw new CakeError("E_NOT_FOUND", `${arg}: no such directory`);
   return sourceFromStore(openStore(), arg);
 }
 
@@ -18,7 +18,7 @@ export function exportCommand(): Command {
   return new Command("export")
     .description("rebuild the model's original files, byte for byte, from the store or an oras-pulled directory")
     .usage("[options] <ref-or-dir> <out>\n       cake export [options] --hf-cache <ref-or-dir> [hub-cache]")
-    .argument("<ref-or-dir>", "a model in the store (hf://org/name[@rev], host/repo:tag) or a folder written by oras pull")
+    .argument("<ref-or-dir>", "a model in the store (hf://org/name[@rev], host/repo:tag) or a folder written by oras pull", userRef)
     .argument("[out]", "required: a new or empty folder to write the files into (with --hf-cache: the hub cache, default $HF_HUB_CACHE)")
     .option("--hf-cache", "write into huggingface_hub's cache ($HF_HUB_CACHE, else $HF_HOME/hub; HF_HUB_OFFLINE=1 loads it)")
     .option("--force", "export into a folder that holds files already, replacing those of the same names")

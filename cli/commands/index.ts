@@ -1,5 +1,5 @@
 import { Command } from "commander";
-import { CakeError, checkIndexPrefix, isHfRef, pushModelIndex } from "../../src/index.js";
+import { CakeError, checkIndexPrefix, isHfRef, pushModelIndex, userRef } from "../../src/index.js";
 import { accessFrom, openStore, parsePositiveInt, say, withRegistryOptions, type AccessOpts } from "../context.js";
 import { pulledHfRef } from "./push.js";
 
@@ -11,7 +11,7 @@ export function indexCommand(): Command {
 function indexPushCommand(): Command {
   const cmd = new Command("push")
     .description("publish the index of hf://org/name[@rev] (pulled first if the store lacks it) as REGISTRY/prefix/<org>/<name>:<commit>")
-    .argument("<source>", "hf://org/name[@rev]")
+    .argument("<source>", "hf://org/name[@rev]", userRef)
     .argument("<prefix>", "REGISTRY/prefix, e.g. localhost:5000/index")
     .option("-c, --concurrency <n>", "parallel requests if the model must be pulled first (default 16)", parsePositiveInt)
     .option("-q, --quiet", "no progress");

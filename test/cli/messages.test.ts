@@ -1,0 +1,100 @@
+/**
+ * What a new user types and reads: each mistake answered by one line that says what to do, as git
+ * and docker do (a reference without `hf://`, a revision after ':', a Hub page address pasted from
+ * the browser, a folder that is not there, a mistyped command, a bad option value, a proxy that is
+ * not running). The built binary against the Hub emulation and an in-process proxy.
+ */
+import fsp from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startProxy, type RunningProxy } from "../../proxy/index.js";
+import { makeLlamaLike } from "../fixtures/models.js";
+import { cake } from "../helpers/cli.js";
+import { startHub, type Hub } from "../hub/emulator.js";
+
+let hub: Hub;
+let proxy: RunningProxy;
+let tmp: string;
+let env: Record<string, string>;
+
+beforeAll(async () => {
+  tmp = await fsp.mkdtemp(path.join(os.tmpdir(), "cake-messages-"));
+  const model = path.join(tmp, "model");
+  await makeLlamaLike(model, { hidden: 64, layers: 1, vocab: 256 });
+  hub = await startHub();
+  hub.addRepo("acme/tiny-llama");
+  await hub.commit("acme/tiny-llama", model, { tags: ["v1"] });
+  proxy = await startProxy({ host: "127.0.0.1", port: 0, hub: hub.url, store: path.join(tmp, "proxy-store"), aliases: {}, quiet: true });
+  env = { CAKE_HOME: path.join(tmp, "store"), HF_ENDPOINT: hub.url, HF_TOKEN: "", HF_HOME: path.join(tmp, "hf") };
+}, 60_000);
+afterAll(async () => {
+  await proxy?.close();
+  await hub?.close();
+  await fsp.rm(tmp, { recursive: true, force: true });
+});
+
+/** Runs cake expecting one line on stderr and the exit code. */
+async function oneLine(args: string[], code: number): Promise<string> {
+  const r = await cake(args, env);
+  expect(r.stderr.split("\n").filter(Boolean), args.join(" ")).toHaveLength(1);
+  expect(r.code, args.join(" ")).toBe(code);
+  return r.stderr.trim();
+}
+
+describe("references as users type them", () => {
+  it("a name without hf:// is not sent to Docker Hub: did you mean hf://…", async () => {
+    expect(await oneLine(["pull", "acme/tiny-llama"], 2)).toBe("cake: acme/tiny-llama: no registry named: did you mean hf://acme/tiny-llama? (Docker Hub: docker.io/acme/tiny-llama)");
+    expect(await oneLine(["pull", "acme/tiny-llama:v1"], 2)).toContain("did you mean hf://acme/tiny-llama@v1?");
+  });
+
+  it("a Hub revision after ':' hints '@'", async () => {
+    expect(await oneLine(["pull", "hf://acme/tiny-llama:main"], 2)).toBe("cake: hf://acme/tiny-llama:main: a Hub revision follows @, not ':': did you mean hf://acme/tiny-llama@main?");
+  });
+
+  it("a model page's address pasted from the browser pulls that model (and that revision)", async () => {
+    const plain = await cake(["pull", "-q", "hf://acme/tiny-llama"], env);
+    expect(plain.code).toBe(0);
+    for (const url of ["https://huggingface.co/acme/tiny-llama", "https://huggingface.co/acme/tiny-llama/tree/v1", "https://hf.co/acme/tiny-llama/blob/main/config.json"]) {
+      const r = await cake(["pull", "-q", url], env);
+      expect(r.stderr, url).toBe("");
+      expect(r.stdout, url).toBe(plain.stdout);
+    }
+    expect((await cake(["ls"], env)).stdout).toContain("hf://acme/tiny-llama@v1");
+  });
+
+  it("a repository that does not exist: says so, and that a private one needs a token", async () => {
+    expect(await oneLine(["pull", "hf://nope"], 1)).toBe("cake: hf://nope@main: not found on the Hub: no such repository, or a private one that needs a token (no HF_TOKEN set)");
+  });
+
+  it("push of a folder that is not there says so", async () => {
+    expect(await oneLine(["push", "./nope", "127.0.0.1:9/acme/m:v1"], 1)).toBe(
+      "cake: ./nope: no such folder (push takes a folder of safetensors, hf://org/name[@rev] or a store reference)",
+    );
+  });
+});
+
+describe("usage errors: one line, exit 2", () => {
+  it("a mistyped command: did you mean, no page of help", async () => {
+    expect(await oneLine(["pul"], 2)).toBe("cake: unknown command 'pul': did you mean pull?");
+  });
+
+  it("--port and --hub values are checked, naming the option", async () => {
+    expect(await oneLine(["proxy", "--port", "abc"], 2)).toBe("cake: option '--port <n>' argument 'abc' is invalid. not a port (0-65535): abc");
+    expect(await oneLine(["proxy", "--hub", "notaurl"], 2)).toBe("cake: option '--hub <url>' argument 'notaurl' is invalid. not an http:// or https:// URL: notaurl");
+  });
+});
+
+describe("proxy warm", () => {
+  it("takes host:port/… without http://, and says what a 404 and a proxy that is not running mean", async () => {
+    const ok = await cake(["proxy", "warm", "-q", `${proxy.host}/hf/acme/tiny-llama:main`], env);
+    expect(ok.stderr).toBe("");
+    expect(ok.stdout).toMatch(/^sha256:[0-9a-f]{64}\n$/);
+    expect(await oneLine(["proxy", "warm", `${proxy.host}/hf/acme/tiny-llama:nope`], 1)).toBe(
+      "cake: hf/acme/tiny-llama:nope: no such model or revision on the Hub (the proxy answered HTTP 404): check the name and the tag (a branch, a tag or a commit)",
+    );
+    expect(await oneLine(["proxy", "warm", "127.0.0.1:9/hf/acme/tiny-llama:main"], 1)).toBe(
+      "cake: http://127.0.0.1:9: no proxy answers there (ECONNREFUSED): start one with cake proxy, or check the address",
+    );
+  });
+});
