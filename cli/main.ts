@@ -1,6 +1,6 @@
 /** The `cake` command line. Commands are thin: they parse, call the library, print. */
 import { Command, CommanderError } from "commander";
-import { closeSharedDispatcher, isCakeError, oneLine, onRetryWait } from "../src/index.js";
+import { closeSharedDispatcher, isCakeError, oneLine, onRetry, onRetryWait } from "../src/index.js";
 import { exportCommand } from "./commands/export.js";
 import { inspectCommand } from "./commands/inspect.js";
 import { lsCommand } from "./commands/ls.js";
@@ -43,7 +43,10 @@ export async function main(argv: string[]): Promise<void> {
     throw err;
   });
   // A long wait the server asked for (a rate limit's reset, Retry-After) is said on stderr, not sat through silently.
-  if (!argv.includes("-q") && !argv.includes("--quiet")) onRetryWait((line) => process.stderr.write(`cake: ${line}\n`));
+  const quiet = argv.includes("-q") || argv.includes("--quiet");
+  if (!quiet) onRetryWait((line) => process.stderr.write(`cake: ${line}\n`));
+  // A try that failed and is made again: news on a terminal (otherwise seconds of silence), noise in a log.
+  if (!quiet && process.stderr.isTTY) onRetry((line) => process.stderr.write(`cake: ${line}\n`));
   let code = 0;
   try {
     await program().parseAsync(argv);

@@ -4,13 +4,14 @@
  * the browser, a folder that is not there, a mistyped command, a bad option value, a proxy that is
  * not running). The built binary against the Hub emulation and an in-process proxy.
  */
+import { spawnSync } from "node:child_process";
 import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startProxy, type RunningProxy } from "../../proxy/index.js";
 import { makeLlamaLike } from "../fixtures/models.js";
-import { cake } from "../helpers/cli.js";
+import { CAKE, cake } from "../helpers/cli.js";
 import { startHub, type Hub } from "../hub/emulator.js";
 
 let hub: Hub;
@@ -96,5 +97,18 @@ describe("proxy warm", () => {
     expect(await oneLine(["proxy", "warm", "127.0.0.1:9/hf/acme/tiny-llama:main"], 1)).toBe(
       "cake: http://127.0.0.1:9: no proxy answers there (ECONNREFUSED): start one with cake proxy, or check the address",
     );
+  });
+});
+
+describe("a Hub that does not answer", () => {
+  it("is retried saying so on a terminal, silently into a pipe", async () => {
+    const down = { ...env, HF_ENDPOINT: "http://127.0.0.1:9", CAKE_HTTP_RETRIES: "2", CAKE_HOME: path.join(tmp, "down") };
+    const retrying = "cake: GET http://127.0.0.1:9/api/models/acme/m/revision/main: connect ECONNREFUSED 127.0.0.1:9; trying again (try 3 of 3)";
+    // script(1) gives the command a terminal, as a user's shell does
+    const tty = spawnSync("script", ["-qec", `${process.execPath} ${CAKE} pull hf://acme/m`, "/dev/null"], { env: { ...process.env, ...down }, encoding: "utf8" });
+    expect(tty.stdout).toContain(retrying);
+    const piped = await cake(["pull", "hf://acme/m"], down);
+    expect(piped.stderr).not.toContain("trying again");
+    expect(piped.stderr).toContain("cannot reach the Hub at http://127.0.0.1:9");
   });
 });
