@@ -9,6 +9,7 @@ import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { request } from "undici";
 import { startProxy, type RunningProxy } from "../../proxy/index.js";
 import { makeLlamaLike } from "../fixtures/models.js";
 import { CAKE, cake } from "../helpers/cli.js";
@@ -23,9 +24,11 @@ beforeAll(async () => {
   tmp = await fsp.mkdtemp(path.join(os.tmpdir(), "cake-messages-"));
   const model = path.join(tmp, "model");
   await makeLlamaLike(model, { hidden: 64, layers: 1, vocab: 256 });
-  hub = await startHub();
+  hub = await startHub({ tokens: { hf_alice: { user: "alice", gatedAccess: [] } } });
   hub.addRepo("acme/tiny-llama");
   await hub.commit("acme/tiny-llama", model, { tags: ["v1"] });
+  hub.addRepo("acme/gated", { gated: true });
+  await hub.commit("acme/gated", model);
   proxy = await startProxy({ host: "127.0.0.1", port: 0, hub: hub.url, store: path.join(tmp, "proxy-store"), aliases: {}, quiet: true });
   env = { CAKE_HOME: path.join(tmp, "store"), HF_ENDPOINT: hub.url, HF_TOKEN: "", HF_HOME: path.join(tmp, "hf") };
 }, 60_000);
@@ -97,6 +100,19 @@ describe("proxy warm", () => {
     expect(await oneLine(["proxy", "warm", "127.0.0.1:9/hf/acme/tiny-llama:main"], 1)).toBe(
       "cake: http://127.0.0.1:9: no proxy answers there (ECONNREFUSED): start one with cake proxy, or check the address",
     );
+  });
+});
+
+describe("the proxy and a gated model", () => {
+  it("tells an oras user how to log in to it, and a token without access that it has none", async () => {
+    const ask = async (auth?: string) => {
+      const res = await request(`${proxy.url}/v2/hf/acme/gated/manifests/main`, { headers: { accept: "application/vnd.oci.image.manifest.v1+json", ...(auth ? { authorization: auth } : {}) } });
+      const body = (await res.body.json()) as { errors: { message: string }[] };
+      return `${res.statusCode} ${body.errors[0]!.message}`;
+    };
+    expect(await ask()).toBe(`401 acme/gated: gated repository: log in with a Hugging Face token that has access (oras login ${proxy.host} -u hf -p <token>; docker login the same)`);
+    const basic = `Basic ${Buffer.from("hf:hf_alice").toString("base64")}`;
+    expect(await ask(basic)).toBe("403 acme/gated: gated repository: your Hugging Face token has not been granted access; request it on the Hub");
   });
 });
 
