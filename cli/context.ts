@@ -1,12 +1,20 @@
 /** What every command shares: the store, the Hub settings, progress per --quiet. */
+import fs from "node:fs";
 import { InvalidArgumentError, type Command } from "commander";
-import { Store, hubParamsFromEnv, ttyProgress, silentProgress, type HubParams, type ProgressSink, type RegistryAccess } from "../src/index.js";
+import { CakeError, Store, hubParamsFromEnv, ttyProgress, silentProgress, type HubParams, type ProgressSink, type RegistryAccess } from "../src/index.js";
 
 export interface GlobalOpts {
   quiet?: boolean;
 }
 
 export const openStore = () => new Store();
+
+/** The store, for a command that only reads `ref` from it: one not created yet holds nothing, and is not created by asking. */
+export function storeHolding(ref: string): Store {
+  const store = openStore();
+  if (!fs.existsSync(store.root)) throw new CakeError("E_NOT_FOUND", `${ref}: not in the store ${store.root} (run: cake pull ${ref})`);
+  return store;
+}
 /** The Hub settings from the environment; a found token the Hub refuses is said once on stderr (--quiet or not). */
 export function hub(): HubParams {
   const params = hubParamsFromEnv();

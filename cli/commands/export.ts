@@ -1,13 +1,13 @@
 import fs from "node:fs";
 import { Command } from "commander";
 import { CakeError, canonicalRef, exportTo, exportToHfCache, hfHubCache, isHfRef, isUnverified, parseHfRef, sourceFromDir, sourceFromStore, userRef, type ArtifactSource } from "../../src/index.js";
-import { looksLikePath, openStore, progressFor, say, warnUnverified } from "../context.js";
+import { looksLikePath, openStore, progressFor, say, storeHolding, warnUnverified } from "../context.js";
 
 /** A directory written by `oras pull` when the argument is one; else a store reference. */
 export async function openSource(arg: string): Promise<ArtifactSource> {
   if (!isHfRef(arg) && fs.existsSync(arg) && fs.statSync(arg).isDirectory()) return sourceFromDir(arg);
   if (looksLikePath(arg)) throw new CakeError("E_NOT_FOUND", `${arg}: no such directory`);
-  return sourceFromStore(openStore(), arg);
+  return sourceFromStore(storeHolding(arg), arg);
 }
 
 /** What the summary line says of the files' hashes. */

@@ -1,6 +1,7 @@
 import { Command } from "commander";
 import { CakeError, checkIndexPrefix, isHfRef, pushModelIndex, userRef } from "../../src/index.js";
 import { accessFrom, openStore, parsePositiveInt, say, withRegistryOptions, type AccessOpts } from "../context.js";
+import { formatBytes } from "../output.js";
 import { pulledHfRef } from "./push.js";
 
 /** `cake index …`: index artifacts (a revision's config + recipe, tagged by commit) on a registry. */
@@ -21,7 +22,7 @@ function indexPushCommand(): Command {
     const store = openStore();
     const storeRef = await pulledHfRef(src, store, opts);
     const r = await pushModelIndex(storeRef, checked, { store, ...(await accessFrom(opts)) });
-    say(opts, `${r.ref}: index of ${storeRef} pushed (${r.bytes} bytes)`);
+    say(opts, `${r.ref}: index of ${storeRef} pushed (${formatBytes(r.bytes)})`);
     process.stdout.write(`${r.manifestDigest}\n`);
   });
 }

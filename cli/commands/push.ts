@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import { Command, Option } from "commander";
 import { CakeError, canonicalRef, importDir, isHfRef, parseHfRef, pullHf, pushToRegistry, Store, formatHfRef, userRef } from "../../src/index.js";
+import { count, formatBytes } from "../output.js";
 import { accessFrom, hub, looksLikePath, openStore, parsePositiveInt, progressFor, say, warnIfOffline, withRegistryOptions, type AccessOpts } from "../context.js";
 
 /**
@@ -45,7 +46,7 @@ export function pushCommand(): Command {
       ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),
       progress: progressFor(opts, `push ${dest}`, "blobs"),
     });
-    say(opts, `${r.ref}: ${r.counts.uploaded} blobs uploaded (${r.uploadedBytes} bytes), ${r.counts.mounted} mounted, ${r.counts.exists} already there`);
+    say(opts, `${r.ref}: ${count(r.counts.uploaded, "blob")} uploaded (${formatBytes(r.uploadedBytes)}), ${r.counts.mounted} mounted, ${r.counts.exists} already there`);
     process.stdout.write(`${r.manifestDigest}\n`);
   });
 }
