@@ -7,7 +7,7 @@ import { lsCommand } from "./commands/ls.js";
 import { pullCommand } from "./commands/pull.js";
 import { gcCommand, rmCommand } from "./commands/rm-gc.js";
 import { pushCommand } from "./commands/push.js";
-import { loginCommand } from "./commands/login.js";
+import { loginCommand, logoutCommand } from "./commands/login.js";
 import { diffCommand } from "./commands/diff.js";
 import { loadCommand, saveCommand } from "./commands/save-load.js";
 import { proxyCommand } from "./commands/proxy.js";
@@ -20,7 +20,7 @@ export function program(): Command {
     .description("Hugging Face models as OCI artifacts, one tensor per layer")
     .version("0.1.0")
     .exitOverride();
-  for (const c of [pullCommand(), pushCommand(), exportCommand(), lsCommand(), inspectCommand(), diffCommand(), rmCommand(), gcCommand(), loginCommand(), saveCommand(), loadCommand(), proxyCommand(), indexCommand(), searchCommand(), browseCommand()]) p.addCommand(c);
+  for (const c of [pullCommand(), pushCommand(), exportCommand(), lsCommand(), inspectCommand(), diffCommand(), rmCommand(), gcCommand(), loginCommand(), logoutCommand(), saveCommand(), loadCommand(), proxyCommand(), indexCommand(), searchCommand(), browseCommand()]) p.addCommand(c);
   oneLineUsageErrors(p);
   return p;
 }
