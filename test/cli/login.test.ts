@@ -3,7 +3,6 @@
  * echoed), checks them against the registry, stores them; `cake logout` forgets them. The built
  * binary in tmux against a registry stand-in that wants Basic credentials.
  */
-import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import http from "node:http";
@@ -12,21 +11,9 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CAKE, cake } from "../helpers/cli.js";
+import { shq as q, terminal } from "../helpers/tmux.js";
 
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-const socket = `cake-login-${process.pid}`;
-const tmux = (...args: string[]) => execFileSync("tmux", ["-L", socket, "-f", "/dev/null", ...args], { encoding: "utf8" });
-const screen = () => tmux("capture-pane", "-p", "-t", "login");
-
-async function until(what: string, timeoutMs = 20_000): Promise<string> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const s = screen();
-    if (s.includes(what)) return s;
-    if (Date.now() > end) throw new Error(`the screen never showed ${what}; it shows:\n${s}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const term = terminal(`cake-login-${process.pid}`);
 
 let tmp: string;
 let registry: http.Server;
@@ -43,11 +30,7 @@ beforeAll(async () => {
   host = `127.0.0.1:${(registry.address() as AddressInfo).port}`;
 });
 afterAll(async () => {
-  try {
-    tmux("kill-server");
-  } catch {
-    // not started
-  }
+  term.close();
   await new Promise((r) => registry.close(r));
   await fsp.rm(tmp, { recursive: true, force: true });
 });
@@ -56,12 +39,12 @@ describe("cake login on a terminal", () => {
   it("asks for the user and the password, shows no password, stores them; logout forgets them", async () => {
     const docker = path.join(tmp, "docker");
     const shell = `env DOCKER_CONFIG=${q(docker)} ${q(process.execPath)} ${q(CAKE)} login ${host}; echo "cake exited $?"; sleep 600`;
-    tmux("new-session", "-d", "-s", "login", "-x", "120", "-y", "20", shell);
-    await until("Username:");
-    tmux("send-keys", "-t", "login", "alice", "Enter");
-    await until("Password:");
-    tmux("send-keys", "-t", "login", "s3cret", "Enter");
-    const s = await until("cake exited");
+    term.start("login", 120, 20, shell);
+    await term.until("Username:"); // (capture-pane drops the space after it)
+    term.keys("alice", "Enter");
+    await term.until("Password:");
+    term.keys("s3cret", "Enter");
+    const s = await term.until("cake exited");
     expect(s).toContain("Login Succeeded");
     expect(s).toContain("cake exited 0");
     expect(s).not.toContain("s3cret");
