@@ -38,6 +38,10 @@ export class AccessCheck {
       } catch (err) {
         const e = err as CakeError;
         if (err instanceof HubError && err.hubCode === "RevisionNotFound") throw new OciError("MANIFEST_UNKNOWN", e.message);
+        // A 401 without a repo code is about the token itself (the Hub's "Invalid credentials"), not this repo.
+        if (hub.accessToken && err instanceof HubError && err.status === 401 && err.hubCode === undefined) {
+          throw new OciError("UNAUTHORIZED", `${repo}: the Hub refused this token (wrong, expired or revoked): log in again with a valid Hugging Face token`);
+        }
         if (e.code === "E_NOT_FOUND" || e.code === "E_AUTH" || e.code === "E_GATED") throw refuse("no such model, or a private or gated one");
         throw err;
       }

@@ -104,15 +104,21 @@ describe("proxy warm", () => {
 });
 
 describe("the proxy and a gated model", () => {
-  it("tells an oras user how to log in to it, and a token without access that it has none", async () => {
+  it("tells an oras user how to log in to it, a token without access that it has none, a wrong token that it is wrong", async () => {
     const ask = async (auth?: string) => {
       const res = await request(`${proxy.url}/v2/hf/acme/gated/manifests/main`, { headers: { accept: "application/vnd.oci.image.manifest.v1+json", ...(auth ? { authorization: auth } : {}) } });
       const body = (await res.body.json()) as { errors: { message: string }[] };
       return `${res.statusCode} ${body.errors[0]!.message}`;
     };
     expect(await ask()).toBe(`401 acme/gated: gated repository: log in with a Hugging Face token that has access (oras login ${proxy.host} -u hf -p <token>; docker login the same)`);
-    const basic = `Basic ${Buffer.from("hf:hf_alice").toString("base64")}`;
-    expect(await ask(basic)).toBe("403 acme/gated: gated repository: your Hugging Face token has not been granted access; request it on the Hub");
+    const basic = (token: string) => `Basic ${Buffer.from(`hf:${token}`).toString("base64")}`;
+    expect(await ask(basic("hf_alice"))).toBe("403 acme/gated: gated repository: your Hugging Face token has not been granted access; request it on the Hub");
+    // a wrong token reads as one, not as a token without access
+    const wrong = await request(`${proxy.url}/v2/hf/acme/gated/tags/list`, { headers: { authorization: basic("hf_wrong") } });
+    expect(wrong.statusCode).toBe(401);
+    expect(((await wrong.body.json()) as { errors: { message: string }[] }).errors[0]!.message).toBe(
+      `acme/gated: the Hub refused this token (wrong, expired or revoked): log in again with a valid Hugging Face token (oras login ${proxy.host} -u hf -p <token>; docker login the same)`,
+    );
   });
 });
 
