@@ -277,7 +277,7 @@ export async function exportTo(src: ArtifactSource, out: string, opts: ExportToO
   if (!opts.force && (await fsp.readdir(out)).length > 0) {
     throw new CakeError("E_USAGE", `${out}: folder is not empty: export into a new folder, or add --force to replace its files of the same names`);
   }
-  await refuseFolderTargets(targets);
+  await refuseBlockedTargets(out, targets);
   await withExportTemp(out, [], async (temp) => {
     const staged = await stageFiles(src, opts, temp);
     await makeDirsBelow(out, targets.map((t) => path.dirname(t)));
@@ -324,11 +324,16 @@ async function stageFiles(src: ArtifactSource, opts: ExportOptions, temp: string
   return staged;
 }
 
-/** Before anything moves: a folder where a file must land would stop the export half-way. */
-async function refuseFolderTargets(targets: string[]): Promise<void> {
+/** Before anything moves: a folder where a file must land, or a file where a folder must be, would stop the export half-way. */
+async function refuseBlockedTargets(out: string, targets: string[]): Promise<void> {
+  const isA = async (p: string) => fsp.lstat(p).then((st) => (st.isDirectory() ? "folder" : st.isSymbolicLink() ? "link" : "file"), () => undefined);
   for (const t of targets) {
-    const st = await fsp.lstat(t).catch(() => undefined);
-    if (st?.isDirectory()) throw new CakeError("E_USAGE", `${t} is a folder where the export puts a file: move it away and export again`);
+    if ((await isA(t)) === "folder") throw new CakeError("E_USAGE", `${t} is a folder where the export puts a file: move it away and export again`);
+    let dir = out;
+    for (const part of path.relative(out, path.dirname(t)).split(path.sep).filter(Boolean)) {
+      dir = path.join(dir, part);
+      if ((await isA(dir)) === "file") throw new CakeError("E_USAGE", `${dir} is a file where the export puts a folder: move it away and export again`);
+    }
   }
 }
 

@@ -95,6 +95,17 @@ describe("export, all or nothing", () => {
     expect(await hashTree(out)).toEqual(await hashTree(model));
   });
 
+  it("--force into a folder where a file stands at a folder the export needs: refused before anything moves", async () => {
+    const env = await pulled();
+    const out = path.join(tmp, "blocked");
+    await fsp.mkdir(out);
+    await fsp.mkdir(path.join(out, "config.json")); // a folder where a file goes
+    const r = await cake(["export", "-q", "--force", "hf://acme/small", out], env);
+    expect(r.stderr).toBe(`cake: ${path.join(out, "config.json")} is a folder where the export puts a file: move it away and export again\n`);
+    expect(r.code).toBe(2);
+    expect(fs.readdirSync(out)).toEqual(["config.json"]);
+  });
+
   it("into an empty folder, no --force needed; onto a file, or below one, one line", async () => {
     const env = await pulled();
     const empty = path.join(tmp, "empty");
