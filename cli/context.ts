@@ -1,12 +1,20 @@
 /** What every command shares: the store, the Hub settings, progress per --quiet. */
+import fs from "node:fs";
 import { InvalidArgumentError, type Command } from "commander";
-import { Store, hubParamsFromEnv, ttyProgress, silentProgress, type HubParams, type ProgressSink, type RegistryAccess } from "../src/index.js";
+import { CakeError, Store, hubParamsFromEnv, ttyProgress, silentProgress, type HubParams, type ProgressSink, type RegistryAccess } from "../src/index.js";
 
 export interface GlobalOpts {
   quiet?: boolean;
 }
 
 export const openStore = () => new Store();
+
+/** The store, for a command that only reads `ref` from it: one not created yet holds nothing, and is not created by asking. */
+export function storeHolding(ref: string): Store {
+  const store = openStore();
+  if (!fs.existsSync(store.root)) throw new CakeError("E_NOT_FOUND", `${ref}: not in the store ${store.root} (run: cake pull ${ref})`);
+  return store;
+}
 /** The Hub settings from the environment; a found token the Hub refuses is said once on stderr (--quiet or not). */
 export function hub(): HubParams {
   const params = hubParamsFromEnv();
@@ -37,6 +45,21 @@ export function warnIfOffline(r: { offline?: string; ref: string; commit: string
 export function warnUnverified(ref: string): void {
   process.stderr.write(`cake: warning: ${ref} was loaded from an archive and is not checked against the Hub yet; run cake pull ${ref} online to check it\n`);
 }
+
+/** `--port`: 0 (any free port) to 65535. */
+export function parsePort(v: string): number {
+  if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) throw new InvalidArgumentError(`not a port (0-65535): ${v}`);
+  return Number(v);
+}
+
+/** An http:// or https:// address (a Hub, a proxy). */
+export function parseHttpUrl(v: string): string {
+  if (!URL.canParse(v) || !/^https?:$/.test(new URL(v).protocol)) throw new InvalidArgumentError(`not an http:// or https:// URL: ${v}`);
+  return v;
+}
+
+/** A path as a user writes one (`./x`, `../x`, `/x`, `~/x`), never a reference. */
+export const looksLikePath = (s: string): boolean => /^(\.{0,2}\/|~)/.test(s);
 
 export function parsePositiveInt(v: string): number {
   const n = Number(v);

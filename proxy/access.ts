@@ -27,20 +27,27 @@ export class AccessCheck {
     const hit = this.decisions.get(key);
     if (hit && hit.until > Date.now()) return hit.decision;
     const decision = (async () => {
+      // The client's own words: an oras or docker user sets no HF_TOKEN, it logs in to this proxy (sendOciError says how).
       const refuse = (why: string) =>
-        hub.accessToken ? new OciError("DENIED", `${repo}: ${why}`) : new OciError("UNAUTHORIZED", `${repo}: ${why}; log in with your Hugging Face token as the password`);
+        hub.accessToken
+          ? new OciError("DENIED", `${repo}: ${why}: your Hugging Face token has not been granted access; request it on the Hub`)
+          : new OciError("UNAUTHORIZED", `${repo}: ${why}: log in with a Hugging Face token that has access`);
       let info;
       try {
         info = await modelInfo(hub, repo, commit ?? "main");
       } catch (err) {
         const e = err as CakeError;
         if (err instanceof HubError && err.hubCode === "RevisionNotFound") throw new OciError("MANIFEST_UNKNOWN", e.message);
-        if (e.code === "E_NOT_FOUND" || e.code === "E_AUTH" || e.code === "E_GATED") throw refuse("the Hub refuses access");
+        // A 401 without a repo code is about the token itself (the Hub's "Invalid credentials"), not this repo.
+        if (hub.accessToken && err instanceof HubError && err.status === 401 && err.hubCode === undefined) {
+          throw new OciError("UNAUTHORIZED", `${repo}: the Hub refused this token (wrong, expired or revoked): log in again with a valid Hugging Face token`);
+        }
+        if (e.code === "E_NOT_FOUND" || e.code === "E_AUTH" || e.code === "E_GATED") throw refuse("no such model, or a private or gated one");
         throw err;
       }
       if (!info.gated && !info.private) return;
       const probe = await this.probePath(repo, info.sha);
-      if (probe && (await fileAccess(hub, repo, info.sha, probe)) === "denied") throw refuse("gated repository: your token has no access");
+      if (probe && (await fileAccess(hub, repo, info.sha, probe)) === "denied") throw refuse("gated repository");
     })();
     this.decisions.set(key, { until: Date.now() + this.ttlMs, decision });
     decision.catch(() => this.decisions.delete(key));

@@ -13,6 +13,9 @@ import { OciError } from "./oci-errors.js";
 
 const TAG = /^[\w][\w.-]{0,127}$/;
 
+/** A Hub repo's default branch: what a tag-less pull (`:latest`) means. */
+export const DEFAULT_BRANCH = "main";
+
 export const revisionToTag = (rev: string): string => rev.replace(/\//g, "__");
 export const tagToRevision = (tag: string): string => tag.replace(/__/g, "/");
 

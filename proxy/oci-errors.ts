@@ -51,11 +51,16 @@ export class OciError extends Error {
 export const CHALLENGE = 'Basic realm="cake proxy: log in with your Hugging Face token as the password"';
 
 export function sendOciError(res: Response, err: OciError, head = false): void {
-  if (err.status === 401) res.setHeader("WWW-Authenticate", CHALLENGE);
+  let message = err.message;
+  if (err.status === 401) {
+    res.setHeader("WWW-Authenticate", CHALLENGE);
+    // What an oras, docker or crane user runs: the host as the client named it, any user, the token as the password.
+    message += ` (oras login ${res.req.headers.host ?? "HOST"} -u hf -p <token>; docker login the same)`;
+  }
   if (err.retryAfter !== undefined) res.setHeader("Retry-After", String(err.retryAfter));
   res.status(err.status).type("application/json");
   if (head) res.end();
-  else res.send(JSON.stringify({ errors: [{ code: err.code, message: err.message, detail: {} }] }));
+  else res.send(JSON.stringify({ errors: [{ code: err.code, message, detail: {} }] }));
 }
 
 /** How long a client is asked to wait before trying again after an upstream problem (s). */

@@ -13,7 +13,9 @@ import { hostname } from "node:os";
 import type { Readable } from "node:stream";
 import {
   ANN,
+  HubError,
   HubFileReader,
+  isTransient,
   digestJob,
   hubFileSource,
   formatHfRef,
@@ -33,7 +35,7 @@ import { AccessCheck } from "./access.js";
 import { Backend, type Claim } from "./backend.js";
 import { BlobSources } from "./blob-sources.js";
 import { Metrics } from "./metrics.js";
-import { Names, assertBlobDigest, isValidTag, isWellFormedDigest, revisionToTag, tagToRevision } from "./names.js";
+import { DEFAULT_BRANCH, Names, assertBlobDigest, isValidTag, isWellFormedDigest, revisionToTag, tagToRevision } from "./names.js";
 import { OciError, ociErrorOf } from "./oci-errors.js";
 
 export interface ServiceOptions {
@@ -138,10 +140,9 @@ export class ProxyService {
       return { digest: reference, bytes: await this.opts.store.readBlob(reference, MANIFEST_LIMIT) };
     }
     if (!isValidTag(reference)) throw new OciError("MANIFEST_UNKNOWN", `${name}:${reference}: not a valid tag`);
-    const revision = tagToRevision(reference);
     let commit: string;
     try {
-      commit = (await modelInfo(hub, repo, revision)).sha;
+      commit = await this.commitOfTag(hub, repo, reference);
     } catch (err) {
       const e = ociErrorOf(err, "MANIFEST_UNKNOWN");
       if (e.code === "MANIFEST_UNKNOWN" || e.code === "NAME_UNKNOWN") throw new OciError("MANIFEST_UNKNOWN", `${name}:${reference}: ${(err as Error).message}`);
@@ -153,6 +154,19 @@ export class ProxyService {
     this.rememberCommit(repo, commit);
     const digest = await this.ensureConverted(repo, commit, hub);
     return { digest, bytes: await this.opts.store.readBlob(digest, MANIFEST_LIMIT) };
+  }
+
+  /**
+   * The commit a tag names now. `latest`, what crane, skopeo and docker ask for when given no tag,
+   * is the repo's default branch (main) unless the repo has a revision of that name.
+   */
+  private async commitOfTag(hub: HubParams, repo: string, tag: string): Promise<string> {
+    try {
+      return (await modelInfo(hub, repo, tagToRevision(tag))).sha;
+    } catch (err) {
+      if (tag !== "latest" || !(err instanceof HubError) || err.hubCode !== "RevisionNotFound") throw err;
+      return (await modelInfo(hub, repo, DEFAULT_BRANCH)).sha;
+    }
   }
 
   private async commitOfManifest(repo: string, digest: string): Promise<string | undefined> {
@@ -486,8 +500,15 @@ export class ProxyService {
     const hub = this.hubFor(clientToken);
     const repo = await this.names.repoFor(name, hub);
     await this.access.authorize(repo, undefined, hub);
-    const refs = await listRefs(hub, repo);
-    return [...refs.branches, ...refs.tags].map((r) => revisionToTag(r.name)).filter(isValidTag).sort();
+    // The repo exists and may be read (authorize asked): a refs listing the Hub answers oddly (an
+    // error of its own, entries without names) still leaves its default branch to list.
+    const refs = await listRefs(hub, repo).catch((err: unknown) => {
+      if (isTransient(err)) throw err;
+      this.log({ event: "refs-listing-failed", repo, error: (err as Error).message });
+      return { branches: [{ name: DEFAULT_BRANCH }], tags: [] };
+    });
+    const names = [...refs.branches, ...refs.tags].map((r) => r?.name).filter((n): n is string => typeof n === "string");
+    return [...new Set(names.length ? names : [DEFAULT_BRANCH])].map(revisionToTag).filter(isValidTag).sort();
   }
 
   /**

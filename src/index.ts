@@ -21,7 +21,7 @@ export * from "./model/export.js";
 export * from "./model/catalog.js";
 export * from "./model/compress.js";
 export { closeSharedDispatcher } from "./http/agent.js";
-export { onRetryWait } from "./http/retry.js";
+export { onRetry, onRetryWait } from "./http/retry.js";
 export * from "./model/dir-import.js";
 export * from "./model/registry-pull.js";
 export * from "./model/registry-push.js";

@@ -7,6 +7,7 @@
 import { useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 import { Box, Text, useApp, useInput, useStdout } from "ink";
 import { oneLine } from "../../src/index.js";
+import { splitKeys } from "./keys.js";
 import { uiProgress } from "./progress.js";
 import { initialState, startEffects, update, type Effect, type Msg, type State } from "./state.js";
 import type { Backend } from "./types.js";
@@ -126,7 +127,9 @@ export function App({ backend, initialQuery = "", onBusy }: AppProps) {
 
   const l = layout(size.columns, size.rows);
   const detailMax = Math.max(0, detailLines(state.detail, innerWidth(l.narrow ? l.columns : l.rightWidth)).lines.length - innerRows(l.bodyHeight));
-  useInput((input, key) => runner.dispatch({ type: "key", input, key, detailMax }));
+  useInput((input, key) => {
+    for (const k of splitKeys(input, key)) runner.dispatch({ type: "key", input: k.input, key: k.key, detailMax });
+  });
 
   if (l.tooSmall) {
     return (

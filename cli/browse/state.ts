@@ -158,6 +158,14 @@ export function update(s: State, msg: Msg): [State, Effect[]] {
       const at = keep === undefined ? -1 : msg.models.findIndex((m) => m.ref === keep || m.refs.includes(keep));
       const next: State = { ...s, local: msg.models, localLoading: false, localIndex: at >= 0 ? at : clamp(s.localIndex, msg.models.length) };
       if (msg.select !== undefined && at >= 0 && s.mode.kind === "browse") next.pane = "local";
+      // The detail of the Hub result just pulled ("press p") becomes the local model's: its tensors, what it shares.
+      const pulled = msg.select !== undefined && at >= 0 ? msg.models[at]! : undefined;
+      const d = s.detail;
+      if (pulled && d?.kind === "model" && d.ref !== pulled.ref && (pulled.name === d.ref || pulled.refs.includes(d.ref))) {
+        next.detail = { kind: "model", ref: pulled.ref, loading: true };
+        next.detailScroll = 0;
+        return [next, [{ kind: "detail", target: { kind: "local", model: pulled } }]];
+      }
       return [next, []];
     }
     case "localFailed":
@@ -308,8 +316,10 @@ function onKey(s: State, input: string, key: KeyInfo, detailMax: number): [State
   }
   if (input === "d") {
     if (!target) return [{ ...s, message: bad("select a model to diff from") }, []];
-    const pane = s.pane === "detail" ? s.lastList : s.pane;
-    return [{ ...s, pane, mode: { kind: "diffPick", from: target.ref }, message: undefined }, []];
+    // The second model is picked among the pulled ones (a Hub result has no tensors to compare yet), another than the first.
+    const other = s.local.findIndex((m) => m.ref !== target.ref);
+    const localIndex = selectedLocal(s)?.ref === target.ref && other >= 0 ? other : s.localIndex;
+    return [{ ...s, pane: "local", localIndex, mode: { kind: "diffPick", from: target.ref }, message: undefined }, []];
   }
   return [s, []];
 }

@@ -1,13 +1,13 @@
 import { Command } from "commander";
-import { diffModels, formatBytes } from "../../src/index.js";
+import { diffModels, formatBytes, userRef } from "../../src/index.js";
 import { accessFrom, openStore, withRegistryOptions, type AccessOpts } from "../context.js";
 import { printJson, table } from "../output.js";
 
 export function diffCommand(): Command {
   const cmd = new Command("diff")
     .description("shared / changed / new tensors and bytes between two models (store or registry; reads configs only)")
-    .argument("<a>")
-    .argument("<b>")
+    .argument("<a>", "a model (store or registry reference)", userRef)
+    .argument("<b>", "the model to compare with a", userRef)
     .option("--json", "machine-readable output")
     .option("--names", "list the changed, new and removed tensor names");
   return withRegistryOptions(cmd).action(async (a: string, b: string, opts: AccessOpts & { json?: boolean; names?: boolean }) => {

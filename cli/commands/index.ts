@@ -1,6 +1,7 @@
 import { Command } from "commander";
-import { CakeError, checkIndexPrefix, isHfRef, pushModelIndex } from "../../src/index.js";
+import { CakeError, checkIndexPrefix, isHfRef, pushModelIndex, userRef } from "../../src/index.js";
 import { accessFrom, openStore, parsePositiveInt, say, withRegistryOptions, type AccessOpts } from "../context.js";
+import { formatBytes } from "../output.js";
 import { pulledHfRef } from "./push.js";
 
 /** `cake index …`: index artifacts (a revision's config + recipe, tagged by commit) on a registry. */
@@ -11,7 +12,7 @@ export function indexCommand(): Command {
 function indexPushCommand(): Command {
   const cmd = new Command("push")
     .description("publish the index of hf://org/name[@rev] (pulled first if the store lacks it) as REGISTRY/prefix/<org>/<name>:<commit>")
-    .argument("<source>", "hf://org/name[@rev]")
+    .argument("<source>", "hf://org/name[@rev]", userRef)
     .argument("<prefix>", "REGISTRY/prefix, e.g. localhost:5000/index")
     .option("-c, --concurrency <n>", "parallel requests if the model must be pulled first (default 16)", parsePositiveInt)
     .option("-q, --quiet", "no progress");
@@ -21,7 +22,7 @@ function indexPushCommand(): Command {
     const store = openStore();
     const storeRef = await pulledHfRef(src, store, opts);
     const r = await pushModelIndex(storeRef, checked, { store, ...(await accessFrom(opts)) });
-    say(opts, `${r.ref}: index of ${storeRef} pushed (${r.bytes} bytes)`);
+    say(opts, `${r.ref}: index of ${storeRef} pushed (${formatBytes(r.bytes)})`);
     process.stdout.write(`${r.manifestDigest}\n`);
   });
 }

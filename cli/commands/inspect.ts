@@ -1,5 +1,5 @@
 import { Command } from "commander";
-import { formatBytes, storedBytes, type ModelConfig } from "../../src/index.js";
+import { formatBytes, storedBytes, userRef, type ModelConfig } from "../../src/index.js";
 import { openStore } from "../context.js";
 import { printJson, table } from "../output.js";
 import { openSource } from "./export.js";
@@ -7,7 +7,7 @@ import { openSource } from "./export.js";
 export function inspectCommand(): Command {
   return new Command("inspect")
     .description("the manifest and per-file / per-tensor table of a model (store reference or oras-pulled directory)")
-    .argument("<ref-or-dir>")
+    .argument("<ref-or-dir>", "a model in the store or a folder written by oras pull", userRef)
     .option("--json", "machine-readable output")
     .action(async (arg: string, opts: { json?: boolean }) => {
       const src = await openSource(arg);

@@ -1,18 +1,34 @@
 import { Command, Option } from "commander";
-import { checkIndexPrefix, compressByDefault, compressModel, formatBytes, isHfRef, parseHfRef, pullFromRegistry, pullHf } from "../../src/index.js";
+import { CakeError, checkIndexPrefix, compressByDefault, compressModel, formatBytes, isHfRef, parseHfRef, pullFromRegistry, pullHf, userRef } from "../../src/index.js";
 import { compressLine } from "./compress.js";
 import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, warnIfOffline, withRegistryOptions, type AccessOpts } from "../context.js";
+
+/**
+ * `cake pull acme/tiny-llama`: a name without a registry host would be asked of Docker Hub (as
+ * docker reads it), which is rarely what a model's name means: say what it probably means instead.
+ */
+function refuseImplicitDockerHub(ref: string): void {
+  if (isHfRef(ref)) return;
+  const slash = ref.indexOf("/");
+  const first = slash >= 0 ? ref.slice(0, slash) : "";
+  if (first.includes(".") || first.includes(":") || first === "localhost") return;
+  const name = ref.replace(/@.*$/, "");
+  const tag = /^([^:]+):([^:]+)$/.exec(name);
+  const hf = tag ? `hf://${tag[1]}@${tag[2]}` : `hf://${name}`;
+  throw new CakeError("E_REF", `${ref}: no registry named: did you mean ${hf}? (Docker Hub: docker.io/${ref})`);
+}
 
 export function pullCommand(): Command {
   const cmd = new Command("pull")
     .description("fetch a model into the local store: hf://org/name[@revision] or host/repo[:tag|@digest] (a cake, CNCF ModelPack, Docker Model Runner or KitOps artifact)")
-    .argument("<ref>")
+    .argument("<ref>", "hf://org/name[@revision] (or the model's Hub page address) or host/repo[:tag|@digest]", userRef)
     .option("-c, --concurrency <n>", "parallel requests for the whole model (default 16)", parsePositiveInt)
     .option("-q, --quiet", "no progress")
     .option("--compress", "keep the model's layers compressed in the store (default when CAKE_COMPRESS=1; see cake compress)")
     .option("--index <registry/prefix>", "hf:// only: a registry of index artifacts (cake index push) to learn the units from (default $CAKE_INDEX)")
     .addOption(new Option("--chunk-size <bytes>", "split blobs bigger than this into parallel Range requests").argParser(Number).hideHelp());
   return withRegistryOptions(cmd).action(async (ref: string, opts: AccessOpts & { concurrency?: number; chunkSize?: number; quiet?: boolean; index?: string; compress?: boolean }) => {
+    refuseImplicitDockerHub(ref);
     const store = openStore();
     // After the pull has verified and tagged it: each layer compressed on its own, crash-safe.
     const compressing = opts.compress || compressByDefault();

@@ -1,7 +1,8 @@
 import fs from "node:fs";
 import { Command, Option } from "commander";
-import { canonicalRef, importDir, isHfRef, parseHfRef, pullHf, pushToRegistry, Store, formatHfRef, PUSH_FORMATS, type PushFormat } from "../../src/index.js";
-import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, warnIfOffline, withRegistryOptions, type AccessOpts } from "../context.js";
+import { CakeError, canonicalRef, importDir, isHfRef, parseHfRef, pullHf, pushToRegistry, Store, formatHfRef, userRef, PUSH_FORMATS, type PushFormat } from "../../src/index.js";
+import { count, formatBytes } from "../output.js";
+import { accessFrom, hub, looksLikePath, openStore, parsePositiveInt, progressFor, say, warnIfOffline, withRegistryOptions, type AccessOpts } from "../context.js";
 
 /**
  * The store reference to push: a folder is imported, a Hub model pulled (if needed; the store's copy
@@ -15,6 +16,7 @@ async function storeRefFor(src: string, dest: string, store: Store, opts: { quie
     await importDir(src, store, { progress: progressFor(opts, `import ${src}`, "blobs"), tag: ref });
     return ref;
   }
+  if (looksLikePath(src)) throw new CakeError("E_NOT_FOUND", `${src}: no such folder (push takes a folder of safetensors, hf://org/name[@rev] or a store reference)`);
   return canonicalRef(src);
 }
 
@@ -29,7 +31,7 @@ export async function pulledHfRef(src: string, store: Store, opts: { quiet?: boo
 export function pushCommand(): Command {
   const cmd = new Command("push")
     .description("push a model to an OCI registry: from a local folder, hf://org/name[@rev] (via the store), or a store reference")
-    .argument("<source>", "folder | hf://org/name[@rev] | store reference")
+    .argument("<source>", "folder | hf://org/name[@rev] | store reference", userRef)
     .argument("<dest>", "host[:port]/repo[:tag]")
     .option("-c, --concurrency <n>", "blobs uploaded at once (default 16)", parsePositiveInt)
     .option("-q, --quiet", "no progress")
@@ -46,7 +48,7 @@ export function pushCommand(): Command {
       progress: progressFor(opts, `push ${dest}`, "blobs"),
       format: opts.format,
     });
-    say(opts, `${r.ref}: ${r.counts.uploaded} blobs uploaded (${r.uploadedBytes} bytes), ${r.counts.mounted} mounted, ${r.counts.exists} already there`);
+    say(opts, `${r.ref}: ${count(r.counts.uploaded, "blob")} uploaded (${formatBytes(r.uploadedBytes)}), ${r.counts.mounted} mounted, ${r.counts.exists} already there`);
     process.stdout.write(`${r.manifestDigest}\n`);
   });
 }

@@ -1,6 +1,7 @@
 import { Command } from "commander";
 import { CakeError, formatBytes, loadArchive, saveArchive } from "../../src/index.js";
-import { openStore, progressFor, say } from "../context.js";
+import { openStore, progressFor, say, storeHolding } from "../context.js";
+import { count } from "../output.js";
 
 export function saveCommand(): Command {
   return new Command("save")
@@ -11,8 +12,8 @@ export function saveCommand(): Command {
     .action(async (args: string[], opts: { quiet?: boolean }) => {
       if (args.length < 2) throw new CakeError("E_USAGE", "save needs a reference and the archive to write: cake save <ref...> <archive.tar>");
       const out = args[args.length - 1]!;
-      const r = await saveArchive(openStore(), args.slice(0, -1), out, { progress: progressFor(opts, `save ${out}`, "blobs") });
-      say(opts, `${out}: ${r.refs.join(", ")} (${r.blobs} blobs, ${formatBytes(r.bytes)})`);
+      const r = await saveArchive(storeHolding(args[0]!), args.slice(0, -1), out, { progress: progressFor(opts, `save ${out}`, "blobs") });
+      say(opts, `${out}: ${r.refs.join(", ")} (${count(r.blobs, "blob")}, ${formatBytes(r.bytes)})`);
     });
 }
 
@@ -30,6 +31,6 @@ export function loadCommand(): Command {
       for (const u of r.untagged) {
         say(opts, `${archive}: manifest ${u.digest} ${u.name === undefined ? "has no name" : `is named ${JSON.stringify(u.name)}, not a reference`}; loaded, not tagged`);
       }
-      say(opts, `${archive}: ${r.tagged.length} models, ${r.blobs} new blobs (${formatBytes(r.bytes)}), ${r.reused} already in the store`);
+      say(opts, `${archive}: ${count(r.tagged.length, "model")}, ${count(r.blobs, "new blob")} (${formatBytes(r.bytes)}), ${r.reused} already in the store`);
     });
 }

@@ -15,7 +15,7 @@ import type { Dispatcher } from "undici";
 import { CakeError } from "../errors.js";
 import { formatBytes } from "../units.js";
 import { dispatchRequest, sharedDispatcher } from "./agent.js";
-import { DEFAULT_RETRY, RETRYABLE_STATUS, backoffDelay, describeError, isNetworkError, noticeWait, serverWait, sleep, type RetryPolicy, type ServerWait } from "./retry.js";
+import { DEFAULT_RETRY, RETRYABLE_STATUS, backoffDelay, describeError, isNetworkError, noticeRetry, noticeWait, serverWait, sleep, type RetryPolicy, type ServerWait } from "./retry.js";
 import { HTTP_TIMEOUTS, STALLED_TRIES, UPLOAD_ANSWER_MS, deadlineError, describeTimeout, type HttpTimeouts } from "./timeouts.js";
 import { byteWindow } from "./window.js";
 
@@ -129,9 +129,10 @@ async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpRes
     if (describeTimeout(err, waits)) stalled++;
   };
   /** Waits before the next try: what the server asked for, else backoff with jitter. */
-  const pause = async (wait?: ServerWait) => {
+  const pause = async (why: string, wait?: ServerWait) => {
     const ms = wait?.ms ?? backoffDelay(attempt, policy);
     if (wait) noticeWait(`${method} ${displayUrl(target)}`, ms, wait.reason);
+    else if (attempt === 2) noticeRetry(`${method} ${displayUrl(target)}`, why, sent + 1, policy.retries + 1);
     await sleep(ms, req.signal);
   };
   for (;;) {
@@ -157,8 +158,9 @@ async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpRes
       clearTimeout(timer);
       if (!isNetworkError(err)) throw err;
       noteStall(err);
-      if (!mayRetry()) return failed(err, isClosed(err) ? "connection closed" : describeError(err));
-      await pause();
+      const why = isClosed(err) ? "connection closed" : describeError(err);
+      if (!mayRetry()) return failed(err, why);
+      await pause(why);
       continue;
     }
     if (deadline) timer = setTimeout(() => deadline.abort(deadlineError()), deadlineMs);
@@ -185,7 +187,7 @@ async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpRes
       if (mayRetry(wait)) {
         clearTimeout(timer);
         await res.body.dump();
-        await pause(wait);
+        await pause(`HTTP ${status}`, wait);
         continue;
       }
     }
@@ -197,7 +199,7 @@ async function exchange<T>(url: string, req: HttpRequest, consume: (res: HttpRes
       noteStall(err.cause);
       if (err.progressed) attempt = 0;
       if (!mayRetry()) return failed(err.cause, err.detail);
-      await pause();
+      await pause(err.detail);
     } finally {
       clearTimeout(timer);
     }

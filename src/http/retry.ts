@@ -123,6 +123,18 @@ const NOTICE_AFTER_MS = 2000;
 export function noticeWait(what: string, ms: number, reason: string): void {
   if (ms >= NOTICE_AFTER_MS) waitNotice?.(`${what}: ${reason}; waiting ${Math.round(ms / 1000)} s before asking again`);
 }
+/**
+ * Where a request tried again is told, once per request at its third try (about 0.75 s in): the CLI
+ * says it on a terminal, where a Hub or registry that is down was otherwise 10-20 s of silence
+ * before the error. Silent by default.
+ */
+let retryNotice: ((line: string) => void) | undefined;
+export function onRetry(sink: ((line: string) => void) | undefined): void {
+  retryNotice = sink;
+}
+export function noticeRetry(what: string, why: string, nextTry: number, tries: number): void {
+  retryNotice?.(`${what}: ${why}; trying again (try ${nextTry} of ${tries})`);
+}
 /** Tells a wait of unknown length through the same sink (a store lease waiting for `cake gc`). */
 export function noticeLine(line: string): void {
   waitNotice?.(line);

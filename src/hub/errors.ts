@@ -61,7 +61,8 @@ export function hubErrorOf(res: HttpDocument, what: string, params: TokenState):
   if (res.status === 401 || res.status === 403) {
     return new HubError("E_AUTH", `${what}: ${res.status === 401 ? "unauthorized" : "forbidden"}${message ? `: ${message}` : ""}${token}`, res.status, code);
   }
-  if (res.status === 404) return new HubError("E_NOT_FOUND", `${what}: not found`, res.status, code);
+  // Only a path the Hub has no page for answers 404 without a code: a repository name that is no repository.
+  if (res.status === 404) return new HubError("E_NOT_FOUND", `${what}: not found on the Hub: no such repository, or a private one that needs a token${token}`, res.status, code);
   const wait = res.status === 429 ? serverWait(429, res.headers) : undefined;
   const tries = res.tries > 1 ? ` (${res.tries} tries)` : "";
   if (wait) return new HubError("E_HTTP", `${what}: HTTP 429, the Hub's ${wait.reason}: more than CAKE_HTTP_MAX_WAIT allows; try again later${tries}`, res.status, code);

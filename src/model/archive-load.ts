@@ -103,6 +103,7 @@ export async function loadArchive(store: Store, tarPath: string, opts: LoadOptio
           if (await store.hasBlob(digest, size)) {
             await drain(entry);
             reused++;
+            opts.progress?.item();
             continue;
           }
           await store.withIngest(hex, size, async (ing) => {
@@ -117,6 +118,7 @@ export async function loadArchive(store: Store, tarPath: string, opts: LoadOptio
           });
           blobs++;
           bytes += size;
+          opts.progress?.item();
         } else if (isFile && name === "index.json") {
           if (indexBytes) throw new CakeError("E_RECIPE", `${tarPath}: holds index.json twice`);
           indexBytes = await readEntry(entry, MAX_ARCHIVE_INDEX, `${tarPath}: index.json`);

@@ -1,7 +1,8 @@
 /**
- * Where an export writes. Its files go first into a private folder (0700) that it creates in the
- * target folder, named by `tempPath` (`.cake-export.<pid>-<time>-<random>.tmp`), and are renamed
- * into place from there. Nobody else can create anything in it, so a link planted in a shared
+ * Where an export writes. Its files go first into a private folder (0700) that it creates beside a
+ * new target folder or inside an existing one, named by `tempPath`
+ * (`.cake-export.<pid>-<time>-<random>.tmp`), and are renamed into place from there once all are
+ * written (export.ts). Nobody else can create anything in it, so a link planted in a shared
  * target folder is never written through, and a file being written is never seen under its real
  * name. A killed export leaves its folder behind; the next export into that folder removes those
  * of dead processes. The folders below the target folder are never reached through a link.

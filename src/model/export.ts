@@ -1,8 +1,9 @@
 /**
- * `cake export`: rebuilds every original file of an artifact, byte for byte. Each file is written
- * in the export's private temp folder (export-temp.ts) and renamed into place when complete: a
- * failed or killed export never leaves a partial file under a real name, and a link planted at a
- * target's name is replaced, never written through.
+ * `cake export`: rebuilds every original file of an artifact, byte for byte. All files are written
+ * in the export's private temp folder (export-temp.ts) and renamed into place once all are complete:
+ * a failed or killed export leaves nothing new under a real name, and a link planted at a target's
+ * name is replaced, never written through. Into the HF cache, each file lands when it is complete
+ * (its blobs are named by their hashes, a snapshot link by its file).
  *
  * Hashing: store blobs hash to their names (checked at ingest), and a Hub pull checks every rebuilt
  * file against the Hub's LFS oid / git oid, so the store records the manifest as verified and
@@ -102,15 +103,26 @@ async function* filePieces(src: ArtifactSource, f: RecipeFile, take: () => Buffe
       const opened = next;
       next = early(++i);
       let got = 0;
-      for await (const b of blobPieces(src, s.digest, s.size, take, opened)) {
-        got += b.length;
-        yield b;
+      try {
+        for await (const b of blobPieces(src, s.digest, s.size, take, opened)) {
+          got += b.length;
+          yield b;
+        }
+      } catch (err) {
+        throw missingBlob(src, s.digest, f, err);
       }
       if (got !== s.size) throw new CakeError("E_SIZE", `${src.where}: blob ${s.digest} for ${f.path} has ${got} bytes, the recipe says ${s.size}`);
     }
   } finally {
     next?.destroy();
   }
+}
+
+/** A blob gone from under the source (removed by hand, a store damaged) as one line that says what to do; any other error as it is. */
+function missingBlob(src: ArtifactSource, d: string, f: RecipeFile, err: unknown): unknown {
+  if ((err as NodeJS.ErrnoException).code !== "ENOENT") return err;
+  const fix = src.manifest ? `pull ${src.where} again` : "oras pull it again";
+  return new CakeError("E_NOT_FOUND", `${src.where}: blob ${d} (of ${f.path}) is missing: ${fix}`, { cause: err });
 }
 
 /**
@@ -161,7 +173,9 @@ async function writeFile(src: ArtifactSource, f: RecipeFile, tmp: string, target
     const whole = verify || f.digest === undefined ? undefined : src.blobFile?.(f.digest);
     if (whole !== undefined && (await sizeOf(whole)) === f.size) {
       // A whole file that is one blob stored as it is: the kernel copies it (copy_file_range, or a reflink where the filesystem can).
-      await fsp.copyFile(whole, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
+      await fsp.copyFile(whole, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE).catch((err: NodeJS.ErrnoException) => {
+        throw err.path === whole ? missingBlob(src, f.digest!, f, err) : err;
+      });
       await fsp.chmod(tmp, 0o644); // store blobs are read-only; the user's copy is not
       progress.bytes(f.size);
       written = f.size;
@@ -261,11 +275,91 @@ async function withExportTemp<T>(dir: string, targetDirs: string[], fn: (temp: s
   }
 }
 
-/** Every file under `out/<path>`. */
-export async function exportTo(src: ArtifactSource, out: string, opts: ExportOptions = {}): Promise<string[]> {
+export interface ExportToOptions extends ExportOptions {
+  /** Into a folder that holds files already: files of the same names are replaced (each whole, at once). */
+  force?: boolean;
+}
+
+/**
+ * Every file under `out/<path>`. All of them are written and checked in a private temp folder
+ * first, so a failure (a missing or damaged blob, a full disk, a cancel) leaves nothing new behind:
+ * a new `out` is that folder renamed into place; into an existing one (empty, or with `force`)
+ * the files are renamed in one by one once all are complete, each whole.
+ */
+export async function exportTo(src: ArtifactSource, out: string, opts: ExportToOptions = {}): Promise<string[]> {
   const targets = src.recipe.files.map((f) => safeJoin(out, f.path, "file path"));
-  await withExportTemp(out, targets.map((t) => path.dirname(t)), (temp) => forEachFile(src, opts, temp, (_f, i, write) => write(targets[i]!)));
+  const st = await fsp.stat(out).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT") return undefined;
+    if (err.code === "ENOTDIR") throw new CakeError("E_USAGE", `${out}: a file stands on its path: export into a folder`, { cause: err });
+    throw err;
+  });
+  if (st && !st.isDirectory()) throw new CakeError("E_USAGE", `${out} is a file: export into a new or empty folder`);
+  if (!st) {
+    await exportIntoNewFolder(src, out, opts);
+    return targets;
+  }
+  await removeStaleExportTemps([out, ...targets.map((t) => path.dirname(t))]);
+  if (!opts.force && (await fsp.readdir(out)).length > 0) {
+    throw new CakeError("E_USAGE", `${out}: folder is not empty: export into a new folder, or add --force to replace its files of the same names`);
+  }
+  await refuseBlockedTargets(out, targets);
+  await withExportTemp(out, [], async (temp) => {
+    const staged = await stageFiles(src, opts, temp);
+    await makeDirsBelow(out, targets.map((t) => path.dirname(t)));
+    for (const [i, t] of targets.entries()) await fsp.rename(staged[i]!, t);
+  });
   return targets;
+}
+
+/** A new folder `out`: staged beside it (in the same parent, so one rename), then renamed into place; a parent it had to create goes again on failure. */
+async function exportIntoNewFolder(src: ArtifactSource, out: string, opts: ExportOptions): Promise<void> {
+  const parent = path.dirname(path.resolve(out));
+  const made = await fsp.mkdir(parent, { recursive: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOTDIR" || err.code === "EEXIST") throw new CakeError("E_USAGE", `${out}: a file stands on its path: export into a folder`, { cause: err });
+    throw err;
+  });
+  try {
+    await removeStaleExportTemps([parent]);
+    const temp = await makeExportTemp(parent);
+    try {
+      await stageFiles(src, opts, temp);
+      await fsp.rename(path.join(temp, STAGE), out).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === "ENOTEMPTY" || err.code === "EEXIST") throw new CakeError("E_IO", `${out}: created by someone else while exporting: export again`, { cause: err });
+        throw err;
+      });
+    } finally {
+      await fsp.rm(temp, { recursive: true, force: true });
+    }
+  } catch (err) {
+    if (made) await fsp.rm(made, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** The folder in an export's temp folder where the files are laid out as they will be in `out`. */
+const STAGE = "files";
+
+/** Writes and checks every file under `temp/files/<path>` (folders with the user's default mode); their paths, in recipe order. */
+async function stageFiles(src: ArtifactSource, opts: ExportOptions, temp: string): Promise<string[]> {
+  const stage = path.join(temp, STAGE);
+  await fsp.mkdir(stage);
+  const staged = src.recipe.files.map((f) => safeJoin(stage, f.path, "file path"));
+  await makeDirsBelow(stage, staged.map((t) => path.dirname(t)));
+  await forEachFile(src, opts, temp, (_f, i, write) => write(staged[i]!));
+  return staged;
+}
+
+/** Before anything moves: a folder where a file must land, or a file where a folder must be, would stop the export half-way. */
+async function refuseBlockedTargets(out: string, targets: string[]): Promise<void> {
+  const isA = async (p: string) => fsp.lstat(p).then((st) => (st.isDirectory() ? "folder" : st.isSymbolicLink() ? "link" : "file"), () => undefined);
+  for (const t of targets) {
+    if ((await isA(t)) === "folder") throw new CakeError("E_USAGE", `${t} is a folder where the export puts a file: move it away and export again`);
+    let dir = out;
+    for (const part of path.relative(out, path.dirname(t)).split(path.sep).filter(Boolean)) {
+      dir = path.join(dir, part);
+      if ((await isA(dir)) === "file") throw new CakeError("E_USAGE", `${dir} is a file where the export puts a folder: move it away and export again`);
+    }
+  }
 }
 
 /** huggingface_hub's cache folder name for a model repo. */

@@ -17,6 +17,8 @@ export function parseHfRef(s: string): HfRef {
   const m = /^hf:\/\/([^@]+)(?:@(.+))?$/.exec(s);
   if (!m) throw new CakeError("E_REF", `${s}: not a Hub reference (want hf://org/name[@revision])`);
   const repo = m[1]!.replace(/\/+$/, "");
+  const tagged = /^([^:]+):([^:/]+)$/.exec(repo);
+  if (tagged && m[2] === undefined) throw new CakeError("E_REF", `${s}: a Hub revision follows @, not ':': did you mean hf://${tagged[1]}@${tagged[2]}?`);
   const parts = repo.split("/");
   if (parts.length > 2 || !parts.every((p) => NAME.test(p) && !p.includes(".."))) {
     throw new CakeError("E_REF", `${s}: bad repository name ${JSON.stringify(repo)} (want org/name)`);
@@ -32,6 +34,20 @@ export function parseHfRef(s: string): HfRef {
 export const formatHfRef = (r: { repo: string; revision: string }) => `hf://${r.repo}@${r.revision}`;
 
 export const isHfRef = (s: string) => s.startsWith("hf://");
+
+/**
+ * A model page's address as a browser shows it: `https://huggingface.co/org/name`, also with
+ * `/tree/<rev>`, `/blob/<rev>/<file>`, `/resolve/<rev>/<file>` or `/commit/<rev>` (hf.co too).
+ * Datasets and spaces are not models.
+ */
+const HUB_PAGE = /^https?:\/\/(?:www\.)?(?:huggingface\.co|hf\.co)\/(?!(?:api|datasets|spaces)\/)([^/?#]+(?:\/[^/?#]+)?)(?:\/(?:tree|blob|resolve|commit)\/([^/?#]+)(?:\/[^?#]*)?)?\/?(?:[?#].*)?$/;
+
+/** What a user typed as a reference: a pasted Hub page address becomes `hf://org/name[@rev]`; anything else is itself. */
+export function userRef(s: string): string {
+  const m = HUB_PAGE.exec(s);
+  if (!m) return s;
+  return `hf://${m[1]}${m[2] ? `@${decodeURIComponent(m[2])}` : ""}`;
+}
 
 /**
  * `org.opencontainers.image.ref.name`'s grammar (image-spec annotations.md) without the ':' and '@'

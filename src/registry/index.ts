@@ -15,6 +15,7 @@ export { RegistryError, errorCodeFor, parseOciErrors, type OciErrorEntry } from 
 export {
   credentialHost,
   dockerConfigDir,
+  eraseCredentials,
   login,
   lookupCredentials,
   parseWWWAuthenticate,

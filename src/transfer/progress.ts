@@ -32,9 +32,9 @@ export function ttyProgress(label: string, itemName: string, stream: NodeJS.Writ
     const secs = (now - start) / 1000;
     const rate = got / Math.max(secs, 0.001);
     const eta = rate > 0 ? (total - got) / rate : Infinity;
-    stream.write(
-      `\r\x1b[K${label}: ${formatBytes(got)} / ${formatBytes(total)}  ${formatBytes(rate)}/s  ETA ${formatEta(eta)}  ${itemsDone}/${items} ${itemName}`,
-    );
+    // An archive being loaded has no totals before its end: what is done so far, not "/ 0 B" and "0/0".
+    const size = total > 0 ? `${formatBytes(got)} / ${formatBytes(total)}  ${formatBytes(rate)}/s  ETA ${formatEta(eta)}` : `${formatBytes(got)}  ${formatBytes(rate)}/s`;
+    stream.write(`\r\x1b[K${label}: ${size}  ${items > 0 ? `${itemsDone}/${items}` : itemsDone} ${itemName}`);
   };
   return {
     addTotal(b, n = 0) {

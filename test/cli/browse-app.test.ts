@@ -162,6 +162,18 @@ describe("cake browse screen", () => {
     expect(screen()).toMatch(/│ hf:\/\/acme\/tiny-llama +main +6\.0 MiB +- /);
   });
 
+  it("takes keys read in one chunk (a paste, tmux send-keys) one by one", async () => {
+    const fake = fakeBackend([base], [{ source: "hub", ref: "hf://acme/tiny-llama", downloads: 1, likes: 0, updated: "2025-02-03T00:00:00Z" }]);
+    const { until, press } = start(fake.backend, 160, 40);
+    await until("Local store (1)");
+    await press("/tiny\r");
+    await until("Results (1)");
+    expect(fake.calls).toContain("search tiny");
+    await press("/ab\x7fcd\r"); // Backspace inside the chunk takes back the b
+    await until("Results (0)");
+    expect(fake.calls).toContain("search tinyacd");
+  });
+
   it("opens a local model: files, tensors with dtype and shape, and which local model shares each", async () => {
     const { until, press, screen } = start(fakeBackend([base, ft], []).backend, 160, 40);
     await until("Local store (2)");

@@ -3,8 +3,6 @@
  * emulation, driven with keys and read off the screen as a user would: search, open a model, pull it
  * (the progress bar counting the real engine's tensors), see it in the local list, quit.
  */
-import { execFileSync } from "node:child_process";
-import { accessSync, constants } from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -12,47 +10,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeLlamaLike } from "../fixtures/models.js";
 import { startHub, type Hub } from "../hub/emulator.js";
 import { CAKE, cake } from "../helpers/cli.js";
-
-/** tmux from $PATH; missing, the test fails (install it with .ci/setup), it does not skip. */
-function tmuxBin(): string {
-  for (const dir of (process.env.PATH ?? "").split(path.delimiter).filter(Boolean)) {
-    const p = path.join(dir, "tmux");
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  throw new Error("tmux is required by the cake browse end-to-end test; install it with .ci/setup");
-}
-
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+import { shq as q, terminal } from "../helpers/tmux.js";
 
 let hub: Hub;
 let tmp: string;
 let commit: string;
-const socket = `cake-browse-e2e-${process.pid}`;
-let TMUX: string;
-/** tmux on a server of our own (its own socket, no user config), so nothing else's sessions or settings matter. */
-const tmux = (...args: string[]) => execFileSync(TMUX, ["-L", socket, "-f", "/dev/null", ...args], { encoding: "utf8" });
-const screen = () => tmux("capture-pane", "-p", "-t", "browse");
-const keys = (...k: string[]) => tmux("send-keys", "-t", "browse", ...k);
-const text = (s: string) => tmux("send-keys", "-t", "browse", "-l", s);
-
-/** Waits until the screen shows `what`; on timeout the error carries the screen as it was then. */
-async function until(what: string | RegExp, timeoutMs = 30_000): Promise<string> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const s = screen();
-    if (typeof what === "string" ? s.includes(what) : what.test(s)) return s;
-    if (Date.now() > end) throw new Error(`the screen never showed ${what}; it shows:\n${s}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const term = terminal(`cake-browse-e2e-${process.pid}`);
+const { screen, keys, text, until } = term;
 
 beforeAll(async () => {
-  TMUX = tmuxBin();
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), "cake-browse-e2e-"));
   const model = path.join(tmp, "tiny-llama");
   await makeLlamaLike(model, { hidden: 256, layers: 2, vocab: 2048, shards: 2 });
@@ -63,37 +29,56 @@ beforeAll(async () => {
   await hub.commit("acme/bert-mini", model);
 });
 afterAll(async () => {
-  try {
-    if (TMUX) tmux("kill-server");
-  } catch {
-    // the server is gone already
-  }
+  term.close();
   await hub?.close();
   await fs.rm(tmp, { recursive: true, force: true });
 });
 
+/** Starts `cake browse` in a fresh tmux session and waits until it reads keys (the first frame can come before raw mode). */
+async function startBrowse(env: Record<string, string>): Promise<void> {
+  const assignments = Object.entries(env).map(([k, v]) => `${k}=${q(v)}`).join(" ");
+  const shell = `env ${assignments} ${q(process.execPath)} ${q(CAKE)} browse; echo "cake exited $?"; sleep 600`;
+  term.start("browse", 160, 40, shell);
+  await until("empty: search (/) and pull (p) a model");
+  for (let tries = 1; ; tries++) {
+    keys("/");
+    try {
+      await until("Search: _", 3_000);
+      break;
+    } catch (err) {
+      if (tries >= 5) throw err;
+      keys("Escape");
+    }
+  }
+  keys("Escape");
+  await until("Search: press / and type");
+}
+
 describe("cake browse in a terminal", () => {
+  it("takes keys that arrive in one burst one by one: a pasted /bert, then / Backspace×4 tiny Enter in one write", async () => {
+    const env = { HF_ENDPOINT: hub.url, HF_TOKEN: "", HF_HOME: path.join(tmp, "hf"), CAKE_HOME: path.join(tmp, "store-burst") };
+    await startBrowse(env);
+    try {
+      text("/bert"); // a paste: one write
+      await until("Search: bert_");
+      keys("Enter");
+      await until(/│ hf:\/\/acme\/bert-mini/);
+      // one send-keys: one write to the terminal, as a fast typist: / (the box holds "bert"), 4 Backspaces, tiny, Enter
+      keys("/", "BSpace", "BSpace", "BSpace", "BSpace", "tiny", "Enter");
+      await until("Search: tiny   (/ to change)");
+      await until(/│ hf:\/\/acme\/tiny-llama/);
+      keys("q");
+      await until("cake exited 0");
+    } finally {
+      term.kill("browse");
+    }
+  });
+
   it("searches the Hub, opens a model, pulls it with a progress bar, lists it, quits", async () => {
     const env = { HF_ENDPOINT: hub.url, HF_TOKEN: "", HF_HOME: path.join(tmp, "hf"), CAKE_HOME: path.join(tmp, "store") };
-    const assignments = Object.entries(env).map(([k, v]) => `${k}=${q(v)}`).join(" ");
-    const shell = `env ${assignments} ${q(process.execPath)} ${q(CAKE)} browse; echo "cake exited $?"; sleep 600`;
-    tmux("new-session", "-d", "-s", "browse", "-x", "160", "-y", "40", shell);
-
-    await until("empty: search (/) and pull (p) a model");
+    await startBrowse(env);
     expect(screen()).toContain("Local store (0)");
-
-    // The first frame can be drawn before the app reads keys (raw mode comes on just after):
-    // press / until the search box opens, closing it with Escape between tries.
-    for (let tries = 1; ; tries++) {
-      keys("/");
-      try {
-        await until("Search: _", 3_000);
-        break;
-      } catch (err) {
-        if (tries >= 5) throw err;
-        keys("Escape");
-      }
-    }
+    keys("/");
     text("llama");
     await until("Search: llama_");
     keys("Enter");

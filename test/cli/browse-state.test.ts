@@ -133,6 +133,29 @@ describe("browse state", () => {
     expect(s.localIndex).toBe(1);
   });
 
+  it("the detail of a Hub result, pulled, becomes the local model's (no more \"press p\")", () => {
+    let s = run(loaded([]), type("/"), type("tiny"), key({ return: true }), { type: "results", query: "tiny", hits: [hit("acme/tiny-llama")], errors: [] }, key({ return: true })).s;
+    expect(s.detail).toMatchObject({ kind: "model", ref: "hf://acme/tiny-llama" });
+    s = run(s, type("p"), { type: "taskDone", text: "pulled", select: "hf://acme/tiny-llama@main" }).s;
+    const tiny = model("tiny-llama");
+    const { s: after, fx } = run(s, { type: "local", models: [model("a"), tiny], select: "hf://acme/tiny-llama@main" });
+    expect(after.detail).toEqual({ kind: "model", ref: "hf://acme/tiny-llama@main", loading: true });
+    expect(fx).toEqual([{ kind: "detail", target: { kind: "local", model: tiny } }]);
+  });
+
+  it("the diff picker starts among the pulled models, on another than the first, even from the Hub results", () => {
+    const [a, b] = [model("a"), model("bb")];
+    const s0 = run(loaded([a, b]), type("/"), type("x"), key({ return: true }), { type: "results", query: "x", hits: [hit("acme/x")], errors: [] }).s;
+    expect(s0.pane).toBe("results");
+    const s1 = run(s0, key({ tab: true }), type("d")).s; // tab: to the local list, a selected
+    expect(s1.mode).toEqual({ kind: "diffPick", from: a.ref });
+    expect(s1.pane).toBe("local");
+    expect(s1.localIndex).toBe(1);
+    const fromHit = run(s0, key({ return: true }), type("d")).s; // from the detail of a result
+    expect(fromHit.mode).toEqual({ kind: "diffPick", from: "hf://acme/x" });
+    expect(fromHit.pane).toBe("local");
+  });
+
   it("a failed task shows its error and reloads the store", () => {
     const s0 = run(loaded([model("a")]), type("p")).s;
     const { s, fx } = run(s0, { type: "taskFailed", error: "hf://acme/a@main: repository not found" });

@@ -67,7 +67,7 @@ describe("export and links planted in its target folder", () => {
       const out = path.join(tmp, `out-links-${verify}`);
       await plantAtOldTempNames(out, names);
       for (const name of names) await fsp.symlink(victim, path.join(out, name));
-      await exportTo(await sourceFromStore(new Store(env.CAKE_HOME), "hf://acme/small"), out, { verify });
+      await exportTo(await sourceFromStore(new Store(env.CAKE_HOME), "hf://acme/small"), out, { verify, force: true });
       expect(await fsp.readFile(victim, "utf8")).toBe(PRECIOUS);
       for (const name of names) expect((await fsp.lstat(path.join(out, name))).isFile(), name).toBe(true);
       const files = [...(await hashTree(out))].filter(([p]) => names.includes(p)); // the planted links are listed too

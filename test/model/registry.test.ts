@@ -62,7 +62,7 @@ describe("cake push / pull with a real registry", () => {
     // the same registry, another repository: every blob is mounted, none uploaded
     const mount = await cake(["push", `${reg.host}/acme/tiny-llama:v1`, `${reg.host}/mirror/tiny-llama:v1`], e);
     expect(mount.code).toBe(0);
-    expect(mount.stderr).toMatch(/: 0 blobs uploaded \(0 bytes\), \d+ mounted, 0 already there/);
+    expect(mount.stderr).toMatch(/: 0 blobs uploaded \(0 B\), \d+ mounted, 0 already there/);
     // by digest too
     const e2 = env();
     expect(await ok(["pull", "-q", `${reg.host}/acme/tiny-llama@${pushDigest}`], e2)).toBe(pushDigest);

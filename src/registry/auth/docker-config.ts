@@ -12,7 +12,7 @@ import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { CakeError } from "../../errors.js";
 import { isDockerHubHost } from "../reference.js";
-import { helperGet, helperStore } from "./helpers.js";
+import { helperErase, helperGet, helperStore } from "./helpers.js";
 
 export interface Credentials {
   username?: string;
@@ -135,6 +135,23 @@ export async function storeCredentials(host: string, username: string, password:
   delete auths[key].username;
   delete auths[key].password;
   config.auths = auths;
+  await writeFileAtomic(file, `${JSON.stringify(config, null, "\t")}\n`);
+  return file;
+}
+
+/**
+ * Removes what `storeCredentials` stored for `host` (`docker logout`): from its credential helper,
+ * else `config.json`'s `auths` entry (other keys kept). Returns where they were; undefined if nowhere.
+ */
+export async function eraseCredentials(host: string, opts: { dockerConfig?: string } = {}): Promise<string | undefined> {
+  const file = join(dockerConfigDir(opts.dockerConfig), "config.json");
+  const config = await readDockerConfig(file);
+  if (!config) return undefined;
+  const helper = helperFor(config, host);
+  if (helper !== undefined && (await helperErase(helper, serverAddress(host)))) return `docker-credential-${helper}`;
+  const key = findKey(config.auths, host);
+  if (key === undefined) return undefined;
+  delete config.auths![key];
   await writeFileAtomic(file, `${JSON.stringify(config, null, "\t")}\n`);
   return file;
 }

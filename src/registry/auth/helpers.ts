@@ -10,7 +10,7 @@ import type { Credentials } from "./docker-config.js";
 const HELPER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const HELPER_TIMEOUT_MS = 60_000;
 
-function runHelper(name: string, action: "get" | "store", input: string): Promise<{ code: number; stdout: string; stderr: string }> {
+function runHelper(name: string, action: "get" | "store" | "erase", input: string): Promise<{ code: number; stdout: string; stderr: string }> {
   if (!HELPER_NAME.test(name)) throw new CakeError("E_AUTH", `credential helper name "${name}" is not valid`);
   const program = `docker-credential-${name}`;
   return new Promise((resolve, reject) => {
@@ -72,4 +72,12 @@ export async function helperStore(name: string, server: string, username: string
   if (code !== 0) {
     throw new CakeError("E_AUTH", `docker-credential-${name} store ${server} failed: ${(stdout || stderr).trim().split("\n")[0] ?? `exit ${code}`}`);
   }
+}
+
+/** Removes the helper's credentials for `server`; false when it had none. */
+export async function helperErase(name: string, server: string): Promise<boolean> {
+  const { code, stdout, stderr } = await runHelper(name, "erase", server);
+  if (code === 0) return true;
+  if (/credentials not found/i.test(stdout + stderr)) return false;
+  throw new CakeError("E_AUTH", `docker-credential-${name} erase ${server} failed: ${(stdout || stderr).trim().split("\n")[0] ?? `exit ${code}`}`);
 }
