@@ -127,7 +127,7 @@ describe("export, all or nothing", () => {
   it("--help names what ref-or-dir may be and that out is required", async () => {
     const r = await cake(["export", "--help"], {});
     expect(r.stdout).toContain("Usage: cake export [options] <ref-or-dir> <out>");
-    expect(r.stdout).toMatch(/ref-or-dir +a model in the store \(hf:\/\/org\/name\[@rev\], host\/repo:tag\) or a\s+folder written by oras pull/);
+    expect(r.stdout).toMatch(/ref-or-dir +a model in the store \(hf:\/\/org\/name\[@rev\], host\/repo:tag\), an\s+OCI\s+layout[^]*folder written by oras pull/);
     expect(r.stdout).toMatch(/out +required: a new or empty folder/);
   });
 });

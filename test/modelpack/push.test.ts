@@ -95,11 +95,11 @@ describe("cake push --format modelpack", () => {
     const again = await cake(["push", "--format", "modelpack", `${reg.host}/acme/det:a`, `${reg.host}/acme/det:a`], e1);
     expect(again.code).toBe(0);
     expect(again.stdout.trim()).toBe(first);
-    expect(again.stderr).toMatch(/: 0 blobs uploaded \(0 bytes\), 0 mounted, \d+ already there/);
+    expect(again.stderr).toMatch(/: 0 blobs uploaded \(0 B\), 0 mounted, \d+ already there/);
     // another repository of the same registry: every blob (files and config) is mounted, none uploaded again
     const mirror = await cake(["push", "--format", "modelpack", `${reg.host}/acme/det:a`, `${reg.host}/mirror/det:a`], e1);
     expect(mirror.stdout.trim()).toBe(first);
-    expect(mirror.stderr).toMatch(/: 0 blobs uploaded \(0 bytes\), [1-9]\d* mounted, 0 already there/);
+    expect(mirror.stderr).toMatch(/: 0 blobs uploaded \(0 B\), [1-9]\d* mounted, 0 already there/);
     // another store, converted again from the same folder
     expect(await cakeOk(["push", "-q", "--format", "modelpack", base, `${reg.host}/acme/det:b`], env())).toBe(first);
     // the default format stays cake's per-tensor artifact
