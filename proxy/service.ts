@@ -296,6 +296,7 @@ export class ProxyService {
     const ref = status.ref;
     this.metrics.conversions++;
     this.log({ event: "convert-start", ref });
+    const began = Date.now(); // the conversion alone: the backend lookup and claim before it are not in `seconds`
     const progress = this.progressFor(status);
     const found: Array<[string, HubBlobSource]> = [];
     const r = await pullHf(
@@ -315,7 +316,7 @@ export class ProxyService {
     this.metrics.hubFetched(r.stats.fetchedBytes);
     const resumed = r.reuse?.fromRegistry;
     if (resumed) this.metrics.backendFetched(resumed.bytes);
-    this.log({ event: "convert-done", ref, digest: r.manifestDigest, seconds: (Date.now() - status.startedAt) / 1000, fetchedBytes: r.stats.fetchedBytes, ...(resumed ? { backendBlobs: resumed.blobs, backendBytes: resumed.bytes } : {}) });
+    this.log({ event: "convert-done", ref, digest: r.manifestDigest, seconds: (Date.now() - began) / 1000, fetchedBytes: r.stats.fetchedBytes, ...(resumed ? { backendBlobs: resumed.blobs, backendBytes: resumed.bytes } : {}) });
     // The client is answered now; the other replicas get it once the push lands (the manifest tag last).
     if (this.backend) this.pushInBackground(repo, commit);
     return r.manifestDigest;
