@@ -5,11 +5,10 @@
  * from the backend registry — always verified before a byte is served.
  *
  * Its parts by role: access.ts (may this client read this repo, asked of the Hub), blob-sources.ts
- * (where each converted blob lies on the Hub, for refetches), backend.ts (the registry replicas share).
+ * (where each converted blob lies on the Hub, for refetches), replication.ts (replicas sharing the
+ * work over a backend: claims, waits, background pushes, revisions looked up there) and backend.ts
+ * (the registry replicas share).
  */
-import { randomUUID } from "node:crypto";
-import { setTimeout as sleep } from "node:timers/promises";
-import { hostname } from "node:os";
 import type { Readable } from "node:stream";
 import {
   ANN,
@@ -32,11 +31,12 @@ import {
   type Store,
 } from "../src/index.js";
 import { AccessCheck } from "./access.js";
-import { Backend, type Claim } from "./backend.js";
+import { Backend } from "./backend.js";
 import { BlobSources } from "./blob-sources.js";
 import { Metrics } from "./metrics.js";
 import { DEFAULT_BRANCH, Names, assertBlobDigest, isValidTag, isWellFormedDigest, revisionToTag, tagToRevision } from "./names.js";
 import { OciError, ociErrorOf } from "./oci-errors.js";
+import { Replication } from "./replication.js";
 
 export interface ServiceOptions {
   store: Store;
@@ -67,21 +67,6 @@ export interface Conversion {
 }
 
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
-/** Revisions of one repo looked for in the backend for a digest this replica does not know. */
-const MAX_BACKEND_REVISIONS = 32;
-/**
- * How long a claim holds without renewal. Its owner renews it every third of that while it converts
- * and pushes (a large model over a slow link takes as long as it takes); a dead owner's claim ends
- * within this, and a waiting replica converts instead.
- */
-const CLAIM_TTL_MS = 30_000;
-/** How long a stopping replica waits for its cancelled pushes to clean up (Kubernetes' default grace period is 30 s). */
-const STOP_WAIT_MS = 10_000;
-/** How long a replica that wrote a claim waits before reading it again (twice its write's time, within these bounds). */
-const CLAIM_SETTLE_MIN_MS = 250;
-const CLAIM_SETTLE_MAX_MS = 2_000;
-/** How often a replica waiting on another's conversion looks for its manifest in the backend. */
-const CLAIM_POLL_MS = 500;
 
 export class ProxyService {
   readonly metrics = new Metrics();
@@ -89,27 +74,23 @@ export class ProxyService {
   readonly conversions = new Map<string, { status: Conversion; done: Promise<string> }>();
   /** May this client read this repo (also asked by the ModelPack view, modelpack-view.ts). */
   readonly access: AccessCheck;
-  /** The registry replicas share, when there is one. */
-  private readonly backend?: Backend;
+  /** Replicas sharing the work over a backend registry, when there is one. */
+  private readonly replication?: Replication;
   private readonly owners = new Map<string, { version: number; map: Map<string, string> }>();
   /** digest -> where each converted repo holds it on the Hub. */
   private readonly sources: BlobSources;
   /** repo -> commits clients resolved a tag to here. */
   private readonly namedCommits = new Map<string, Set<string>>();
-  private readonly backendPushes = new Set<Promise<void>>();
-  /** Claims this replica holds (converting, then pushing), renewed until the push lands. */
-  private readonly renewals = new Map<string, { timer: NodeJS.Timeout; repo: string; commit: string }>();
-  private stopped = false;
-  /** Stops background pushes in flight when the service stops (their upload sessions are cancelled). */
-  private readonly stopping = new AbortController();
-  /** Names this replica in its conversion claims in the backend. */
-  private readonly replicaId = `${hostname()}/${process.pid}/${randomUUID().slice(0, 8)}`;
 
   constructor(readonly opts: ServiceOptions) {
     this.names = new Names(opts.aliases ?? {});
     this.sources = new BlobSources(opts.store.root);
     this.access = new AccessCheck(opts.store, opts.accessTtlMs);
-    if (opts.backend) this.backend = new Backend(opts.backend, opts.backendAccess, opts.store, (e) => this.log(e), (n) => this.metrics.backendFetched(n));
+    if (opts.backend) {
+      const log = (e: Record<string, unknown>) => this.log(e);
+      const backend = new Backend(opts.backend, opts.backendAccess, opts.store, log, (n) => this.metrics.backendFetched(n));
+      this.replication = new Replication({ backend, store: opts.store, metrics: this.metrics, log, claimTtlMs: () => this.opts.claimTtlMs });
+    }
   }
 
   /** Hub parameters for a client: its token, else the server's. */
@@ -194,101 +175,16 @@ export class ProxyService {
 
   private async convert(repo: string, commit: string, hub: HubParams, status: Conversion): Promise<string> {
     const ref = status.ref;
-    if (this.backend) {
-      const got = await this.leased(() => this.backend!.fetchConverted(repo, commit)).catch((err) => {
-        this.log({ event: "backend-miss", ref, error: (err as Error).message });
-        return undefined;
-      });
-      if (got) {
-        this.metrics.backendHits++;
-        return got;
-      }
-      this.metrics.backendMisses++;
-      const other = await this.claimOrWait(repo, commit, ref);
+    if (this.replication) {
+      const other = await this.replication.takeOrClaim(repo, commit, ref);
       if (other) return other;
-      this.holdClaim(repo, commit);
     }
     try {
       return await this.convertFromHub(repo, commit, hub, status);
     } catch (err) {
       // Released at once, so a replica waiting on it converts instead of waiting out the expiry.
-      this.dropClaim(repo, commit);
-      if (this.backend) await this.backend.writeClaim(repo, commit, { owner: this.replicaId, expires: 0 }).catch(() => {});
+      await this.replication?.release(repo, commit);
       throw err;
-    }
-  }
-
-  /** Renews this replica's claim on `repo@commit` every third of its life until dropClaim. */
-  private holdClaim(repo: string, commit: string): void {
-    const ttl = this.opts.claimTtlMs ?? CLAIM_TTL_MS;
-    const key = formatHfRef({ repo, revision: commit });
-    this.dropClaim(repo, commit);
-    const renew = () => void this.backend?.writeClaim(repo, commit, { owner: this.replicaId, expires: Date.now() + ttl }).catch(() => {});
-    const timer = setInterval(renew, Math.max(1000, ttl / 3));
-    timer.unref();
-    this.renewals.set(key, { timer, repo, commit });
-  }
-
-  private dropClaim(repo: string, commit: string): void {
-    const key = formatHfRef({ repo, revision: commit });
-    clearInterval(this.renewals.get(key)?.timer);
-    this.renewals.delete(key);
-  }
-
-  /**
-   * Claims the conversion of `repo@commit` in the backend, or waits for the replica that holds the claim:
-   * the manifest digest once that replica's push lands, or undefined when this replica is to convert
-   * (its claim read back as its own twice, a settling time apart, or the other's expired or was
-   * released). Registries have no compare-and-swap: two replicas whose writes are further apart than
-   * the settling time may each read back their own claim and both convert; that costs the Hub bytes
-   * twice, never a wrong byte (the same commit converts to the same
-   * digests, and pushes of equal content are idempotent). A backend that fails here is no reason not
-   * to serve: this replica converts.
-   */
-  private async claimOrWait(repo: string, commit: string, ref: string): Promise<string | undefined> {
-    const backend = this.backend!;
-    for (;;) {
-      const claim = await backend.readClaim(repo, commit).catch(() => undefined);
-      if (claim && this.isOthers(claim)) {
-        const got = await this.waitForOther(repo, commit, ref);
-        if (got) return got;
-        continue;
-      }
-      const mine = { owner: this.replicaId, expires: Date.now() + (this.opts.claimTtlMs ?? CLAIM_TTL_MS) };
-      const began = Date.now();
-      const ok = await backend.writeClaim(repo, commit, mine).then(
-        () => true,
-        (err) => void this.log({ event: "backend-claim-failed", ref, error: (err as Error).message }),
-      );
-      if (!ok) return undefined;
-      let read = await backend.readClaim(repo, commit).catch(() => undefined);
-      if (read && this.isOthers(read)) continue;
-      // A replica that looked before this claim was there may be writing its own now: wait as long as
-      // such a write takes, then look again — the last writer holds the claim, and both see it.
-      await sleep(Math.min(CLAIM_SETTLE_MAX_MS, Math.max(CLAIM_SETTLE_MIN_MS, 2 * (Date.now() - began))));
-      read = await backend.readClaim(repo, commit).catch(() => undefined);
-      if (!read || !this.isOthers(read)) return undefined;
-    }
-  }
-
-  /** Whether a claim holds this replica off: another's, not expired. */
-  private isOthers(claim: Claim): boolean {
-    return claim.owner !== this.replicaId && claim.expires > Date.now();
-  }
-
-  /**
-   * Waits while another replica's claim on `repo@commit` holds, polling the backend for the manifest:
-   * its digest once taken here, or undefined when the claim ended (expired, released) without one.
-   */
-  private async waitForOther(repo: string, commit: string, ref: string): Promise<string | undefined> {
-    const backend = this.backend!;
-    for (let polls = 0; ; polls++) {
-      const got = await this.leased(() => backend.fetchConverted(repo, commit)).catch((err) => void this.log({ event: "backend-miss", ref, error: (err as Error).message }));
-      if (got) return got;
-      const claim = await backend.readClaim(repo, commit).catch(() => undefined);
-      if (!claim || !this.isOthers(claim)) return undefined;
-      if (!polls) this.log({ event: "backend-wait", ref, owner: claim.owner });
-      await new Promise((resolve) => setTimeout(resolve, CLAIM_POLL_MS));
     }
   }
 
@@ -307,7 +203,7 @@ export class ProxyService {
         progress,
         ...(this.opts.concurrency ? { concurrency: this.opts.concurrency } : {}),
         // What a replica that died converting this revision pushed already comes from the backend, then the operator's index.
-        index: [...(this.backend ? [this.backend.resumeSource(commit)] : []), ...(this.opts.index ? [{ prefix: this.opts.index, access: this.opts.backendAccess ?? {} }] : [])],
+        index: [...(this.replication ? [this.replication.backend.resumeSource(commit)] : []), ...(this.opts.index ? [{ prefix: this.opts.index, access: this.opts.backendAccess ?? {} }] : [])],
         onNotice: (line) => this.log({ event: "convert-notice", ref, message: line }),
         onBlob: (digest, source) => found.push([digest, source]),
       },
@@ -318,59 +214,21 @@ export class ProxyService {
     if (resumed) this.metrics.backendFetched(resumed.bytes);
     this.log({ event: "convert-done", ref, digest: r.manifestDigest, seconds: (Date.now() - began) / 1000, fetchedBytes: r.stats.fetchedBytes, ...(resumed ? { backendBlobs: resumed.blobs, backendBytes: resumed.bytes } : {}) });
     // The client is answered now; the other replicas get it once the push lands (the manifest tag last).
-    if (this.backend) this.pushInBackground(repo, commit);
+    this.replication?.pushInBackground(repo, commit);
     return r.manifestDigest;
-  }
-
-  /**
-   * Pushes `repo@commit` to the backend, retried with backoff (1 s doubling to 1 min) until it lands or
-   * the service stops; each try holds a store lease, so gc never takes a blob from under it.
-   */
-  private pushInBackground(repo: string, commit: string): void {
-    const ref = formatHfRef({ repo, revision: commit });
-    const backend = this.backend!;
-    const attempt = async (): Promise<void> => {
-      for (let wait = 1000; !this.stopped; wait = Math.min(wait * 2, 60_000)) {
-        try {
-          await this.leased(() => backend.push(repo, commit, this.stopping.signal));
-          this.dropClaim(repo, commit); // the manifest tag is there: waiters take it
-          return;
-        } catch (err) {
-          if (this.stopped) return;
-          this.metrics.uploadFailures++;
-          this.log({ event: "backend-push-failed", ref, error: (err as Error).message, retryInMs: wait });
-          await sleep(wait, undefined, { signal: this.stopping.signal, ref: false }).catch(() => {});
-        }
-      }
-    };
-    this.metrics.uploadQueued();
-    const p = attempt().finally(() => {
-      this.backendPushes.delete(p);
-      this.metrics.uploadEnded(true); // its failed tries were counted as they happened
-    });
-    this.backendPushes.add(p);
   }
 
   /** Resolves when every background push to the backend has landed (or given up on stop). */
   async backendSettled(): Promise<void> {
-    while (this.backendPushes.size) await Promise.all(this.backendPushes);
+    await this.replication?.backendSettled();
   }
 
   /**
-   * Stops the background pushes: a push in flight is cancelled, its upload sessions deleted (no
-   * orphan `_uploads` in the backend's storage), and each claim this replica holds is released, so
-   * another replica takes the revision over at once, resuming from what landed. Resolves when done.
+   * Stops the background pushes to the backend and releases this replica's claims there
+   * (Replication.stop). Resolves when done.
    */
   async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    this.stopping.abort(new Error("the proxy is stopping"));
-    const claims = [...this.renewals.values()];
-    for (const c of claims) clearInterval(c.timer);
-    this.renewals.clear();
-    // Bounded: a backend that is down must not hold a stopping replica (its orchestrator kills it at the grace period's end).
-    await Promise.race([this.backendSettled(), sleep(STOP_WAIT_MS, undefined, { ref: false })]);
-    await Promise.all(claims.map((c) => this.backend?.writeClaim(c.repo, c.commit, { owner: this.replicaId, expires: 0 }).catch(() => {})));
+    await this.replication?.stop();
   }
 
   /** Commits of `repo` that clients named (tags resolved here): where a blob by digest is looked for first. */
@@ -383,24 +241,17 @@ export class ProxyService {
   /**
    * A manifest or blob of `repo` this store does not know, looked for in the backend (another replica
    * converted it): the revisions tried are the commits clients named here, then every branch and tag of
-   * the repo on the Hub (asked with the client's credentials), newest first as the Hub lists them, at
-   * most MAX_BACKEND_REVISIONS. Each revision the backend has is taken (manifest, config, recipe) and
-   * tagged here, so its blobs are known from then on; a revision the backend never got is converted
-   * here. The commit that holds `digest`, if any.
+   * the repo on the Hub (asked with the client's credentials), newest first as the Hub lists them; each
+   * the backend has is taken and tagged here (Replication.lookUpRevisions). A revision the backend never
+   * got is converted here. The commit that holds `digest`, if any.
    */
   private async findInBackend(repo: string, digest: string, hub: HubParams): Promise<string | undefined> {
-    if (!this.backend) return undefined;
+    if (!this.replication) return undefined;
     const commits = new Set(this.namedCommits.get(repo));
     const refs = await listRefs(hub, repo).catch(() => undefined);
     for (const r of [...(refs?.branches ?? []), ...(refs?.tags ?? [])]) commits.add(r.targetCommit);
-    for (const commit of [...commits].slice(0, MAX_BACKEND_REVISIONS)) {
-      const ref = formatHfRef({ repo, revision: commit });
-      if (await this.opts.store.resolve(ref)) continue;
-      // A revision another replica is converting (its push still in flight) is waited for, not missed.
-      const got = await this.waitForOther(repo, commit, ref);
-      const owner = got && (await this.commitOwning(repo, digest));
-      if (owner) return owner;
-    }
+    const inBackend = await this.replication.lookUpRevisions(repo, [...commits], () => this.commitOwning(repo, digest));
+    if (inBackend) return inBackend;
     // Nowhere in the backend (the replica that converted it died before its push landed): convert the
     // revisions a client named here, else the newest, here — the blob is the Hub's, as the manifest was.
     for (const commit of [...(this.namedCommits.get(repo) ?? commits)].slice(0, 2)) {
@@ -443,7 +294,9 @@ export class ProxyService {
     const store = this.opts.store;
     let size = await store.blobSize(digest);
     if (size === undefined) {
-      await this.leased(() => this.refetch(repo, commit, digest, hub));
+      // Under a store lease: a `cake gc` waits for it or is refused, so it never deletes the blob
+      // about to be served (docs/architecture.md).
+      await store.withLease(() => this.refetch(repo, commit, digest, hub));
       size = await store.blobSize(digest);
       if (size === undefined) throw new OciError("BLOB_UNKNOWN", `${name}: blob ${digest} could not be fetched`);
     } else this.metrics.cacheHits++;
@@ -492,7 +345,7 @@ export class ProxyService {
       this.metrics.hubFetched(stats.fetchedBytes);
       return;
     }
-    await this.backend?.fetchBlob(repo, commit, digest);
+    await this.replication?.backend.fetchBlob(repo, commit, digest);
   }
 
   // ---- tags ----
@@ -510,13 +363,5 @@ export class ProxyService {
     });
     const names = [...refs.branches, ...refs.tags].map((r) => r?.name).filter((n): n is string => typeof n === "string");
     return [...new Set(names.length ? names : [DEFAULT_BRANCH])].map(revisionToTag).filter(isValidTag).sort();
-  }
-
-  /**
-   * Runs `fn`, which writes blobs (and tags), under a store lease: a `cake gc` waits for it or is
-   * refused, so it never deletes what `fn` is about to serve or tag (docs/architecture.md).
-   */
-  private leased<T>(fn: () => Promise<T>): Promise<T> {
-    return this.opts.store.withLease(fn);
   }
 }

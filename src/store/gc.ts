@@ -20,6 +20,7 @@ import { ANN } from "../format/oci.js";
 import { lockOwner, tryLock } from "./lock.js";
 import { removeOwnTemp, tempPath, tempWriterAlive } from "./pid.js";
 import { removeFile } from "./remove.js";
+import { annotationOf, cakeRefOf } from "./tags.js";
 
 /** What gc needs of the store's layout. */
 export interface GcFiles {
@@ -139,13 +140,3 @@ export async function collectGarbage(files: GcFiles, successorsOf: Successors): 
       await removeFile(gcLock);
     }
 }
-
-/** An annotation of an index.json entry, whatever other tools wrote there. */
-export function annotationOf(entry: unknown, key: string): string | undefined {
-  const a = (entry as { annotations?: unknown } | null)?.annotations;
-  const v = typeof a === "object" && a !== null ? (a as Record<string, unknown>)[key] : undefined;
-  return typeof v === "string" ? v : undefined;
-}
-
-/** The cake reference an index.json entry is tagged as; undefined for another tool's entry. */
-export const cakeRefOf = (entry: unknown): string | undefined => annotationOf(entry, ANN.cakeRef);

@@ -13,8 +13,8 @@
  *   cake/compressed/<hex>           a blob kept compressed instead of in blobs/ (compressed.ts); read transparently
  *
  * A blob becomes visible only by rename after its bytes were hashed and checked. This file keeps the
- * blobs, ingests and tags; the records about blobs are records.ts, gc and leases gc.ts, and what
- * readers outside the store may use is content.ts.
+ * blobs and ingests; the tags (index.json) are tags.ts, the records about blobs records.ts, gc and
+ * leases gc.ts, and what readers outside the store may use is content.ts.
  */
 import fs from "node:fs";
 import fsp, { type FileHandle } from "node:fs/promises";
@@ -27,23 +27,19 @@ import { CakeError } from "../errors.js";
 import { envPath } from "../paths-env.js";
 import { DOCUMENT_LIMIT } from "../format/artifact.js";
 import { successors, type Successors } from "../format/graph.js";
-import { ANN, DIGEST_RE, MANIFEST_LIMIT, MT, hexOf, type Descriptor, type ImageIndex } from "../format/oci.js";
+import { DIGEST_RE, MANIFEST_LIMIT, hexOf, type Descriptor } from "../format/oci.js";
+import { atomicWrite, writeSynced } from "./atomic-write.js";
 import { Ingest } from "./ingest.js";
 import { withLock } from "./lock.js";
 import { tempPath } from "./pid.js";
-import { annotationOf, cakeRefOf, collectGarbage, takeLease } from "./gc.js";
+import { collectGarbage, takeLease } from "./gc.js";
 import { GuessMisses, LocationRecords, RangeRecords, type RangeRecord } from "./records.js";
 import { removeFile } from "./remove.js";
 import { CompressedBlobs, isMissing, syncDir } from "./compressed.js";
+import { TagIndex, emptyIndex, type Tag } from "./tags.js";
 
 export function defaultStoreDir(): string {
   return envPath("CAKE_HOME") ?? path.join(os.homedir(), ".cache", "cake");
-}
-
-export interface Tag {
-  /** cake's reference string, e.g. "hf://acme/tiny-llama@main" or "127.0.0.1:5000/acme/m:v1". */
-  ref: string;
-  descriptor: Descriptor;
 }
 
 export class Store implements ContentStore {
@@ -55,6 +51,7 @@ export class Store implements ContentStore {
   private readonly locationRecords: LocationRecords;
   private readonly misses: GuessMisses;
   private readonly compressed: CompressedBlobs;
+  private readonly index: TagIndex;
   /** Blobs this process found compression would not make smaller: not tried again. */
   private readonly notSmaller = new Set<string>();
 
@@ -64,6 +61,7 @@ export class Store implements ContentStore {
     this.locationRecords = new LocationRecords(this.p("cake", "locations"));
     this.misses = new GuessMisses(this.p("cake", "guess-misses"));
     this.compressed = new CompressedBlobs(this.p("cake", "compressed"));
+    this.index = new TagIndex(this.p("index.json"), this.p("cake", "index.lock"));
   }
 
   private p(...parts: string[]) {
@@ -75,24 +73,14 @@ export class Store implements ContentStore {
     this.ready ??= (async () => {
       for (const d of ["blobs/sha256", "ingest", "cake/ranges", "cake/leases", "cake/verified", "cake/compressed"]) await fsp.mkdir(this.p(d), { recursive: true });
       await this.writeIfMissing("oci-layout", JSON.stringify({ imageLayoutVersion: "1.0.0" }));
-      await this.writeIfMissing("index.json", JSON.stringify(this.emptyIndex()));
+      await this.writeIfMissing("index.json", JSON.stringify(emptyIndex()));
     })();
     return this.ready;
   }
 
-  private emptyIndex(): ImageIndex {
-    return { schemaVersion: 2, mediaType: MT.index, manifests: [] };
-  }
-
   private async writeIfMissing(name: string, content: string) {
     if (fs.existsSync(this.p(name))) return;
-    await this.atomicWrite(this.p(name), content);
-  }
-
-  private async atomicWrite(file: string, content: string | Buffer) {
-    const tmp = tempPath(file);
-    await writeSynced(tmp, content);
-    await fsp.rename(tmp, file);
+    await atomicWrite(this.p(name), content);
   }
 
   blobPath(digest: string): string {
@@ -354,32 +342,12 @@ export class Store implements ContentStore {
     return this.locationRecords.of(registry);
   }
 
-  // ---- tags (index.json) ----
-
-  private async readIndex(): Promise<ImageIndex> {
-    await this.init();
-    let idx: ImageIndex;
-    try {
-      idx = JSON.parse(await fsp.readFile(this.p("index.json"), "utf8")) as ImageIndex;
-    } catch (err) {
-      throw new CakeError("E_IO", `${this.p("index.json")}: not readable JSON (${(err as Error).message})`, { cause: err });
-    }
-    if (typeof idx !== "object" || idx === null || !Array.isArray(idx.manifests)) throw new CakeError("E_IO", `${this.p("index.json")}: no manifests array`);
-    return idx;
-  }
-
-  private updateIndex(fn: (idx: ImageIndex) => void): Promise<void> {
-    return withLock(this.p("cake", "index.lock"), `${this.root}/index.json`, async () => {
-      const idx = await this.readIndex();
-      fn(idx);
-      await this.atomicWrite(this.p("index.json"), JSON.stringify(idx, null, 2));
-    });
-  }
+  // ---- tags (index.json: src/store/tags.ts) ----
 
   /** Changes whenever a tag changes (index.json's mtime): lets callers cache what they derive from tags. */
   async tagsVersion(): Promise<number> {
     await this.init();
-    return (await fsp.stat(this.p("index.json"))).mtimeMs;
+    return this.index.version();
   }
 
   /**
@@ -387,11 +355,8 @@ export class Store implements ContentStore {
    * oras: no annotations, no cake reference, any media type) are not cake models; they stay as they are.
    */
   async tags(): Promise<Tag[]> {
-    const idx = await this.readIndex();
-    return idx.manifests.flatMap((d) => {
-      const ref = cakeRefOf(d);
-      return ref === undefined ? [] : [{ ref, descriptor: d }];
-    });
+    await this.init();
+    return this.index.list();
   }
 
   async resolve(ref: string): Promise<Descriptor | undefined> {
@@ -403,29 +368,13 @@ export class Store implements ContentStore {
    * tools use (`skopeo copy oci:$CAKE_HOME:<refName>`).
    */
   async tag(ref: string, refName: string, desc: Descriptor, extra: Record<string, string> = {}): Promise<void> {
-    await this.updateIndex((idx) => {
-      idx.manifests = idx.manifests.filter((d) => cakeRefOf(d) !== ref && annotationOf(d, ANN.refName) !== refName);
-      idx.manifests.push({
-        mediaType: desc.mediaType,
-        digest: desc.digest,
-        size: desc.size,
-        ...(desc.artifactType ? { artifactType: desc.artifactType } : {}),
-        annotations: { ...extra, [ANN.refName]: refName, [ANN.cakeRef]: ref },
-      });
-      // cake's tags in reference order; other tools' entries (no cake reference) first, in their own order.
-      const key = (d: unknown) => cakeRefOf(d) ?? "";
-      idx.manifests.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
-    });
+    await this.init();
+    await this.index.set(ref, refName, desc, extra);
   }
 
   async untag(ref: string): Promise<boolean> {
-    let found = false;
-    await this.updateIndex((idx) => {
-      const before = idx.manifests.length;
-      idx.manifests = idx.manifests.filter((d) => cakeRefOf(d) !== ref);
-      found = idx.manifests.length !== before;
-    });
-    return found;
+    await this.init();
+    return this.index.remove(ref);
   }
 
   // ---- leases and gc ----
@@ -453,22 +402,11 @@ export class Store implements ContentStore {
       {
         root: this.root,
         at: (...parts) => this.p(...parts),
-        entries: async () => (await this.readIndex()).manifests,
+        entries: () => this.index.entries(),
         readManifest: (digest) => this.readBlob(digest, MANIFEST_LIMIT),
-        rewrite: (file, content) => this.atomicWrite(file, content),
+        rewrite: atomicWrite,
       },
       successorsOf,
     );
-  }
-}
-
-/** Writes a new file (a fresh temp name: O_EXCL, never an existing file or link) and flushes it to disk (before it is renamed into place). */
-async function writeSynced(file: string, content: string | Buffer): Promise<void> {
-  const fh = await fsp.open(file, "wx");
-  try {
-    await fh.writeFile(content);
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }
