@@ -88,7 +88,7 @@ export interface ModelConfig {
    * Where the files came from: a Hub commit, a local folder, or another tool's artifact on a
    * registry (ModelPack, Docker Model Runner, KitOps: `repository` is host/repo, `manifest` its digest).
    */
-  source: { type: "hf"; repo: string; commit: string } | { type: "dir" } | { type: "registry"; repository: string; manifest: string };
+  source: { type: "hf"; repo: string; commit: string; date?: string } | { type: "dir" } | { type: "registry"; repository: string; manifest: string };
   layerRule: { threshold: number; packFactor: number; maxLayers: number };
   files: ConfigFile[];
 }

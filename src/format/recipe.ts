@@ -14,6 +14,8 @@ import type { ModelConfig, Recipe, RecipeFile } from "./artifact.js";
 const isInt = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 const HEX64 = /^[a-f0-9]{64}$/;
 const HEX40 = /^[a-f0-9]{40}$/;
+/** A commit's date as the config records it: UTC, to the second. */
+const ISO_SECONDS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
 
 function parseJson(bytes: Uint8Array, where: string): Record<string, unknown> {
   let v: unknown;
@@ -91,6 +93,7 @@ export function parseConfig(bytes: Uint8Array, where: string): ModelConfig {
   if (src!.type === "hf") {
     if (typeof src!.repo !== "string" || !/^[^/\s]+\/[^/\s]+$/.test(src!.repo)) bad("source repo is not org/name");
     if (typeof src!.commit !== "string" || !HEX40.test(src!.commit)) bad("source commit is not a 40-hex sha");
+    if (src!.date !== undefined && (typeof src!.date !== "string" || !ISO_SECONDS.test(src!.date))) bad("source date is not a UTC time like 2024-05-01T12:00:00Z");
   } else if (src!.type === "registry") {
     if (typeof src!.repository !== "string" || !/^[^/\s]+\/[^\s]+$/.test(src!.repository)) bad("source repository is not host/repo");
     if (typeof src!.manifest !== "string" || !DIGEST_RE.test(src!.manifest)) bad("source manifest is not a sha256 digest");

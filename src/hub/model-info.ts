@@ -11,6 +11,8 @@ export interface ModelInfo {
   gated?: boolean | string;
   /** The revision's files, by name only (the tree API has their sizes and hashes). */
   siblings?: { rfilename: string }[];
+  /** When the revision was last changed (the commit's date), ISO 8601. */
+  lastModified?: string;
   /** The model card's metadata; `base_model` names the model a fine-tune starts from. */
   cardData?: { base_model?: unknown };
 }

@@ -108,6 +108,15 @@ export interface PullResult {
 
 type PlannedFile = SourcedFile & { hub: HubFile };
 
+/**
+ * The commit's date as the config records it (UTC, to the second; the ModelPack view's `createdAt`),
+ * from the Hub's `lastModified` of the revision; nothing when the Hub gives none or no date.
+ */
+function commitDate(info: ModelInfo): { date?: string } {
+  const t = typeof info.lastModified === "string" ? Date.parse(info.lastModified) : NaN;
+  return Number.isFinite(t) ? { date: new Date(t).toISOString().replace(/\.\d{3}Z$/, "Z") } : {};
+}
+
 /** What names a Hub file's bytes in the store: its LFS sha256, else its git oid. */
 const fileKey = (f: HubFile) => (f.lfs ? f.lfs.oid : `git-${f.oid}`);
 
@@ -295,7 +304,7 @@ export async function pullHf(ref: HfRef, opts: HfPullOptions): Promise<PullResul
       server: ref.repo,
       name,
       owner: "the Hub's",
-      source: { type: "hf", repo: ref.repo, commit },
+      source: { type: "hf", repo: ref.repo, commit, ...commitDate(info) },
       where: (path) => `hf://${ref.repo}@${commit.slice(0, 12)}/${path}`,
       label: (_f, u) => (u.kind === "file" ? `hf://${ref.repo}/${u.path}` : `hf://${ref.repo}/${u.path} bytes ${u.begin}-${u.end}`),
       rangesOf,

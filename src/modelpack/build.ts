@@ -15,8 +15,9 @@ import { MP, MP_ANN } from "./media-types.js";
 import { paramSize, precisionOf } from "./tensor-stats.js";
 
 /**
- * `descriptor.createdAt` when the store does not know the commit's date (it records none today): the
- * Unix epoch, as reproducible builds do with SOURCE_DATE_EPOCH=0 — never the time of the build.
+ * `descriptor.createdAt` is the commit's date, which a Hub pull records in the config's source; when
+ * there is none (a folder, a registry artifact, a model pulled before cake recorded it): the Unix
+ * epoch, as reproducible builds do with SOURCE_DATE_EPOCH=0 — never the time of the build.
  */
 export const FIXED_CREATED_AT = "1970-01-01T00:00:00Z";
 
@@ -80,7 +81,7 @@ export function buildModelPack(input: ModelPackInput): ModelPackView {
   const size = paramSize(tensors);
   const precision = precisionOf(tensors);
   const config: ModelPackConfig = {
-    descriptor: { createdAt: input.createdAt ?? FIXED_CREATED_AT, ...(hf ? { name: hf.repo, revision: hf.commit } : {}) },
+    descriptor: { createdAt: hf?.date ?? input.createdAt ?? FIXED_CREATED_AT, ...(hf ? { name: hf.repo, revision: hf.commit } : {}) },
     config: { ...(format ? { format } : {}), ...(size ? { paramSize: size } : {}), ...(precision ? { precision } : {}) },
     // Raw layers: a layer's DiffID is its digest (config.md: the hash of the uncompressed content).
     modelfs: { type: "layers", diffIds: layers.map((l) => l.desc.digest) },

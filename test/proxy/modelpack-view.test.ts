@@ -94,6 +94,10 @@ describe("the mp/ view", () => {
     const config = await request(app()).get(`/v2/mp/acme/tiny-llama/blobs/${manifest.config.digest}`).buffer(true).parse(binary).expect(200);
     expect(sha256(config.body as Buffer)).toBe(manifest.config.digest);
     expect(modelPackSchemaErrors(config.body as Buffer)).toEqual([]);
+    // createdAt is the commit's date, as the Hub gives it for the revision (to the second)
+    const info = (await (await fetch(`${hub.url}/api/models/acme/Tiny-Llama/revision/main`)).json()) as { lastModified: string };
+    const created = (JSON.parse((config.body as Buffer).toString()) as { descriptor: { createdAt: string } }).descriptor.createdAt;
+    expect(created).toBe(new Date(info.lastModified).toISOString().replace(/\.\d{3}Z$/, "Z"));
     await request(app()).get(`/v2/mp/acme/tiny-llama/blobs/sha256:${"0".repeat(64)}`).expect(404);
   });
 
