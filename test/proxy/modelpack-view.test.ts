@@ -170,4 +170,22 @@ describe("the mp/ view", () => {
     const pushed = await cakeOk(["push", "-q", "--format", "modelpack", "hf://acme/Tiny-Llama", `${reg.host}/acme/tiny:main`], env);
     expect(pushed).toBe(m.headers["docker-content-digest"]);
   });
+
+  it("holds what modctl's extract needs: every layer .raw or .tar with a relative org.cncf.model.filepath; its blobs written there rebuild the repo", async () => {
+    // modctl (modelpack/modctl pkg/backend/extract.go, pkg/codec): for each manifest layer, the codec by
+    // the media type's suffix (.raw: the blob is the file; .tar: a tar to unpack) and the file at
+    // filepath.Join(output, the org.cncf.model.filepath annotation). Done here as it does it.
+    const m = await request(app()).get("/v2/mp/acme/tiny-llama/manifests/main").set("accept", OCI).expect(200);
+    const manifest = JSON.parse(m.text) as Manifest;
+    const out = path.join(tmp, "modctl-extract");
+    for (const l of manifest.layers) {
+      expect(l.mediaType.endsWith(".raw") || l.mediaType.endsWith(".tar"), l.mediaType).toBe(true);
+      const file = l.annotations["org.cncf.model.filepath"]!;
+      expect(file && !path.isAbsolute(file) && !file.split("/").includes(".."), file).toBe(true);
+      const blob = await request(app()).get(`/v2/mp/acme/tiny-llama/blobs/${l.digest}`).buffer(true).parse(binary).expect(200);
+      await fs.mkdir(path.dirname(path.join(out, file)), { recursive: true });
+      await fs.writeFile(path.join(out, file), blob.body as Buffer);
+    }
+    expect(await hashTree(out)).toEqual(await hashTree(base));
+  });
 });
