@@ -81,17 +81,26 @@ export class ModelPackView {
     return this.service.names.repoFor(name, this.service.hubFor(token));
   }
 
-  /** The view of `name`'s revisions converted here that `match`es, once this client may read it. */
+  /**
+   * The view of `name`'s revisions in the store that `match`es, once this client may read it. A
+   * replica that lacks it (round-robin sent the manifest elsewhere) takes the repo's revisions from
+   * the backend first, as `hf/` does for its digests.
+   */
   private async find(name: string, token: string | undefined, match: (v: View) => boolean): Promise<View | undefined> {
     const hub = this.service.hubFor(token);
     const repo = await this.repoOf(name, token);
-    for (const rev of await this.revisions(repo)) {
-      const v = await this.viewOf(rev);
-      if (!match(v)) continue;
-      await this.service.access.authorize(repo, rev.commit, hub);
-      return v;
-    }
-    return undefined;
+    const here = async () => {
+      for (const rev of await this.revisions(repo)) {
+        const v = await this.viewOf(rev);
+        if (match(v)) return v;
+      }
+      return undefined;
+    };
+    let found = await here();
+    if (!found) await this.service.findRevisionWith(repo, hub, async () => (found = await here())?.commit);
+    if (!found) return undefined;
+    await this.service.access.authorize(repo, found.commit, hub);
+    return found;
   }
 
   /**

@@ -245,19 +245,27 @@ export class ProxyService {
    * the backend has is taken and tagged here (Replication.lookUpRevisions). A revision the backend never
    * got is converted here. The commit that holds `digest`, if any.
    */
-  private async findInBackend(repo: string, digest: string, hub: HubParams): Promise<string | undefined> {
+  private findInBackend(repo: string, digest: string, hub: HubParams): Promise<string | undefined> {
+    return this.findRevisionWith(repo, hub, () => this.commitOwning(repo, digest));
+  }
+
+  /**
+   * As findInBackend, for any test of what the store holds (`owner`: the commit it finds, once the
+   * revisions are taken; the ModelPack view asks for its own digests so).
+   */
+  async findRevisionWith(repo: string, hub: HubParams, owner: () => Promise<string | undefined>): Promise<string | undefined> {
     if (!this.replication) return undefined;
     const commits = new Set(this.namedCommits.get(repo));
     const refs = await listRefs(hub, repo).catch(() => undefined);
     for (const r of [...(refs?.branches ?? []), ...(refs?.tags ?? [])]) commits.add(r.targetCommit);
-    const inBackend = await this.replication.lookUpRevisions(repo, [...commits], () => this.commitOwning(repo, digest));
+    const inBackend = await this.replication.lookUpRevisions(repo, [...commits], owner);
     if (inBackend) return inBackend;
     // Nowhere in the backend (the replica that converted it died before its push landed): convert the
     // revisions a client named here, else the newest, here — the blob is the Hub's, as the manifest was.
     for (const commit of [...(this.namedCommits.get(repo) ?? commits)].slice(0, 2)) {
       await this.ensureConverted(repo, commit, hub).catch((err) => void this.log({ event: "convert-for-blob-failed", repo, commit, error: (err as Error).message }));
-      const owner = await this.commitOwning(repo, digest);
-      if (owner) return owner;
+      const found = await owner();
+      if (found) return found;
     }
     return undefined;
   }

@@ -35,7 +35,7 @@ beforeAll(async () => {
   await makeLlamaLike(model, { hidden: 128, layers: 1, vocab: 512, shards: 1 });
   hub = await startHub();
   commits = {};
-  for (const name of ["split", "stranger", "slow-push", "cold", "balanced", "instant"]) {
+  for (const name of ["split", "stranger", "slow-push", "cold", "balanced", "instant", "mpsplit"]) {
     hub.addRepo(`acme/${name}`);
     commits[name] = await hub.commit(`acme/${name}`, model);
   }
@@ -143,6 +143,21 @@ describe("replicas behind a round-robin balancer", () => {
     const again = await get(`${b.url}/v2/hf/acme/split/manifests/${m.digest}`);
     expect(again.status).toBe(200);
     expect(again.body.equals(m.body)).toBe(true);
+    expect(b.service.metrics.conversions).toBe(0);
+  });
+
+  it("the ModelPack view too: its manifest from one replica, every file and the config from another, byte-identical", async () => {
+    const a = await replica("mp-a");
+    const m = await get(`${a.url}/v2/mp/acme/mpsplit/manifests/main`);
+    expect(m.status).toBe(200);
+    await a.service.backendSettled();
+    const b = await replica("mp-b");
+    const manifest = JSON.parse(m.body.toString()) as Manifest & { layers: { annotations: Record<string, string> }[] };
+    for (const d of [manifest.config.digest, ...manifest.layers.map((l) => l.digest)]) {
+      const r = await get(`${b.url}/v2/mp/acme/mpsplit/blobs/${d}`);
+      expect(r.status, d).toBe(200);
+      expect(sha256(r.body)).toBe(d);
+    }
     expect(b.service.metrics.conversions).toBe(0);
   });
 
