@@ -16,6 +16,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
+import { zstdDecoder } from "./zstd.js";
 import { CakeError, isCakeError } from "../errors.js";
 import { hexOf, type Descriptor, type ImageManifest } from "../format/oci.js";
 import { PathSet } from "../format/paths.js";
@@ -165,8 +166,8 @@ function layerLabel(d: Descriptor, layers: ModelLayers): string {
 async function tarFiles(store: Store, t: TarLayer, dir: string, where: string, paths: PathSet): Promise<SourcedFile[]> {
   await fsp.mkdir(dir, { mode: 0o700 });
   const blob = store.openBlob(t.desc.digest);
-  const tar: Readable = t.form === "tar+gzip" ? blob.pipe(createGunzip()) : blob;
-  if (t.form === "tar+gzip") blob.on("error", (err) => tar.destroy(err));
+  const tar: Readable = t.form === "tar+gzip" ? blob.pipe(createGunzip()) : t.form === "tar+zstd" ? blob.pipe(zstdDecoder(where)) : blob;
+  if (t.form !== "tar") blob.on("error", (err) => tar.destroy(err));
   let extracted;
   try {
     extracted = await extractTar(tar as AsyncIterable<Buffer>, dir, where, paths);

@@ -51,10 +51,6 @@ export function readModelManifest(m: ImageManifest, where: string): ModelLayers 
   const paths = new PathSet();
   for (const desc of m.layers) {
     const form = layerForm(desc.mediaType);
-    if (form === "tar+zstd") {
-      // Node 20's zlib has no zstd, and cake takes no native dependency for it.
-      throw new CakeError("E_RECIPE", `${where}: layer ${desc.digest} is ${desc.mediaType}: tar+zstd layers are not supported (Node 20 cannot decode zstd); ask for the raw or tar+gzip form`);
-    }
     if (form !== "raw") {
       tars.push({ desc, form });
       continue;

@@ -4,7 +4,7 @@
  * models: what a user sees (exit codes, lines, exported bytes) and what crosses the wire (a counting
  * proxy in front of the registry).
  */
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import os from "node:os";
@@ -16,7 +16,7 @@ import { hashTree, makeFineTune, makeLlamaLike } from "../fixtures/models.js";
 import { cake, cakeOk } from "../helpers/cli.js";
 import { startHub } from "../hub/emulator.js";
 import { startCountingProxy, type CountingProxy } from "../registry/counting-proxy.js";
-import { startRegistry, type RunningRegistry } from "../registry/harness.js";
+import { requireTool, startRegistry, type RunningRegistry } from "../registry/harness.js";
 import { MP_ARTIFACT, MP_CONFIG, MP_WEIGHT, makeTar, orasPushModelPack, pushHandMade, type HandLayer, type TarEntry } from "./peers.js";
 
 let tmp: string;
@@ -220,13 +220,25 @@ describe("cake pull of tar layers and of other tools' artifacts", () => {
     expect((await fs.readFile(path.join(out, "model.gguf"))).equals(gguf)).toBe(true);
   });
 
-  it("tar+zstd layers: one line saying they are not supported, nothing fetched", async () => {
+  it("a tar+zstd layer (zstd as the zstd CLI writes it) is stored as a cake model; export rebuilds its files", async () => {
     const e = env();
-    pushHandMade(reg.host, "mp/zstd", "v1", { mediaType: MP_CONFIG, bytes: Buffer.from("{}") }, [{ mediaType: "application/vnd.cncf.model.weight.v1.tar+zstd", bytes: Buffer.from("not really zstd") }], MP_ARTIFACT);
-    const r = await cake(["pull", `${reg.host}/mp/zstd:v1`], e);
+    const zstd = requireTool("zstd");
+    const model = execFileSync(zstd, ["-q", "-c"], { input: await tarOf(base), maxBuffer: 1 << 30 });
+    pushHandMade(reg.host, "mp/zstd", "v1", { mediaType: MP_CONFIG, bytes: Buffer.from("{}") }, [{ mediaType: "application/vnd.cncf.model.weight.v1.tar+zstd", bytes: model }], MP_ARTIFACT);
+    await cakeOk(["pull", "-q", `${reg.host}/mp/zstd:v1`], e);
+    const out = path.join(tmp, "out-zstd");
+    await cakeOk(["export", "-q", `${reg.host}/mp/zstd:v1`, out], e);
+    expect(await hashTree(out)).toEqual(await hashTree(base));
+  });
+
+  it("a tar+zstd layer that is not zstd: one line naming it, nothing tagged", async () => {
+    const e = env();
+    pushHandMade(reg.host, "mp/notzstd", "v1", { mediaType: MP_CONFIG, bytes: Buffer.from("{}") }, [{ mediaType: "application/vnd.cncf.model.weight.v1.tar+zstd", bytes: Buffer.from("not really zstd") }], MP_ARTIFACT);
+    const r = await cake(["pull", `${reg.host}/mp/notzstd:v1`], e);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split("\n")).toHaveLength(1);
-    expect(r.stderr).toMatch(/mp\/zstd:v1: layer sha256:[0-9a-f]{64} is application\/vnd\.cncf\.model\.weight\.v1\.tar\+zstd: tar\+zstd layers are not supported/);
+    expect(r.stderr).toMatch(/mp\/notzstd:v1.*not zstd data/);
+    expect((await cake(["ls", "--json"], e)).stdout).not.toContain("notzstd");
   });
 });
 

@@ -17,7 +17,7 @@ import { homedir, tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { cutAnswer, type CutPlan } from "../helpers/cut-answer.js";
 
-export type Tool = "oras" | "crane" | "skopeo" | "docker-registry" | "htpasswd" | "openssl" | "squid" | "haproxy" | "moto_server";
+export type Tool = "oras" | "crane" | "skopeo" | "docker-registry" | "htpasswd" | "openssl" | "squid" | "haproxy" | "moto_server" | "zstd";
 
 /**
  * The absolute path of a test tool: `~/go/bin`, `$GOPATH/bin`, `$PATH`, then `/usr/sbin`. Throws (the test
