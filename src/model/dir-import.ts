@@ -64,8 +64,7 @@ export async function importDir(dir: string, store: Store, opts: { progress?: Pr
     files.push(f);
   }
   if (files.length === 0) throw new CakeError("E_NOT_FOUND", `${dir}: no files`);
-  const release = await store.lease();
-  try {
+  return store.withLease(async () => {
     const { artifact, desc } = await convertFiles(sortFiles(files), {
       store,
       source: { type: "dir" },
@@ -75,7 +74,5 @@ export async function importDir(dir: string, store: Store, opts: { progress?: Pr
     });
     if (opts.tag) await store.tag(opts.tag, ociRefName(opts.tag), desc);
     return { ...artifact, digest: desc.digest };
-  } finally {
-    await release();
-  }
+  });
 }

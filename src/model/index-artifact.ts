@@ -104,8 +104,7 @@ export function checkIndexPrefix(prefix: string, where: string): string {
  */
 export async function pushModelIndex(storeRef: string, prefix: string, opts: IndexPushOptions): Promise<IndexPushResult> {
   const { store } = opts;
-  const release = await store.lease();
-  try {
+  return store.withLease(async () => {
     const { manifest } = await readStoredManifest(store, storeRef);
     const recipeDesc = recipeLayerOf(manifest, `${storeRef} manifest`);
     const config = parseConfig(await store.readBlob(manifest.config.digest, DOCUMENT_LIMIT), `${storeRef} config`);
@@ -128,9 +127,7 @@ export async function pushModelIndex(storeRef: string, prefix: string, opts: Ind
     opts.signal?.throwIfAborted();
     const manifestDigest = await client.putManifest(ref.repository, ref.tag, bytes, MT.manifest);
     return { ref: ref.full, manifestDigest, bytes: manifest.config.size + recipeDesc.size + bytes.length };
-  } finally {
-    await release();
-  }
+  });
 }
 
 /**

@@ -75,8 +75,7 @@ export async function pullFromRegistry(refString: string, opts: RegistryPullOpti
   // The whole graph (a subject's manifest too): manifests read now, blobs fetched by the engine.
   const { documents, blobs: descs } = await collectGraph(root, async (d) => (d.digest === digest ? bytes : (await client.getManifest(ref.repository, d.digest)).bytes), name);
   const { store } = opts;
-  const release = await store.lease();
-  try {
+  return store.withLease(async () => {
     const jobs = descs.map((d) => digestJob(store, d.digest, d.size, registryBlobSource(client, ref.repository, d.digest, d.size, d.digest), `${name} blob ${d.digest}`));
     const { stats } = await transferBlobs(store, jobs, {
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
@@ -92,16 +91,13 @@ export async function pullFromRegistry(refString: string, opts: RegistryPullOpti
     await store.tag(name, ociRefName(name), root);
     await store.recordLocations(ref.registry, ref.repository, descs.map((d) => d.digest));
     return { ref: name, manifestDigest: digest, blobs: descs.length, stats };
-  } finally {
-    await release();
-  }
+  });
 }
 
 /** Another tool's model artifact, stored as a cake model (src/modelpack/) and tagged as `name`. */
 async function pullConverted(client: RegistryClient, repository: string, name: string, manifest: ImageManifest, digest: string, layers: ModelLayers, opts: RegistryPullOptions): Promise<RegistryPullResult> {
   const { store } = opts;
-  const release = await store.lease();
-  try {
+  return store.withLease(async () => {
     const kind = kindName(layers.kind);
     // Stored from this very manifest before: nothing to fetch (the stored model's config names it).
     const have = await store.resolve(name);
@@ -127,7 +123,5 @@ async function pullConverted(client: RegistryClient, repository: string, name: s
     await store.markVerified(r.desc.digest);
     await store.tag(name, ociRefName(name), r.desc);
     return { ref: name, manifestDigest: r.desc.digest, blobs: layers.raw.length + layers.tars.length, stats: r.stats, converted: { kind, source: digest, files: r.files, upToDate: false, reused: r.reused } };
-  } finally {
-    await release();
-  }
+  });
 }
