@@ -11,13 +11,12 @@ import { Readable } from "node:stream";
 import { CakeError } from "../errors.js";
 import type { Recipe, RecipeFile } from "../format/artifact.js";
 import { isMissing } from "../store/compressed.js";
+import { readPieces } from "../store/read-pieces.js";
 import type { ContentStore } from "../store/content.js";
 
 /** What the pieces are read through: `openBlob`, and a blob's plain file where the store has one. */
 export type BlobReader = Pick<ContentStore, "openBlob"> & Partial<Pick<ContentStore, "rawFile">>;
 
-/** One read of a plain blob file: the store's own read size (store/layout.ts). */
-const READ_SIZE = 1 << 20;
 /**
  * Bytes a file stream reads ahead of its reader: a few reads, so that the next ones (and the next
  * blob's open) are in flight while a slow socket, or a loaded machine, takes the current one.
@@ -64,26 +63,9 @@ async function openPlain(store: BlobReader, digest: string): Promise<FileHandle 
 }
 
 /**
- * Bytes [from, to) of an open file, read straight into the buffers handed on (a stream around each
- * blob costs the proxy about half as much CPU again per byte served); closes it.
- */
-async function* plainPieces(fh: FileHandle, from: number, to: number): AsyncGenerator<Buffer> {
-  try {
-    for (let at = from; at < to; ) {
-      const buf = Buffer.allocUnsafe(Math.min(READ_SIZE, to - at));
-      const { bytesRead } = await fh.read(buf, 0, buf.length, at);
-      if (bytesRead === 0) return;
-      yield buf.subarray(0, bytesRead);
-      at += bytesRead;
-    }
-  } finally {
-    await fh.close();
-  }
-}
-
-/**
  * Bytes [start, end) of the file made of `segments`: the part of each segment the range covers, a
- * blob's from its plain file, else through `store.openBlob`, each checked to be as long as asked (a
+ * blob's read from its plain file straight into the buffers handed on (a stream around each blob
+ * costs the proxy about half as much CPU again per byte served), else through `store.openBlob`, each checked to be as long as asked (a
  * short blob is an E_SIZE naming `where`, never a file silently cut). A blob with no plain file (a
  * compressed one, decoded on worker threads) is opened, and its first read started, while the one
  * before it streams, as export.ts does.
@@ -108,7 +90,7 @@ export async function* fileRangePieces(store: BlobReader, segments: readonly Fil
       const opened = next;
       next = early(i + 1);
       const fh = opened ? undefined : await openPlain(store, s.digest);
-      const pieces = fh ? plainPieces(fh, from, to) : ((opened ?? store.openBlob(s.digest, from, to)) as AsyncIterable<Buffer>);
+      const pieces = fh ? readPieces(fh, from, to) : ((opened ?? store.openBlob(s.digest, from, to)) as AsyncIterable<Buffer>);
       let got = 0;
       for await (const b of pieces) {
         got += b.length;

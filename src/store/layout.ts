@@ -35,6 +35,7 @@ import { annotationOf, cakeRefOf, collectGarbage, takeLease } from "./gc.js";
 import { GuessMisses, LocationRecords, RangeRecords, type RangeRecord } from "./records.js";
 import { removeFile } from "./remove.js";
 import { CompressedBlobs, isMissing, syncDir } from "./compressed.js";
+import { readPieces } from "./read-pieces.js";
 
 export function defaultStoreDir(): string {
   return envPath("CAKE_HOME") ?? path.join(os.homedir(), ".cache", "cake");
@@ -162,17 +163,7 @@ export class Store implements ContentStore {
       }
       return;
     }
-    try {
-      for (let at = start; end === undefined || at < end; ) {
-        const buf = Buffer.allocUnsafe(Math.min(1 << 20, (end ?? Infinity) - at));
-        const { bytesRead } = await fh.read(buf, 0, buf.length, at);
-        if (bytesRead === 0) return;
-        yield buf.subarray(0, bytesRead);
-        at += bytesRead;
-      }
-    } finally {
-      await fh.close();
-    }
+    yield* readPieces(fh, start, end);
   }
 
   /** Bytes [start, end) of a blob, whole (proof windows, small reads). */
