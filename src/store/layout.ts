@@ -37,6 +37,7 @@ import { GuessMisses, LocationRecords, RangeRecords, type RangeRecord } from "./
 import { removeFile } from "./remove.js";
 import { CompressedBlobs, isMissing, syncDir } from "./compressed.js";
 import { TagIndex, emptyIndex, type Tag } from "./tags.js";
+import { readPieces } from "./read-pieces.js";
 
 export function defaultStoreDir(): string {
   return envPath("CAKE_HOME") ?? path.join(os.homedir(), ".cache", "cake");
@@ -150,17 +151,7 @@ export class Store implements ContentStore {
       }
       return;
     }
-    try {
-      for (let at = start; end === undefined || at < end; ) {
-        const buf = Buffer.allocUnsafe(Math.min(1 << 20, (end ?? Infinity) - at));
-        const { bytesRead } = await fh.read(buf, 0, buf.length, at);
-        if (bytesRead === 0) return;
-        yield buf.subarray(0, bytesRead);
-        at += bytesRead;
-      }
-    } finally {
-      await fh.close();
-    }
+    yield* readPieces(fh, start, end);
   }
 
   /** Bytes [start, end) of a blob, whole (proof windows, small reads). */

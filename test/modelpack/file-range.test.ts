@@ -1,7 +1,8 @@
 /**
  * The pieces the ModelPack view is made of, without a registry: any byte range of a stored safetensors
- * file read back from its tensor blobs equals the file's bytes; a blob shorter than the recipe says is
- * an error naming the file, never a file cut short; paramSize and precision as the spec writes them.
+ * file read back from its tensor blobs (plain files, compressed ones, or both) equals the file's
+ * bytes; a blob shorter than the recipe says, read through the store or from its plain file, is an
+ * error naming the file, never a file cut short; paramSize and precision as the spec writes them.
  */
 import fs from "node:fs/promises";
 import os from "node:os";
@@ -9,7 +10,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { canonicalRef, importDir, openFileRange, sourceFromStore, Store, type Recipe } from "../../src/index.js";
 import { paramSize, precisionOf } from "../../src/modelpack/tensor-stats.js";
-import { makeLlamaLike } from "../fixtures/models.js";
+import { makeLlamaLike, writeSafetensorsFile } from "../fixtures/models.js";
 
 let tmp: string;
 let store: Store;
@@ -27,6 +28,14 @@ afterAll(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
 
+/** Ranges across the header, the first blob's edges and the file's end. */
+function cutsOf(recipe: Recipe, path: string): [number, number][] {
+  const f = recipe.files.find((x) => x.path === path)!;
+  const headerEnd = Buffer.from(f.header!, "base64").length;
+  const firstPart = recipe.blobs[f.parts![0]!]!.size;
+  return [[0, f.size], [0, 8], [headerEnd - 3, headerEnd + 3], [headerEnd + firstPart - 1, headerEnd + firstPart + 1], [f.size - 1, f.size], [5, 5]];
+}
+
 const readAll = async (s: AsyncIterable<Buffer>) => {
   const parts: Buffer[] = [];
   for await (const b of s) parts.push(b);
@@ -38,16 +47,36 @@ describe("openFileRange", () => {
     const f = recipe.files.find((x) => x.path === "model.safetensors")!;
     expect(f.parts!.length).toBeGreaterThan(1);
     const file = await fs.readFile(path.join(tmp, "m", "model.safetensors"));
-    const headerEnd = Buffer.from(f.header!, "base64").length;
-    const firstPart = recipe.blobs[f.parts![0]!]!.size;
-    const cuts = [[0, f.size], [0, 8], [headerEnd - 3, headerEnd + 3], [headerEnd + firstPart - 1, headerEnd + firstPart + 1], [f.size - 1, f.size], [5, 5]];
-    for (const [a, b] of cuts) expect(Buffer.compare(await readAll(openFileRange(store, recipe, f, a, b)), file.subarray(a, b)), `${a}-${b}`).toBe(0);
+    for (const [a, b] of cutsOf(recipe, f.path)) expect(Buffer.compare(await readAll(openFileRange(store, recipe, f, a, b)), file.subarray(a, b)), `${a}-${b}`).toBe(0);
   });
 
   it("fails naming the file when a blob is shorter than the recipe says", async () => {
     const f = recipe.files.find((x) => x.path === "model.safetensors")!;
     const short = { openBlob: (d: string, start = 0, end?: number) => store.openBlob(d, start, end === undefined ? undefined : Math.max(start, end - 1)) };
     await expect(readAll(openFileRange(short, recipe, f, 0, f.size, "m: model.safetensors"))).rejects.toThrow(/m: model\.safetensors: blob sha256:[a-f0-9]{64} gave \d+ bytes/);
+  });
+
+  it("fails naming the file when a blob's plain file is shorter than the recipe says", async () => {
+    const f = recipe.files.find((x) => x.path === "model.safetensors")!;
+    const cut = path.join(tmp, "short-blob");
+    const first = f.parts![0]!;
+    await fs.writeFile(cut, (await fs.readFile(store.rawFile(first)!)).subarray(1));
+    const reader = { openBlob: (d: string, a?: number, b?: number) => store.openBlob(d, a, b), rawFile: (d: string) => (d === first ? cut : store.rawFile(d)) };
+    await expect(readAll(openFileRange(reader, recipe, f, 0, f.size, "m: model.safetensors"))).rejects.toThrow(`m: model.safetensors: blob ${first} gave ${recipe.blobs[first]!.size - 1} bytes from 0`);
+  });
+
+  it("gives the same bytes when some of the file's blobs are stored compressed", async () => {
+    const dir = path.join(tmp, "z");
+    await writeSafetensorsFile(path.join(dir, "model.safetensors"), [0, 1, 2, 3].map((i) => ({ name: `layers.${i}.w`, dtype: "BF16", shape: [1024, 1100], normal: true })));
+    const zs = new Store(path.join(tmp, "zstore"));
+    const ref = canonicalRef("local/z:v1");
+    await importDir(dir, zs, { tag: ref });
+    const zr = (await sourceFromStore(zs, ref)).recipe;
+    const f = zr.files.find((x) => x.path === "model.safetensors")!;
+    for (const d of f.parts!.filter((_, i) => i % 2 === 1)) expect(await zs.compressBlob(d, "BF16")).toBe("compressed");
+    expect(f.parts!.map((d) => zs.rawFile(d) === undefined)).toEqual([false, true, false, true]);
+    const file = await fs.readFile(path.join(dir, "model.safetensors"));
+    for (const [a, b] of cutsOf(zr, f.path)) expect(Buffer.compare(await readAll(openFileRange(zs, zr, f, a, b)), file.subarray(a, b)), `${a}-${b}`).toBe(0);
   });
 });
 
