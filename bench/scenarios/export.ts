@@ -7,12 +7,12 @@
  */
 import fs from "node:fs/promises";
 import path from "node:path";
-import { startHub } from "../../test/hub/emulator.js";
-import { startRegistry } from "../../test/registry/harness.js";
 import { cakeEnv, type Models, type Options } from "../lib/context.js";
 import { checkRegistry, ensureOras } from "../lib/peers.js";
 import { cake, medianOf, run, Scratch, timed, type Timed } from "../lib/proc.js";
 import { mb, mib, pct, secs, type Section } from "../lib/report.js";
+import { startRegistry } from "../../test/registry/harness.js";
+import { hubWith } from "../lib/servers.js";
 
 const gbs = (bytes: number, s: number) => (bytes / 1e9 / s).toFixed(2);
 
@@ -31,9 +31,7 @@ export async function exportAndPush(models: Models, opts: Options): Promise<Sect
   const model = await models.base();
   const scratch = new Scratch();
   try {
-    const hub = await startHub();
-    scratch.defer(() => hub.close());
-    await hub.commit("bench/model", model.dir);
+    const hub = await hubWith(scratch, "bench/model", model.dir);
     const store = await scratch.dir("export-store");
     const env = cakeEnv(hub, store);
     await cake(["pull", "-q", "hf://bench/model"], env);

@@ -10,13 +10,12 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pushToRegistry, sourceFromStore, Store, type Recipe } from "../../src/index.js";
-import { startHub } from "../../test/hub/emulator.js";
-import { startRegistry } from "../../test/registry/harness.js";
 import { startCakeProxy } from "../lib/cake-proxy.js";
 import { cakeEnv, type Models, type Options } from "../lib/context.js";
 import { checkRegistry, ensureOras } from "../lib/peers.js";
 import { cake, medianOf, Scratch, timed } from "../lib/proc.js";
 import { mb, mbs, pct, secs, type Section } from "../lib/report.js";
+import { hubWith, registryIn } from "../lib/servers.js";
 
 const REPO = "bench/model";
 const TITLE = "11. ModelPack view: mp/ serving and push --format modelpack";
@@ -67,11 +66,8 @@ export async function modelPack(models: Models, opts: Options): Promise<Section>
   const model = await models.base();
   const scratch = new Scratch();
   try {
-    const hub = await startHub();
-    scratch.defer(() => hub.close());
-    await hub.commit(REPO, model.dir);
-    const reg = await startRegistry();
-    scratch.defer(() => reg.close());
+    const hub = await hubWith(scratch, REPO, model.dir);
+    const reg = await registryIn(scratch);
     const home = await scratch.dir("mp-store");
     await cake(["pull", "-q", `hf://${REPO}`], cakeEnv(hub, home));
 
@@ -81,8 +77,7 @@ export async function modelPack(models: Models, opts: Options): Promise<Section>
     const t0 = performance.now();
     await pushToRegistry(`hf://${REPO}@main`, `${reg.host}/mp/${REPO}:main`, { store: new Store(home), format: "modelpack" });
     const pushSecs = (performance.now() - t0) / 1000;
-    const reg2 = await startRegistry();
-    scratch.defer(() => reg2.close());
+    const reg2 = await registryIn(scratch);
     const store = new CountingStore(home);
     await pushToRegistry(`hf://${REPO}@main`, `${reg2.host}/mp/${REPO}:main`, { store, format: "modelpack" });
     const reads = tensorReads(store.read, (await sourceFromStore(store, `hf://${REPO}@main`)).recipe);

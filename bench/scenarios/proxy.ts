@@ -7,13 +7,12 @@
  */
 import fs from "node:fs/promises";
 import path from "node:path";
-import { startHub } from "../../test/hub/emulator.js";
-import { startRegistry } from "../../test/registry/harness.js";
 import { startCakeProxy } from "../lib/cake-proxy.js";
 import { cakeEnv, type Models, type Options } from "../lib/context.js";
 import { cakeProxyAvailable, checkRegistry, ensureOras } from "../lib/peers.js";
 import { CAKE, cake, medianOf, Scratch, timed } from "../lib/proc.js";
 import { mb, mbs, pct, secs, type Section } from "../lib/report.js";
+import { hubWith, registryIn } from "../lib/servers.js";
 
 const REPO = "bench/model";
 
@@ -36,11 +35,8 @@ export async function proxy(models: Models, opts: Options): Promise<Section> {
   const model = await models.base();
   const scratch = new Scratch();
   try {
-    const hub = await startHub();
-    scratch.defer(() => hub.close());
-    await hub.commit(REPO, model.dir);
-    const reg = await startRegistry();
-    scratch.defer(() => reg.close());
+    const hub = await hubWith(scratch, REPO, model.dir);
+    const reg = await registryIn(scratch);
     const pushStore = await scratch.dir("proxy-push");
     await cake(["push", "-q", `hf://${REPO}`, `${reg.host}/hf/${REPO}:main`], cakeEnv(hub, pushStore));
 
