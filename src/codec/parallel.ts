@@ -35,10 +35,11 @@ let decodingHere = false;
  * Decodes one frame; rejects with E_DIGEST (a bare reason: the caller names the blob) when it is
  * corrupt. On an idle worker; when every worker is busy, on this thread if it decodes nothing else
  * (a reader waiting for frames has nothing else to do: on 2 cores, one worker and this thread decode
- * at twice one worker's rate).
+ * at twice one worker's rate). `workersOnly`: never on this thread (work in the background of one
+ * whose thread has better things to do, as a pull's receiving).
  */
-export function decodeFrame(frame: Uint8Array, rawLength: number, maxWidth: number): Promise<Uint8Array> {
-  const w = rawLength < IN_PROCESS_BYTES ? undefined : (pool.idle() ?? (decodingHere ? pool.pick() : undefined));
+export function decodeFrame(frame: Uint8Array, rawLength: number, maxWidth: number, workersOnly = false): Promise<Uint8Array> {
+  const w = rawLength < IN_PROCESS_BYTES ? undefined : workersOnly ? pool.pick() : (pool.idle() ?? (decodingHere ? pool.pick() : undefined));
   if (!w) {
     decodingHere = true;
     return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
