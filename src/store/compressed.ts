@@ -55,15 +55,15 @@ export class CompressedBlobs {
    * Makes the compressed form of `rawFile` (blob `digest`, `rawSize` bytes; a tensor of `dtype`, or
    * undefined for a pack or a whole file) visible: written aside, fsynced, decoded back and hashed,
    * renamed into place. Returns its stored size; undefined when it would not be smaller than raw
-   * (nothing is left behind then). `background`: the check's decoding stays off this thread (a pull
-   * receives on it).
+   * (nothing is left behind then). `background`: coding and the check's decoding stay off this
+   * thread (a pull receives on it).
    */
   async write(rawFile: string, digest: string, rawSize: number, dtype: string | undefined, background = false): Promise<number | undefined> {
     const file = this.file(digest);
     const tmp = tempPath(file);
     const out = await fsp.open(tmp, "wx");
     try {
-      const { storedSize } = await encodeFile(rawFile, rawSize, dtype, out);
+      const { storedSize } = await encodeFile(rawFile, rawSize, dtype, out, undefined, background);
       if (storedSize >= rawSize) return undefined;
       await out.sync();
       await out.close();
