@@ -168,7 +168,8 @@ export async function compress(models: Models, opts: Options): Promise<Section> 
       ],
       notes: [
         "Each blob is split into byte streams by its dtype (BF16: 2, F32: 4); the streams whose bytes cluster (the exponent byte) are Huffman-coded (zlib Z_HUFFMAN_ONLY), the others stored, in independent 1 MiB frames decoded on worker threads (docs/format.md). ZipNN (Hershcovitch et al., 2024) reports ~67 % for BF16 and ~83 % for FP32 models with the same idea.",
-        "pull --compress compresses each layer in the background as soon as it has landed and been verified (a few at a time), beside its raw file; the raw files go once the model is tagged. CPU-s: user + system time of the cake process.",
+        "pull --compress compresses each layer in the background as soon as it has landed and been verified (a few at a time, on the frame workers only: the receiving thread codes nothing), beside its raw file; the raw files go once the model is tagged. Each layer costs ~12-15 ms of CPU per MiB (coding, then decoding back and hashing before its raw file may go): on a link the cap makes the bottleneck that runs beside the download, where the pull is already bound by the CPU (16 loopback connections on 2 shared cores) it adds to it. CPU-s: user + system time of the cake process.",
+        "export, one core: the same export under `taskset -c 0` (one frame worker sharing the core with the main thread). On this 2-core machine shared with other work (the load above), the 2-core export rarely gets more than one core's worth (compare its CPU-s with its seconds), so how decoding scales with cores shows only on an idle machine.",
         `proxy: \`cake proxy\` on a store filled by one pull, then \`cake compress\` (${mb(proxyZBytes)} MB stored), against a second proxy whose store stays raw; each client pulls \`<proxy>/hf/bench/bf16:main\`, median of ${opts.runs} alternating runs.`,
       ],
     };
