@@ -12,6 +12,8 @@ import { CAKE, sleep, start, type Scratch } from "./proc.js";
 export interface RunningCakeProxy {
   /** host:port, for references `<host>/hf/<org>/<name>:<rev>`. */
   host: string;
+  /** Its CAKE_HOME (its store). */
+  home: string;
   /** The end of the proxy's stderr. */
   tail(): string;
   stop(): Promise<void>;
@@ -45,5 +47,5 @@ export async function startCakeProxy(scratch: Scratch, hub: Hub): Promise<Runnin
   scratch.defer(stop);
   const host = `127.0.0.1:${port}`;
   await waitForV2(`http://${host}`, () => alive, child.tail);
-  return { host, tail: child.tail, stop };
+  return { host, home, tail: child.tail, stop };
 }

@@ -14,10 +14,14 @@ export class CompressedFile {
     readonly header: BlobHeader,
     private readonly starts: number[],
     private readonly what: string,
+    private readonly workersOnly: boolean,
   ) {}
 
-  /** Opens `file`; `what` names the blob in errors (its digest). */
-  static async open(file: string, what: string): Promise<CompressedFile> {
+  /**
+   * Opens `file`; `what` names the blob in errors (its digest). `workersOnly`: frames decode on the
+   * worker threads only, never on this one (see decodeFrame).
+   */
+  static async open(file: string, what: string, opts: { workersOnly?: boolean } = {}): Promise<CompressedFile> {
     const fh = await fsp.open(file, "r");
     try {
       const size = (await fh.stat()).size;
@@ -28,7 +32,7 @@ export class CompressedFile {
       const at = size - index.length;
       if (at < HEADER_BYTES) throw corrupt(what, "cut short");
       await fh.read(index, 0, index.length, at);
-      return new CompressedFile(fh, header, parseIndex(index, header, size, what), what);
+      return new CompressedFile(fh, header, parseIndex(index, header, size, what), what, opts.workersOnly === true);
     } catch (err) {
       await fh.close();
       throw err;
@@ -69,7 +73,7 @@ export class CompressedFile {
     if (bytesRead !== coded.length) throw corrupt(this.what, "cut short");
     const rawLength = Math.min(this.header.frameSize, this.rawSize - i * this.header.frameSize);
     try {
-      return await decodeFrame(coded, rawLength, Math.max(1, this.header.width));
+      return await decodeFrame(coded, rawLength, Math.max(1, this.header.width), this.workersOnly);
     } catch (err) {
       throw corrupt(this.what, `frame ${i}: ${(err as Error).message}`, err);
     }

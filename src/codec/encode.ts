@@ -16,8 +16,9 @@ export interface EncodeResult {
 /**
  * Writes the compressed form of `source` (`rawSize` bytes) to `out` from its current start.
  * `dtype`: the safetensors dtype of the tensor the blob holds, or undefined (a pack, a whole file).
+ * `workersOnly`: no frame is coded on this thread (see encodeFrame).
  */
-export async function encodeFile(source: string, rawSize: number, dtype: string | undefined, out: FileHandle, frameSize = FRAME_BYTES): Promise<EncodeResult> {
+export async function encodeFile(source: string, rawSize: number, dtype: string | undefined, out: FileHandle, frameSize = FRAME_BYTES, workersOnly = false): Promise<EncodeResult> {
   const width = widthOf(dtype);
   const frameCount = frameCountOf(rawSize, frameSize);
   const header = encodeHeader({ width, frameSize, frameCount, rawSize, dtype: width ? dtype! : "" });
@@ -37,7 +38,7 @@ export async function encodeFile(source: string, rawSize: number, dtype: string 
       const raw = new Uint8Array(Math.min(frameSize, rawSize - start));
       const { bytesRead } = await src.read(raw, 0, raw.length, start);
       if (bytesRead !== raw.length) throw new CakeError("E_SIZE", `${source}: ends before byte ${start + raw.length} of ${rawSize}`);
-      return encodeFrame({ raw, width });
+      return encodeFrame({ raw, width }, workersOnly);
     };
     for (let done = 0; done < frameCount; done++) {
       while (next < frameCount && inFlight.length < FRAMES_IN_FLIGHT) inFlight.push(readFrame(next++));

@@ -22,33 +22,44 @@ const IN_PROCESS_BYTES = 64 << 10;
 /** What can be moved to a worker instead of copied: a buffer the array owns whole. */
 const movable = (b: Uint8Array) => (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !(b.buffer instanceof SharedArrayBuffer) ? [b.buffer as ArrayBuffer] : []);
 
-/** Encodes one frame (see frame.ts). `raw` may be moved to the worker: the caller must not use it after. */
-export function encodeFrame(req: FrameRequest): Promise<Uint8Array> {
-  const w = req.raw.length < IN_PROCESS_BYTES ? undefined : pool.pick();
-  if (!w) return Promise.resolve().then(() => local().encode(req));
+/** Whether this thread is coding a frame now (it takes one at a time, between its reads and writes). */
+let codingHere = false;
+
+/** Runs `code` on this thread at its next turn, marked as coding here meanwhile. */
+function here<T>(code: () => T): Promise<T> {
+  codingHere = true;
+  return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+    try {
+      return code();
+    } finally {
+      codingHere = false;
+    }
+  });
+}
+
+/**
+ * The worker a frame of `bytes` goes to, or undefined to code it on this thread: a small frame here
+ * (a round trip would cost more); else an idle worker; when every worker is busy, this thread if it
+ * codes nothing else (a reader or writer waiting for frames has nothing else to do: on 2 cores, one
+ * worker and this thread code at twice one worker's rate). `workersOnly`: never this thread (work in
+ * the background of one that has better things to do, as a pull's receiving).
+ */
+function threadFor(bytes: number, workersOnly: boolean) {
+  if (bytes < IN_PROCESS_BYTES) return undefined;
+  return workersOnly ? pool.pick() : (pool.idle() ?? (codingHere ? pool.pick() : undefined));
+}
+
+/** Encodes one frame (see frame.ts). `raw` may be moved to a worker: the caller must not use it after. */
+export function encodeFrame(req: FrameRequest, workersOnly = false): Promise<Uint8Array> {
+  const w = threadFor(req.raw.length, workersOnly);
+  if (!w) return here(() => local().encode(req));
   return pool.ask<Uint8Array>({ op: "encode", raw: req.raw, width: req.width }, w, movable(req.raw));
 }
 
-let decodingHere = false;
-
-/**
- * Decodes one frame; rejects with E_DIGEST (a bare reason: the caller names the blob) when it is
- * corrupt. On an idle worker; when every worker is busy, on this thread if it decodes nothing else
- * (a reader waiting for frames has nothing else to do: on 2 cores, one worker and this thread decode
- * at twice one worker's rate).
- */
-export function decodeFrame(frame: Uint8Array, rawLength: number, maxWidth: number): Promise<Uint8Array> {
-  const w = rawLength < IN_PROCESS_BYTES ? undefined : (pool.idle() ?? (decodingHere ? pool.pick() : undefined));
-  if (!w) {
-    decodingHere = true;
-    return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
-      try {
-        return local().decode(frame, rawLength, maxWidth);
-      } finally {
-        decodingHere = false;
-      }
-    });
-  }
+/** Decodes one frame; rejects with E_DIGEST (a bare reason: the caller names the blob) when it is corrupt. */
+export function decodeFrame(frame: Uint8Array, rawLength: number, maxWidth: number, workersOnly = false): Promise<Uint8Array> {
+  const w = threadFor(rawLength, workersOnly);
+  if (!w) return here(() => local().decode(frame, rawLength, maxWidth));
   return pool.ask<Uint8Array>({ op: "decode", frame, rawLength, maxWidth }, w, movable(frame));
 }
 

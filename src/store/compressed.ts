@@ -55,18 +55,19 @@ export class CompressedBlobs {
    * Makes the compressed form of `rawFile` (blob `digest`, `rawSize` bytes; a tensor of `dtype`, or
    * undefined for a pack or a whole file) visible: written aside, fsynced, decoded back and hashed,
    * renamed into place. Returns its stored size; undefined when it would not be smaller than raw
-   * (nothing is left behind then).
+   * (nothing is left behind then). `background`: coding and the check's decoding stay off this
+   * thread (a pull receives on it).
    */
-  async write(rawFile: string, digest: string, rawSize: number, dtype: string | undefined): Promise<number | undefined> {
+  async write(rawFile: string, digest: string, rawSize: number, dtype: string | undefined, background = false): Promise<number | undefined> {
     const file = this.file(digest);
     const tmp = tempPath(file);
     const out = await fsp.open(tmp, "wx");
     try {
-      const { storedSize } = await encodeFile(rawFile, rawSize, dtype, out);
+      const { storedSize } = await encodeFile(rawFile, rawSize, dtype, out, undefined, background);
       if (storedSize >= rawSize) return undefined;
       await out.sync();
       await out.close();
-      await hashDecoded(tmp, digest, this.what(digest));
+      await hashDecoded(tmp, digest, this.what(digest), background);
       await fsp.chmod(tmp, 0o444);
       await fsp.rename(tmp, file);
       await syncDir(this.dir);
@@ -101,8 +102,8 @@ export class CompressedBlobs {
 }
 
 /** Decodes the compressed file `file` whole and checks its bytes hash to `digest`. */
-async function hashDecoded(file: string, digest: string, what: string): Promise<void> {
-  const z = await CompressedFile.open(file, what);
+async function hashDecoded(file: string, digest: string, what: string, workersOnly: boolean): Promise<void> {
+  const z = await CompressedFile.open(file, what, { workersOnly });
   const sha = createHash("sha256");
   try {
     for await (const b of z.read()) sha.update(b);

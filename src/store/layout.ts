@@ -203,7 +203,8 @@ export class Store implements ContentStore {
    * file), crash-safe: the raw file goes only once the compressed one is fsynced and decodes to the
    * digest. "kept raw" when compression would not make it smaller, "missing" when the store lacks it.
    * `keepRaw`: the compressed form is written beside the raw file, which readers then still use
-   * (a pull in progress); a later compressBlob removes the raw file.
+   * (a pull in progress, whose receiving thread the work then stays off); a later compressBlob
+   * removes the raw file.
    */
   async compressBlob(digest: string, dtype: string | undefined, opts: { keepRaw?: boolean } = {}): Promise<"compressed" | "already" | "kept raw" | "missing"> {
     await this.init();
@@ -214,7 +215,7 @@ export class Store implements ContentStore {
     // A form written beside the raw file (keepRaw; a compress killed after its rename) was checked before its rename.
     const done = (await this.compressed.sizes(digest).catch(() => undefined)) !== undefined;
     // Another process may compress it at the same time and remove the raw file under this one.
-    const written = done ? 0 : await this.compressed.write(raw, digest, st.size, dtype).catch(async (err: unknown) => (isMissing(err) && (await this.compressed.sizes(digest)) ? 0 : Promise.reject(err)));
+    const written = done ? 0 : await this.compressed.write(raw, digest, st.size, dtype, opts.keepRaw === true).catch(async (err: unknown) => (isMissing(err) && (await this.compressed.sizes(digest)) ? 0 : Promise.reject(err)));
     if (written === undefined) {
       this.notSmaller.add(digest);
       return "kept raw";

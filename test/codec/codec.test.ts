@@ -8,7 +8,9 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import zlib from "node:zlib";
 import { CompressedFile, encodeFile } from "../../src/codec/index.js";
+import { makeFrameCodec } from "../../src/codec/frame.js";
 import { normalBytes } from "../fixtures/weights.js";
 
 let tmp: string;
@@ -63,6 +65,19 @@ describe("round trip", () => {
     for (const frame of [undefined, 4096]) {
       const { file } = await encode(raw, dtype, frame);
       expect((await decode(file)).equals(raw)).toBe(true);
+    }
+  });
+});
+
+describe("one frame", () => {
+  // Elements are split a word at a time where the bytes are aligned, a byte at a time for the rest.
+  it.each([2, 4])("width %i: any length, at any offset of its buffer, decodes to its bytes", (width) => {
+    const codec = makeFrameCodec(zlib);
+    const bytes = normalBytes(width === 2 ? "BF16" : "F32", 4099);
+    for (const [offset, length] of [[0, bytes.length - 1], [1, 8001], [3, 4097], [2, 6]]) {
+      const raw = new Uint8Array(bytes.buffer, bytes.byteOffset + offset!, length);
+      const frame = codec.encode({ raw, width });
+      expect(Buffer.from(codec.decode(frame, length!, width)).equals(raw)).toBe(true);
     }
   });
 });
