@@ -10,7 +10,6 @@ import type { Readable } from "node:stream";
 import { CakeError } from "../errors.js";
 import { parseHeader, readHeaderLength } from "../format/safetensors.js";
 import type { ModelFile } from "../format/plan.js";
-import { byteWindow } from "../http/window.js";
 import type { HubFileReader } from "../hub/file-reader.js";
 import type { RegistryClient } from "../registry/client.js";
 import type { ContentStore } from "../store/content.js";
@@ -28,16 +27,6 @@ export interface RangeSource {
   open(start: number, end: number, signal?: AbortSignal): Promise<{ body: Readable; start: number }>;
   /** Bytes [start, end) whole, in memory (headers, proof windows). */
   read(start: number, end: number, signal?: AbortSignal): Promise<Buffer>;
-}
-
-/** A stream's bytes [start, end) in memory, the stream starting at `at`. */
-async function collect(src: { open: RangeSource["open"]; what: string }, start: number, end: number, signal?: AbortSignal): Promise<Buffer> {
-  const { body, start: at } = await src.open(start, end, signal);
-  const chunks: Buffer[] = [];
-  for await (const { data } of byteWindow(body, at, start, end)) chunks.push(data);
-  const buf = Buffer.concat(chunks);
-  if (buf.length !== end - start) throw new CakeError("E_SIZE", `${src.what}: short read at ${start}-${end}: ${buf.length} bytes`);
-  return buf;
 }
 
 /** A file of a Hub revision, read through its CDN location (`key`: its sha256, or `git-<oid>`). */
@@ -106,7 +95,12 @@ export function registryBlobSource(
     if (b.status === 200 && (start > 0 || end < size)) opts.onWhole?.();
     return { body: b.body, start: b.start };
   };
-  return { key: opts.key ?? digest.replace(":", "-"), what, name, size, open, read: (start, end, signal) => collect({ open, what }, start, end, signal) };
+  const read: RangeSource["read"] = async (start, end, signal) => {
+    const r = await client.readBlobRange(repo, digest, start, end, signal);
+    if (r.ignoredRange && (start > 0 || end < size)) opts.onWhole?.();
+    return r.bytes;
+  };
+  return { key: opts.key ?? digest.replace(":", "-"), what, name, size, open, read };
 }
 
 /**

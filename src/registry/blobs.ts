@@ -56,6 +56,23 @@ export async function fetchBlob(t: RegistryTransport, repo: string, digest: stri
   throw await t.fail(res, "GET", url, ctx);
 }
 
+/**
+ * Bytes [start, end) of a blob in memory (a safetensors header, a proof window), read in the retry
+ * loop that small answers get: a cut answer is continued from its last byte, a stall is a bounded
+ * try. `ignoredRange`: the registry sent the blob from byte 0 (the window was cut out of it).
+ */
+export async function readBlobRange(t: RegistryTransport, repo: string, digest: string, start: number, end: number, signal?: AbortSignal): Promise<{ bytes: Buffer; ignoredRange: boolean }> {
+  const ctx = t.context(repo, digest);
+  assertDigest(digest, ctx);
+  if (!Number.isSafeInteger(start) || start < 0 || !(end > start)) throw new CakeError("E_USAGE", `${ctx}: bad byte range ${start}-${end}`);
+  const url = t.url(repo, `blobs/${digest}`);
+  const req = { method: "GET" as const, headers: { range: `bytes=${start}-${end - 1}` }, scopes: t.pullScopes(repo), context: ctx, ...(signal ? { signal } : {}) };
+  const res = await t.sendRead(url, req, end - start, "blob");
+  if (res.status !== 200 && res.status !== 206) throw await t.failRead(res, "GET", url, ctx);
+  if (res.bytes.length !== end - start) throw new CakeError("E_SIZE", `${ctx}: short read at ${start}-${end}: ${res.bytes.length} bytes`);
+  return { bytes: res.bytes, ignoredRange: res.status === 200 };
+}
+
 /** A small blob (a config, a recipe) read whole and checked against its digest. */
 export async function readBlob(t: RegistryTransport, repo: string, digest: string, limit: number): Promise<Buffer> {
   const ctx = t.context(repo, digest);

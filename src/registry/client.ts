@@ -10,7 +10,7 @@
  * registry, repository and reference, and the registry's own error code.
  */
 import type { Readable } from "node:stream";
-import { fetchBlob, hasBlob, readBlob } from "./blobs.js";
+import { fetchBlob, hasBlob, readBlob, readBlobRange } from "./blobs.js";
 import { getManifest, headManifest, putManifest } from "./manifests.js";
 import type { BlobDescriptor, FetchedBlob, PushBlobOptions, PushBlobResult, RegistryClientOptions } from "./options.js";
 import { catalog, listTags, tags } from "./tags.js";
@@ -71,6 +71,10 @@ export class RegistryClient {
   }
 
   /** A small blob (a config, a recipe) read whole and checked against its digest. */
+  readBlobRange(repo: string, digest: string, start: number, end: number, signal?: AbortSignal): Promise<{ bytes: Buffer; ignoredRange: boolean }> {
+    return readBlobRange(this.transport, repo, digest, start, end, signal);
+  }
+
   readBlob(repo: string, digest: string, limit: number): Promise<Buffer> {
     return readBlob(this.transport, repo, digest, limit);
   }

@@ -61,6 +61,21 @@ async function tensorBytes(dir: string, names: string[]): Promise<number> {
 }
 
 describe("cake pull of a CNCF ModelPack artifact (pushed by oras)", () => {
+  it("survives cut answers (every 3rd manifest and blob answer cut half-way, header reads included) and ends byte-identical", async () => {
+    const e = env();
+    let k = 0;
+    proxy.fault({ method: "GET", times: 100_000, when: (req) => /\/(manifests|blobs)\//.test(req.url ?? ""), cutAnswer: () => (++k % 3 === 0 ? { fraction: 0.5 } : { fraction: 1.01 }) });
+    try {
+      await cakeOk(["pull", "-q", `${proxy.host}/mp/base:v1`], e);
+    } finally {
+      proxy.reset();
+    }
+    expect(k).toBeGreaterThan(6);
+    const out = path.join(tmp, "out-cut");
+    await cakeOk(["export", "-q", `${proxy.host}/mp/base:v1`, out], e);
+    expect(await hashTree(out)).toEqual(await hashTree(base));
+  });
+
   it("stores it as a cake model: export is byte-identical, inspect lists the tensors, a second pull fetches nothing", async () => {
     const e = env();
     const r = await cake(["pull", `${proxy.host}/mp/base:v1`], e);
