@@ -10,14 +10,13 @@ import {
   CakeError,
   MT,
   clientFor,
-  digestJob,
   formatHfRef,
   indexReference,
   ociRefName,
   parseManifest,
   pushModelIndex,
   pushToRegistry,
-  registryBlobSource,
+  registryBlobJob,
   transferBlobs,
   type IndexSource,
   type RegistryAccess,
@@ -75,7 +74,7 @@ export class Backend {
     const small = [manifest.config, ...manifest.layers.filter((l) => l.mediaType === MT.recipe)];
     const { stats } = await transferBlobs(
       store,
-      small.map((d) => digestJob(store, d.digest, d.size, registryBlobSource(client, b.repository, d.digest, d.size, d.digest), `${b.full} blob ${d.digest}`)),
+      small.map((d) => registryBlobJob(store, client, b.repository, d, `${b.full} blob ${d.digest}`)),
     );
     this.fetched(stats.fetchedBytes + bytes.length);
     if ((await store.putBytes(bytes)) !== digest) throw new CakeError("E_DIGEST", `${b.full}: manifest digest mismatch`);
@@ -93,7 +92,7 @@ export class Backend {
     const manifest = parseManifest(await store.readBlob((await store.resolve(formatHfRef({ repo, revision: commit })))!.digest, MANIFEST_LIMIT), repo);
     const desc = [manifest.config, ...manifest.layers].find((d) => d.digest === digest);
     if (!desc) return;
-    const { stats } = await transferBlobs(store, [digestJob(store, digest, desc.size, registryBlobSource(client, repository, digest, desc.size, digest), `${registry}/${repository} blob ${digest}`)]);
+    const { stats } = await transferBlobs(store, [registryBlobJob(store, client, repository, desc, `${registry}/${repository} blob ${digest}`)]);
     this.fetched(stats.fetchedBytes);
   }
 

@@ -162,7 +162,7 @@ export class Replication {
       const claim = await backend.readClaim(repo, commit).catch(() => undefined);
       if (!claim || !this.isOthers(claim)) return undefined;
       if (!polls) this.log({ event: "backend-wait", ref, owner: claim.owner });
-      await new Promise((resolve) => setTimeout(resolve, CLAIM_POLL_MS));
+      await sleep(CLAIM_POLL_MS);
     }
   }
 

@@ -15,7 +15,7 @@ export * from "./transfer/defaults.js";
 export * from "./hub/index.js";
 export * from "./model/ref.js";
 export * from "./model/hf-pull.js";
-export { digestJob, hubFileSource, localFileSource, readSafetensorsHeader, registryBlobSource, type RangeSource } from "./model/range-source.js";
+export { digestJob, hubFileSource, localFileSource, readSafetensorsHeader, registryBlobJob, registryBlobSource, type RangeSource } from "./model/range-source.js";
 export type { ContentStore } from "./store/content.js";
 export * from "./model/source.js";
 export * from "./model/export.js";

@@ -11,7 +11,7 @@ import type { Store } from "../store/layout.js";
 import { transferBlobs } from "../transfer/engine.js";
 import { Pool } from "../transfer/pool.js";
 import type { ModelIndexUnit } from "./index-artifact.js";
-import { digestJob, registryBlobSource } from "./range-source.js";
+import { registryBlobJob } from "./range-source.js";
 import { clientFor, type RegistryAccess } from "./registry-pull.js";
 import { parseReference } from "../registry/index.js";
 
@@ -49,7 +49,7 @@ export async function takeIndexedBlobs(
       )
     ).filter((b) => b !== undefined);
     if (held.length === 0) return { blobs: 0, bytes: 0 };
-    const jobs = held.map((b) => digestJob(store, b.digest, b.size, registryBlobSource(client, ref.repository, b.digest, b.size, b.digest), `${ref.registry}/${ref.repository} blob ${b.digest}`));
+    const jobs = held.map((b) => registryBlobJob(store, client, ref.repository, b, `${ref.registry}/${ref.repository} blob ${b.digest}`));
     const { stats } = await transferBlobs(store, jobs, { ...(opts.concurrency ? { concurrency: opts.concurrency } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
     return { blobs: held.length, bytes: stats.fetchedBytes };
   } catch (err) {

@@ -120,6 +120,14 @@ export function digestJob(store: ContentStore, digest: string, size: number, sou
 }
 
 /**
+ * The engine's job for a whole blob of a registry repository (`blob`: its digest and size), read by
+ * Range from the registry and checked against its digest; `name` is what format errors call it.
+ */
+export function registryBlobJob(store: ContentStore, client: RegistryClient, repo: string, blob: { digest: string; size: number }, label: string, name = blob.digest): BlobJob {
+  return digestJob(store, blob.digest, blob.size, registryBlobSource(client, repo, blob.digest, blob.size, name), label);
+}
+
+/**
  * A safetensors file's length and header, the length checked against the file's size before more
  * is asked for. With `first` > 8, the length and header come in one read of that many bytes (a 7B
  * shard's header is ~20 KB; a longer one takes a second read for the rest); else 8 bytes then N, so

@@ -12,7 +12,7 @@ import { parseReference, RegistryClient, type RegistryClientOptions } from "../r
 import type { Store } from "../store/layout.js";
 import { transferBlobs, type TransferStats } from "../transfer/engine.js";
 import type { ProgressSink } from "../transfer/progress.js";
-import { digestJob, registryBlobSource } from "./range-source.js";
+import { registryBlobJob } from "./range-source.js";
 import { ociRefName } from "./ref.js";
 import { canonicalRef } from "./source.js";
 import { kindName, readModelManifest, type ModelLayers } from "../modelpack/read-manifest.js";
@@ -76,7 +76,7 @@ export async function pullFromRegistry(refString: string, opts: RegistryPullOpti
   const { documents, blobs: descs } = await collectGraph(root, async (d) => (d.digest === digest ? bytes : (await client.getManifest(ref.repository, d.digest)).bytes), name);
   const { store } = opts;
   return store.withLease(async () => {
-    const jobs = descs.map((d) => digestJob(store, d.digest, d.size, registryBlobSource(client, ref.repository, d.digest, d.size, d.digest), `${name} blob ${d.digest}`));
+    const jobs = descs.map((d) => registryBlobJob(store, client, ref.repository, d, `${name} blob ${d.digest}`));
     const { stats } = await transferBlobs(store, jobs, {
       ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
       ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}),

@@ -29,7 +29,7 @@ import { transferBlobs, type TransferStats } from "../transfer/engine.js";
 import { Pool } from "../transfer/pool.js";
 import type { ProgressSink } from "../transfer/progress.js";
 import type { SourcedFile } from "../model/convert.js";
-import { digestJob, localFileSource, readSafetensorsHeader, registryBlobSource, storedBlobSource } from "../model/range-source.js";
+import { localFileSource, readSafetensorsHeader, registryBlobJob, registryBlobSource, storedBlobSource } from "../model/range-source.js";
 import { convertReusing, guessFromStore, once } from "../model/reuse-convert.js";
 import { addModelPath, kindName, type ModelLayers, type TarLayer } from "./read-manifest.js";
 import { extractTar } from "./tar-layers.js";
@@ -76,7 +76,7 @@ export async function pullModelArtifact(input: ModelPullInput): Promise<ModelPul
     ...(input.signal ? { signal: input.signal } : {}),
   };
   const rangesOf = once((key: string) => store.knownRanges(key));
-  const blobOf = (d: Descriptor, label: string) => digestJob(store, d.digest, d.size, registryBlobSource(client, repository, d.digest, d.size, label), `${server}@${d.digest} (${label})`);
+  const blobOf = (d: Descriptor, label: string) => registryBlobJob(store, client, repository, d, `${server}@${d.digest} (${label})`, label);
 
   // Raw layers: safetensors headers by Range; a registry that ignores Range has those layers fetched whole.
   const files: SourcedFile[] = [];
