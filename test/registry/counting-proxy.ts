@@ -63,8 +63,6 @@ export interface Fault {
   cutAnswer?: CutPlan | ((req: IncomingMessage) => CutPlan);
   /** Request headers removed before forwarding. */
   dropRequestHeaders?: string[];
-  /** Hold the request this long before forwarding it (a slow hop to the registry). */
-  delayMs?: number;
   /** Hold the request until this settles (to order it after another). */
   hold?: Promise<unknown>;
   /** Change the registry's answer (read whole, Content-Length fixed up). */
@@ -125,9 +123,9 @@ export async function startCountingProxy(targetUrl: string): Promise<CountingPro
     const headers = { ...req.headers };
     for (const h of fault?.dropRequestHeaders ?? []) delete headers[h.toLowerCase()];
     const forward = () => forwardTo(req, res, record, fault, headers);
-    if (fault?.delayMs || fault?.hold) {
+    if (fault?.hold) {
       req.pause();
-      void Promise.all([fault.hold, new Promise((r) => setTimeout(r, fault.delayMs ?? 0))]).then(forward, forward);
+      void fault.hold.then(forward, forward);
     } else forward();
   });
   const forwardTo = (req: IncomingMessage, res: ServerResponse, record: ProxiedRequest, fault: (Fault & { left: number }) | undefined, headers: IncomingHttpHeaders) => {
@@ -194,7 +192,7 @@ export async function startCountingProxy(targetUrl: string): Promise<CountingPro
       if (!cut) upstream.end();
     });
     req.on("error", () => upstream.destroy());
-    req.resume(); // held by delayMs or hold until now
+    req.resume(); // held by `hold` until now
   };
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as AddressInfo;
