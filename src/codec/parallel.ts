@@ -5,6 +5,8 @@
 import zlib from "node:zlib";
 import { WorkerPool } from "../worker-pool.js";
 import { makeFrameCodec, type FrameCodec, type FrameRequest } from "./frame.js";
+import { makeHuffman } from "./huffman.js";
+import { makeKernels } from "./kernels.js";
 
 type Request = ({ op: "encode" } & FrameRequest) | { op: "decode"; frame: Uint8Array; rawLength: number; maxWidth: number };
 
@@ -13,9 +15,15 @@ function dispatch(codec: FrameCodec) {
   return (m: Request): Uint8Array => (m.op === "encode" ? codec.encode(m) : codec.decode(m.frame, m.rawLength, m.maxWidth));
 }
 
-const pool = new WorkerPool(`(${dispatch.toString()})((${makeFrameCodec.toString()})(require("node:zlib")))`);
+/** The codec as the worker makes it: each part's source text, so the workers run the same code. */
+const codecSource = `(() => { const k = (${makeKernels.toString()})(); return (${makeFrameCodec.toString()})(require("node:zlib"), k, (${makeHuffman.toString()})(k)); })()`;
+const pool = new WorkerPool(`(${dispatch.toString()})(${codecSource})`);
 let inProcess: FrameCodec | undefined;
-const local = () => (inProcess ??= makeFrameCodec(zlib));
+const local = () => {
+  if (inProcess) return inProcess;
+  const kernels = makeKernels();
+  return (inProcess = makeFrameCodec(zlib, kernels, makeHuffman(kernels)));
+};
 /** Below this many bytes a frame is coded on the calling thread. */
 const IN_PROCESS_BYTES = 64 << 10;
 

@@ -38,13 +38,29 @@ export interface CompressOptions {
 /** Whether `CAKE_COMPRESS` asks for new blobs to be kept compressed (1, true, yes). */
 export const compressByDefault = (): boolean => /^(1|true|yes)$/i.test(process.env.CAKE_COMPRESS ?? "");
 
-/** The dtype of each layer that is one tensor, whole (a pack or a whole file has none: compressed plain). */
-function dtypesOf(manifest: ImageManifest, configBytes: Buffer | undefined, where: string): Map<string, string> {
-  const out = new Map<string, string>();
-  if (!configBytes) return out;
-  const sizes = new Map(manifest.layers.map((l) => [l.digest, l.size]));
+/**
+ * The dtype a layer is coded as (src/codec/): the one that holds most of its bytes. A pack of a
+ * layer's small tensors is mostly one float dtype (norms, biases, the smaller projections): split
+ * by its width, it compresses as a tensor does (BF16: ~67 % against deflate's ~79 %) and decodes
+ * faster. Any choice decodes to the same bytes. Undefined for a whole file (coded plain).
+ */
+export function codingDtype(tensors: readonly { dtype: string; size: number }[]): string | undefined {
+  const bytes = new Map<string, number>();
+  for (const t of tensors) bytes.set(t.dtype, (bytes.get(t.dtype) ?? 0) + t.size);
+  return [...bytes].sort((a, b) => b[1] - a[1])[0]?.[0];
+}
+
+/** The coding dtype of each layer that holds tensors (see codingDtype). */
+function dtypesOf(configBytes: Buffer | undefined, where: string): Map<string, string> {
+  const byLayer = new Map<string, { dtype: string; size: number }[]>();
+  if (!configBytes) return new Map();
   for (const f of parseConfig(configBytes, `${where} config`).files) {
-    for (const t of f.tensors ?? []) if (t.offset === 0 && t.size === sizes.get(t.digest)) out.set(t.digest, t.dtype);
+    for (const t of f.tensors ?? []) byLayer.set(t.digest, [...(byLayer.get(t.digest) ?? []), t]);
+  }
+  const out = new Map<string, string>();
+  for (const [digest, tensors] of byLayer) {
+    const dtype = codingDtype(tensors);
+    if (dtype) out.set(digest, dtype);
   }
   return out;
 }
@@ -54,7 +70,7 @@ export async function compressModel(store: Store, ref: string, opts: CompressOpt
   const { manifest } = await readStoredManifest(store, ref);
   return store.withLease(async () => {
     const configBytes = await store.readBlob(manifest.config.digest).catch(() => undefined);
-    const dtypes = dtypesOf(manifest, configBytes, ref);
+    const dtypes = dtypesOf(configBytes, ref);
     const recipe = recipeLayer(manifest, ref).digest;
     const r: CompressResult = { blobs: 0, changed: 0, keptRaw: 0, rawBytes: 0, storedBytes: 0 };
     const layers = [...new Map(manifest.layers.filter((l) => l.digest !== recipe && l.size >= MIN_COMPRESS_BYTES).map((l) => [l.digest, l])).values()];

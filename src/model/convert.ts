@@ -17,7 +17,7 @@ import type { Store } from "../store/layout.js";
 import { transferBlobs, type BlobJob, type TransferStats } from "../transfer/engine.js";
 import type { ProgressSink } from "../transfer/progress.js";
 import { storeArtifact } from "./catalog.js";
-import { BLOBS_AT_ONCE, MIN_COMPRESS_BYTES } from "./compress.js";
+import { BLOBS_AT_ONCE, codingDtype, MIN_COMPRESS_BYTES } from "./compress.js";
 import type { RangeSource } from "./range-source.js";
 
 export interface SourcedFile extends ModelFile {
@@ -156,7 +156,7 @@ class BackgroundCompress {
     while (this.running.size < BLOBS_AT_ONCE && this.queue.length) {
       const [digest, u] = this.queue.shift()!;
       const p: Promise<void> = this.store
-        .compressBlob(digest, u.kind === "tensor" ? u.tensors[0]!.dtype : undefined, { keepRaw: true })
+        .compressBlob(digest, codingDtype(u.tensors.map((t) => ({ dtype: t.dtype, size: t.end - t.begin }))), { keepRaw: true })
         .then(
           () => {},
           () => {},

@@ -10,6 +10,8 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import zlib from "node:zlib";
 import { CompressedFile, encodeFile } from "../../src/codec/index.js";
+import { makeHuffman } from "../../src/codec/huffman.js";
+import { makeKernels } from "../../src/codec/kernels.js";
 import { makeFrameCodec } from "../../src/codec/frame.js";
 import { normalBytes } from "../fixtures/weights.js";
 
@@ -71,13 +73,57 @@ describe("round trip", () => {
 
 describe("one frame", () => {
   // Elements are split a word at a time where the bytes are aligned, a byte at a time for the rest.
-  it.each([2, 4])("width %i: any length, at any offset of its buffer, decodes to its bytes", (width) => {
-    const codec = makeFrameCodec(zlib);
+  // With the WebAssembly kernels (SIMD join, table decoding) and without them (the JS loops, as under --jitless).
+  const codecs = [["kernels", makeKernels()], ["JS", undefined]] as const;
+  it.each(codecs.flatMap(([name, k]) => [2, 4].map((width) => [width, name, k] as const)))("width %i, %s: any length, at any offset of its buffer, decodes to its bytes", (width, _name, kernels) => {
+    expect(makeKernels()).toBeDefined();
+    const codec = makeFrameCodec(zlib, kernels, makeHuffman(kernels));
     const bytes = normalBytes(width === 2 ? "BF16" : "F32", 4099);
-    for (const [offset, length] of [[0, bytes.length - 1], [1, 8001], [3, 4097], [2, 6]]) {
+    for (const [offset, length] of [[0, bytes.length - 1], [1, 8001], [3, 4097], [2, 6], [0, 1000]]) {
       const raw = new Uint8Array(bytes.buffer, bytes.byteOffset + offset!, length);
       const frame = codec.encode({ raw, width });
       expect(Buffer.from(codec.decode(frame, length!, width)).equals(raw)).toBe(true);
+    }
+  });
+});
+
+describe("Huffman code", () => {
+  const kernels = makeKernels();
+  const codes = [makeHuffman(kernels), makeHuffman(undefined)];
+  const roundTrip = (s: Uint8Array) => {
+    for (const h of codes) {
+      const body = h.encode(s);
+      if (body) expect(Buffer.from(h.decode(body, s.length)).equals(s)).toBe(true);
+    }
+    return codes[0]!.encode(s);
+  };
+  it("codes skewed, flat, one-byte and every-byte streams, its codes never longer than 11 bits", () => {
+    // Counts falling by half from byte to byte: plain Huffman would give the rarest codes of ~40 bits.
+    const skewed = Uint8Array.from({ length: 1 << 20 }, (_, i) => Math.min(39, Math.clz32(i ^ 0xfffff) + (i % 3)) * 3);
+    const coded = roundTrip(skewed)!;
+    expect(coded.length).toBeLessThan(skewed.length / 3);
+    for (let b = 0; b < 256; b++) expect((coded[b >> 1]! >> ((b & 1) * 4)) & 15).toBeLessThanOrEqual(11);
+    expect(roundTrip(new Uint8Array(5000).fill(7))!.length).toBeLessThan(1000);
+    expect(roundTrip(Uint8Array.from({ length: 256 * 40 }, (_, i) => (i * 7) % 256))).toBeUndefined();
+    roundTrip(Uint8Array.from({ length: 256 * 64 }, (_, i) => (i % 256 < 200 ? 5 : i % 256)));
+    roundTrip(Uint8Array.of(1, 2));
+  });
+  it("a corrupt stream gives wrong bytes or an error, never a hang or bytes past the length asked", () => {
+    const s = normalBytes("BF16", 50_000).filter((_, i) => i % 2 === 1);
+    const body = codes[0]!.encode(s)!;
+    for (const h of codes) {
+      for (const at of [0, 3, 64, 127, 128, 500, body.length - 1]) {
+        const bad = Uint8Array.from(body);
+        bad[at] = bad[at]! ^ 0x5a;
+        let out: Uint8Array | undefined;
+        try {
+          out = h.decode(bad, s.length);
+        } catch {
+          continue;
+        }
+        expect(out.length).toBe(s.length);
+      }
+      expect(() => h.decode(body.subarray(0, 100), s.length)).toThrow(/cut short/);
     }
   });
 });

@@ -71,6 +71,21 @@ describe("cake compress", () => {
     expect((await cake(["compress", REF], env)).stderr).toMatch(/: 1 of 5 layers compressed now/);
   });
 
+  it("a pack of small BF16 tensors is coded as BF16: stored at most 70 % of raw, like one big tensor", async () => {
+    const dir = path.join(tmp, "pack-model");
+    await fs.mkdir(dir);
+    // 40 tensors of 64 KiB: under the 1 MiB threshold, so one pack layer of 2.5 MiB.
+    await writeSafetensorsFile(path.join(dir, "model.safetensors"), Array.from({ length: 40 }, (_, i): GenTensor => ({ name: `layers.${i}.norm`, dtype: "BF16", shape: [128, 256], normal: true })));
+    const { env } = await storeWith("pack", dir);
+    await cakeOk(["compress", "-q", REF], env);
+    expect(await files(path.join(env.CAKE_HOME, "cake", "compressed"))).toHaveLength(1);
+    const [l] = JSON.parse(await cakeOk(["ls", "--json"], env)) as { bytes: number; stored: number }[];
+    expect(l!.stored / l!.bytes).toBeLessThanOrEqual(0.7);
+    const out = path.join(tmp, "pack-out");
+    await cakeOk(["export", "-q", REF, out], env);
+    expect(await hashTree(out)).toEqual(await hashTree(dir));
+  });
+
   it("a flipped byte in a compressed blob fails the export in one line naming the blob; no file is written", async () => {
     const { env } = await storeWith("corrupt");
     await cakeOk(["compress", "-q", REF], env);
