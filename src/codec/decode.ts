@@ -68,7 +68,8 @@ export class CompressedFile {
   }
 
   private async frame(i: number): Promise<Uint8Array> {
-    const coded = new Uint8Array(this.starts[i + 1]! - this.starts[i]!);
+    // Not zero-filled first (it is read over whole), and its own memory, so it can move to a worker.
+    const coded = Buffer.allocUnsafeSlow(this.starts[i + 1]! - this.starts[i]!);
     const { bytesRead } = await this.fh.read(coded, 0, coded.length, this.starts[i]!);
     if (bytesRead !== coded.length) throw corrupt(this.what, "cut short");
     const rawLength = Math.min(this.header.frameSize, this.rawSize - i * this.header.frameSize);
