@@ -87,6 +87,25 @@ describe("one frame", () => {
   });
 });
 
+describe("frames written before the Huffman code", () => {
+  it("a split frame whose exponent stream is raw deflate (method 1, the first stores) still decodes", () => {
+    const raw = normalBytes("BF16", 3001);
+    const lo = raw.filter((_, i) => i % 2 === 0);
+    const hi = zlib.deflateRawSync(raw.filter((_, i) => i % 2 === 1), { strategy: zlib.constants.Z_HUFFMAN_ONLY });
+    const head = Buffer.alloc(9 + 10);
+    head.writeUInt32LE(raw.length, 0);
+    head.writeUInt32LE(zlib.crc32(raw), 4);
+    head[8] = 2;
+    head[9] = 0;
+    head.writeUInt32LE(lo.length, 10);
+    head[14] = 1;
+    head.writeUInt32LE(hi.length, 15);
+    const kernels = makeKernels();
+    const codec = makeFrameCodec(zlib, kernels, makeHuffman(kernels));
+    expect(Buffer.from(codec.decode(Buffer.concat([head, lo, hi]), raw.length, 2)).equals(raw)).toBe(true);
+  });
+});
+
 describe("Huffman code", () => {
   const kernels = makeKernels();
   const codes = [makeHuffman(kernels), makeHuffman(undefined)];
