@@ -14,6 +14,7 @@
  */
 import type { Agent, Dispatcher } from "undici";
 import { readProxyEnv } from "./proxy-env.js";
+import { closeIdleSockets, isSocketRange, rangeOverSocket } from "./range-socket.js";
 import type { ProxyRouter } from "./proxy-router.js";
 import { HTTP_TIMEOUTS } from "./timeouts.js";
 
@@ -24,6 +25,8 @@ interface UndiciCore {
 let loaded: Promise<UndiciCore> | undefined;
 let shared: Promise<Dispatcher> | undefined;
 let router: ProxyRouter | undefined;
+/** The shared dispatcher when it connects direct to every origin (no proxy in the environment). */
+let direct: Dispatcher | undefined;
 
 const undiciCore = (): Promise<UndiciCore> =>
   (loaded ??= Promise.all([import("undici/lib/dispatcher/agent.js"), import("undici/lib/api/api-request.js")]).then(([agent, api]) => ({
@@ -43,17 +46,28 @@ const AGENT_OPTIONS: Agent.Options = {
 
 export function sharedDispatcher(): Promise<Dispatcher> {
   shared ??= undiciCore().then(async ({ Agent }) => {
-    const direct = new Agent(AGENT_OPTIONS);
+    const agent = new Agent(AGENT_OPTIONS);
     const proxies = readProxyEnv();
-    if (!proxies) return direct;
+    if (!proxies) return (direct = agent);
     const { ProxyRouter } = await import("./proxy-router.js");
-    return (router = new ProxyRouter(direct, proxies, AGENT_OPTIONS));
+    return (router = new ProxyRouter(agent, proxies, AGENT_OPTIONS));
   });
   return shared;
 }
 
 /** One request of `url` through `dispatcher` (undici's `request(url, opts)`, without its index). */
 export async function dispatchRequest(dispatcher: Dispatcher, url: URL, opts: Omit<Dispatcher.RequestOptions, "origin" | "path">): Promise<Dispatcher.ResponseData> {
+  // A Range of a plain-HTTP origin reached direct: on a raw socket (./range-socket.ts), a seventh of
+  // undici's receiving cost; an answer it does not read (no Content-Length) comes through undici.
+  if (dispatcher === direct && isSocketRange(url, opts)) {
+    const answer = await rangeOverSocket(url, {
+      headers: opts.headers as Record<string, string>,
+      signal: opts.signal as AbortSignal | undefined,
+      headersTimeout: opts.headersTimeout ?? undefined,
+      bodyTimeout: opts.bodyTimeout ?? undefined,
+    });
+    if (answer) return answer as unknown as Dispatcher.ResponseData;
+  }
   const { request } = await undiciCore();
   try {
     return await request.call(dispatcher, { ...opts, origin: url.origin, path: `${url.pathname}${url.search}` });
@@ -68,6 +82,8 @@ export async function closeSharedDispatcher(): Promise<void> {
   const d = shared;
   shared = undefined;
   router = undefined;
+  direct = undefined;
+  closeIdleSockets();
   // A dispatcher that was never made (a proxy variable cake cannot use) has nothing to close.
   await (await d?.catch(() => undefined))?.close();
 }

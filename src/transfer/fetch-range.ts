@@ -5,6 +5,7 @@
  */
 import { CakeError, isCakeError, oneLine } from "../errors.js";
 import { isNetworkError, retryDelay, sleep, DEFAULT_RETRY } from "../http/retry.js";
+import { recycle } from "../http/range-socket.js";
 import { byteWindow } from "../http/window.js";
 import type { Range } from "../store/ingest.js";
 import type { OpenRange } from "./engine.js";
@@ -135,6 +136,8 @@ export async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSign
         const flush = async () => {
           if (batchLen === 0) return;
           await f.target.write(batchAt, batch, rangeStart, since);
+          // On disk: their memory may take the next bytes off the network (http/range-socket.ts).
+          recycle(batch);
           f.pos = batchAt + batchLen;
           onBytes(batchLen);
           batch = [];
