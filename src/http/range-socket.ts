@@ -233,7 +233,7 @@ export async function rangeOverSocket(url: URL, req: SocketRequest): Promise<Soc
 
 function exchangeOn(sock: PooledSocket, origin: string, url: URL, req: SocketRequest): Promise<SocketAnswer | undefined> {
   return new Promise<SocketAnswer | undefined>((resolve, reject) => {
-    let head = Buffer.alloc(0);
+    let head: Buffer = Buffer.alloc(0);
     let body: SocketBody | undefined;
     let timer: NodeJS.Timeout | undefined;
     const signal = req.signal ?? undefined;
@@ -272,12 +272,19 @@ function exchangeOn(sock: PooledSocket, origin: string, url: URL, req: SocketReq
     };
 
     const onHead = (bytes: Buffer) => {
-      head = head.length ? Buffer.concat([head, bytes]) : Buffer.from(bytes);
-      const end = head.indexOf("\r\n\r\n");
+      // The first read usually holds the head and the body's first bytes: those stay a view of the
+      // slab (recycled as any body bytes); only a head split over reads is gathered in a copy.
+      const joined = head.length ? Buffer.concat([head, bytes]) : bytes;
+      const end = joined.indexOf("\r\n\r\n");
       if (end < 0) {
+        head = Buffer.from(joined);
+        recycle([bytes]);
         if (head.length > HEAD_LIMIT) fail(failure("answer headers over 64 KiB", "UND_ERR_SOCKET"));
         return;
       }
+      // The slab bytes of the head are parsed below and not kept: handed back now.
+      recycle([joined === bytes ? bytes.subarray(0, end + 4) : bytes]);
+      head = joined;
       const lines = head.subarray(0, end).toString("latin1").split("\r\n");
       const status = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0]!);
       if (!status) return fail(failure(`not an HTTP answer: ${lines[0]!.slice(0, 40)}`, "UND_ERR_SOCKET"));
