@@ -92,14 +92,14 @@ export class Models {
 }
 
 /** cake pointed at the Hub emulation, with its own store. */
-export const cakeEnv = (hub: Hub | undefined, store: string): NodeJS.ProcessEnv => ({
+export const cakeEnv = (hub: Pick<Hub, "url"> | undefined, store: string): NodeJS.ProcessEnv => ({
   ...process.env,
   CAKE_HOME: store,
   ...(hub ? { HF_ENDPOINT: hub.url } : {}),
 });
 
 /** huggingface_hub pointed at the Hub emulation, plain HTTP downloads (no Xet), its cache in `home`. */
-export const hfEnv = (hub: Hub, home: string): NodeJS.ProcessEnv => ({
+export const hfEnv = (hub: Pick<Hub, "url">, home: string): NodeJS.ProcessEnv => ({
   ...process.env,
   HF_ENDPOINT: hub.url,
   HF_HOME: home,

@@ -7,17 +7,20 @@
  */
 import fs from "node:fs/promises";
 import path from "node:path";
-import { startHub } from "../../test/hub/emulator.js";
+import os from "node:os";
 import { startRegistry } from "../../test/registry/harness.js";
 import { cakeEnv, DEFAULTS, hfEnv, hfSnapshotArgs, HF_WORKERS, type Models, type Options } from "../lib/context.js";
 import { ensureCrane, ensureHfHub, ensureOras, checkRegistry } from "../lib/peers.js";
 import { cake, median, ROOT, Scratch, timed, type Timed } from "../lib/proc.js";
+import { startHubProcess } from "../lib/hub-process.js";
 import { getManifest } from "../lib/registry.js";
 import { mb, mbs, mib, pct, secs, type Section } from "../lib/report.js";
 import { DEFAULT_CHUNK } from "../../src/transfer/defaults.js";
 
 const REPO = "bench/model";
 const CAKE_CONCURRENCY = 16;
+/** The machine's cores: every client here shares them with the servers. */
+const CORES = os.availableParallelism();
 /** Ceiling clients use cake's request pattern: its piece size. */
 const CHUNK = DEFAULT_CHUNK;
 const CHUNK_MIB = `${DEFAULT_CHUNK >> 20} MiB`;
@@ -83,10 +86,8 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
   const minimalName = "minimal Node client: sha256 + write per chunk";
 
   try {
-    const hub = await startHub();
-    scratch.defer(() => hub.close());
-    hub.addRepo(REPO);
-    await hub.commit(REPO, model.dir);
+    // The Hub emulation serves from a process of its own (bench/hub-server.ts), not the bench's.
+    const hub = await startHubProcess(scratch, REPO, model.dir);
     const hubFiles: { url: string; size: number }[] = [];
     for (const f of (await fs.readdir(model.dir)).sort()) hubFiles.push({ url: `${hub.url}/${REPO}/resolve/main/${f}`, size: (await fs.stat(path.join(model.dir, f))).size });
 
@@ -96,7 +97,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       { name: "Hub, loopback uncapped", bandwidth: 0, latencyMs: 0 },
     ];
     for (const net of networks) {
-      hub.setKnobs({ bandwidth: net.bandwidth, latencyMs: net.latencyMs });
+      await hub.setKnobs({ bandwidth: net.bandwidth, latencyMs: net.latencyMs });
       const measured = await measure([
         { name: ceilingName, conc: CAKE_CONCURRENCY, once: () => curlDrain(hubFiles, CAKE_CONCURRENCY) },
         { name: nodeName, conc: CAKE_CONCURRENCY, once: () => drain(hubFiles, CAKE_CONCURRENCY) },
@@ -112,7 +113,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       for (const m of measured) {
         const rate = model.bytes / m.secs;
         const vs = m === hf ? "1.00x" : `${(hf.secs / m.secs).toFixed(2)}x hf`;
-        rows.push([net.name, m.name, m.conc, secs(m.secs), mbs(model.bytes, m.secs), capLabel(m.conc), pct(rate / capFor(m.conc)), m.cpu.toFixed(1), mib(m.rss), vs]);
+        rows.push([net.name, m.name, CORES, m.conc, secs(m.secs), mbs(model.bytes, m.secs), capLabel(m.conc), pct(rate / capFor(m.conc)), m.cpu.toFixed(1), mib(m.rss), vs]);
       }
       const c = measured.find((m) => m.name === "cake pull hf://")!;
       const cakeRate = model.bytes / c.secs;
@@ -123,6 +124,15 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
           met: cakeRate >= 0.9 * capFor(CAKE_CONCURRENCY),
         });
         targets.push({ what: "cold pull, capped: >= 3x huggingface_hub", measured: `${(hf.secs / c.secs).toFixed(2)}x`, met: hf.secs / c.secs >= 3 });
+      } else {
+        // Issue 21: never behind huggingface_hub on a small machine, at the cost of cake's two hashes at most.
+        const perGb = (cpu: number) => cpu / (model.bytes / 1e9);
+        targets.push({ what: `cold pull, loopback uncapped, ${CORES} cores: >= 1.2x huggingface_hub`, measured: `${(hf.secs / c.secs).toFixed(2)}x`, met: hf.secs / c.secs >= 1.2 });
+        targets.push({
+          what: `cold pull, loopback uncapped, ${CORES} cores: CPU s per GB <= huggingface_hub's + 1.2 (cake's two hashes)`,
+          measured: `${perGb(c.cpu).toFixed(2)} against ${perGb(hf.cpu).toFixed(2)}`,
+          met: perGb(c.cpu) <= perGb(hf.cpu) + 1.2,
+        });
       }
     }
 
@@ -148,8 +158,11 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
     const best = peers.reduce((a, b) => (b.secs < a.secs ? b : a));
     for (const r of regMeasured) {
       const vs = r.name.startsWith("cake") ? `${(best.secs / r.secs).toFixed(2)}x ${best.name}` : "";
-      rows.push(["distribution, loopback", r.name, r.conc, secs(r.secs), mbs(model.bytes, r.secs), `${mbs(regCeiling, 1)} (ceiling)`, pct(model.bytes / r.secs / regCeiling), r.cpu.toFixed(1), mib(r.rss), vs]);
+      rows.push(["distribution, loopback", r.name, CORES, r.conc, secs(r.secs), mbs(model.bytes, r.secs), `${mbs(regCeiling, 1)} (ceiling)`, pct(model.bytes / r.secs / regCeiling), r.cpu.toFixed(1), mib(r.rss), vs]);
     }
+    const oras16 = regMeasured.find((r) => r.name === "oras pull --concurrency 16")!;
+    const cakeReg = regMeasured.find((r) => r.name === "cake pull (registry)")!;
+    targets.push({ what: `registry pull from distribution, ${CORES} cores: >= 0.8x oras pull --concurrency 16`, measured: `${(oras16.secs / cakeReg.secs).toFixed(2)}x`, met: oras16.secs / cakeReg.secs >= 0.8 });
     // Another cap or model size keeps its own section beside the default one (e.g. a slower CDN: --bandwidth 10).
     const otherCap = opts.bandwidth !== DEFAULTS.bandwidth;
     const otherSize = opts.mb !== DEFAULTS.mb;
@@ -161,15 +174,15 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
         `model: Llama-shaped ${model.shape.hidden}×${model.shape.layers} layers, ${model.tensors} BF16 tensors in ${model.shards} shards + index + tokenizer/config files, ${mb(model.bytes)} MB`,
         `median of ${opts.runs} runs, each into an empty store / cache / directory; runs interleaved (every client once per round)`,
       ],
-      header: ["source", "client", "streams", "seconds", "MB/s", "capacity MB/s", "of capacity", "CPU s", "max RSS", "vs peer"],
+      header: ["source", "client", "cores", "streams", "seconds", "MB/s", "capacity MB/s", "of capacity", "CPU s", "max RSS", "vs peer"],
       rows,
       targets,
       notes: [
         "Capacity: the emulation allows any number of connections, each capped, so a client's link capacity is the cap × its own concurrency " +
           `(cake 16, snapshot_download ${HF_WORKERS} workers; it opens one stream per file, so with ${model.shards} shards it uses ${model.shards}). ` +
-          `Uncapped, the capacity is the ceiling: curl fetching cake's request pattern (${CHUNK_MIB} ranges, 16 in flight) into /dev/null from the same server; it measures the server + loopback + 2 cores, not a network.`,
+          `Uncapped, the capacity is the ceiling: curl (nearly free of CPU) fetching cake's request pattern (${CHUNK_MIB} ranges, 16 in flight) into /dev/null from the same server: what the server, loopback and ${CORES} cores deliver when the client costs nothing, not a network.`,
         `"${nodeName}" and "${minimalName}" (bench/drain.ts) make the same requests with undici: the first drops the bytes, the second hashes each network chunk (sha256) and writes it at its offset with FileHandle.write, nothing else. They are what Node itself costs a client before any of cake's own work.`,
-        "The Hub emulation runs in the bench's own node process, distribution in its own; every client is a child process. All share 2 cores, so uncapped figures are CPU-bound and CPU s (user + system seconds of the client, /usr/bin/time) is the cost that decides them.",
+        `The Hub emulation (bench/hub-server.ts) and distribution each run in a process of their own; every client is a child process; none shares a process with another. All share the machine's ${CORES} cores, so on a small machine uncapped figures are CPU-bound and CPU s (user + system seconds of the client, /usr/bin/time) is the cost that decides them.`,
         "oras's default concurrency is 3 and crane's 4 (go-containerregistry's default jobs).",
       ],
     };
