@@ -11,7 +11,7 @@ import os from "node:os";
 import { startRegistry } from "../../test/registry/harness.js";
 import { cakeEnv, DEFAULTS, hfEnv, hfSnapshotArgs, HF_WORKERS, type Models, type Options } from "../lib/context.js";
 import { ensureCrane, ensureHfHub, ensureOras, checkRegistry } from "../lib/peers.js";
-import { cake, median, ROOT, Scratch, timed, type Timed } from "../lib/proc.js";
+import { cake, median, ROOT, run, Scratch, timed, type Timed } from "../lib/proc.js";
 import { startHubProcess } from "../lib/hub-process.js";
 import { getManifest } from "../lib/registry.js";
 import { mb, mbs, mib, pct, secs, type Section } from "../lib/report.js";
@@ -68,6 +68,9 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
     const samples: { secs: number; rss: number; cpu: number }[][] = clients.map(() => []);
     for (let i = 0; i < opts.runs; i++) {
       for (const [k, cl] of clients.entries()) {
+        // Each client starts with no one else's writes pending: a client that fsyncs what it wrote
+        // (cake) would otherwise also wait for the page cache of the runs before it to reach the disk.
+        await run("sync", []);
         const dir = await scratch.dir("cold");
         const t = await cl.once(dir);
         await fs.rm(dir, { recursive: true, force: true });
@@ -172,7 +175,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       title: variant.length ? `1b. Cold pull, ${opts.bandwidth} MB/s per connection, ${mb(model.bytes)} MB model` : "1. Cold pull",
       setup: [
         `model: Llama-shaped ${model.shape.hidden}×${model.shape.layers} layers, ${model.tensors} BF16 tensors in ${model.shards} shards + index + tokenizer/config files, ${mb(model.bytes)} MB`,
-        `median of ${opts.runs} runs, each into an empty store / cache / directory; runs interleaved (every client once per round)`,
+        `median of ${opts.runs} runs, each into an empty store / cache / directory and after a \`sync\`; runs interleaved (every client once per round)`,
       ],
       header: ["source", "client", "cores", "streams", "seconds", "MB/s", "capacity MB/s", "of capacity", "CPU s", "max RSS", "vs peer"],
       rows,

@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import fs from "node:fs";
-import { WorkerPool } from "../worker-pool.js";
+import { POOL_WORKERS, WorkerPool } from "../worker-pool.js";
 
 /** Bytes to hash, in order: a byte range of a file, or bytes at hand (a safetensors header). */
 export type HashPart = { file: string; start: number; end: number } | { bytes: Uint8Array };
@@ -111,7 +111,15 @@ function dispatch(hasher: Hasher) {
   };
 }
 
-const pool = new WorkerPool(`(${dispatch.toString()})((${makeHasher.toString()})(require("node:fs"), require("node:crypto").createHash))`);
+/**
+ * At least two hash workers, even on 2 cores: a pull hashes two streams of the same bytes (each
+ * blob, and each file in file order, whose pieces wait for the ones before them), and with one
+ * worker both queue behind each other at the end of the transfer while the receiving thread idles.
+ * Measured on 2 cores, 512 MB from the Hub emulation, uncapped: 1.30 s against 1.55 s with one
+ * (median of 5; from distribution, where only blobs are hashed, the same within noise).
+ */
+const HASH_WORKERS = Math.max(2, POOL_WORKERS);
+const pool = new WorkerPool(`(${dispatch.toString()})((${makeHasher.toString()})(require("node:fs"), require("node:crypto").createHash))`, HASH_WORKERS);
 let inProcess: Hasher | undefined;
 const local = () => (inProcess ??= makeHasher(fs, createHash));
 
