@@ -181,8 +181,9 @@ export class SocketBody extends Readable {
     length: number,
     private readonly sock: PooledSocket,
   ) {
-    // Chunk by chunk (object mode): a byte-mode read() hands over everything buffered, copied into one Buffer.
-    super({ objectMode: true, highWaterMark: 64 });
+    // Chunk by chunk (object mode): a byte-mode read() hands over everything buffered, copied into one
+    // Buffer. A read is up to a slab's MiB: a few waiting are enough, more is memory and bytes in flight.
+    super({ objectMode: true, highWaterMark: 4 });
     this.left = length;
   }
 
