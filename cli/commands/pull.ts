@@ -22,7 +22,7 @@ export function pullCommand(): Command {
   const cmd = new Command("pull")
     .description("fetch a model into the local store: hf://org/name[@revision] or host/repo[:tag|@digest] (a cake, CNCF ModelPack, Docker Model Runner or KitOps artifact)")
     .argument("<ref>", "hf://org/name[@revision] (or the model's Hub page address) or host/repo[:tag|@digest]", userRef)
-    .option("-c, --concurrency <n>", "parallel requests for the whole model (default: 4 a core, 8 to 16, doubled up to 64 while the link and not the CPU limits)", parsePositiveInt)
+    .option("-c, --concurrency <n>", "parallel requests for the whole model (default 16)", parsePositiveInt)
     .option("-q, --quiet", "no progress")
     .option("--compress", "keep the model's layers compressed in the store (default when CAKE_COMPRESS=1; see cake compress)")
     .option("--index <registry/prefix>", "hf:// only: a registry of index artifacts (cake index push) to learn the units from (default $CAKE_INDEX)")

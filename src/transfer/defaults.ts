@@ -1,10 +1,8 @@
 /**
  * Defaults that decide transfer speed, in one place (bench/ measures them).
  *
- * - CONCURRENCY 16: requests in flight for a whole model where a count is fixed (push, ModelPack
- *   reads). Hub CDNs and registries serve one stream at a fraction of a link; 16 saturates a 1-10
- *   Gb/s link without tripping rate limits. A pull's transfer starts with 4 a core (8 to 16) and
- *   doubles while the link, not the CPU, limits it (streams.ts), unless `-c` fixes the count.
+ * - CONCURRENCY 16: requests in flight for a whole model. Hub CDNs and registries serve one stream
+ *   at a fraction of a link; 16 saturates a 1-10 Gb/s link without tripping rate limits.
  * - CHUNK 8 MiB: a bigger blob is fetched as parallel Range requests of this size. A request's
  *   round trip is hidden (the next piece is asked for while the last bytes of this one arrive, see
  *   engine.ts), so pieces need not be big to amortize it. What does grow with the piece size is the

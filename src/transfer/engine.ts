@@ -14,8 +14,7 @@ import type { Readable } from "node:stream";
 import { CakeError, oneLine } from "../errors.js";
 import { isNetworkError, sleep } from "../http/retry.js";
 import type { Store } from "../store/layout.js";
-import { DEFAULT_CHUNK, MIN_RANGE } from "./defaults.js";
-import { startStreams, StreamCount, TICK_MS } from "./streams.js";
+import { DEFAULT_CHUNK, DEFAULT_CONCURRENCY, MIN_RANGE } from "./defaults.js";
 import { Fetch, FirstByteWait, STEAL_POLL_MS, fetchRange, mayStealLater, stealFrom, type RangeTarget } from "./fetch-range.js";
 import { Pool } from "./pool.js";
 import { silentProgress, type ProgressSink } from "./progress.js";
@@ -72,8 +71,7 @@ export interface TransferStats {
 
 /** Fetches every job's blob into the store; returns the digests, aligned with `jobs`. */
 export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts: TransferOptions = {}): Promise<{ digests: string[]; stats: TransferStats }> {
-  // Asked for (-c): that many streams. Else a few per core, more while the link is what limits (streams.ts).
-  const concurrency = opts.concurrency ?? startStreams();
+  const concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
   const chunk = opts.chunkSize ?? DEFAULT_CHUNK;
   const progress = opts.progress ?? silentProgress;
   const requests = new Pool(concurrency);
@@ -129,16 +127,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
    * that the streams finish together instead of waiting on the one that drew a whole chunk last.
    */
   let unstarted = jobs.reduce((n, j) => n + j.size, 0);
-  const pieceSize = () => Math.min(chunk, Math.max(MIN_RANGE, Math.ceil(unstarted / requests.size)));
-  const streams = opts.concurrency === undefined ? new StreamCount(concurrency) : undefined;
-  const ticker = streams
-    ? setInterval(() => {
-        const n = streams.observe({ at: performance.now(), bytes: stats.fetchedBytes, demand: requests.waiting > 0 });
-        if (n === undefined) return;
-        requests.resize(n);
-        open.resize(2 * n);
-      }, TICK_MS).unref()
-    : undefined;
+  const pieceSize = () => Math.min(chunk, Math.max(MIN_RANGE, Math.ceil(unstarted / concurrency)));
 
   let firstError: unknown;
   const fail = (err: unknown) => {
@@ -267,7 +256,6 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
       ),
     ),
   );
-  clearInterval(ticker);
   opts.signal?.removeEventListener("abort", onOuterAbort);
   progress.done();
   if (firstError !== undefined) throw firstError;
