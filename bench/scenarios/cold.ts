@@ -187,6 +187,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
         `"${nodeName}" and "${minimalName}" (bench/drain.ts) make the same requests with undici: the first drops the bytes, the second hashes each network chunk (sha256) and writes it at its offset with FileHandle.write, nothing else. They are what Node itself costs a client before any of cake's own work.`,
         `The Hub emulation (bench/hub-server.ts) and distribution each run in a process of their own; every client is a child process; none shares a process with another. All share the machine's ${CORES} cores, so on a small machine uncapped figures are CPU-bound and CPU s (user + system seconds of the client, /usr/bin/time) is the cost that decides them.`,
         "oras's default concurrency is 3 and crane's 4 (go-containerregistry's default jobs).",
+        "On the 2-core VM these figures come from, cake's 16-stream pulls vary most from run to run: the same pull from distribution took 1.04-1.16 s (1.2-1.4 CPU s) in interleaved A/B rounds outside the bench and 1.2-2.2 s (1.4-3.3 CPU s) in bench runs the same hour, the difference mostly system time; with 4 streams it stays at 0.96-1.22 s from the Hub. Read the CPU column with the seconds.",
       ],
     };
   } finally {
