@@ -42,14 +42,20 @@ const HEAD_LIMIT = 64 << 10;
 /** `dump()` reads up to this much of a body to keep its connection; more, and it closes it. */
 const DUMP_LIMIT = 128 << 10;
 
-const failure = (message: string, code: string, cause?: unknown) => Object.assign(new Error(message, cause === undefined ? undefined : { cause }), { code });
+const failure = (message: string, code: string) => Object.assign(new Error(message), { code });
 
-/** Whether this request may go over a raw socket: a GET of a Range of a plain-HTTP URL, no body. */
+/**
+ * Whether this request may go over a raw socket: a GET of a Range of a plain-HTTP URL, no body.
+ * Headers are written as they are, so one with a line break in it (a hostile token, say) is left to
+ * undici, which refuses it.
+ */
 export function isSocketRange(url: URL, opts: { method?: string; body?: unknown; headers?: unknown }): boolean {
   if (url.protocol !== "http:" || (opts.method ?? "GET") !== "GET" || opts.body !== undefined) return false;
   if (process.env.CAKE_HTTP_SOCKETS === "0") return false;
   const h = opts.headers;
-  return !!h && typeof h === "object" && !Array.isArray(h) && Object.keys(h).some((k) => k.toLowerCase() === "range");
+  if (!h || typeof h !== "object" || Array.isArray(h)) return false;
+  const entries = Object.entries(h as Record<string, unknown>);
+  return entries.some(([k]) => k.toLowerCase() === "range") && entries.every(([k, v]) => typeof v === "string" && !/[\r\n]/.test(k + v));
 }
 
 /**

@@ -167,6 +167,12 @@ describe("Range GETs over raw sockets", () => {
     await expect(drain(res.body)).rejects.toMatchObject({ code: "UND_ERR_BODY_TIMEOUT" });
   });
 
+  it("a header with a line break in it is not written to the socket: undici refuses it, nothing is sent", async () => {
+    const before = requests;
+    await expect(httpRequest(base, { headers: { ...range(0, 10), authorization: "Bearer x\r\nX-Injected: 1" } })).rejects.toThrow();
+    expect(requests).toBe(before);
+  });
+
   it("an abort ends the request with its reason, before or during the body", async () => {
     const ac = new AbortController();
     ac.abort(new Error("stop now"));
