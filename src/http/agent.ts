@@ -57,8 +57,8 @@ export function sharedDispatcher(): Promise<Dispatcher> {
 
 /** One request of `url` through `dispatcher` (undici's `request(url, opts)`, without its index). */
 export async function dispatchRequest(dispatcher: Dispatcher, url: URL, opts: Omit<Dispatcher.RequestOptions, "origin" | "path">): Promise<Dispatcher.ResponseData> {
-  // A Range of a plain-HTTP origin reached direct: on a raw socket (./range-socket.ts), a seventh of
-  // undici's receiving cost; an answer it does not read (no Content-Length) comes through undici.
+  // A Range of a plain-HTTP origin reached direct: on a raw socket (./range-socket.ts), receiving at
+  // a seventh of undici's CPU; an answer it does not read (no Content-Length) comes through undici.
   if (dispatcher === direct && isSocketRange(url, opts)) {
     const answer = await rangeOverSocket(url, {
       headers: opts.headers as Record<string, string>,
