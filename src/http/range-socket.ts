@@ -115,6 +115,8 @@ interface PooledSocket extends net.Socket {
 }
 
 const idle = new Map<string, PooledSocket[]>();
+/** What kept-alive sockets are pooled by. */
+const originOf = (url: URL) => `${url.hostname}:${url.port || 80}`;
 
 function connect(url: URL): PooledSocket {
   const port = Number(url.port || 80);
@@ -147,7 +149,7 @@ function connect(url: URL): PooledSocket {
       },
     },
   }) as PooledSocket;
-  sock.origin = `${url.hostname}:${url.port || 80}`;
+  sock.origin = originOf(url);
   sock.on("error", (err: Error) => sock.onError?.(err));
   sock.once("close", () => {
     // Its slab is done with once its bytes come back; kept alive, it leaves the pool.
@@ -170,13 +172,13 @@ function takeIdle(origin: string): PooledSocket | undefined {
   return undefined;
 }
 
-function release(origin: string, sock: PooledSocket): void {
+function release(sock: PooledSocket): void {
   sock.reader = sock.onError = sock.onClose = undefined;
   sock.resume();
   sock.idleTimer = setTimeout(() => sock.destroy(), IDLE_MS).unref();
-  const list = idle.get(origin) ?? [];
+  const list = idle.get(sock.origin) ?? [];
   list.push(sock);
-  idle.set(origin, list);
+  idle.set(sock.origin, list);
 }
 
 /** The body of an answer: views of the socket's reads, exactly Content-Length bytes. */
@@ -227,22 +229,23 @@ const isAbort = (signal: AbortSignal | null | undefined) => !!signal?.aborted;
  * reason) that the retry loop treats as undici's.
  */
 export async function rangeOverSocket(url: URL, req: SocketRequest): Promise<SocketAnswer | undefined> {
-  const origin = `${url.hostname}:${url.port || 80}`;
-  const kept = takeIdle(origin);
-  if (!kept) return exchangeOn(connect(url), origin, url, req);
+  const kept = takeIdle(originOf(url));
+  if (!kept) return exchangeOn(connect(url), url, req);
   // A kept-alive connection the server closed meanwhile fails before any byte of the answer: that
   // is not the request's failure, and it goes once more on a new connection.
-  return exchangeOn(kept, origin, url, req).catch((err: unknown) => {
-    if ((err as { beforeAnswer?: boolean }).beforeAnswer && !isAbort(req.signal)) return exchangeOn(connect(url), origin, url, req);
+  return exchangeOn(kept, url, req).catch((err: unknown) => {
+    if ((err as { beforeAnswer?: boolean }).beforeAnswer && !isAbort(req.signal)) return exchangeOn(connect(url), url, req);
     throw err;
   });
 }
 
-function exchangeOn(sock: PooledSocket, origin: string, url: URL, req: SocketRequest): Promise<SocketAnswer | undefined> {
+function exchangeOn(sock: PooledSocket, url: URL, req: SocketRequest): Promise<SocketAnswer | undefined> {
   return new Promise<SocketAnswer | undefined>((resolve, reject) => {
     let head: Buffer = Buffer.alloc(0);
     let body: SocketBody | undefined;
     let timer: NodeJS.Timeout | undefined;
+    /** The answer leaves its connection open for the next request (no `Connection: close`). */
+    let keepAlive = true;
     const signal = req.signal ?? undefined;
     const headersMs = req.headersTimeout ?? 0;
     const bodyMs = req.bodyTimeout ?? 0;
@@ -251,11 +254,15 @@ function exchangeOn(sock: PooledSocket, origin: string, url: URL, req: SocketReq
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
     };
-    /** Fails the exchange: the promise before the head, the body after it. */
-    const fail = (err: Error) => {
+    /** Done with the socket for good: nothing more of it is read. */
+    const drop = () => {
       cleanup();
       sock.reader = sock.onError = sock.onClose = undefined;
       sock.destroy();
+    };
+    /** Fails the exchange: the promise before the head, the body after it. */
+    const fail = (err: Error) => {
+      drop();
       if (body) body.destroy(err);
       else reject(err);
     };
@@ -272,9 +279,11 @@ function exchangeOn(sock: PooledSocket, origin: string, url: URL, req: SocketReq
       arm(bodyMs, "UND_ERR_BODY_TIMEOUT", "body timeout");
       const more = b.push(bytes);
       if (b.left === 0) {
-        cleanup();
         b.push(null);
-        release(origin, sock);
+        if (keepAlive) {
+          cleanup();
+          release(sock);
+        } else drop();
       } else if (!more) sock.pause();
     };
 
@@ -307,24 +316,20 @@ function exchangeOn(sock: PooledSocket, origin: string, url: URL, req: SocketReq
       const statusCode = Number(status[1]);
       const length = typeof headers["content-length"] === "string" && /^\d+$/.test(headers["content-length"]) ? Number(headers["content-length"]) : undefined;
       const chunked = headers["transfer-encoding"] !== undefined;
-      const closes = /\bclose\b/i.test(String(headers["connection"] ?? ""));
       if (length === undefined || chunked || (statusCode >= 100 && statusCode < 200)) {
         // Not this reader's kind of answer: dropped, sent again through undici.
-        cleanup();
-        sock.reader = sock.onError = sock.onClose = undefined;
-        sock.destroy();
+        drop();
         resolve(undefined);
         return;
       }
+      // An answer that closes its connection is read whole, and its socket is not kept.
+      keepAlive = !/\bclose\b/i.test(String(headers["connection"] ?? ""));
       body = new SocketBody(length, sock);
-      // Answers that close their connection are read whole and the socket is not kept.
-      if (closes) body.once("end", () => sock.destroy());
       sock.reader = onBody;
       arm(bodyMs, "UND_ERR_BODY_TIMEOUT", "body timeout");
       resolve({ statusCode, headers, body });
       const rest = head.subarray(end + 4);
-      if (rest.length) onBody(rest);
-      else if (length === 0) onBody(rest);
+      if (rest.length || length === 0) onBody(rest);
     };
 
     if (isAbort(signal)) return onAbort();
