@@ -4,7 +4,7 @@
  * Node's HTTP clients hand every ~64 KiB read to JS as a new Buffer, through a parser and a stream
  * per chunk: measured receiving 512 MiB in 8 MiB ranges, 16 at a time, on 2 cores, undici costs
  * ~1.1 CPU-s per GB, `net.connect` with `onread` ~0.16. Here each socket reads straight into its own
- * 1 MiB slabs (`onread`), and the body hands out views of them: no copy, one allocation per MiB.
+ * 128 KiB slabs (`onread`), and the body hands out views of them: no copy, and the slabs are reused.
  *
  * It is a dispatcher for one kind of request only, under the one retry loop (src/http/request.ts):
  * its answers, errors and timeouts look like undici's (status, lower-case headers, a body with
@@ -32,9 +32,13 @@ export interface SocketRequest {
   bodyTimeout?: number;
 }
 
-/** A socket reads into a slab of this size, a view at a time; a slab with less than MIN_READ free is replaced. */
-const SLAB_BYTES = 1 << 20;
-const MIN_READ = 64 << 10;
+/**
+ * A socket reads into a slab of this size, a view at a time; a slab with less than MIN_READ free is
+ * replaced. Small, as the transfer engine's write batches (transfer/defaults.ts, WRITE_BATCH): the
+ * bytes of all streams between socket and disk stay in the CPU's cache and a few slabs go round.
+ */
+const SLAB_BYTES = 128 << 10;
+const MIN_READ = 32 << 10;
 /** A kept-alive socket unused this long is closed (the server may close it first: then it is dropped). */
 const IDLE_MS = 4_000;
 /** The most an answer's status line and headers may take. */
@@ -61,7 +65,7 @@ export function isSocketRange(url: URL, opts: { method?: string; body?: unknown;
 /**
  * Slabs come back for reuse once every byte read into them was handed back (`recycle`, by the
  * transfer engine once it wrote them to disk): a pull then reads into the same few MiB over and over
- * instead of mapping and unmapping a fresh MiB for each (each costs page faults, and an unmap on a
+ * instead of mapping and unmapping fresh memory for each slab (each costs page faults, and an unmap on a
  * process with busy threads a TLB flush on every core). Bytes never handed back (a small answer read
  * whole, a cut answer) leave their slab to the garbage collector, as any Buffer.
  */
@@ -74,7 +78,7 @@ interface Slab {
 }
 const slabs = new WeakMap<ArrayBuffer, Slab>();
 const freeSlabs: Buffer[] = [];
-/** Free slabs kept at most (64 MiB). */
+/** Free slabs kept at most (8 MiB). */
 const FREE_SLABS = 64;
 
 function newSlab(): Slab {
@@ -190,7 +194,7 @@ export class SocketBody extends Readable {
     private readonly sock: PooledSocket,
   ) {
     // Chunk by chunk (object mode): a byte-mode read() hands over everything buffered, copied into one
-    // Buffer. A read is up to a slab's MiB: a few waiting are enough, more is memory and bytes in flight.
+    // Buffer. A read is up to a slab (128 KiB): a few waiting are enough, more is memory and bytes in flight.
     super({ objectMode: true, highWaterMark: 4 });
     this.left = length;
   }
