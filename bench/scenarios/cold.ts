@@ -21,6 +21,8 @@ const REPO = "bench/model";
 const CAKE_CONCURRENCY = 16;
 /** The machine's cores: every client here shares them with the servers. */
 const CORES = os.availableParallelism();
+/** Issue 21's targets differ by machine: a big one (the 16-core bench machine) and a small one (2 cores). */
+const BIG = CORES >= 8;
 /** Ceiling clients use cake's request pattern: its piece size. */
 const CHUNK = DEFAULT_CHUNK;
 const CHUNK_MIB = `${DEFAULT_CHUNK >> 20} MiB`;
@@ -85,6 +87,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
     }));
   };
   const ceilingName = "ceiling: curl into /dev/null";
+  const diskName = "disk: cp -r + sync (no network)";
   const nodeName = "Node (undici) into nothing";
   const minimalName = "minimal Node client: sha256 + write per chunk";
 
@@ -102,6 +105,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
     for (const net of networks) {
       await hub.setKnobs({ bandwidth: net.bandwidth, latencyMs: net.latencyMs });
       const measured = await measure([
+        ...(net.bandwidth ? [] : [{ name: diskName, conc: 1, once: (d: string) => timed("sh", ["-c", 'cp -r "$0" "$1" && sync', model.dir, path.join(d, "copy")]) }]),
         { name: ceilingName, conc: CAKE_CONCURRENCY, once: () => curlDrain(hubFiles, CAKE_CONCURRENCY) },
         { name: nodeName, conc: CAKE_CONCURRENCY, once: () => drain(hubFiles, CAKE_CONCURRENCY) },
         { name: minimalName, conc: CAKE_CONCURRENCY, once: (d) => drain(hubFiles, CAKE_CONCURRENCY, d) },
@@ -109,7 +113,8 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
         { name: "cake pull hf:// --concurrency 4", conc: 4, once: (d) => cake(["pull", "-q", "-c", "4", `hf://${REPO}`], cakeEnv(hub, d)) },
         { name: "huggingface_hub snapshot_download", conc: HF_WORKERS, once: (d) => timed(python, hfSnapshotArgs(REPO), { env: hfEnv(hub, d) }) },
       ]);
-      const ceiling = model.bytes / measured[0]!.secs;
+      const ceiling = model.bytes / measured.find((m) => m.name === ceilingName)!.secs;
+      const disk = measured.find((m) => m.name === diskName);
       const capFor = (conc: number) => (net.bandwidth ? net.bandwidth * conc : ceiling);
       const capLabel = (conc: number) => (net.bandwidth ? `${mbs(capFor(conc), 1)} (${opts.bandwidth} × ${conc})` : `${mbs(ceiling, 1)} (ceiling)`);
       const hf = measured[measured.length - 1]!;
@@ -127,6 +132,14 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
           met: cakeRate >= 0.9 * capFor(CAKE_CONCURRENCY),
         });
         targets.push({ what: "cold pull, capped: >= 3x huggingface_hub", measured: `${(hf.secs / c.secs).toFixed(2)}x`, met: hf.secs / c.secs >= 3 });
+      } else if (BIG) {
+        // Issue 21 on a big machine: what the disk takes, and more than huggingface_hub's 549 MB/s there.
+        const diskRate = model.bytes / disk!.secs;
+        targets.push({
+          what: `cold pull, loopback uncapped, ${CORES} cores: >= 1.2 GB/s and >= 80 % of cp + sync`,
+          measured: `${mbs(model.bytes, c.secs)} MB/s, ${pct(cakeRate / diskRate)} of ${mbs(model.bytes, disk!.secs)}`,
+          met: cakeRate >= 1.2e9 && cakeRate >= 0.8 * diskRate,
+        });
       } else {
         // Issue 21: never behind huggingface_hub on a small machine, at the cost of cake's two hashes at most.
         const perGb = (cpu: number) => cpu / (model.bytes / 1e9);
@@ -165,7 +178,8 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
     }
     const oras16 = regMeasured.find((r) => r.name === "oras pull --concurrency 16")!;
     const cakeReg = regMeasured.find((r) => r.name === "cake pull (registry)")!;
-    targets.push({ what: `registry pull from distribution, ${CORES} cores: >= 0.8x oras pull --concurrency 16`, measured: `${(oras16.secs / cakeReg.secs).toFixed(2)}x`, met: oras16.secs / cakeReg.secs >= 0.8 });
+    const want = BIG ? 1 : 0.8;
+    targets.push({ what: `registry pull from distribution, ${CORES} cores: >= ${want}x oras pull --concurrency 16`, measured: `${(oras16.secs / cakeReg.secs).toFixed(2)}x`, met: oras16.secs / cakeReg.secs >= want });
     // Another cap or model size keeps its own section beside the default one (e.g. a slower CDN: --bandwidth 10).
     const otherCap = opts.bandwidth !== DEFAULTS.bandwidth;
     const otherSize = opts.mb !== DEFAULTS.mb;
