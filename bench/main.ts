@@ -11,36 +11,27 @@
 import os from "node:os";
 import { DEFAULTS, Models, type Options } from "./lib/context.js";
 import { render, revision, writeSection, type Section } from "./lib/report.js";
-import { cold } from "./scenarios/cold.js";
-import { compress } from "./scenarios/compress.js";
-import { exportAndPush } from "./scenarios/export.js";
-import { faults } from "./scenarios/faults.js";
-import { fineTune } from "./scenarios/finetune.js";
-import { hubDedup } from "./scenarios/hubdedup.js";
-import { modelPack } from "./scenarios/modelpack.js";
-import { modelPackFineTune } from "./scenarios/mpfinetune.js";
-import { profile } from "./scenarios/profile.js";
-import { proxy } from "./scenarios/proxy.js";
-import { reshardScenario } from "./scenarios/reshard.js";
-import { resume } from "./scenarios/resume.js";
-import { rss } from "./scenarios/rss.js";
-import { scaleOut } from "./scenarios/scaleout.js";
+type Scenario = (m: Models, o: Options) => Promise<Section>;
 
-const SCENARIOS: Record<string, (m: Models, o: Options) => Promise<Section>> = {
-  cold,
-  finetune: fineTune,
-  reshard: reshardScenario,
-  resume,
-  proxy,
-  export: exportAndPush,
-  rss,
-  profile,
-  faults,
-  hubdedup: hubDedup,
-  scaleout: scaleOut,
-  modelpack: modelPack,
-  mpfinetune: modelPackFineTune,
-  compress,
+/**
+ * Each scenario is loaded when it runs: some use test helpers that import vitest, a dev dependency
+ * that the packed bench of the 16-core machine (bench/device/) leaves out.
+ */
+const SCENARIOS: Record<string, () => Promise<Scenario>> = {
+  cold: async () => (await import("./scenarios/cold.js")).cold,
+  finetune: async () => (await import("./scenarios/finetune.js")).fineTune,
+  reshard: async () => (await import("./scenarios/reshard.js")).reshardScenario,
+  resume: async () => (await import("./scenarios/resume.js")).resume,
+  proxy: async () => (await import("./scenarios/proxy.js")).proxy,
+  export: async () => (await import("./scenarios/export.js")).exportAndPush,
+  rss: async () => (await import("./scenarios/rss.js")).rss,
+  profile: async () => (await import("./scenarios/profile.js")).profile,
+  faults: async () => (await import("./scenarios/faults.js")).faults,
+  hubdedup: async () => (await import("./scenarios/hubdedup.js")).hubDedup,
+  scaleout: async () => (await import("./scenarios/scaleout.js")).scaleOut,
+  modelpack: async () => (await import("./scenarios/modelpack.js")).modelPack,
+  mpfinetune: async () => (await import("./scenarios/mpfinetune.js")).modelPackFineTune,
+  compress: async () => (await import("./scenarios/compress.js")).compress,
 };
 
 const NUMERIC: Record<string, keyof Options> = {
@@ -90,7 +81,7 @@ async function main() {
       const load0 = os.loadavg()[0]!;
       const rev = await revision();
       try {
-        const section = await SCENARIOS[name]!(models, opts);
+        const section = await (await SCENARIOS[name]!())(models, opts);
         // Other work on the machine inflates every time: say how busy it was.
         section.setup.push(`machine load (1-minute load average): ${load0.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end (2 cores; the bench itself keeps about 2 busy)`);
         process.stdout.write(`\n${render(section)}\n`);
