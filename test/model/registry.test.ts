@@ -7,40 +7,18 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { MT } from "../../src/format/oci.js";
 import { Store } from "../../src/store/layout.js";
-import { hashTree, makeFineTune, makeLlamaLike, dirBytes } from "../fixtures/models.js";
+import { hashTree, dirBytes } from "../fixtures/models.js";
 import { cake, cakeOk, spawnCake, waitFor } from "../helpers/cli.js";
-import { startCountingProxy, type CountingProxy } from "../registry/counting-proxy.js";
-import { requireTool, startRegistry, type RunningRegistry } from "../registry/harness.js";
+import { requireTool, startRegistry } from "../registry/harness.js";
+import { base, CHANGED, env, ft, proxy, reg, tmp, useFineTuneRegistry } from "../registry/finetune-fixture.js";
 
-let tmp: string;
-let base: string;
-let ft: string;
-let reg: RunningRegistry;
-let proxy: CountingProxy;
-const CHANGED = ["model.layers.1.mlp.down_proj.weight", "lm_head.weight"];
-
-beforeAll(async () => {
-  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "cake-registry-"));
-  base = path.join(tmp, "base");
-  ft = path.join(tmp, "ft");
-  await makeLlamaLike(base, { hidden: 512, layers: 2, vocab: 4096, shards: 2 });
-  await makeFineTune(base, ft, CHANGED);
-  reg = await startRegistry();
-  proxy = await startCountingProxy(reg.url);
-});
-afterAll(async () => {
-  await proxy?.close();
-  await reg?.close();
-  await fs.rm(tmp, { recursive: true, force: true });
-});
+useFineTuneRegistry("cake-registry-");
 
 let n = 0;
-const env = () => ({ CAKE_HOME: path.join(tmp, `store-${n++}`), DOCKER_CONFIG: path.join(tmp, "docker") });
 const ok = cakeOk;
 const sha256 = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 

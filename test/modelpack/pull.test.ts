@@ -7,44 +7,22 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { parseHeader, readHeaderLength } from "../../src/format/safetensors.js";
-import { hashTree, makeFineTune, makeLlamaLike } from "../fixtures/models.js";
+import { hashTree } from "../fixtures/models.js";
 import { cake, cakeOk } from "../helpers/cli.js";
 import { startHub } from "../hub/emulator.js";
-import { startCountingProxy, type CountingProxy } from "../registry/counting-proxy.js";
-import { requireTool, startRegistry, type RunningRegistry } from "../registry/harness.js";
+import { requireTool } from "../registry/harness.js";
+import { base, CHANGED, env, ft, proxy, reg, tmp, useFineTuneRegistry } from "../registry/finetune-fixture.js";
 import { MP_ARTIFACT, MP_CONFIG, MP_WEIGHT, makeTar, orasPushModelPack, pushHandMade, type HandLayer, type TarEntry } from "./peers.js";
 
-let tmp: string;
-let base: string;
-let ft: string;
-let reg: RunningRegistry;
-let proxy: CountingProxy;
-const CHANGED = ["model.layers.1.mlp.down_proj.weight", "lm_head.weight"];
-
-beforeAll(async () => {
-  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "cake-mp-"));
-  base = path.join(tmp, "base");
-  ft = path.join(tmp, "ft");
-  await makeLlamaLike(base, { hidden: 512, layers: 2, vocab: 4096, shards: 2 });
-  await makeFineTune(base, ft, CHANGED);
-  reg = await startRegistry();
-  proxy = await startCountingProxy(reg.url);
+useFineTuneRegistry("cake-mp-", async () => {
   await orasPushModelPack(base, `${reg.host}/mp/base:v1`, path.join(tmp, "work"));
   await orasPushModelPack(ft, `${reg.host}/mp/ft:v1`, path.join(tmp, "work"));
-}, 60_000);
-afterAll(async () => {
-  await proxy?.close();
-  await reg?.close();
-  await fs.rm(tmp, { recursive: true, force: true });
 });
 
-let n = 0;
-const env = () => ({ CAKE_HOME: path.join(tmp, `store-${n++}`), DOCKER_CONFIG: path.join(tmp, "docker") });
 /** Bytes of blob bodies the registry sent through the proxy. */
 const blobBytes = () => proxy.bytes("down", "GET", "blob");
 
