@@ -19,7 +19,6 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
-import type { Readable } from "node:stream";
 import path from "node:path";
 import { CakeError } from "../errors.js";
 import type { RecipeFile } from "../format/artifact.js";
@@ -29,7 +28,7 @@ import { hashParts } from "../store/hasher.js";
 import { Pool } from "../transfer/pool.js";
 import { silentProgress, type ProgressSink } from "../transfer/progress.js";
 import { makeDirsBelow, makeExportTemp, removeStaleExportTemps } from "./export-temp.js";
-import { fileSegments } from "./file-range.js";
+import { fileRangePieces, fileSegments } from "./file-range.js";
 import type { ArtifactSource } from "./source.js";
 
 export interface ExportOptions {
@@ -54,68 +53,11 @@ const FILES_AT_ONCE = 4;
 /** Called with each piece of the file as it is written; throws to stop the file (another failed). */
 type Feed = (b: Buffer) => void;
 
-/**
- * Blob `d`'s bytes, at most its recipe size: from its local file, each read into the buffer `take`
- * gives, else from the source's stream.
- */
-async function* blobPieces(src: ArtifactSource, d: string, want: number, take: () => Buffer, opened?: Readable): AsyncGenerator<Buffer> {
-  const file = opened ? undefined : src.blobFile?.(d);
-  // No file, or gone since (compressed meanwhile by `cake compress`): the source's stream decodes it.
-  const fh = file === undefined ? undefined : await fsp.open(file, "r").catch((err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? undefined : Promise.reject(err)));
-  if (!fh) {
-    yield* (opened ?? src.openBlob(d)) as AsyncIterable<Buffer>;
-    return;
-  }
-  try {
-    for (let got = 0; got < want; ) {
-      const buf = take();
-      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, want - got), got);
-      if (bytesRead === 0) return;
-      yield buf.subarray(0, bytesRead);
-      got += bytesRead;
-    }
-  } finally {
-    await fh.close();
-  }
-}
-
 /** File `f`'s bytes in order: its safetensors header, then each blob, exactly its recipe size. */
-async function* filePieces(src: ArtifactSource, f: RecipeFile, take: () => Buffer): AsyncGenerator<Buffer> {
-  const segments = fileSegments(src.recipe, f);
-  const blobs = segments.flatMap((s) => ("bytes" in s ? [] : [s]));
-  // A blob the source has no plain file of (a compressed one: decoded on worker threads) is opened
-  // while the one before it is copied, so its first frames decode meanwhile.
-  const early = (i: number) => {
-    const d = blobs[i]?.digest;
-    if (d === undefined || src.blobFile?.(d) !== undefined) return undefined;
-    const opened = src.openBlob(d);
-    opened.read(0);
-    return opened;
-  };
-  let next = early(0);
-  let i = 0;
-  try {
-    for (const s of segments) {
-      if ("bytes" in s) {
-        yield s.bytes;
-        continue;
-      }
-      const opened = next;
-      next = early(++i);
-      let got = 0;
-      try {
-        for await (const b of blobPieces(src, s.digest, s.size, take, opened)) {
-          got += b.length;
-          yield b;
-        }
-      } catch (err) {
-        throw missingBlob(src, s.digest, f, err);
-      }
-      if (got !== s.size) throw new CakeError("E_SIZE", `${src.where}: blob ${s.digest} for ${f.path} has ${got} bytes, the recipe says ${s.size}`);
-    }
-  } finally {
-    next?.destroy();
-  }
+function filePieces(src: ArtifactSource, f: RecipeFile, take: () => Buffer): AsyncGenerator<Buffer> {
+  // Export reads whole blobs: the source's openBlob is the range [0, size) the pieces ask for.
+  const reader = { openBlob: (d: string) => src.openBlob(d), rawFile: (d: string) => src.blobFile?.(d) };
+  return fileRangePieces(reader, fileSegments(src.recipe, f), 0, f.size, src.where, { take, file: f.path, missing: (d, err) => missingBlob(src, d, f, err) });
 }
 
 /** A blob gone from under the source (removed by hand, a store damaged) as one line that says what to do; any other error as it is. */

@@ -62,15 +62,27 @@ async function openPlain(store: BlobReader, digest: string): Promise<FileHandle 
   return fsp.open(file, "r").catch((err: unknown) => (isMissing(err) ? undefined : Promise.reject(err)));
 }
 
+export interface PieceOptions {
+  /**
+   * The buffer the next read of a plain blob file goes into (export's two buffers, taken in turn);
+   * by default a new one per read, for readers that hold on to what they are given (a socket).
+   */
+  take?: () => Buffer;
+  /** The file these bytes are of, named in errors after `where` (export: the source is `where`). */
+  file?: string;
+  /** What a blob's read error becomes (export: a missing blob, as one line that says what to do). */
+  missing?: (digest: string, err: unknown) => unknown;
+}
+
 /**
  * Bytes [start, end) of the file made of `segments`: the part of each segment the range covers, a
  * blob's read from its plain file straight into the buffers handed on (a stream around each blob
- * costs the proxy about half as much CPU again per byte served), else through `store.openBlob`, each checked to be as long as asked (a
- * short blob is an E_SIZE naming `where`, never a file silently cut). A blob with no plain file (a
- * compressed one, decoded on worker threads) is opened, and its first read started, while the one
- * before it streams, as export.ts does.
+ * costs the proxy about half as much CPU again per byte served), else through `store.openBlob`,
+ * each checked to be as long as asked (a short blob is an E_SIZE naming `where`, never a file
+ * silently cut). A blob with no plain file (a compressed one, decoded on worker threads) is opened,
+ * and its first read started, while the one before it streams, so its first frames decode meanwhile.
  */
-export async function* fileRangePieces(store: BlobReader, segments: readonly FileSegment[], start: number, end: number, where: string): AsyncGenerator<Buffer> {
+export async function* fileRangePieces(store: BlobReader, segments: readonly FileSegment[], start: number, end: number, where: string, opts: PieceOptions = {}): AsyncGenerator<Buffer> {
   const cuts = cutsOf(segments, start, end);
   const early = (i: number): Readable | undefined => {
     const c = cuts.slice(i).find((x) => "digest" in x.s);
@@ -89,14 +101,22 @@ export async function* fileRangePieces(store: BlobReader, segments: readonly Fil
       }
       const opened = next;
       next = early(i + 1);
-      const fh = opened ? undefined : await openPlain(store, s.digest);
-      const pieces = fh ? readPieces(fh, from, to) : ((opened ?? store.openBlob(s.digest, from, to)) as AsyncIterable<Buffer>);
       let got = 0;
-      for await (const b of pieces) {
-        got += b.length;
-        yield b;
+      try {
+        const fh = opened ? undefined : await openPlain(store, s.digest);
+        const pieces = fh ? readPieces(fh, from, to, opts.take) : ((opened ?? store.openBlob(s.digest, from, to)) as AsyncIterable<Buffer>);
+        for await (const b of pieces) {
+          got += b.length;
+          yield b;
+        }
+      } catch (err) {
+        throw opts.missing?.(s.digest, err) ?? err;
       }
-      if (got !== to - from) throw new CakeError("E_SIZE", `${where}: blob ${s.digest} gave ${got} bytes from ${from}, expected ${to - from}`);
+      if (got !== to - from) {
+        const of = opts.file ? ` for ${opts.file}` : "";
+        const at = from ? ` from byte ${from}` : "";
+        throw new CakeError("E_SIZE", `${where}: blob ${s.digest}${of} has ${got} bytes${at}, the recipe says ${to - from}`);
+      }
     }
   } finally {
     next?.destroy();

@@ -53,7 +53,7 @@ describe("openFileRange", () => {
   it("fails naming the file when a blob is shorter than the recipe says", async () => {
     const f = recipe.files.find((x) => x.path === "model.safetensors")!;
     const short = { openBlob: (d: string, start = 0, end?: number) => store.openBlob(d, start, end === undefined ? undefined : Math.max(start, end - 1)) };
-    await expect(readAll(openFileRange(short, recipe, f, 0, f.size, "m: model.safetensors"))).rejects.toThrow(/m: model\.safetensors: blob sha256:[a-f0-9]{64} gave \d+ bytes/);
+    await expect(readAll(openFileRange(short, recipe, f, 0, f.size, "m: model.safetensors"))).rejects.toThrow(/m: model\.safetensors: blob sha256:[a-f0-9]{64} has \d+ bytes, the recipe says \d+/);
   });
 
   it("fails naming the file when a blob's plain file is shorter than the recipe says", async () => {
@@ -62,7 +62,7 @@ describe("openFileRange", () => {
     const first = f.parts![0]!;
     await fs.writeFile(cut, (await fs.readFile(store.rawFile(first)!)).subarray(1));
     const reader = { openBlob: (d: string, a?: number, b?: number) => store.openBlob(d, a, b), rawFile: (d: string) => (d === first ? cut : store.rawFile(d)) };
-    await expect(readAll(openFileRange(reader, recipe, f, 0, f.size, "m: model.safetensors"))).rejects.toThrow(`m: model.safetensors: blob ${first} gave ${recipe.blobs[first]!.size - 1} bytes from 0`);
+    await expect(readAll(openFileRange(reader, recipe, f, 0, f.size, "m: model.safetensors"))).rejects.toThrow(`m: model.safetensors: blob ${first} has ${recipe.blobs[first]!.size - 1} bytes, the recipe says ${recipe.blobs[first]!.size}`);
   });
 
   it("gives the same bytes when some of the file's blobs are stored compressed", async () => {
