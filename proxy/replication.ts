@@ -122,7 +122,7 @@ export class Replication {
   private async claimOrWait(repo: string, commit: string, ref: string): Promise<string | undefined> {
     const backend = this.backend;
     for (;;) {
-      const claim = await backend.readClaim(repo, commit).catch(() => undefined);
+      const claim = await this.claimOn(repo, commit);
       if (claim && this.isOthers(claim)) {
         const got = await this.waitForOther(repo, commit, ref);
         if (got) return got;
@@ -135,14 +135,19 @@ export class Replication {
         (err) => void this.log({ event: "backend-claim-failed", ref, error: (err as Error).message }),
       );
       if (!ok) return undefined;
-      let read = await backend.readClaim(repo, commit).catch(() => undefined);
+      let read = await this.claimOn(repo, commit);
       if (read && this.isOthers(read)) continue;
       // A replica that looked before this claim was there may be writing its own now: wait as long as
       // such a write takes, then look again — the last writer holds the claim, and both see it.
       await sleep(Math.min(CLAIM_SETTLE_MAX_MS, Math.max(CLAIM_SETTLE_MIN_MS, 2 * (Date.now() - began))));
-      read = await backend.readClaim(repo, commit).catch(() => undefined);
+      read = await this.claimOn(repo, commit);
       if (!read || !this.isOthers(read)) return undefined;
     }
+  }
+
+  /** The claim on `repo@commit` as the backend has it now; none when the backend fails to say (this replica converts). */
+  private claimOn(repo: string, commit: string): Promise<Claim | undefined> {
+    return this.backend.readClaim(repo, commit).catch(() => undefined);
   }
 
   /** Whether a claim holds this replica off: another's, not expired. */
@@ -159,7 +164,7 @@ export class Replication {
     for (let polls = 0; ; polls++) {
       const got = await this.leased(() => backend.fetchConverted(repo, commit)).catch((err) => void this.log({ event: "backend-miss", ref, error: (err as Error).message }));
       if (got) return got;
-      const claim = await backend.readClaim(repo, commit).catch(() => undefined);
+      const claim = await this.claimOn(repo, commit);
       if (!claim || !this.isOthers(claim)) return undefined;
       if (!polls) this.log({ event: "backend-wait", ref, owner: claim.owner });
       await sleep(CLAIM_POLL_MS);
