@@ -1,6 +1,6 @@
 /**
- * Range GETs to plain-HTTP origins on raw keep-alive sockets: the bulk bytes of a pull from a
- * registry or a Hub on `http://` (a registry on loopback or a LAN, `cake proxy`'s backend, a mirror).
+ * Range GETs on raw keep-alive sockets, plain or TLS: the bulk bytes of a pull from a registry or a
+ * Hub reached direct (the Hub's CDN, a registry, `cake proxy`'s backend, a mirror).
  * Node's HTTP clients hand every ~64 KiB read to JS as a new Buffer, through a parser and a stream
  * per chunk: measured receiving 512 MiB in 8 MiB ranges, 16 at a time, on 2 cores, undici costs
  * ~1.1 CPU-s per GB, `net.connect` with `onread` ~0.16. Here each socket reads straight into its own
@@ -15,6 +15,7 @@
  */
 import net from "node:net";
 import { Readable } from "node:stream";
+import tls from "node:tls";
 
 /** The answer, shaped as undici's request() gives it (the fields the retry loop and callers read). */
 export interface SocketAnswer {
@@ -49,12 +50,12 @@ const DUMP_LIMIT = 128 << 10;
 const failure = (message: string, code: string) => Object.assign(new Error(message), { code });
 
 /**
- * Whether this request may go over a raw socket: a GET of a Range of a plain-HTTP URL, no body.
+ * Whether this request may go over a raw socket: a GET of a Range of an http or https URL, no body.
  * Headers are written as they are, so one with a line break in it (a hostile token, say) is left to
  * undici, which refuses it.
  */
 export function isSocketRange(url: URL, opts: { method?: string; body?: unknown; headers?: unknown }): boolean {
-  if (url.protocol !== "http:" || (opts.method ?? "GET") !== "GET" || opts.body !== undefined) return false;
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || (opts.method ?? "GET") !== "GET" || opts.body !== undefined) return false;
   if (process.env.CAKE_HTTP_SOCKETS === "0") return false;
   const h = opts.headers;
   if (!h || typeof h !== "object" || Array.isArray(h)) return false;
@@ -119,41 +120,50 @@ interface PooledSocket extends net.Socket {
 }
 
 const idle = new Map<string, PooledSocket[]>();
+/** Each TLS origin's latest session (a few hundred bytes; one per origin a process has read from). */
+const tlsSessions = new Map<string, Buffer>();
+const portOf = (url: URL) => Number(url.port || (url.protocol === "https:" ? 443 : 80));
 /** What kept-alive sockets are pooled by. */
-const originOf = (url: URL) => `${url.hostname}:${url.port || 80}`;
+const originOf = (url: URL) => `${url.protocol}//${url.hostname}:${portOf(url)}`;
 
 function connect(url: URL): PooledSocket {
-  const port = Number(url.port || 80);
+  const port = portOf(url);
   const host = url.hostname.replace(/^\[|\]$/g, "");
   // Each socket has its own slab: Node asks for the next read's buffer as soon as a read is handed
   // over and holds it until the socket's next read, so a region handed out is that socket's alone.
   let slab = newSlab();
   let used = 0;
-  const sock = net.connect({
-    host,
-    port,
-    noDelay: true,
-    onread: {
-      buffer: () => {
-        if (slab.buf.length - used < MIN_READ) {
-          slab.retired = true;
-          freeIfDone(slab);
-          slab = newSlab();
-          used = 0;
-        }
-        return slab.buf.subarray(used);
-      },
-      callback: (n: number, buf: Uint8Array) => {
-        // The bytes stay where they were read (the body hands out views): the next read goes after them.
-        used += n;
-        slab.out += n;
-        const bytes = buf as Buffer;
-        sock.reader?.(bytes.subarray(0, n));
-        return true;
-      },
+  const onread: net.OnReadOpts = {
+    buffer: () => {
+      if (slab.buf.length - used < MIN_READ) {
+        slab.retired = true;
+        freeIfDone(slab);
+        slab = newSlab();
+        used = 0;
+      }
+      return slab.buf.subarray(used);
     },
-  }) as PooledSocket;
-  sock.origin = originOf(url);
+    callback: (n: number, buf: Uint8Array) => {
+      // The bytes stay where they were read (the body hands out views): the next read goes after them.
+      used += n;
+      slab.out += n;
+      const bytes = buf as Buffer;
+      sock.reader?.(bytes.subarray(0, n));
+      return true;
+    },
+  };
+  const origin = originOf(url);
+  let raw: net.Socket;
+  if (url.protocol === "https:") {
+    // The certificate is checked against the system's and NODE_EXTRA_CA_CERTS's authorities and the
+    // host name, as undici checks it; the cleartext is read into the slabs the same way. The origin's
+    // last TLS session is offered: the streams after the first resume it instead of a full handshake.
+    const options: tls.ConnectionOptions = { host, port, ALPNProtocols: ["http/1.1"], session: tlsSessions.get(origin) };
+    raw = tls.connect({ ...options, onread } as tls.ConnectionOptions);
+    raw.setNoDelay(true);
+    raw.on("session", (session: Buffer) => tlsSessions.set(origin, session));
+  } else raw = net.connect({ host, port, noDelay: true, onread });
+  const sock: PooledSocket = Object.assign(raw, { origin });
   sock.on("error", (err: Error) => sock.onError?.(err));
   sock.once("close", () => {
     // Its slab is done with once its bytes come back; kept alive, it leaves the pool.
