@@ -158,8 +158,8 @@ function connect(url: URL): PooledSocket {
     // The certificate is checked against the system's and NODE_EXTRA_CA_CERTS's authorities and the
     // host name, as undici checks it; the cleartext is read into the slabs the same way. The origin's
     // last TLS session is offered: the streams after the first resume it instead of a full handshake.
-    const options: tls.ConnectionOptions = { host, port, ALPNProtocols: ["http/1.1"], session: tlsSessions.get(origin) };
-    raw = tls.connect({ ...options, onread } as tls.ConnectionOptions);
+    // (`onread` is a net option tls.connect passes on; its type does not list it.)
+    raw = tls.connect({ host, port, ALPNProtocols: ["http/1.1"], session: tlsSessions.get(origin), onread } as tls.ConnectionOptions);
     raw.setNoDelay(true);
     raw.on("session", (session: Buffer) => tlsSessions.set(origin, session));
   } else raw = net.connect({ host, port, noDelay: true, onread });

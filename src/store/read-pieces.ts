@@ -1,8 +1,8 @@
 /**
  * Bytes [start, end) of an open file (to its end when `end` is undefined) as the buffers they are
  * read into, 1 MiB at a time (or into the buffers `take` gives), each handed on as it is (no copy);
- * the file is closed at the end or when the reader stops. What the store's `openBlob` and the file-range reader (model/file-range.ts)
- * read a plain blob file with.
+ * the file is closed at the end or when the reader stops. What the store's `openBlob` and the
+ * file-range reader (model/file-range.ts) read a plain blob file with.
  */
 import type { FileHandle } from "node:fs/promises";
 
