@@ -1,7 +1,7 @@
 /**
  * Range GETs to https origins reached direct go over raw TLS sockets too (src/http/range-socket.ts):
  * the bytes arrive intact, 16 at a time over kept-alive connections that resume one TLS session; an
- * answer cut mid-body is continued; a certificate the machine does not trust, or one for another
+ * answer cut mid-body is continued; a server that stalls is given up on and asked again; a certificate the machine does not trust, or one for another
  * name, fails as it fails through undici. The client runs in a child process: Node reads the
  * authorities it trusts beyond the system's (NODE_EXTRA_CA_CERTS) only at start.
  */
@@ -28,21 +28,24 @@ let port: number;
 /** Full TLS handshakes and resumed ones the server saw. */
 let handshakes = 0;
 let resumed = 0;
-/** Requests whose answer is cut after this many body bytes (the next one, then none). */
+/** The next request's answer is cut after this many body bytes. */
 let cutNextAt: number | undefined;
+/** The next request's answer waits this long before its headers. */
+let stallNextMs: number | undefined;
 
 /**
  * The client: waves of ranges of https://<host>:<port>/blob, each range read as the transfer engine
  * reads it (httpRequest, pieces handed back), a wave's all at once; prints the sha256 of all the
  * bytes in order, the bodies' kinds and the most tries, or the error's message. `readAll`: each
- * range read whole by httpReadAll, which continues an answer cut short.
+ * range read whole by httpReadAll, which continues an answer cut short; `idleMs`: its idle timeout.
  */
 const CLIENT = `
 const { httpReadAll, httpRequest } = await import(${JSON.stringify(path.join(ROOT, "dist/src/http/request.js"))});
 const { recycle } = await import(${JSON.stringify(path.join(ROOT, "dist/src/http/range-socket.js"))});
 const { closeSharedDispatcher } = await import(${JSON.stringify(path.join(ROOT, "dist/src/http/agent.js"))});
 const { createHash } = await import("node:crypto");
-const [url, waves, readAll] = JSON.parse(process.argv[1]);
+const [url, waves, readAll, idleMs] = JSON.parse(process.argv[1]);
+const timeouts = idleMs ? { idleMs } : undefined;
 const retry = { minDelayMs: 1, maxDelayMs: 5 };
 try {
   const got = [];
@@ -50,7 +53,7 @@ try {
     got.push(...(await Promise.all(ranges.map(async ([a, b]) => {
       const headers = { range: "bytes=" + a + "-" + (b - 1) };
       if (readAll) {
-        const doc = await httpReadAll(url, { headers, limit: 64 << 20, retry });
+        const doc = await httpReadAll(url, { headers, limit: 64 << 20, retry, timeouts });
         return { kind: "whole", tries: doc.tries, bytes: doc.bytes };
       }
       const res = await httpRequest(url, { headers, retry });
@@ -72,12 +75,12 @@ type Result = { sha?: string; kinds?: string[]; tries?: number; error?: string }
 
 type Range = [number, number];
 
-function client(host: string, waves: Range[][], env: Record<string, string>, readAll = false): Promise<Result> {
+function client(host: string, waves: Range[][], env: Record<string, string>, readAll = false, idleMs = 0): Promise<Result> {
   const url = `https://${host}:${port}/blob`;
   const childEnv = { ...process.env, ...env };
   if (!env.NODE_EXTRA_CA_CERTS) delete childEnv.NODE_EXTRA_CA_CERTS;
   return new Promise((resolve, reject) =>
-    execFile(process.execPath, ["--input-type=module", "-e", CLIENT, JSON.stringify([url, waves, readAll])], { env: childEnv }, (err, stdout) =>
+    execFile(process.execPath, ["--input-type=module", "-e", CLIENT, JSON.stringify([url, waves, readAll, idleMs])], { env: childEnv }, (err, stdout) =>
       err ? reject(err) : resolve(JSON.parse(stdout.trim().split("\n").pop()!) as Result),
     ),
   );
@@ -92,7 +95,10 @@ beforeAll(async () => {
     ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-subj", "/CN=cake-test", "-addext", "subjectAltName=DNS:localhost", "-keyout", key, "-out", cert],
     { stdio: "ignore" },
   );
-  server = https.createServer({ key: await fs.readFile(key), cert: await fs.readFile(cert) }, (req, res) => {
+  server = https.createServer({ key: await fs.readFile(key), cert: await fs.readFile(cert) }, async (req, res) => {
+    const stall = stallNextMs;
+    stallNextMs = undefined;
+    if (stall) await new Promise((r) => setTimeout(r, stall));
     const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? "");
     const [a, b] = m ? [Number(m[1]), Number(m[2]) + 1] : [0, DATA.length];
     res.writeHead(m ? 206 : 200, { "content-length": b - a, "content-range": `bytes ${a}-${b - 1}/${DATA.length}` });
@@ -135,6 +141,12 @@ describe("Range GETs over raw TLS sockets", () => {
     cutNextAt = 300_000;
     const r = await client("localhost", [[[1000, 2_000_000]]], { NODE_EXTRA_CA_CERTS: cert }, true);
     expect(r).toEqual({ sha: sha(DATA.subarray(1000, 2_000_000)), kinds: ["whole"], tries: 2 });
+  });
+
+  it("a server that stalls before the headers ends the try as undici's timeout does, and the next try gets the bytes", async () => {
+    stallNextMs = 1000;
+    const r = await client("localhost", [[[0, 500_000]]], { NODE_EXTRA_CA_CERTS: cert }, true, 200);
+    expect(r).toEqual({ sha: sha(DATA.subarray(0, 500_000)), kinds: ["whole"], tries: 2 });
   });
 
   it("a certificate the machine does not trust, or for another name, fails as it fails through undici", async () => {
