@@ -1,9 +1,10 @@
 /**
  * Range GETs to https origins reached direct go over raw TLS sockets too (src/http/range-socket.ts):
  * the bytes arrive intact, 16 at a time over kept-alive connections that resume one TLS session; an
- * answer cut mid-body is continued; a server that stalls is given up on and asked again; a certificate the machine does not trust, or one for another
- * name, fails as it fails through undici. The client runs in a child process: Node reads the
- * authorities it trusts beyond the system's (NODE_EXTRA_CA_CERTS) only at start.
+ * answer cut mid-body is continued; a server that stalls is given up on and asked again; a
+ * certificate the machine does not trust, or one for another name, fails as it fails through
+ * undici. The client runs in a child process: Node reads the authorities it trusts beyond the
+ * system's (NODE_EXTRA_CA_CERTS) only at start.
  */
 import { execFile, execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
