@@ -10,8 +10,10 @@ export interface HubProcess {
   setKnobs(k: HubKnobs): Promise<void>;
 }
 
-export async function startHubProcess(scratch: Scratch, repo: string, dir: string): Promise<HubProcess> {
-  const child = spawn(process.execPath, [path.join(ROOT, "dist", "bench", "hub-server.js"), repo, dir], { stdio: ["pipe", "pipe", "inherit"] });
+/** `tls`: a folder with key.pem and cert.pem, for a CDN that answers over TLS. */
+export async function startHubProcess(scratch: Scratch, repo: string, dir: string, tls?: string): Promise<HubProcess> {
+  const args = [path.join(ROOT, "dist", "bench", "hub-server.js"), repo, dir, ...(tls ? [tls] : [])];
+  const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] });
   scratch.defer(async () => {
     child.stdin.end();
     await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once("exit", r)));

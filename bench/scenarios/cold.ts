@@ -36,7 +36,7 @@ function drain(files: { url: string; size: number }[], concurrency: number, stor
  * The ceiling: curl (native, nearly free of CPU) fetching the same CHUNK ranges, 16 at a time, into
  * /dev/null. Hub files are asked at their CDN location (resolved once, as cake does).
  */
-async function curlDrain(files: { url: string; size: number }[], concurrency: number): Promise<Timed> {
+async function curlDrain(files: { url: string; size: number }[], concurrency: number, extra: string[] = []): Promise<Timed> {
   const args = ["-s", "--fail", "--parallel", "--parallel-max", String(concurrency)];
   for (const f of files) {
     const head = await fetch(f.url, { method: "HEAD", redirect: "manual" });
@@ -44,7 +44,8 @@ async function curlDrain(files: { url: string; size: number }[], concurrency: nu
     const url = loc ? new URL(loc, f.url).toString() : f.url;
     for (let s = 0; s < f.size; s += CHUNK) {
       if (args.includes("-o")) args.push("--next");
-      args.push("-r", `${s}-${Math.min(f.size, s + CHUNK) - 1}`, "-o", "/dev/null", url);
+      // `--next` starts a new set of per-transfer options (`extra`: e.g. the CA to trust).
+      args.push(...extra, "-r", `${s}-${Math.min(f.size, s + CHUNK) - 1}`, "-o", "/dev/null", url);
     }
   }
   return timed("curl", args);
@@ -152,6 +153,28 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       }
     }
 
+    // The Hub's CDN over TLS, as huggingface.co's is (uncapped): cake's raw TLS sockets against undici
+    // and huggingface_hub. Each trusts the emulation's own certificate, and nothing else changes.
+    const tlsDir = await scratch.dir("cold-tls");
+    const cert = path.join(tlsDir, "cert.pem");
+    const openssl = await run("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-subj", "/CN=cake-bench-cdn", "-addext", "subjectAltName=IP:127.0.0.2,DNS:localhost", "-keyout", path.join(tlsDir, "key.pem"), "-out", cert]);
+    if (openssl.code !== 0) throw new Error(`openssl: ${openssl.stderr.slice(-300)}`);
+    const tlsHub = await startHubProcess(scratch, REPO, model.dir, tlsDir);
+    const tlsFiles = hubFiles.map((f) => ({ ...f, url: f.url.replace(hub.url, tlsHub.url) }));
+    const trusting = (env: NodeJS.ProcessEnv) => ({ ...env, NODE_EXTRA_CA_CERTS: cert, SSL_CERT_FILE: cert });
+    const tlsMeasured = await measure([
+      { name: ceilingName, conc: CAKE_CONCURRENCY, once: () => curlDrain(tlsFiles, CAKE_CONCURRENCY, ["--cacert", cert]) },
+      { name: "cake pull hf://", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", "-q", `hf://${REPO}`], trusting(cakeEnv(tlsHub, d))) },
+      { name: "cake pull hf:// through undici (CAKE_HTTP_SOCKETS=0)", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", "-q", `hf://${REPO}`], { ...trusting(cakeEnv(tlsHub, d)), CAKE_HTTP_SOCKETS: "0" }) },
+      { name: "huggingface_hub snapshot_download", conc: HF_WORKERS, once: (d) => timed(python, hfSnapshotArgs(REPO), { env: trusting(hfEnv(tlsHub, d)) }) },
+    ]);
+    const tlsCeiling = model.bytes / tlsMeasured[0]!.secs;
+    const tlsHf = tlsMeasured[tlsMeasured.length - 1]!;
+    for (const m of tlsMeasured) {
+      const vs = m === tlsHf ? "1.00x" : `${(tlsHf.secs / m.secs).toFixed(2)}x hf`;
+      rows.push(["Hub, CDN over TLS, loopback uncapped", m.name, CORES, m.conc, secs(m.secs), mbs(model.bytes, m.secs), `${mbs(tlsCeiling, 1)} (ceiling)`, pct(model.bytes / m.secs / tlsCeiling), m.cpu.toFixed(1), mib(m.rss), vs]);
+    }
+
     // From a registry (distribution on loopback, uncapped): cake against oras and crane.
     const reg = await startRegistry();
     scratch.defer(() => reg.close());
@@ -201,6 +224,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
         `"${nodeName}" and "${minimalName}" (bench/drain.ts) make the same requests with undici: the first drops the bytes, the second hashes each network chunk (sha256) and writes it at its offset with FileHandle.write, nothing else. They are what Node itself costs a client before any of cake's own work.`,
         `The Hub emulation (bench/hub-server.ts) and distribution each run in a process of their own; every client is a child process; none shares a process with another. All share the machine's ${CORES} cores, so on a small machine uncapped figures are CPU-bound and CPU s (user + system seconds of the client, /usr/bin/time) is the cost that decides them.`,
         "oras's default concurrency is 3 and crane's 4 (go-containerregistry's default jobs).",
+        "Over TLS, the emulation's CDN (127.0.0.2) answers with a certificate of its own that each client is told to trust (NODE_EXTRA_CA_CERTS, SSL_CERT_FILE, curl --cacert); the Hub API stays plain HTTP. cake reads Range answers over its own TLS sockets (src/http/range-socket.ts); `CAKE_HTTP_SOCKETS=0` sends them through undici instead.",
         "What moved cake's figures most on the 2-core VM was the bytes it held between socket and disk. With 1 MiB write batches and socket slabs, 16 streams held ~50-90 MiB, more than the 32 MiB L3, and the kernel's copy into the page cache (copy_folio_from_iter_atomic) took 30-60 % of the pull's CPU samples in some runs and 2-3 % in others: the same pull from distribution took 1.0-2.2 s. With 128 KiB (transfer/defaults.ts) it is 2-3 % in every run, 1.1-1.3 s. huggingface_hub writes 10 MB chunks and shows the same: 30-40 % of its samples in that copy.",
         "This VM also gives memory back to its host (virtio-balloon free page reporting, ~2 s after it is freed): a page touched for the first time after that costs a fault in the host. Writing 512 MB into the page cache (dd) then takes 2.5 s of system time instead of 0.07 s. Runs that free and take memory at different moments see different amounts of it, so read the CPU column with the seconds.",
       ],

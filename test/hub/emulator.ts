@@ -13,6 +13,7 @@ import { createHash, createHmac, randomBytes } from "node:crypto";
 import { createReadStream, readFileSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { join, posix } from "node:path";
 import { cutAnswer, type CutPlan } from "../helpers/cut-answer.js";
@@ -39,6 +40,8 @@ export interface HubOptions {
   aliasHost?: string;
   bandwidth?: number; // per-connection cap in bytes/second on CDN + resolve bodies (0/undefined = none)
   latencyMs?: number; // added before answering each request
+  /** The CDN answers over TLS with this key and certificate (for 127.0.0.2: a client must trust it, e.g. NODE_EXTRA_CA_CERTS). */
+  cdnTls?: { key: Buffer; cert: Buffer };
   /** Answer regular files at a branch/tag (`"always"`: at a commit too) with a relative 307 to /api/resolve-cache/… as huggingface.co does (default false). */
   resolveCache?: boolean | "always";
 }
@@ -860,7 +863,7 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
   };
 
   const hubServer = http.createServer(handler("hub"));
-  const cdnServer = http.createServer(handler("cdn"));
+  const cdnServer: http.Server = opts.cdnTls ? https.createServer(opts.cdnTls, handler("cdn")) : http.createServer(handler("cdn"));
   const xetServer = http.createServer(handler("xet"));
   const aliasServer = http.createServer(handler("alias"));
   const listen = (server: http.Server, port: number, h: string) =>
@@ -877,13 +880,14 @@ export async function startHub(opts: HubOptions & { root?: string } = {}): Promi
   hubUrl = `http://${host}:${hubPort}`;
   /** Listens on another loopback address; the URL to reach it there. */
   const listenElsewhere = async (server: http.Server, port: number, at: string): Promise<string> => {
+    const scheme = server instanceof https.Server ? "https" : "http";
     try {
-      return `http://${at}:${await listen(server, port, at)}`;
+      return `${scheme}://${at}:${await listen(server, port, at)}`;
     } catch (err) {
       // Some systems (macOS) only configure 127.0.0.1: serve on the Hub's address under another host name (or
       // another port), which is still another origin for clients.
       if ((err as NodeJS.ErrnoException).code !== "EADDRNOTAVAIL" || host !== "127.0.0.1") throw err;
-      return `http://localhost:${await listen(server, port, host)}`;
+      return `${scheme}://localhost:${await listen(server, port, host)}`;
     }
   };
   try {
