@@ -14,4 +14,8 @@ for py in 3.10 3.11 3.12 3.13; do
   python3 -m pip download -q --only-binary=:all: --python-version "$py" --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux_2_28_x86_64 --platform any -d .dev/wheels "huggingface_hub==$hf"
 done
+# The emulation's CDN certificate for the TLS rows (the bench machine may have no openssl).
+mkdir -p .dev/tls
+openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 30 -subj /CN=cake-bench-cdn -addext subjectAltName=IP:127.0.0.2,DNS:localhost \
+  -keyout .dev/tls/key.pem -out .dev/tls/cert.pem 2>/dev/null
 du -sh .dev

@@ -13,7 +13,7 @@ mkdir -p /tmp/dev/go/bin && cp /tmp/dev/bin/oras /tmp/dev/bin/crane /tmp/dev/go/
 [ -x /usr/bin/docker-registry ] || cp /tmp/dev/bin/docker-registry /usr/bin/docker-registry
 [ -x /usr/bin/time ] || cp /tmp/dev/bin/time /usr/bin/time
 python3 -m pip install -q --no-index --find-links .dev/wheels --target /tmp/dev/py huggingface_hub 2>&1 | tail -3
-export PYTHONPATH=/tmp/dev/py
+export PYTHONPATH=/tmp/dev/py CAKE_BENCH_TLS=$repo/.dev/tls
 { nproc; free -g; df -h /tmp; python3 --version; command -v curl || echo "no curl"; } > "$out/machine.txt" 2>&1
 # The bench writes docs/benchmarks.md beside the project it runs from.
 mkdir -p /tmp/dev/app/docs && cp "$repo/docs/benchmarks.md" /tmp/dev/app/docs/

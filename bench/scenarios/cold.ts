@@ -53,6 +53,21 @@ async function curlDrain(files: { url: string; size: number }[], concurrency: nu
 
 type Client = { name: string; conc: number; once: (dir: string) => Promise<Timed> };
 
+/**
+ * A folder with key.pem and cert.pem (for 127.0.0.2) for the emulation's CDN to answer over TLS:
+ * CAKE_BENCH_TLS when set (a machine without openssl: bench/device/pack.sh makes one), else made
+ * with openssl; undefined, and the TLS rows left out, when there is neither.
+ */
+async function cdnCertificate(scratch: Scratch): Promise<string | undefined> {
+  if (process.env.CAKE_BENCH_TLS) return process.env.CAKE_BENCH_TLS;
+  const dir = await scratch.dir("cold-tls");
+  const args = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-subj", "/CN=cake-bench-cdn", "-addext", "subjectAltName=IP:127.0.0.2,DNS:localhost"];
+  const made = await run("openssl", [...args, "-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem")]).catch(() => undefined);
+  if (made?.code === 0) return dir;
+  process.stderr.write("bench: no openssl and no CAKE_BENCH_TLS: the TLS rows are left out\n");
+  return undefined;
+}
+
 export async function cold(models: Models, opts: Options): Promise<Section> {
   const python = await ensureHfHub();
   const oras = await ensureOras();
@@ -156,24 +171,24 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
 
     // The Hub's CDN over TLS, as huggingface.co's is (uncapped): cake's raw TLS sockets against undici
     // and huggingface_hub. Each trusts the emulation's own certificate, and nothing else changes.
-    const tlsDir = await scratch.dir("cold-tls");
-    const cert = path.join(tlsDir, "cert.pem");
-    const openssl = await run("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-subj", "/CN=cake-bench-cdn", "-addext", "subjectAltName=IP:127.0.0.2,DNS:localhost", "-keyout", path.join(tlsDir, "key.pem"), "-out", cert]);
-    if (openssl.code !== 0) throw new Error(`openssl: ${openssl.stderr.slice(-300)}`);
-    const tlsHub = await startHubProcess(scratch, REPO, model.dir, tlsDir);
-    const tlsFiles = hubFiles.map((f) => ({ ...f, url: f.url.replace(hub.url, tlsHub.url) }));
-    const trusting = (env: NodeJS.ProcessEnv) => ({ ...env, NODE_EXTRA_CA_CERTS: cert, SSL_CERT_FILE: cert });
-    const tlsMeasured = await measure([
-      { name: ceilingName, conc: CAKE_CONCURRENCY, once: () => curlDrain(tlsFiles, CAKE_CONCURRENCY, ["--cacert", cert]) },
-      { name: "cake pull hf://", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", "-q", `hf://${REPO}`], trusting(cakeEnv(tlsHub, d))) },
-      { name: "cake pull hf:// through undici (CAKE_HTTP_SOCKETS=0)", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", "-q", `hf://${REPO}`], { ...trusting(cakeEnv(tlsHub, d)), CAKE_HTTP_SOCKETS: "0" }) },
-      { name: "huggingface_hub snapshot_download", conc: HF_WORKERS, once: (d) => timed(python, hfSnapshotArgs(REPO), { env: trusting(hfEnv(tlsHub, d)) }) },
-    ]);
-    const tlsCeiling = model.bytes / tlsMeasured[0]!.secs;
-    const tlsHf = tlsMeasured[tlsMeasured.length - 1]!;
-    for (const m of tlsMeasured) {
-      const vs = m === tlsHf ? "1.00x" : `${(tlsHf.secs / m.secs).toFixed(2)}x hf`;
-      rows.push(["Hub, CDN over TLS, loopback uncapped", m.name, CORES, m.conc, secs(m.secs), mbs(model.bytes, m.secs), `${mbs(tlsCeiling, 1)} (ceiling)`, pct(model.bytes / m.secs / tlsCeiling), m.cpu.toFixed(1), mib(m.rss), vs]);
+    const tlsDir = await cdnCertificate(scratch);
+    if (tlsDir) {
+      const cert = path.join(tlsDir, "cert.pem");
+      const tlsHub = await startHubProcess(scratch, REPO, model.dir, tlsDir);
+      const tlsFiles = hubFiles.map((f) => ({ ...f, url: f.url.replace(hub.url, tlsHub.url) }));
+      const trusting = (env: NodeJS.ProcessEnv) => ({ ...env, NODE_EXTRA_CA_CERTS: cert, SSL_CERT_FILE: cert });
+      const tlsMeasured = await measure([
+        { name: ceilingName, conc: CAKE_CONCURRENCY, once: () => curlDrain(tlsFiles, CAKE_CONCURRENCY, ["--cacert", cert]) },
+        { name: "cake pull hf://", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", "-q", `hf://${REPO}`], trusting(cakeEnv(tlsHub, d))) },
+        { name: "cake pull hf:// through undici (CAKE_HTTP_SOCKETS=0)", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", "-q", `hf://${REPO}`], { ...trusting(cakeEnv(tlsHub, d)), CAKE_HTTP_SOCKETS: "0" }) },
+        { name: "huggingface_hub snapshot_download", conc: HF_WORKERS, once: (d) => timed(python, hfSnapshotArgs(REPO), { env: trusting(hfEnv(tlsHub, d)) }) },
+      ]);
+      const tlsCeiling = model.bytes / tlsMeasured[0]!.secs;
+      const tlsHf = tlsMeasured[tlsMeasured.length - 1]!;
+      for (const m of tlsMeasured) {
+        const vs = m === tlsHf ? "1.00x" : `${(tlsHf.secs / m.secs).toFixed(2)}x hf`;
+        rows.push(["Hub, CDN over TLS, loopback uncapped", m.name, CORES, m.conc, secs(m.secs), mbs(model.bytes, m.secs), `${mbs(tlsCeiling, 1)} (ceiling)`, pct(model.bytes / m.secs / tlsCeiling), m.cpu.toFixed(1), mib(m.rss), vs]);
+      }
     }
 
     // From a registry (distribution on loopback, uncapped): cake against oras and crane.
