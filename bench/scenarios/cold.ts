@@ -8,7 +8,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import os from "node:os";
-import { startRegistry } from "../../test/registry/harness.js";
+import { makeCertificate, startRegistry } from "../../test/registry/harness.js";
 import { cakeEnv, DEFAULTS, hfEnv, hfSnapshotArgs, HF_WORKERS, type Models, type Options } from "../lib/context.js";
 import { ensureCrane, ensureHfHub, ensureOras, checkRegistry } from "../lib/peers.js";
 import { cake, median, ROOT, run, Scratch, timed, type Timed } from "../lib/proc.js";
@@ -52,6 +52,8 @@ async function curlDrain(files: { url: string; size: number }[], concurrency: nu
 }
 
 type Client = { name: string; conc: number; once: (dir: string) => Promise<Timed> };
+/** A client's medians over the runs. */
+type Measured = Client & { secs: number; rss: number; cpu: number };
 
 /**
  * A folder with key.pem and cert.pem (for 127.0.0.2) for the emulation's CDN to answer over TLS:
@@ -61,11 +63,13 @@ type Client = { name: string; conc: number; once: (dir: string) => Promise<Timed
 async function cdnCertificate(scratch: Scratch): Promise<string | undefined> {
   if (process.env.CAKE_BENCH_TLS) return process.env.CAKE_BENCH_TLS;
   const dir = await scratch.dir("cold-tls");
-  const args = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-subj", "/CN=cake-bench-cdn", "-addext", "subjectAltName=IP:127.0.0.2,DNS:localhost"];
-  const made = await run("openssl", [...args, "-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem")]).catch(() => undefined);
-  if (made?.code === 0) return dir;
-  process.stderr.write("bench: no openssl and no CAKE_BENCH_TLS: the TLS rows are left out\n");
-  return undefined;
+  try {
+    makeCertificate(path.join(dir, "key.pem"), path.join(dir, "cert.pem"), "cake-bench-cdn", ["IP:127.0.0.2", "DNS:localhost"]);
+    return dir;
+  } catch {
+    process.stderr.write("bench: no openssl and no CAKE_BENCH_TLS: the TLS rows are left out\n");
+    return undefined;
+  }
 }
 
 export async function cold(models: Models, opts: Options): Promise<Section> {
@@ -82,7 +86,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
    * Median of `opts.runs` runs of each client, each in a fresh directory. Runs are interleaved (round
    * i runs every client once), so a change in the machine's load hits all clients alike.
    */
-  const measure = async (clients: Client[]) => {
+  const measure = async (clients: Client[]): Promise<Measured[]> => {
     const samples: { secs: number; rss: number; cpu: number }[][] = clients.map(() => []);
     for (let i = 0; i < opts.runs; i++) {
       for (const [k, cl] of clients.entries()) {
@@ -101,6 +105,18 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       rss: median(samples[k]!.map((x) => x.rss)),
       cpu: median(samples[k]!.map((x) => x.cpu)),
     }));
+  };
+  /**
+   * The rows of Hub clients measured from `source`: each client's rate against its capacity, and its
+   * time against huggingface_hub's (the last client); that one, for the targets.
+   */
+  const hubRows = (source: string, measured: Measured[], capFor: (conc: number) => number, capLabel: (conc: number) => string): Measured => {
+    const hf = measured[measured.length - 1]!;
+    for (const m of measured) {
+      const vs = m === hf ? "1.00x" : `${(hf.secs / m.secs).toFixed(2)}x hf`;
+      rows.push([source, m.name, CORES, m.conc, secs(m.secs), mbs(model.bytes, m.secs), capLabel(m.conc), pct(model.bytes / m.secs / capFor(m.conc)), m.cpu.toFixed(1), mib(m.rss), vs]);
+    }
+    return hf;
   };
   const ceilingName = "ceiling: curl into /dev/null";
   const diskName = "disk: cp -r + sync (no network)";
@@ -134,12 +150,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       const disk = measured.find((m) => m.name === diskName);
       const capFor = (conc: number) => (net.bandwidth ? net.bandwidth * conc : ceiling);
       const capLabel = (conc: number) => (net.bandwidth ? `${mbs(capFor(conc), 1)} (${opts.bandwidth} × ${conc})` : `${mbs(ceiling, 1)} (ceiling)`);
-      const hf = measured[measured.length - 1]!;
-      for (const m of measured) {
-        const rate = model.bytes / m.secs;
-        const vs = m === hf ? "1.00x" : `${(hf.secs / m.secs).toFixed(2)}x hf`;
-        rows.push([net.name, m.name, CORES, m.conc, secs(m.secs), mbs(model.bytes, m.secs), capLabel(m.conc), pct(rate / capFor(m.conc)), m.cpu.toFixed(1), mib(m.rss), vs]);
-      }
+      const hf = hubRows(net.name, measured, capFor, capLabel);
       const c = measured.find((m) => m.name === "cake pull hf://")!;
       const cakeRate = model.bytes / c.secs;
       if (net.bandwidth) {
@@ -184,11 +195,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
         { name: "huggingface_hub snapshot_download", conc: HF_WORKERS, once: (d) => timed(python, hfSnapshotArgs(REPO), { env: trusting(hfEnv(tlsHub, d)) }) },
       ]);
       const tlsCeiling = model.bytes / tlsMeasured[0]!.secs;
-      const tlsHf = tlsMeasured[tlsMeasured.length - 1]!;
-      for (const m of tlsMeasured) {
-        const vs = m === tlsHf ? "1.00x" : `${(tlsHf.secs / m.secs).toFixed(2)}x hf`;
-        rows.push(["Hub, CDN over TLS, loopback uncapped", m.name, CORES, m.conc, secs(m.secs), mbs(model.bytes, m.secs), `${mbs(tlsCeiling, 1)} (ceiling)`, pct(model.bytes / m.secs / tlsCeiling), m.cpu.toFixed(1), mib(m.rss), vs]);
-      }
+      hubRows("Hub, CDN over TLS, loopback uncapped", tlsMeasured, () => tlsCeiling, () => `${mbs(tlsCeiling, 1)} (ceiling)`);
     }
 
     // From a registry (distribution on loopback, uncapped): cake against oras and crane.

@@ -6,7 +6,7 @@
  * undici. The client runs in a child process: Node reads the authorities it trusts beyond the
  * system's (NODE_EXTRA_CA_CERTS) only at start.
  */
-import { execFile, execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
 import https from "node:https";
@@ -16,7 +16,7 @@ import path from "node:path";
 import type { TLSSocket } from "node:tls";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { requireTool } from "../registry/harness.js";
+import { makeCertificate } from "../registry/harness.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const DATA = randomBytes(24 << 20);
@@ -91,11 +91,7 @@ beforeAll(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), "cake-tls-"));
   cert = path.join(dir, "cert.pem");
   const key = path.join(dir, "key.pem");
-  execFileSync(
-    requireTool("openssl"),
-    ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-subj", "/CN=cake-test", "-addext", "subjectAltName=DNS:localhost", "-keyout", key, "-out", cert],
-    { stdio: "ignore" },
-  );
+  makeCertificate(key, cert, "cake-test", ["DNS:localhost"]);
   server = https.createServer({ key: await fs.readFile(key), cert: await fs.readFile(cert) }, async (req, res) => {
     const stall = stallNextMs;
     stallNextMs = undefined;

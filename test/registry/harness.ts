@@ -45,6 +45,18 @@ export function requireTool(name: Tool): string {
   );
 }
 
+/**
+ * A self-signed certificate for `names` (subjectAltName entries: `IP:127.0.0.1`, `DNS:localhost`),
+ * with its key, made by openssl (throws when openssl is missing or fails).
+ */
+export function makeCertificate(keyPath: string, certPath: string, commonName: string, names: string[]): void {
+  execFileSync(
+    requireTool("openssl"),
+    ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-subj", `/CN=${commonName}`, "-addext", `subjectAltName=${names.join(",")}`, "-keyout", keyPath, "-out", certPath],
+    { stdio: "ignore" },
+  );
+}
+
 /** A port nobody listens on right now (127.0.0.1). */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -146,12 +158,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
     const certPath = join(dir, "tls-cert.pem");
     if (opts.tls) {
       const keyPath = join(dir, "tls-key.pem");
-      const san = ["IP:127.0.0.1", "DNS:localhost", ...(opts.tls.names ?? []).map((n) => `DNS:${n}`)].join(",");
-      execFileSync(
-        requireTool("openssl"),
-        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-subj", "/CN=cake-test-registry", "-addext", `subjectAltName=${san}`, "-keyout", keyPath, "-out", certPath],
-        { stdio: "ignore" },
-      );
+      makeCertificate(keyPath, certPath, "cake-test-registry", ["IP:127.0.0.1", "DNS:localhost", ...(opts.tls.names ?? []).map((n) => `DNS:${n}`)]);
       tls = ["  tls:", `    certificate: ${certPath}`, `    key: ${keyPath}`].join("\n");
     }
     const scheme = opts.tls ? "https" : "http";
