@@ -116,13 +116,11 @@ export class Store implements ContentStore {
 
   /** The blob's raw size and the bytes it takes on disk (less when it is stored compressed); undefined when the store lacks it. */
   async blobSizes(digest: string): Promise<{ raw: number; stored: number; compressed: boolean } | undefined> {
-    try {
-      const { size } = await fsp.stat(this.blobPath(digest));
-      return { raw: size, stored: size, compressed: false };
-    } catch {
-      const z = await this.compressed.sizes(digest).catch(() => undefined);
-      return z && { ...z, compressed: true };
-    }
+    // A stat, synchronous: asked once or twice per blob of a transfer (see store/ingest.ts).
+    const st = fs.statSync(this.blobPath(digest), { throwIfNoEntry: false });
+    if (st) return { raw: st.size, stored: st.size, compressed: false };
+    const z = await this.compressed.sizes(digest).catch(() => undefined);
+    return z && { ...z, compressed: true };
   }
 
   async hasBlob(digest: string, size?: number): Promise<boolean> {
@@ -192,8 +190,8 @@ export class Store implements ContentStore {
 
   /** Renames a checked temp file into blobs/ as read-only. */
   private async publish(tmp: string, digest: string) {
-    await fsp.chmod(tmp, 0o444);
-    await fsp.rename(tmp, this.blobPath(digest));
+    fs.chmodSync(tmp, 0o444);
+    fs.renameSync(tmp, this.blobPath(digest));
   }
 
   // ---- the compressed form (src/store/compressed.ts) ----

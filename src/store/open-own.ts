@@ -5,6 +5,7 @@
  */
 import fs from "node:fs";
 import fsp from "node:fs/promises";
+import { promisify } from "node:util";
 import { CakeError } from "../errors.js";
 
 const { O_RDWR, O_WRONLY, O_CREAT, O_TRUNC, O_APPEND } = fs.constants;
@@ -24,9 +25,24 @@ export async function openOwn(file: string, how: keyof typeof FLAGS): Promise<fs
   try {
     return await fsp.open(file, FLAGS[how] | O_NOFOLLOW, 0o666);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ELOOP") throw err;
-    throw new CakeError("E_IO", `${file} is a symbolic link, which cake never writes through: remove it`, { cause: err });
+    throw linkRefused(file, err);
   }
+}
+
+const openFd = promisify(fs.open);
+
+/** openOwn as a bare file descriptor, for a file used with synchronous writes (see store/ingest.ts). */
+export async function openOwnFd(file: string, how: keyof typeof FLAGS): Promise<number> {
+  try {
+    return await openFd(file, FLAGS[how] | O_NOFOLLOW, 0o666);
+  } catch (err) {
+    throw linkRefused(file, err);
+  }
+}
+
+function linkRefused(file: string, err: unknown): unknown {
+  if ((err as NodeJS.ErrnoException).code !== "ELOOP") return err;
+  return new CakeError("E_IO", `${file} is a symbolic link, which cake never writes through: remove it`, { cause: err });
 }
 
 export async function appendOwn(file: string, text: string): Promise<void> {

@@ -167,6 +167,22 @@ describe("transfer engine", () => {
     expect(await store.hasBlob(digest)).toBe(true);
   });
 
+  it("refuses a blob with one wrong byte, whether it came in order on one stream (hashed as it came) or in pieces on several (hashed at the end)", async () => {
+    for (const [name, chunkSize, concurrency] of [["in-order", 8 << 20, 1], ["pieces", 1 << 20, 4]] as const) {
+      const dir = path.join(tmp, `one-byte-${name}`);
+      const store = new Store(dir);
+      const bad = Buffer.from(data);
+      bad[(4 << 20) + 12345]! ^= 1;
+      const open = async (start: number, end: number) => ({ body: Readable.from([bad.subarray(start, end)]), start });
+      await expect(transferBlobs(store, [job(store, open)], { chunkSize, concurrency })).rejects.toThrow(/test blob: content hashes to sha256:[0-9a-f]{64}, not sha256:/);
+      expect(await fs.readdir(path.join(dir, "blobs", "sha256"))).toEqual([]);
+      // the same bytes, right: stored
+      const good = async (start: number, end: number) => ({ body: Readable.from([data.subarray(start, end)]), start });
+      await transferBlobs(store, [job(store, good)], { chunkSize, concurrency });
+      expect(Buffer.compare(await fs.readFile(store.blobPath(digest)), data)).toBe(0);
+    }
+  });
+
   it("fetches small neighbouring blobs of one source with one Range request, and splits them back exactly", async () => {
     const store = new Store(path.join(tmp, "span"));
     const src = source();
