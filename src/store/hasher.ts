@@ -1,8 +1,7 @@
 /**
- * sha256 (and the git blob oid) of bytes already on disk, computed on worker threads: a Hub file's
- * check in file order, blobs split over parallel streams or resumed (a blob that arrives in order is
- * hashed as it is written, store/ingest.ts), `export --verify`. Hashing, ~1.4-1.8 GB/s per core, is
- * the largest piece of work that can leave the receiving thread. Files are read back from the page
+ * sha256 (and the git blob oid) of bytes already on disk, computed on worker threads. The main
+ * thread of a pull is busy receiving and writing (undici, streams, GC); hashing, ~1.4 GB/s per core,
+ * is the largest piece of its work that can move to another core. Files are read back from the page
  * cache (a memcpy) in 1 MiB pieces, synchronously: a hash worker has nothing else to do.
  */
 import { createHash } from "node:crypto";

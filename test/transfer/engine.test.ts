@@ -167,7 +167,7 @@ describe("transfer engine", () => {
     expect(await store.hasBlob(digest)).toBe(true);
   });
 
-  it("refuses a blob with one wrong byte, whether it came in order on one stream (hashed as it came) or in pieces on several (hashed at the end)", async () => {
+  it("refuses a blob with one wrong byte, whether it came in order on one stream or in pieces on several", async () => {
     for (const [name, chunkSize, concurrency] of [["in-order", 8 << 20, 1], ["pieces", 1 << 20, 4]] as const) {
       const dir = path.join(tmp, `one-byte-${name}`);
       const store = new Store(dir);
