@@ -9,6 +9,7 @@
  * work over a backend: claims, waits, background pushes, revisions looked up there) and backend.ts
  * (the registry replicas share).
  */
+import { DEFAULT_CONCURRENCY } from "../src/transfer/defaults.js";
 import type { Readable } from "node:stream";
 import {
   ANN,
@@ -201,7 +202,8 @@ export class ProxyService {
         store: this.opts.store,
         hub,
         progress,
-        ...(this.opts.concurrency ? { concurrency: this.opts.concurrency } : {}),
+        // Fixed: a server runs many transfers at once, each would ramp up its own streams (src/transfer/ramp.ts).
+        concurrency: this.opts.concurrency ?? DEFAULT_CONCURRENCY,
         // What a replica that died converting this revision pushed already comes from the backend, then the operator's index.
         index: [...(this.replication ? [this.replication.backend.resumeSource(commit)] : []), ...(this.opts.index ? [{ prefix: this.opts.index, access: this.opts.backendAccess ?? {} }] : [])],
         onNotice: (line) => this.log({ event: "convert-notice", ref, message: line }),

@@ -14,7 +14,7 @@ function indexPushCommand(): Command {
     .description("publish the index of hf://org/name[@rev] (pulled first if the store lacks it) as REGISTRY/prefix/<org>/<name>:<commit>")
     .argument("<source>", "hf://org/name[@rev]", userRef)
     .argument("<prefix>", "REGISTRY/prefix, e.g. localhost:5000/index")
-    .option("-c, --concurrency <n>", "parallel requests if the model must be pulled first (default 16)", parsePositiveInt)
+    .option("-c, --concurrency <n>", "parallel requests if the model must be pulled first (default: 16, and more while they raise the rate)", parsePositiveInt)
     .option("-q, --quiet", "no progress");
   return withRegistryOptions(cmd).action(async (src: string, prefix: string, opts: AccessOpts & { concurrency?: number; quiet?: boolean }) => {
     if (!isHfRef(src)) throw new CakeError("E_USAGE", `${src}: an index is of a Hub revision: want hf://org/name[@rev]`);

@@ -1,5 +1,5 @@
 import { Command, Option } from "commander";
-import { CakeError, checkIndexPrefix, compressByDefault, compressModel, formatBytes, isHfRef, parseHfRef, pullFromRegistry, pullHf, userRef } from "../../src/index.js";
+import { CakeError, checkIndexPrefix, compressByDefault, compressModel, DEFAULT_CONCURRENCY, formatBytes, isHfRef, parseHfRef, pullFromRegistry, pullHf, userRef, type TransferStats } from "../../src/index.js";
 import { compressLine } from "./compress.js";
 import { accessFrom, hub, openStore, parsePositiveInt, progressFor, say, warnIfOffline, withRegistryOptions, type AccessOpts } from "../context.js";
 
@@ -22,7 +22,7 @@ export function pullCommand(): Command {
   const cmd = new Command("pull")
     .description("fetch a model into the local store: hf://org/name[@revision] or host/repo[:tag|@digest] (a cake, CNCF ModelPack, Docker Model Runner or KitOps artifact)")
     .argument("<ref>", "hf://org/name[@revision] (or the model's Hub page address) or host/repo[:tag|@digest]", userRef)
-    .option("-c, --concurrency <n>", "parallel requests for the whole model (default 16)", parsePositiveInt)
+    .option("-c, --concurrency <n>", "parallel requests for the whole model (default: 16, and more while they raise the rate)", parsePositiveInt)
     .option("-q, --quiet", "no progress")
     .option("--compress", "keep the model's layers compressed in the store (default when CAKE_COMPRESS=1; see cake compress)")
     .option("--index <registry/prefix>", "hf:// only: a registry of index artifacts (cake index push) to learn the units from (default $CAKE_INDEX)")
@@ -60,6 +60,7 @@ export function pullCommand(): Command {
             `; ${formatBytes(r.stats.fetchedBytes)} fetched from the Hub`,
         );
       }
+      sayStreams(opts, r.ref, r.stats);
       await compress(r.ref);
       process.stdout.write(`${r.manifestDigest}\n`);
       return;
@@ -72,7 +73,15 @@ export function pullCommand(): Command {
       const reused = c.reused.tensors ? `; ${c.reused.tensors} tensors (${formatBytes(c.reused.bytes)}) taken from the store (${c.reused.models.join(", ")}), checked by each file's sha256` : "";
       say(opts, `${r.ref}: ${c.kind} artifact ${c.source} stored as a cake model: ${c.files} files, ${formatBytes(r.stats.fetchedBytes)} fetched${reused}`);
     }
+    sayStreams(opts, r.ref, r.stats);
     await compress(r.ref);
     process.stdout.write(`${r.manifestDigest}\n`);
   });
+}
+
+/** Says so when the transfer took more streams than the default because they raised the rate (src/transfer/ramp.ts). */
+function sayStreams(opts: { quiet?: boolean }, ref: string, stats: TransferStats): void {
+  if (stats.streams && stats.streams > DEFAULT_CONCURRENCY) {
+    say(opts, `${ref}: fetched over ${stats.streams} streams: more than ${DEFAULT_CONCURRENCY} raised the rate (--concurrency fixes their number)`);
+  }
 }

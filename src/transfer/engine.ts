@@ -17,6 +17,7 @@ import type { Store } from "../store/layout.js";
 import { DEFAULT_CHUNK, DEFAULT_CONCURRENCY, MIN_RANGE } from "./defaults.js";
 import { Fetch, FirstByteWait, STEAL_POLL_MS, fetchRange, mayStealLater, stealFrom, type RangeTarget } from "./fetch-range.js";
 import { Pool } from "./pool.js";
+import { StreamRamp } from "./ramp.js";
 import { silentProgress, type ProgressSink } from "./progress.js";
 import { SpanTarget, carve, gated, spanRuns, withIngests, type SpanPart } from "./runs.js";
 
@@ -56,7 +57,10 @@ export interface BlobJob {
 }
 
 export interface TransferOptions {
+  /** Requests at once, fixed; without it the transfer starts with the default and adds streams while they help (ramp.ts). */
   concurrency?: number;
+  /** The most streams a ramp may reach (default RAMP_MAX). */
+  maxConcurrency?: number;
   chunkSize?: number;
   progress?: ProgressSink;
   signal?: AbortSignal;
@@ -67,14 +71,15 @@ export interface TransferOptions {
 export interface TransferStats {
   fetchedBytes: number;
   skippedBlobs: number;
+  /** Requests allowed at once at the end (more than the default when more streams raised the rate). */
+  streams?: number;
 }
 
 /** Fetches every job's blob into the store; returns the digests, aligned with `jobs`. */
 export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts: TransferOptions = {}): Promise<{ digests: string[]; stats: TransferStats }> {
-  const concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
   const chunk = opts.chunkSize ?? DEFAULT_CHUNK;
   const progress = opts.progress ?? silentProgress;
-  const requests = new Pool(concurrency);
+  const requests = new Pool(opts.concurrency ?? DEFAULT_CONCURRENCY);
   const active = new Set<Fetch>();
   // A stolen half runs in another run's request slot; its own run waits for it (by target) before committing.
   const stolen = new Map<RangeTarget, Set<Promise<void>>>();
@@ -100,7 +105,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
     }
   };
   // Runs open at once: enough to keep the request pool full while others hash and commit.
-  const open = new Pool(concurrency * 2);
+  const open = new Pool(requests.size * 2);
   // Of those, runs taking their ingests' locks and opening their files at once. That is ~9 file
   // operations per blob on libuv's 4 threads: 32 runs at once all finish late together (the first
   // request left 40 ms after the plan); a few at a time, the first runs' requests leave first.
@@ -127,7 +132,9 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
    * that the streams finish together instead of waiting on the one that drew a whole chunk last.
    */
   let unstarted = jobs.reduce((n, j) => n + j.size, 0);
-  const pieceSize = () => Math.min(chunk, Math.max(MIN_RANGE, Math.ceil(unstarted / concurrency)));
+  const pieceSize = () => Math.min(chunk, Math.max(MIN_RANGE, Math.ceil(unstarted / requests.size)));
+  // Streams added while they raise the rate, unless the caller fixed their number (see ramp.ts).
+  const ramp = opts.concurrency === undefined ? new StreamRamp(requests, () => stats.fetchedBytes, (n) => unstarted >= n * chunk, (n) => open.resize(n * 2), opts.maxConcurrency) : undefined;
 
   let firstError: unknown;
   const fail = (err: unknown) => {
@@ -257,6 +264,8 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
     ),
   );
   opts.signal?.removeEventListener("abort", onOuterAbort);
+  ramp?.stop();
+  stats.streams = requests.size;
   progress.done();
   if (firstError !== undefined) throw firstError;
   return { digests: settled.map((r) => (r as PromiseFulfilledResult<string>).value), stats };

@@ -2,8 +2,12 @@
 export class Pool {
   private running = 0;
   private readonly queue: (() => void)[] = [];
-  constructor(readonly size: number) {
-    if (!Number.isInteger(size) || size < 1) throw new RangeError(`pool size must be a positive integer, not ${size}`);
+  constructor(private limit: number) {
+    if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`pool size must be a positive integer, not ${limit}`);
+  }
+
+  get size(): number {
+    return this.limit;
   }
 
   /** Tasks queued behind the running ones. */
@@ -11,14 +15,33 @@ export class Pool {
     return this.queue.length;
   }
 
+  /**
+   * Lets up to `size` tasks run at once from now on: more than before, waiting tasks start; fewer,
+   * running tasks end as they do and the next waits until fewer than `size` run.
+   */
+  resize(size: number): void {
+    if (!Number.isInteger(size) || size < 1) throw new RangeError(`pool size must be a positive integer, not ${size}`);
+    this.limit = size;
+    while (this.running < this.limit && this.queue.length > 0) {
+      this.running++;
+      this.queue.shift()!();
+    }
+  }
+
   async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.running >= this.size) await new Promise<void>((r) => this.queue.push(r));
-    this.running++;
+    // A waiting task is started with its slot already counted (see `release`).
+    if (this.running >= this.limit) await new Promise<void>((r) => this.queue.push(r));
+    else this.running++;
     try {
       return await task();
     } finally {
-      this.running--;
-      this.queue.shift()?.();
+      this.release();
     }
+  }
+
+  private release(): void {
+    const next = this.running <= this.limit ? this.queue.shift() : undefined;
+    if (next) next();
+    else this.running--;
   }
 }

@@ -247,3 +247,56 @@ describe("transfer engine", () => {
     expect(stolen![0]).toBeGreaterThan(4 << 20);
   });
 });
+
+describe("streams that fit the link", () => {
+  /** 96 blobs of 1 MiB whose source sends 64 KiB at a time: every `gapMs` per request, or through one shared budget of `totalMBps`. */
+  function throttled(name: string, opts: { gapMs: number } | { totalMBps: number }) {
+    const blobs = Array.from({ length: 96 }, (_, i) => data.subarray((i % 40) * (1 << 17), (i % 40) * (1 << 17) + (1 << 20)));
+    let next = 0; // when the shared budget allows the next piece
+    const jobs: BlobJob[] = blobs.map((b, i) => ({
+      key: `${name}-${i}`,
+      size: b.length,
+      expected: `sha256:${createHash("sha256").update(b).digest("hex")}`,
+      label: `blob ${i}`,
+      existing: async () => undefined,
+      open: async (start, end) => {
+        async function* gen() {
+          for (let at = start; at < end; at += 64 << 10) {
+            let wait: number;
+            if ("gapMs" in opts) wait = opts.gapMs;
+            else {
+              const now = performance.now();
+              next = Math.max(next, now) + (64 << 10) / (opts.totalMBps * 1000);
+              wait = next - now;
+            }
+            await new Promise((r) => setTimeout(r, wait));
+            yield b.subarray(at, Math.min(end, at + (64 << 10)));
+          }
+        }
+        return { body: Readable.from(gen()), start };
+      },
+    }));
+    return jobs;
+  }
+
+  it("adds streams while they raise the rate (each connection capped), up to the limit", async () => {
+    const store = new Store(path.join(tmp, "ramp-up"));
+    // ~2 MiB/s per request: 16 streams take 3 s for 96 MiB, more streams less
+    const { stats } = await transferBlobs(store, throttled("ramp-up", { gapMs: 31 }), { chunkSize: 1 << 20 });
+    expect(stats.streams).toBeGreaterThanOrEqual(24);
+    expect(stats.streams).toBeLessThanOrEqual(64);
+  });
+
+  it("stops adding streams once they no longer raise the rate (the link itself capped)", async () => {
+    const store = new Store(path.join(tmp, "ramp-flat"));
+    // 32 MB/s for the whole transfer, whatever the streams: the first step gains nothing, is taken back and ends the ramp
+    const { stats } = await transferBlobs(store, throttled("ramp-flat", { totalMBps: 32 }), { chunkSize: 1 << 20 });
+    expect(stats.streams).toBeLessThanOrEqual(24);
+  });
+
+  it("keeps the streams a caller fixed (--concurrency)", async () => {
+    const store = new Store(path.join(tmp, "ramp-fixed"));
+    const { stats } = await transferBlobs(store, throttled("ramp-fixed", { gapMs: 31 }), { chunkSize: 1 << 20, concurrency: 16 });
+    expect(stats.streams).toBe(16);
+  });
+});
