@@ -87,7 +87,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
    * i runs every client once), so a change in the machine's load hits all clients alike.
    */
   const measure = async (clients: Client[]): Promise<Measured[]> => {
-    const samples: { secs: number; rss: number; cpu: number }[][] = clients.map(() => []);
+    const samples: { secs: number; rss: number; cpu: number; streams: number }[][] = clients.map(() => []);
     for (let i = 0; i < opts.runs; i++) {
       for (const [k, cl] of clients.entries()) {
         // Each client starts with no one else's writes pending: a client that fsyncs what it wrote
@@ -96,11 +96,14 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
         const dir = await scratch.dir("cold");
         const t = await cl.once(dir);
         await fs.rm(dir, { recursive: true, force: true });
-        samples[k]!.push({ secs: t.secs, rss: t.rssMiB, cpu: t.cpu });
+        // cake says when it took more streams than its default (src/transfer/ramp.ts): its capacity is theirs.
+        const streams = Number(/fetched over (\d+) streams/.exec(t.stderr)?.[1] ?? cl.conc);
+        samples[k]!.push({ secs: t.secs, rss: t.rssMiB, cpu: t.cpu, streams });
       }
     }
     return clients.map((cl, k) => ({
       ...cl,
+      conc: median(samples[k]!.map((x) => x.streams)),
       secs: median(samples[k]!.map((x) => x.secs)),
       rss: median(samples[k]!.map((x) => x.rss)),
       cpu: median(samples[k]!.map((x) => x.cpu)),
@@ -141,7 +144,8 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
         { name: ceilingName, conc: CAKE_CONCURRENCY, once: () => curlDrain(hubFiles, CAKE_CONCURRENCY) },
         { name: nodeName, conc: CAKE_CONCURRENCY, once: () => drain(hubFiles, CAKE_CONCURRENCY) },
         { name: minimalName, conc: CAKE_CONCURRENCY, once: (d) => drain(hubFiles, CAKE_CONCURRENCY, d) },
-        { name: "cake pull hf://", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", "-q", `hf://${REPO}`], cakeEnv(hub, d)) },
+        // Not --quiet: its summary says how many streams it settled on (no progress: not a TTY).
+        { name: "cake pull hf://", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", `hf://${REPO}`], cakeEnv(hub, d)) },
         // Fewer streams, for a small machine (on a big one it only costs the run's time: 4 × 40 MB/s).
         ...(BIG ? [] : [{ name: "cake pull hf:// --concurrency 4", conc: 4, once: (d: string) => cake(["pull", "-q", "-c", "4", `hf://${REPO}`], cakeEnv(hub, d)) }]),
         { name: "huggingface_hub snapshot_download", conc: HF_WORKERS, once: (d) => timed(python, hfSnapshotArgs(REPO), { env: hfEnv(hub, d) }) },
@@ -190,7 +194,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       const trusting = (env: NodeJS.ProcessEnv) => ({ ...env, NODE_EXTRA_CA_CERTS: cert, SSL_CERT_FILE: cert });
       const tlsMeasured = await measure([
         { name: ceilingName, conc: CAKE_CONCURRENCY, once: () => curlDrain(tlsFiles, CAKE_CONCURRENCY, ["--cacert", cert]) },
-        { name: "cake pull hf://", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", "-q", `hf://${REPO}`], trusting(cakeEnv(tlsHub, d))) },
+        { name: "cake pull hf://", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", `hf://${REPO}`], trusting(cakeEnv(tlsHub, d))) },
         { name: "cake pull hf:// through undici (CAKE_HTTP_SOCKETS=0)", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", "-q", `hf://${REPO}`], { ...trusting(cakeEnv(tlsHub, d)), CAKE_HTTP_SOCKETS: "0" }) },
         { name: "huggingface_hub snapshot_download", conc: HF_WORKERS, once: (d) => timed(python, hfSnapshotArgs(REPO), { env: trusting(hfEnv(tlsHub, d)) }) },
       ]);
@@ -210,7 +214,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       { name: ceilingName, conc: CAKE_CONCURRENCY, once: () => curlDrain(regFiles, CAKE_CONCURRENCY) },
       { name: nodeName, conc: CAKE_CONCURRENCY, once: () => drain(regFiles, CAKE_CONCURRENCY) },
       { name: minimalName, conc: CAKE_CONCURRENCY, once: (d) => drain(regFiles, CAKE_CONCURRENCY, d) },
-      { name: "cake pull (registry)", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", "-q", ref], cakeEnv(undefined, d)) },
+      { name: "cake pull (registry)", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", ref], cakeEnv(undefined, d)) },
       { name: "oras pull", conc: 3, once: (d) => timed(oras, ["pull", "--plain-http", "--no-tty", "-o", path.join(d, "out"), ref]) },
       { name: "oras pull --concurrency 16", conc: 16, once: (d) => timed(oras, ["pull", "--plain-http", "--no-tty", "--concurrency", "16", "-o", path.join(d, "out"), ref]) },
       { name: "crane pull --format oci", conc: 4, once: (d) => timed(crane, ["pull", "--insecure", "--format", "oci", ref, path.join(d, "out")]) },
@@ -242,7 +246,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       targets,
       notes: [
         "Capacity: the emulation allows any number of connections, each capped, so a client's link capacity is the cap × its own concurrency " +
-          `(cake 16, snapshot_download ${HF_WORKERS} workers; it opens one stream per file, so with ${model.shards} shards it uses ${model.shards}). ` +
+          `(cake 16, or the streams it settled on when more raised its rate (src/transfer/ramp.ts; it says so); snapshot_download ${HF_WORKERS} workers; it opens one stream per file, so with ${model.shards} shards it uses ${model.shards}). ` +
           `Uncapped, the capacity is the ceiling: curl (nearly free of CPU) fetching cake's request pattern (${CHUNK_MIB} ranges, 16 in flight) into /dev/null from the same server: what the server, loopback and ${CORES} cores deliver when the client costs nothing, not a network.`,
         `"${nodeName}" and "${minimalName}" (bench/drain.ts) make the same requests with undici: the first drops the bytes, the second hashes each network chunk (sha256) and writes it at its offset with FileHandle.write, nothing else. They are what Node itself costs a client before any of cake's own work.`,
         `The Hub emulation (bench/hub-server.ts) and distribution each run in a process of their own; every client is a child process; none shares a process with another. All share the machine's ${CORES} cores, so on a small machine uncapped figures are CPU-bound and CPU s (user + system seconds of the client, /usr/bin/time) is the cost that decides them.`,
