@@ -151,8 +151,15 @@ export class Ingest {
   }
 
   async close(): Promise<void> {
-    for (const fd of [this.fd, this.journal]) if (fd !== undefined) fs.closeSync(fd);
+    const fds = [this.fd, this.journal];
     this.fd = this.journal = undefined;
+    for (const fd of fds) {
+      try {
+        if (fd !== undefined) fs.closeSync(fd);
+      } catch {
+        // nothing to do about a file that fails to close: its bytes were fsynced, or are dropped
+      }
+    }
   }
 
   /** Forgets everything (bad bytes): the next attempt starts from zero. */

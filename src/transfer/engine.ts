@@ -59,8 +59,6 @@ export interface BlobJob {
 export interface TransferOptions {
   /** Requests at once, fixed; without it the transfer starts with the default and adds streams while they help (ramp.ts). */
   concurrency?: number;
-  /** The most streams a ramp may reach (default RAMP_MAX). */
-  maxConcurrency?: number;
   chunkSize?: number;
   progress?: ProgressSink;
   signal?: AbortSignal;
@@ -134,7 +132,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   let unstarted = jobs.reduce((n, j) => n + j.size, 0);
   const pieceSize = () => Math.min(chunk, Math.max(MIN_RANGE, Math.ceil(unstarted / requests.size)));
   // Streams added while they raise the rate, unless the caller fixed their number (see ramp.ts).
-  const ramp = opts.concurrency === undefined ? new StreamRamp(requests, () => stats.fetchedBytes, (n) => unstarted >= n * chunk, (n) => open.resize(n * 2), opts.maxConcurrency) : undefined;
+  const ramp = opts.concurrency === undefined ? new StreamRamp(requests, () => stats.fetchedBytes, (n) => unstarted >= n * chunk, (n) => open.resize(n * 2)) : undefined;
 
   let firstError: unknown;
   const fail = (err: unknown) => {

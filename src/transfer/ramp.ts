@@ -10,15 +10,15 @@
 import type { Pool } from "./pool.js";
 
 /** The most streams a ramp reaches (the shared HTTP agent keeps 64 connections per origin). */
-export const RAMP_MAX = 64;
+const RAMP_MAX = 64;
 /** Streams added at a step. */
-export const RAMP_STEP = 8;
+const RAMP_STEP = 8;
 /** How long each rate is measured over (ms). */
-export const RAMP_WINDOW_MS = 250;
+const RAMP_WINDOW_MS = 250;
 /** Windows that only start the clock: connects, first-byte waits, TCP's slow start. */
 const WARM_WINDOWS = 2;
 /** A step that raised the rate by less than this factor ends the ramp. */
-export const RAMP_GAIN = 1.1;
+const RAMP_GAIN = 1.1;
 
 export class StreamRamp {
   private lastBytes = 0;
@@ -36,11 +36,9 @@ export class StreamRamp {
     private readonly workFor: (streams: number) => boolean,
     /** Told the new number of streams after each step (pools sized by it follow). */
     private readonly onStep: (streams: number) => void,
-    private readonly max = RAMP_MAX,
-    windowMs = RAMP_WINDOW_MS,
   ) {
     this.lastAt = performance.now();
-    this.timer = setInterval(() => this.tick(), windowMs);
+    this.timer = setInterval(() => this.tick(), RAMP_WINDOW_MS);
     this.timer.unref();
   }
 
@@ -66,9 +64,9 @@ export class StreamRamp {
       this.before = 0;
     }
     // At the most streams, or not enough left for more streams to take a piece each (the tail, a small plan).
-    if (this.pool.size >= this.max || !this.workFor(this.pool.size + RAMP_STEP)) return this.stop();
+    if (this.pool.size >= RAMP_MAX || !this.workFor(this.pool.size + RAMP_STEP)) return this.stop();
     this.before = rate;
-    this.set(Math.min(this.max, this.pool.size + RAMP_STEP));
+    this.set(Math.min(RAMP_MAX, this.pool.size + RAMP_STEP));
   }
 
   private set(streams: number): void {
