@@ -42,11 +42,6 @@ export class StreamRamp {
     this.timer.unref();
   }
 
-  /** The streams the transfer settled on (or has now). */
-  get streams(): number {
-    return this.pool.size;
-  }
-
   /** One window's rate against the one before the last step: step up, or step back and settle. */
   tick(): void {
     const now = performance.now();
