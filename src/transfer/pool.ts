@@ -2,8 +2,9 @@
 export class Pool {
   private running = 0;
   private readonly queue: (() => void)[] = [];
-  constructor(private limit: number) {
-    if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`pool size must be a positive integer, not ${limit}`);
+  private limit: number;
+  constructor(size: number) {
+    this.limit = checkedSize(size);
   }
 
   get size(): number {
@@ -20,8 +21,7 @@ export class Pool {
    * running tasks end as they do and the next waits until fewer than `size` run.
    */
   resize(size: number): void {
-    if (!Number.isInteger(size) || size < 1) throw new RangeError(`pool size must be a positive integer, not ${size}`);
-    this.limit = size;
+    this.limit = checkedSize(size);
     while (this.running < this.limit && this.queue.length > 0) {
       this.running++;
       this.queue.shift()!();
@@ -44,4 +44,9 @@ export class Pool {
     if (next) next();
     else this.running--;
   }
+}
+
+function checkedSize(size: number): number {
+  if (!Number.isInteger(size) || size < 1) throw new RangeError(`pool size must be a positive integer, not ${size}`);
+  return size;
 }
