@@ -9,10 +9,10 @@
  * work over a backend: claims, waits, background pushes, revisions looked up there) and backend.ts
  * (the registry replicas share).
  */
-import { DEFAULT_CONCURRENCY } from "../src/transfer/defaults.js";
 import type { Readable } from "node:stream";
 import {
   ANN,
+  DEFAULT_CONCURRENCY,
   HubError,
   HubFileReader,
   isTransient,
