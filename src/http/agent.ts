@@ -15,6 +15,7 @@
 import type { Agent, Dispatcher } from "undici";
 import { readProxyEnv } from "./proxy-env.js";
 import { closeIdleSockets, isSocketRange, rangeOverSocket } from "./range-socket.js";
+import { closeReceiveWorkers, rangeInWorker, receivesOffThread } from "./receive-workers.js";
 import type { ProxyRouter } from "./proxy-router.js";
 import { HTTP_TIMEOUTS } from "./timeouts.js";
 
@@ -59,13 +60,11 @@ export function sharedDispatcher(): Promise<Dispatcher> {
 export async function dispatchRequest(dispatcher: Dispatcher, url: URL, opts: Omit<Dispatcher.RequestOptions, "origin" | "path">): Promise<Dispatcher.ResponseData> {
   // A Range of a plain-HTTP origin reached direct: on a raw socket (./range-socket.ts), receiving at
   // a seventh of undici's CPU; an answer it does not read (no Content-Length) comes through undici.
+  // A transfer's request on a big machine: on a socket of a receive worker (./receive-workers.ts).
   if (dispatcher === direct && isSocketRange(url, opts)) {
-    const answer = await rangeOverSocket(url, {
-      headers: opts.headers as Record<string, string>,
-      signal: opts.signal as AbortSignal | undefined,
-      headersTimeout: opts.headersTimeout ?? undefined,
-      bodyTimeout: opts.bodyTimeout ?? undefined,
-    });
+    const signal = opts.signal as AbortSignal | undefined;
+    const req = { headers: opts.headers as Record<string, string>, signal, headersTimeout: opts.headersTimeout ?? undefined, bodyTimeout: opts.bodyTimeout ?? undefined };
+    const answer = await (receivesOffThread(signal) ? rangeInWorker(url, req) : rangeOverSocket(url, req));
     if (answer) return answer as unknown as Dispatcher.ResponseData;
   }
   const { request } = await undiciCore();
@@ -84,6 +83,7 @@ export async function closeSharedDispatcher(): Promise<void> {
   router = undefined;
   direct = undefined;
   closeIdleSockets();
+  closeReceiveWorkers();
   // A dispatcher that was never made (a proxy variable cake cannot use) has nothing to close.
   await (await d?.catch(() => undefined))?.close();
 }

@@ -20,6 +20,7 @@ import { CakeError } from "../errors.js";
 import { hashParts } from "./hasher.js";
 import { openOwnFd } from "./open-own.js";
 import { removeFile } from "./remove.js";
+import { writeAllAt, type FileSpan } from "./vectored.js";
 
 const fsync = promisify(fs.fsync);
 
@@ -37,20 +38,6 @@ export function mergeRanges(ranges: readonly Range[]): Range[] {
     else merged.push([a, b]);
   }
   return merged;
-}
-
-/** What is left of `parts` after its first `skip` bytes (after a short vectored write). */
-function remaining(parts: Uint8Array[], skip: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (const p of parts) {
-    if (skip >= p.length) {
-      skip -= p.length;
-      continue;
-    }
-    out.push(skip > 0 ? p.subarray(skip) : p);
-    skip = 0;
-  }
-  return out;
 }
 
 export class Ingest {
@@ -119,12 +106,17 @@ export class Ingest {
     if (pos + len > this.size) {
       throw new CakeError("E_SIZE", `${this.key}: more bytes than the ${this.size} expected`);
     }
-    let done = 0;
-    let rest = parts;
-    while (done < len) {
-      done += fs.writevSync(this.fd!, rest, pos + done);
-      if (done < len) rest = remaining(parts, done);
-    }
+    writeAllAt(this.fd!, parts, pos);
+    await this.wrote(pos, len, rangeStart, sinceJournal);
+  }
+
+  /** Where its bytes go: the partial file, while open (a receive worker writes there too). */
+  layout(): FileSpan[] {
+    return [{ fd: this.fd!, at: 0, size: this.size }];
+  }
+
+  /** `len` bytes at `pos` were written (here or by a receive worker): recorded every JOURNAL_EVERY bytes. */
+  async wrote(pos: number, len: number, rangeStart: number, sinceJournal: { n: number }): Promise<void> {
     sinceJournal.n += len;
     if (sinceJournal.n >= JOURNAL_EVERY) {
       sinceJournal.n = 0;

@@ -12,6 +12,7 @@
 import { setMaxListeners } from "node:events";
 import type { Readable } from "node:stream";
 import { CakeError, oneLine } from "../errors.js";
+import { receiveOffThread } from "../http/receive-workers.js";
 import { isNetworkError, sleep } from "../http/retry.js";
 import type { Store } from "../store/layout.js";
 import { DEFAULT_CHUNK, DEFAULT_CONCURRENCY, MIN_RANGE } from "./defaults.js";
@@ -111,6 +112,9 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   const firstByte = new FirstByteWait();
   const abort = new AbortController();
   setMaxListeners(0, abort.signal); // one listener per request in flight, by design
+  // On a big machine, the bodies of this transfer's requests are received and written on receive
+  // workers (src/http/receive-workers.ts): fetchRange drains them there.
+  receiveOffThread(abort.signal);
   const onOuterAbort = () => abort.abort(opts.signal!.reason);
   opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
   const stats: TransferStats = { fetchedBytes: 0, skippedBlobs: 0 };

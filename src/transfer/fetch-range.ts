@@ -5,7 +5,11 @@
  */
 import { CakeError, isCakeError, oneLine } from "../errors.js";
 import { isNetworkError, retryDelay, sleep, DEFAULT_RETRY } from "../http/retry.js";
+import type { Readable } from "node:stream";
 import { recycle } from "../http/range-socket.js";
+import { RemoteBody } from "../http/receive-workers.js";
+import type { FileSpan } from "../store/vectored.js";
+import { makeDrain, type DrainLimits } from "./drain.js";
 import { byteWindow } from "../http/window.js";
 import type { Range } from "../store/ingest.js";
 import type { OpenRange } from "./engine.js";
@@ -17,7 +21,11 @@ import { formatBytes } from "./progress.js";
 export interface RangeTarget {
   /** The byte ranges not on disk yet, in the target's coordinates. */
   missing(): Range[];
+  /** Where its bytes go (a receive worker writes there). */
+  layout(): FileSpan[];
   write(pos: number, parts: Buffer[], rangeStart: number, sinceJournal: { n: number }): Promise<void>;
+  /** Bytes written by a receive worker: journaled as `write` journals its own. */
+  wrote(pos: number, len: number, rangeStart: number, sinceJournal: { n: number }): Promise<void>;
   record(r: Range): Promise<void>;
 }
 
@@ -36,6 +44,8 @@ export class Fetch {
   /** Settles when the rest takes less than the link's wait for a first byte (see FirstByteWait). */
   readonly nearlyDone: Promise<void>;
   signalNearlyDone!: () => void;
+  /** Set while a receive worker drains this stream: tells it that `end` moved (stealFrom). */
+  moveEnd?: (end: number) => void;
   constructor(
     readonly label: string,
     readonly target: RangeTarget,
@@ -98,6 +108,7 @@ export function stealFrom(active: Set<Fetch>): Fetch | undefined {
   const mid = victim.seen + Math.floor((victim.end - victim.seen) / 2);
   const stolen = new Fetch(victim.label, victim.target, [mid, victim.end], victim.open);
   victim.end = mid;
+  victim.moveEnd?.(mid);
   return stolen;
 }
 
@@ -106,8 +117,15 @@ const SLOW_STREAM_BYTES = 16 << 10;
 /** The window: the idle timeout's (CAKE_HTTP_IDLE_TIMEOUT); 0 turns the check off with it. */
 const SLOW_WINDOW_MS = HTTP_TIMEOUTS.idleMs;
 const SLOW_CODE = "CAKE_SLOW_STREAM";
-const slowStream = () =>
-  Object.assign(new Error(`less than ${formatBytes(SLOW_STREAM_BYTES)} in ${SLOW_WINDOW_MS / 1000} s (CAKE_HTTP_IDLE_TIMEOUT)`), { code: SLOW_CODE });
+/** How a stream's body is drained (drain.ts), here and in receive workers. */
+const DRAIN_LIMITS: DrainLimits = {
+  batch: WRITE_BATCH,
+  slowWindowMs: SLOW_WINDOW_MS,
+  slowBytes: SLOW_STREAM_BYTES,
+  slowMessage: `less than ${formatBytes(SLOW_STREAM_BYTES)} in ${SLOW_WINDOW_MS / 1000} s (CAKE_HTTP_IDLE_TIMEOUT)`,
+  slowCode: SLOW_CODE,
+};
+const drainBody = makeDrain(byteWindow);
 
 /** Fetches [pos, end) of `f` into its target, continuing after dropped connections. */
 export async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSignal, onBytes: (n: number) => void, firstByte: FirstByteWait): Promise<void> {
@@ -129,48 +147,38 @@ export async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSign
         f.startedAt = performance.now();
         firstByte.observe(f.startedAt - asked);
         f.startedPos = f.pos;
-        // Network chunks are ~64 KiB; the disk takes them WRITE_BATCH at a time, in one vectored write (no copy).
-        let batch: Buffer[] = [];
-        let batchAt = f.pos;
-        let batchLen = 0;
-        const flush = async () => {
-          if (batchLen === 0) return;
-          await f.target.write(batchAt, batch, rangeStart, since);
-          // On disk: their memory may take the next bytes off the network (http/range-socket.ts).
-          recycle(batch);
-          f.pos = batchAt + batchLen;
-          onBytes(batchLen);
-          batch = [];
-          batchLen = 0;
+        const nearly = () => {
+          const now = performance.now();
+          if (now - f.startedAt >= RATE_AFTER_MS && timeLeft(f, now) <= firstByte.ms) f.signalNearlyDone();
         };
-        // A stream that delivers less than SLOW_STREAM_BYTES in an idle timeout's time is stalled even
-        // though bytes trickle in (a byte every 25 s never trips the idle timeout): the try ends.
-        let windowAt = f.startedAt;
-        let windowBytes = 0;
-        try {
-          for await (const { at, data } of byteWindow(body, bodyStart, f.pos, f.end)) {
-            windowBytes += data.length;
-            const t = performance.now();
-            if (SLOW_WINDOW_MS > 0 && t - windowAt >= SLOW_WINDOW_MS) {
-              if (windowBytes < SLOW_STREAM_BYTES) throw slowStream();
-              windowAt = t;
-              windowBytes = 0;
-            }
-            // The end may have moved closer (a stolen half): keep only what is still ours, and stop there.
-            const keep = Math.min(data.length, f.end - at);
-            if (keep > 0) {
-              if (batchLen === 0) batchAt = at;
-              batch.push(keep < data.length ? data.subarray(0, keep) : data);
-              batchLen += keep;
-              f.seen = at + keep;
-              const now = performance.now();
-              if (now - f.startedAt >= RATE_AFTER_MS && timeLeft(f, now) <= firstByte.ms) f.signalNearlyDone();
-            }
-            if (batchLen >= WRITE_BATCH || at + keep >= f.end) await flush();
-            if (at + data.length >= f.end) break;
+        if (body instanceof RemoteBody) {
+          // A receive worker writes the bytes where they belong; here only the bookkeeping, as it says how far it got.
+          let told: Promise<void> = Promise.resolve();
+          const advance = async (pos: number) => {
+            // Past a moved end the bytes are a stolen half's (the same bytes): not counted here.
+            const upTo = Math.min(pos, f.end);
+            if (upTo <= f.pos) return;
+            const at = f.pos;
+            f.pos = f.seen = upTo;
+            onBytes(upTo - at);
+            nearly();
+            await f.target.wrote(at, upTo - at, rangeStart, since);
+          };
+          f.moveEnd = (end) => body.moveEnd(end);
+          try {
+            await body.drainInto(bodyStart, f.pos, f.end, f.target.layout(), DRAIN_LIMITS, (pos) => void (told = told.then(() => advance(pos))));
+          } finally {
+            f.moveEnd = undefined;
+            await told;
           }
-        } finally {
-          await flush(); // bytes that arrived before a drop are good: keep them
+        } else {
+          // Network chunks are ~64 KiB; the disk takes them WRITE_BATCH at a time, in one vectored write (no copy).
+          await drainBody(body as Readable, bodyStart, f, DRAIN_LIMITS, {
+            write: (at, parts) => f.target.write(at, parts, rangeStart, since),
+            written: (_pos, len) => onBytes(len),
+            received: nearly,
+            recycle,
+          });
         }
         if (f.pos < f.end) throw new CakeError("E_SIZE", `${f.label}: stream ended at byte ${f.pos}, expected ${f.end}`);
         await f.target.record([rangeStart, f.end]);

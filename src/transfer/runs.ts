@@ -2,9 +2,9 @@
  * Runs: the jobs one request can fetch together (neighbouring small blobs of one span source), the
  * ingests such a run writes into side by side, and how its missing bytes are handed out in pieces.
  */
-import { CakeError } from "../errors.js";
 import type { Store } from "../store/layout.js";
 import { mergeRanges, type Ingest, type Range } from "../store/ingest.js";
+import { writeSpans, type FileSpan } from "../store/vectored.js";
 import type { BlobJob } from "./engine.js";
 import type { RangeTarget } from "./fetch-range.js";
 import type { Pool } from "./pool.js";
@@ -90,21 +90,24 @@ export class SpanTarget implements RangeTarget {
     return mergeRanges(this.parts.flatMap((p) => p.ing.missing().map(([a, b]): Range => [p.offset + a, p.offset + b])));
   }
 
+  /** The blobs' partial files, side by side at their offsets. */
+  layout(): FileSpan[] {
+    return this.parts.map((p) => ({ ...p.ing.layout()[0]!, at: p.offset }));
+  }
+
   async write(pos: number, parts: Buffer[], rangeStart: number, since: { n: number }): Promise<void> {
+    writeSpans(this.layout(), pos, parts);
+    await this.wrote(pos, parts.reduce((n, b) => n + b.length, 0), rangeStart, since);
+  }
+
+  /** Bytes [pos, pos + len) were written: each blob's share counts toward its own journal. */
+  async wrote(pos: number, len: number, rangeStart: number, since: { n: number }): Promise<void> {
     let counters = this.since.get(since);
     if (!counters) this.since.set(since, (counters = this.parts.map(() => ({ n: 0 }))));
-    let at = pos;
-    let pieces = parts;
     for (const [i, p] of this.parts.entries()) {
-      const end = p.offset + p.ing.size;
-      if (pieces.length === 0) break;
-      if (end <= at) continue;
-      if (p.offset > at) throw new CakeError("E_SIZE", `${p.job.label}: bytes at ${at} belong to no blob of this run`);
-      const [mine, rest] = splitParts(pieces, end - at);
-      const len = mine.reduce((n, b) => n + b.length, 0);
-      await p.ing.write(at - p.offset, mine, Math.max(rangeStart, p.offset) - p.offset, counters[i]!);
-      at += len;
-      pieces = rest;
+      const s = Math.max(pos, p.offset);
+      const e = Math.min(pos + len, p.offset + p.ing.size);
+      if (e > s) await p.ing.wrote(s - p.offset, e - s, Math.max(rangeStart, p.offset) - p.offset, counters[i]!);
     }
   }
 
@@ -115,20 +118,4 @@ export class SpanTarget implements RangeTarget {
       if (e > s) await p.ing.record([s - p.offset, e - p.offset]);
     }
   }
-}
-
-/** The first `n` bytes of `parts`, and the rest (no copies: subarrays). */
-function splitParts(parts: Buffer[], n: number): [Buffer[], Buffer[]] {
-  const head: Buffer[] = [];
-  for (let i = 0; i < parts.length; i++) {
-    const b = parts[i]!;
-    if (n >= b.length) {
-      head.push(b);
-      n -= b.length;
-      continue;
-    }
-    if (n > 0) head.push(b.subarray(0, n));
-    return [head, [b.subarray(n), ...parts.slice(i + 1)]];
-  }
-  return [head, []];
 }

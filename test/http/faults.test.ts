@@ -91,11 +91,12 @@ describe("a Hub pull when answers are cut", () => {
     expect(hub.counters.bytesServed).toBeLessThan(modelBytes * 1.5);
   });
 
-  it("survives a cut at any byte of an answer: the status line, the headers, the body's first and last byte", async () => {
+  // CAKE_RECEIVE_WORKERS: the same on the main thread and with the bytes received on worker threads (a big machine's default).
+  it.each(["0", "2"])("survives a cut at any byte of an answer: the status line, the headers, the body's first and last byte (receive workers: %s)", async (workers) => {
     for (const plan of [{ bytes: 0 }, { bytes: 7 }, { bytes: 90 }, { fraction: 0.6 }, { fraction: 0.999 }] as CutPlan[]) {
       hub.counters.reset();
       recordCuts((r) => (r.n % 3 === 0 ? plan : undefined));
-      await pullAndCompare(env());
+      await pullAndCompare(env({ CAKE_RECEIVE_WORKERS: workers }));
       expect(hub.counters.cut, JSON.stringify(plan)).toBeGreaterThan(4);
     }
   });
@@ -149,10 +150,10 @@ describe("a rate-limited pull", () => {
 });
 
 describe("a transfer stream that keeps breaking", () => {
-  it("continues each cut from its last byte, and when it gives up says how far it got and how many tries", async () => {
+  it.each(["0", "2"])("continues each cut from its last byte, and when it gives up says how far it got and how many tries (receive workers: %s)", async (workers) => {
     // Every answer with tensor bytes is cut half-way: each try gets half of what is left.
     hub.setKnobs({ cut: (r) => (r.server === "cdn" && !r.range?.endsWith("-65535") ? { fraction: 0.5 } : undefined) });
-    const r = await cake(["pull", `hf://${REPO}`], env({ CAKE_HTTP_RETRIES: "0" }));
+    const r = await cake(["pull", `hf://${REPO}`], env({ CAKE_HTTP_RETRIES: "0", CAKE_RECEIVE_WORKERS: workers }));
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^cake: hf:\/\/acme\/tiny-llama\/model-0000[12]-of-00002\.safetensors bytes \d+-\d+[^:]*: connection closed after [\d.]+ (KiB|MiB) of [\d.]+ (KiB|MiB) \(\d+ tries\)\n$/);
     const tries = Number(/\((\d+) tries\)/.exec(r.stderr)![1]);
@@ -199,6 +200,10 @@ describe("a registry pull when answers are cut", () => {
     const pull = await cake(["pull", "-q", ...creds, `${proxy.host}/acme/tiny:v1`], pulled);
     expect(pull.stderr).toBe("");
     expect(pull.code).toBe(0);
+    // The same with the bytes received on worker threads.
+    const viaWorkers = await cake(["pull", "-q", ...creds, `${proxy.host}/acme/tiny:v1`], { ...pulled, CAKE_HOME: path.join(tmp, "reg-pull-workers"), CAKE_RECEIVE_WORKERS: "2" });
+    expect(viaWorkers.stderr).toBe("");
+    expect(viaWorkers.code).toBe(0);
     reg.tokenServer!.cut = undefined;
     expect(proxy.requests.filter((r) => r.faulted).map((r) => r.kind)).toEqual(expect.arrayContaining(["manifest", "blob"]));
     const out = path.join(tmp, "reg-out");

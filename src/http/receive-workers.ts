@@ -1,0 +1,381 @@
+/**
+ * Receive workers: threads that each hold their own raw sockets (./range-socket.ts) and write what
+ * arrives on them straight into the ingests' partial files, so that on a big machine one thread's
+ * receiving and writing is not the limit of a pull (measured on the 2-core VM: ~1.7 s of the main
+ * thread per GB from a registry; 1.2 GB/s needs several threads doing it).
+ *
+ * Everything else stays on the main thread: the request's retries, redirects and credentials
+ * (./request.ts sees an answer like any other), the journal, progress, stealing, hashing and
+ * commit. A worker sends the Range GET and reads the head; the main thread decides what the answer
+ * is. The transfer engine then has the worker drain the body into the files (`drainInto`), and is
+ * told how far it got every REPORT_EVERY bytes. Any other reader of such an answer (an error body,
+ * a redirect's body) gets its bytes copied over as a stream.
+ *
+ * Only the engine's requests go to workers (the transfer marks its signal: `receiveOffThread`):
+ * a body a worker writes to disk never crosses threads, one that is read in memory would.
+ */
+import os from "node:os";
+import { Readable } from "node:stream";
+import { Worker } from "node:worker_threads";
+import { makeDrain, type DrainLimits } from "../transfer/drain.js";
+import { makeVectored, type FileSpan } from "../store/vectored.js";
+import { makeRangeSockets, type SocketAnswer, type SocketRequest } from "./range-socket.js";
+import { byteWindow } from "./window.js";
+
+/** A worker tells the main thread how far its writes got at least this often (bytes): journal and progress follow. */
+const REPORT_EVERY = 512 << 10;
+
+/**
+ * Receive workers to use: CAKE_RECEIVE_WORKERS, else one per 4 cores from 8 cores up (at most 6).
+ * Below that, the cores are busy enough hashing and serving (a loopback server shares them): on 2
+ * cores a worker only adds its messages and its own idle sockets.
+ */
+export function receiveWorkerCount(): number {
+  const set = process.env.CAKE_RECEIVE_WORKERS;
+  if (set !== undefined && /^\d+$/.test(set.trim())) return Math.min(16, Number(set));
+  const cores = os.availableParallelism();
+  return cores >= 8 ? Math.min(6, Math.floor(cores / 4)) : 0;
+}
+
+type ToWorker =
+  | ({ op: "get"; id: number; url: string } & Omit<SocketRequest, "signal">)
+  | { op: "drain"; id: number; bodyStart: number; pos: number; end: number; spans: FileSpan[]; limits: DrainLimits; reportEvery: number }
+  | { op: "end"; id: number; end: number }
+  | { op: "read" | "dump" | "destroy" | "abort"; id: number }
+  | { op: "close" };
+
+interface WireError {
+  message: string;
+  code?: string;
+  beforeAnswer?: boolean;
+  cause?: { message: string; code?: string };
+}
+
+type FromWorker = { id: number } & (
+  | { head: { statusCode: number; headers: Record<string, string | string[]> } }
+  | { none: true }
+  | { wrote: number }
+  | { drained: number }
+  | { chunk: Uint8Array }
+  | { eof: true }
+  | { dumped: true }
+  | { error: WireError; pos?: number }
+);
+
+/** What runs in a worker: its own sockets, each answer's body held until the main thread says what to do with it. */
+function serveReceives(
+  port: import("node:worker_threads").MessagePort,
+  sockets: ReturnType<typeof makeRangeSockets>,
+  drainBody: ReturnType<typeof makeDrain>,
+  vectored: ReturnType<typeof makeVectored>,
+): void {
+  type Exchange = { ac: AbortController; body?: InstanceType<typeof sockets.SocketBody>; st?: { pos: number; seen: number; end: number } };
+  const exchanges = new Map<number, Exchange>();
+  const wire = (err: unknown): WireError => {
+    const e = (err ?? {}) as { message?: string; code?: string; beforeAnswer?: boolean; cause?: { message?: string; code?: string } };
+    return {
+      message: String(e.message ?? err),
+      ...(typeof e.code === "string" ? { code: e.code } : {}),
+      ...(e.beforeAnswer ? { beforeAnswer: true } : {}),
+      ...(e.cause && typeof e.cause === "object" ? { cause: { message: String(e.cause.message), ...(typeof e.cause.code === "string" ? { code: e.cause.code } : {}) } } : {}),
+    };
+  };
+  const post = (m: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
+  const end = (id: number, m: FromWorker) => {
+    exchanges.delete(id);
+    post(m);
+  };
+  port.on("message", (m: ToWorker) => {
+    if (m.op === "close") return sockets.closeIdleSockets();
+    const x = exchanges.get(m.id);
+    switch (m.op) {
+      case "get": {
+        const ex: Exchange = { ac: new AbortController() };
+        exchanges.set(m.id, ex);
+        sockets.rangeOverSocket(new URL(m.url), { headers: m.headers, signal: ex.ac.signal, headersTimeout: m.headersTimeout, bodyTimeout: m.bodyTimeout }).then(
+          (a) => {
+            if (!a) return end(m.id, { id: m.id, none: true });
+            ex.body = a.body;
+            a.body.on("error", () => {}); // reported to whoever reads it
+            post({ id: m.id, head: { statusCode: a.statusCode, headers: a.headers } });
+          },
+          (err: unknown) => end(m.id, { id: m.id, error: wire(err) }),
+        );
+        return;
+      }
+      case "drain": {
+        if (!x?.body) return post({ id: m.id, error: { message: "no answer to drain" } });
+        const st = (x.st = { pos: m.pos, seen: m.pos, end: m.end });
+        let told = st.pos;
+        drainBody(x.body, m.bodyStart, st, m.limits, {
+          write: (at, parts) => vectored.writeSpans(m.spans, at, parts),
+          written: (pos) => {
+            if (pos - told < m.reportEvery) return;
+            told = pos;
+            post({ id: m.id, wrote: pos });
+          },
+          recycle: sockets.recycle,
+        }).then(
+          () => end(m.id, { id: m.id, drained: st.pos }),
+          (err: unknown) => end(m.id, { id: m.id, error: wire(err), pos: st.pos }),
+        );
+        return;
+      }
+      case "end":
+        if (x?.st) x.st.end = Math.min(x.st.end, m.end);
+        return;
+      case "read": {
+        const body = x?.body;
+        if (!body) return post({ id: m.id, error: { message: "no answer to read" } });
+        body.on("data", (data: Uint8Array) => {
+          const copy = new Uint8Array(data); // the slab's bytes stay here; a copy of its own moves
+          sockets.recycle([data]);
+          post({ id: m.id, chunk: copy }, [copy.buffer as ArrayBuffer]);
+        });
+        body.once("end", () => end(m.id, { id: m.id, eof: true }));
+        body.once("error", (err: unknown) => end(m.id, { id: m.id, error: wire(err) }));
+        return;
+      }
+      case "dump":
+        if (!x?.body) return post({ id: m.id, dumped: true });
+        x.body.dump().then(() => end(m.id, { id: m.id, dumped: true }));
+        return;
+      case "destroy":
+        exchanges.delete(m.id);
+        x?.body?.destroy();
+        return;
+      case "abort":
+        exchanges.delete(m.id);
+        x?.ac.abort(Object.assign(new Error("aborted"), { code: "ABORT_ERR" }));
+        x?.body?.destroy();
+        return;
+    }
+  });
+}
+
+const fromWire = (w: WireError): Error => {
+  const err = Object.assign(new Error(w.message), w.code ? { code: w.code } : {}, w.beforeAnswer ? { beforeAnswer: true } : {});
+  if (w.cause) (err as { cause?: unknown }).cause = Object.assign(new Error(w.cause.message), w.cause.code ? { code: w.cause.code } : {});
+  return err;
+};
+
+let workerSource: string | undefined;
+const source = () =>
+  (workerSource ??= `const { parentPort } = require("node:worker_threads");
+(${serveReceives.toString()})(parentPort, (${makeRangeSockets.toString()})(require), (${makeDrain.toString()})(${byteWindow.toString()}), (${makeVectored.toString()})(require("node:fs").writevSync));`);
+
+/** One worker thread and the exchanges it runs for the main thread, each with its handler here. */
+class ReceiveWorker {
+  private readonly worker: Worker;
+  private readonly handlers = new Map<number, (m: FromWorker) => void>();
+  constructor(onExit: () => void) {
+    this.worker = new Worker(source(), { eval: true });
+    this.worker.on("message", (m: FromWorker) => this.handlers.get(m.id)?.(m));
+    const fail = (err: Error) => {
+      const hs = [...this.handlers.values()];
+      this.handlers.clear();
+      this.worker.unref();
+      for (const h of hs) h({ id: -1, error: { message: `receive worker: ${err.message}` } });
+      onExit();
+    };
+    this.worker.on("error", fail);
+    this.worker.on("exit", (code) => fail(new Error(`exited (code ${code})`)));
+    this.worker.unref();
+  }
+
+  get load(): number {
+    return this.handlers.size;
+  }
+
+  tell(m: ToWorker): void {
+    this.worker.postMessage(m);
+  }
+
+  /** Routes the worker's messages about exchange `id` to `h`; the worker keeps the process alive while any is open. */
+  listen(id: number, h: (m: FromWorker) => void): void {
+    if (this.handlers.size === 0) this.worker.ref();
+    this.handlers.set(id, h);
+  }
+
+  forget(id: number): void {
+    if (this.handlers.delete(id) && this.handlers.size === 0) this.worker.unref();
+  }
+
+  terminate(): void {
+    void this.worker.terminate();
+  }
+}
+
+/**
+ * An answer's body that stays in a worker: `drainInto` writes it to files there; reading it as a
+ * stream (any other reader) copies its bytes over.
+ */
+export class RemoteBody extends Readable {
+  private reading = false;
+  /** The worker is done with this exchange (its body was read whole, dumped, drained or failed). */
+  private settled = false;
+  private onSettle?: (m: FromWorker) => void;
+  private draining = false;
+
+  constructor(
+    private readonly w: ReceiveWorker,
+    private readonly id: number,
+    private readonly signal: AbortSignal | undefined,
+  ) {
+    super({ objectMode: true });
+    w.listen(id, (m) => this.onMessage(m));
+    signal?.addEventListener("abort", this.onAbort, { once: true });
+  }
+
+  private readonly onAbort = () => {
+    const reason = this.signal!.reason instanceof Error ? this.signal!.reason : Object.assign(new Error("aborted"), { code: "ABORT_ERR" });
+    if (this.draining) {
+      // The drain ends when the worker says so, after its last write: until then the files it writes
+      // stay open (a descriptor closed here and reused for another file would take its bytes).
+      this.w.tell({ op: "abort", id: this.id });
+      return;
+    }
+    this.finish({ op: "abort", id: this.id });
+    const settle = this.onSettle;
+    // A dump's caller hears of it through its promise; a stream reader through the stream.
+    if (settle) {
+      settle({ id: this.id, error: { message: reason.message } });
+      this.destroy();
+    } else this.destroy(reason);
+  };
+
+  /** The exchange is over for the worker (or is to be: `tell`); no more messages about it. */
+  private finish(tell?: ToWorker): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.signal?.removeEventListener("abort", this.onAbort);
+    this.w.forget(this.id);
+    if (tell) this.w.tell(tell);
+  }
+
+  private onMessage(m: FromWorker): void {
+    if ("chunk" in m) {
+      this.push(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.length));
+      return;
+    }
+    if ("wrote" in m) {
+      this.onSettle?.(m);
+      return;
+    }
+    this.finish();
+    if ("eof" in m) this.push(null);
+    else if ("error" in m && !this.onSettle) this.destroy(fromWire(m.error));
+    this.onSettle?.(m);
+  }
+
+  override _read(): void {
+    if (this.reading || this.settled) return;
+    this.reading = true;
+    this.w.tell({ op: "read", id: this.id });
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.finish({ op: "destroy", id: this.id });
+    cb(err);
+  }
+
+  /** Reads and drops the rest in the worker (a big rest closes its connection there), as undici's `dump()`. */
+  dump(): Promise<void> {
+    if (this.settled) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      this.onSettle = () => resolve();
+      this.w.tell({ op: "dump", id: this.id });
+    });
+  }
+
+  /**
+   * Has the worker write the body's bytes [pos, end) into `spans` (drain.ts), `onWrote(pos)` told as
+   * they land; `moveEnd` while it runs stops it earlier. Resolves with how far it got; rejects with
+   * the error that ended it (`onWrote` has been told how far it got first).
+   */
+  drainInto(bodyStart: number, pos: number, end: number, spans: FileSpan[], limits: DrainLimits, onWrote: (pos: number) => void): Promise<number> {
+    this.draining = true;
+    return new Promise<number>((resolve, reject) => {
+      this.onSettle = (m) => {
+        if ("wrote" in m) return onWrote(m.wrote);
+        if ("drained" in m) {
+          receiveCounters.drainedBytes += m.drained - pos;
+          onWrote(m.drained);
+          return resolve(m.drained);
+        }
+        if ("error" in m) {
+          if (m.pos !== undefined) {
+            receiveCounters.drainedBytes += m.pos - pos;
+            onWrote(m.pos);
+          }
+          const aborted = this.signal?.aborted;
+          return reject(aborted ? this.signal!.reason : fromWire(m.error));
+        }
+      };
+      this.w.tell({ op: "drain", id: this.id, bodyStart, pos, end, spans, limits, reportEvery: REPORT_EVERY });
+    });
+  }
+
+  moveEnd(end: number): void {
+    if (!this.settled) this.w.tell({ op: "end", id: this.id, end });
+  }
+}
+
+/** What receive workers did in this process (for tests and the bench): answers they got, body bytes they wrote. */
+export const receiveCounters = { answers: 0, drainedBytes: 0 };
+
+const workers: ReceiveWorker[] = [];
+let nextId = 0;
+/** Transfers whose answers' bodies may stay in a receive worker (see the file's comment). */
+const offThread = new WeakSet<AbortSignal>();
+
+/** Marks a transfer's signal: its Range requests over raw sockets go to receive workers, when there are any. Starts them. */
+export function receiveOffThread(signal: AbortSignal): void {
+  const n = receiveWorkerCount();
+  if (n === 0) return;
+  offThread.add(signal);
+  while (workers.length < n) {
+    const w: ReceiveWorker = new ReceiveWorker(() => workers.splice(workers.indexOf(w) >>> 0, 1));
+    workers.push(w);
+  }
+}
+
+/** Whether a request under `signal` goes to a receive worker. */
+export const receivesOffThread = (signal: AbortSignal | null | undefined): boolean => !!signal && offThread.has(signal) && workers.length > 0;
+
+/**
+ * `rangeOverSocket` (./range-socket.ts) in the least busy receive worker: the same answer, errors
+ * and timeouts, with a body that stays there (RemoteBody).
+ */
+export function rangeInWorker(url: URL, req: SocketRequest): Promise<SocketAnswer | undefined> {
+  const w = workers.reduce((a, b) => (b.load < a.load ? b : a));
+  const id = nextId++;
+  const signal = req.signal ?? undefined;
+  return new Promise<SocketAnswer | undefined>((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      w.forget(id);
+      w.tell({ op: "abort", id });
+      reject(signal!.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    w.listen(id, (m) => {
+      signal?.removeEventListener("abort", onAbort);
+      if ("head" in m) {
+        receiveCounters.answers++;
+        const body = new RemoteBody(w, id, signal);
+        resolve({ ...m.head, body: body as unknown as SocketAnswer["body"] });
+        return;
+      }
+      w.forget(id);
+      if ("none" in m) resolve(undefined);
+      else if ("error" in m) reject(fromWire(m.error));
+    });
+    w.tell({ op: "get", id, url: url.toString(), headers: req.headers, headersTimeout: req.headersTimeout, bodyTimeout: req.bodyTimeout });
+  });
+}
+
+/** Ends the receive workers (their kept-alive sockets with them): a CLI process exits promptly. */
+export function closeReceiveWorkers(): void {
+  for (const w of workers.splice(0)) w.terminate();
+}
