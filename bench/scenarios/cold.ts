@@ -16,6 +16,7 @@ import { startHubProcess } from "../lib/hub-process.js";
 import { getManifest } from "../lib/registry.js";
 import { mb, mbs, mib, pct, secs, type Section } from "../lib/report.js";
 import { DEFAULT_CHUNK } from "../../src/transfer/defaults.js";
+import { receiveWorkerCount } from "../../src/http/receive-workers.js";
 
 const REPO = "bench/model";
 const CAKE_CONCURRENCY = 16;
@@ -23,6 +24,10 @@ const CAKE_CONCURRENCY = 16;
 const CORES = os.availableParallelism();
 /** Issue 21's targets differ by machine: a big one (the 16-core bench machine) and a small one (2 cores). */
 const BIG = CORES >= 8;
+/** Receive workers cake uses here by default (src/http/receive-workers.ts). */
+const WORKERS = receiveWorkerCount();
+const MAIN_ONLY_HUB = "cake pull hf://, main thread only (CAKE_RECEIVE_WORKERS=0)";
+const MAIN_ONLY_REG = "cake pull (registry), main thread only (CAKE_RECEIVE_WORKERS=0)";
 /** Ceiling clients use cake's request pattern: its piece size. */
 const CHUNK = DEFAULT_CHUNK;
 const CHUNK_MIB = `${DEFAULT_CHUNK >> 20} MiB`;
@@ -146,6 +151,8 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
         { name: minimalName, conc: CAKE_CONCURRENCY, once: (d) => drain(hubFiles, CAKE_CONCURRENCY, d) },
         // Not --quiet: its summary says how many streams it settled on (no progress: not a TTY).
         { name: "cake pull hf://", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", `hf://${REPO}`], cakeEnv(hub, d)) },
+        // Where cake receives on worker threads (src/http/receive-workers.ts), the same on the main thread alone.
+        ...(!net.bandwidth && WORKERS > 0 ? [{ name: MAIN_ONLY_HUB, conc: CAKE_CONCURRENCY, once: (d: string) => cake(["pull", "-q", `hf://${REPO}`], { ...cakeEnv(hub, d), CAKE_RECEIVE_WORKERS: "0" }) }] : []),
         // Fewer streams, for a small machine (on a big one it only costs the run's time: 4 × 40 MB/s).
         ...(BIG ? [] : [{ name: "cake pull hf:// --concurrency 4", conc: 4, once: (d: string) => cake(["pull", "-q", "-c", "4", `hf://${REPO}`], cakeEnv(hub, d)) }]),
         { name: "huggingface_hub snapshot_download", conc: HF_WORKERS, once: (d) => timed(python, hfSnapshotArgs(REPO), { env: hfEnv(hub, d) }) },
@@ -215,6 +222,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       { name: nodeName, conc: CAKE_CONCURRENCY, once: () => drain(regFiles, CAKE_CONCURRENCY) },
       { name: minimalName, conc: CAKE_CONCURRENCY, once: (d) => drain(regFiles, CAKE_CONCURRENCY, d) },
       { name: "cake pull (registry)", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", ref], cakeEnv(undefined, d)) },
+      ...(WORKERS > 0 ? [{ name: MAIN_ONLY_REG, conc: CAKE_CONCURRENCY, once: (d: string) => cake(["pull", "-q", ref], { ...cakeEnv(undefined, d), CAKE_RECEIVE_WORKERS: "0" }) }] : []),
       { name: "oras pull", conc: 3, once: (d) => timed(oras, ["pull", "--plain-http", "--no-tty", "-o", path.join(d, "out"), ref]) },
       { name: "oras pull --concurrency 16", conc: 16, once: (d) => timed(oras, ["pull", "--plain-http", "--no-tty", "--concurrency", "16", "-o", path.join(d, "out"), ref]) },
       { name: "crane pull --format oci", conc: 4, once: (d) => timed(crane, ["pull", "--insecure", "--format", "oci", ref, path.join(d, "out")]) },
@@ -254,6 +262,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
         "Over TLS, the emulation's CDN (127.0.0.2) answers with a certificate of its own that each client is told to trust (NODE_EXTRA_CA_CERTS, SSL_CERT_FILE, curl --cacert); the Hub API stays plain HTTP. cake reads Range answers over its own TLS sockets (src/http/range-socket.ts); `CAKE_HTTP_SOCKETS=0` sends them through undici instead.",
         "What moved cake's figures most on the 2-core VM was the bytes it held between socket and disk. With 1 MiB write batches and socket slabs, 16 streams held ~50-90 MiB, more than the 32 MiB L3, and the kernel's copy into the page cache (copy_folio_from_iter_atomic) took 30-60 % of the pull's CPU samples in some runs and 2-3 % in others: the same pull from distribution took 1.0-2.2 s. With 128 KiB (transfer/defaults.ts) it is 2-3 % in every run, 1.1-1.3 s. huggingface_hub writes 10 MB chunks and shows the same: 30-40 % of its samples in that copy.",
         "Next came the hand-offs to libuv's thread pool. On this VM each one wakes a sleeping thread, ~45 us of the main thread's time: 4000 writes of 128 KiB and ~20 file operations per blob for 512 MB. The ingest's writes, its journal records and the store's stats, renames and unlinks are now synchronous calls (src/store/ingest.ts); creating files (0.3-0.6 ms of system time each under /work on this VM, 0.03 ms under /tmp) and fsync stay on the pool. 518 MB from distribution, median of 9-11 interleaved runs: 1.27-1.49 s and 1.56-1.80 CPU-s before, 1.02-1.06 s and 1.12-1.22 CPU-s after; from the Hub 1.27-1.41 s before, 1.16-1.20 s after. Hashing a blob that arrives in order on the receiving thread, instead of reading it back on a hash worker, measured the same on 2 cores and was left out. Where the rest goes, against oras (perf, registry pull): both spend ~0.28 CPU-s in sha256; oras ~0.4 CPU-s in everything else (its reads and writes); cake ~0.9: Node's start and module loading (~0.1 s before the first request), the socket reads and page-cache writes (~0.35), the hash worker's read-back (~0.1), and the rest spread thin over JavaScript, GC, V8's compiler threads and per-blob file operations (lock, partial file, journal). distribution also spends ~0.2 CPU-s more serving cake than oras, on the same 2 cores.",
+        `Receive workers (src/http/receive-workers.ts): from 4 cores up, cake receives and writes a transfer's bodies on worker threads (one per 4 cores, at most 6; ${WORKERS} here), each with its own sockets; the main thread keeps the requests' logic, journal, progress and commits. On the 2-core VM, 518 MB from distribution, median of 9 interleaved runs: 1.22 s with none, 1.18 s with one, 1.28 s with two; the main thread's CPU falls from ~0.7 s to ~0.33 s (of which ~0.15 s is Node's start), one worker takes ~0.5 CPU-s. So one thread's receiving (~1.4 s per GB here) no longer caps a big machine. Where cake uses them, the rows marked "main thread only" run the same pull without them.`,
         "This VM also gives memory back to its host (virtio-balloon free page reporting, ~2 s after it is freed): a page touched for the first time after that costs a fault in the host. Writing 512 MB into the page cache (dd) then takes 2.5 s of system time instead of 0.07 s. Runs that free and take memory at different moments see different amounts of it, so read the CPU column with the seconds.",
       ],
     };
