@@ -17,7 +17,7 @@
 import os from "node:os";
 import { Readable } from "node:stream";
 import { Worker } from "node:worker_threads";
-import { makeDrain, type DrainLimits } from "../transfer/drain.js";
+import { makeDrain, makeSharedRange, type DrainLimits, type SharedRange } from "../transfer/drain.js";
 import { makeVectored, type FileSpan } from "../store/vectored.js";
 import { makeRangeSockets, type SocketAnswer, type SocketRequest } from "./range-socket.js";
 import { byteWindow } from "./window.js";
@@ -38,8 +38,7 @@ export function receiveWorkerCount(): number {
 
 type ToWorker =
   | ({ op: "get"; id: number; url: string } & Omit<SocketRequest, "signal">)
-  | { op: "drain"; id: number; bodyStart: number; pos: number; end: number; spans: FileSpan[]; limits: DrainLimits; reportEvery: number }
-  | { op: "end"; id: number; end: number }
+  | { op: "drain"; id: number; bodyStart: number; range: SharedArrayBuffer; spans: FileSpan[]; limits: DrainLimits; reportEvery: number }
   | { op: "read" | "dump" | "destroy" | "abort"; id: number }
   | { op: "close" };
 
@@ -66,9 +65,10 @@ function serveReceives(
   port: import("node:worker_threads").MessagePort,
   sockets: ReturnType<typeof makeRangeSockets>,
   drainBody: ReturnType<typeof makeDrain>,
+  sharedRange: ReturnType<typeof makeSharedRange>,
   vectored: ReturnType<typeof makeVectored>,
 ): void {
-  type Exchange = { ac: AbortController; body?: InstanceType<typeof sockets.SocketBody>; st?: { pos: number; seen: number; end: number } };
+  type Exchange = { ac: AbortController; body?: InstanceType<typeof sockets.SocketBody> };
   const exchanges = new Map<number, Exchange>();
   const wire = (err: unknown): WireError => {
     const e = (err ?? {}) as { message?: string; code?: string; beforeAnswer?: boolean; cause?: { message?: string; code?: string } };
@@ -104,7 +104,15 @@ function serveReceives(
       }
       case "drain": {
         if (!x?.body) return post({ id: m.id, error: { message: "no answer to drain" } });
-        const st = (x.st = { pos: m.pos, seen: m.pos, end: m.end });
+        const range = sharedRange.open(m.range);
+        const st = {
+          pos: range.start,
+          get end() {
+            return range.end;
+          },
+          claim: range.claim,
+          reached: range.reached,
+        };
         let told = st.pos;
         drainBody(x.body, m.bodyStart, st, m.limits, {
           write: (at, parts) => vectored.writeSpans(m.spans, at, parts),
@@ -120,9 +128,6 @@ function serveReceives(
         );
         return;
       }
-      case "end":
-        if (x?.st) x.st.end = Math.min(x.st.end, m.end);
-        return;
       case "read": {
         const body = x?.body;
         if (!body) return post({ id: m.id, error: { message: "no answer to read" } });
@@ -161,7 +166,7 @@ const fromWire = (w: WireError): Error => {
 let workerSource: string | undefined;
 const source = () =>
   (workerSource ??= `const { parentPort } = require("node:worker_threads");
-(${serveReceives.toString()})(parentPort, (${makeRangeSockets.toString()})(require), (${makeDrain.toString()})(${byteWindow.toString()}), (${makeVectored.toString()})(require("node:fs").writevSync));`);
+(${serveReceives.toString()})(parentPort, (${makeRangeSockets.toString()})(require), (${makeDrain.toString()})(${byteWindow.toString()}), (${makeSharedRange.toString()})(), (${makeVectored.toString()})(require("node:fs").writevSync));`);
 
 /** One worker thread and the exchanges it runs for the main thread, each with its handler here. */
 class ReceiveWorker {
@@ -288,35 +293,37 @@ export class RemoteBody extends Readable {
   }
 
   /**
-   * Has the worker write the body's bytes [pos, end) into `spans` (drain.ts), `onWrote(pos)` told as
-   * they land; `moveEnd` while it runs stops it earlier. Resolves with how far it got; rejects with
-   * the error that ended it (`onWrote` has been told how far it got first).
+   * Has the worker write the body's bytes from `range.start` up to its end (which the main thread
+   * may move closer meanwhile: drain.ts) into `spans`, `onWrote(pos)` told as they land. Resolves
+   * with how far it got; rejects with the error that ended it (`onWrote` has been told how far it
+   * got first). Either only once the worker is done writing.
    */
-  drainInto(bodyStart: number, pos: number, end: number, spans: FileSpan[], limits: DrainLimits, onWrote: (pos: number) => void): Promise<number> {
+  drainInto(bodyStart: number, range: SharedRange, spans: FileSpan[], limits: DrainLimits, onWrote: (pos: number) => void): Promise<number> {
+    if (this.signal?.aborted) {
+      // Aborted between the answer's head and now (its listener was not there to see it).
+      this.finish({ op: "destroy", id: this.id });
+      return Promise.reject(this.signal.reason);
+    }
     this.draining = true;
     return new Promise<number>((resolve, reject) => {
       this.onSettle = (m) => {
         if ("wrote" in m) return onWrote(m.wrote);
         if ("drained" in m) {
-          receiveCounters.drainedBytes += m.drained - pos;
+          receiveCounters.drainedBytes += m.drained - range.start;
           onWrote(m.drained);
           return resolve(m.drained);
         }
         if ("error" in m) {
           if (m.pos !== undefined) {
-            receiveCounters.drainedBytes += m.pos - pos;
+            receiveCounters.drainedBytes += m.pos - range.start;
             onWrote(m.pos);
           }
           const aborted = this.signal?.aborted;
           return reject(aborted ? this.signal!.reason : fromWire(m.error));
         }
       };
-      this.w.tell({ op: "drain", id: this.id, bodyStart, pos, end, spans, limits, reportEvery: REPORT_EVERY });
+      this.w.tell({ op: "drain", id: this.id, bodyStart, range: range.sab, spans, limits, reportEvery: REPORT_EVERY });
     });
-  }
-
-  moveEnd(end: number): void {
-    if (!this.settled) this.w.tell({ op: "end", id: this.id, end });
   }
 }
 

@@ -192,7 +192,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
         const work = target.missing();
         const step = Math.min(chunk, MIN_RANGE);
         const tasks = work.reduce((n, [a, b]) => n + Math.ceil((b - a) / step), 0);
-        await Promise.all(
+        const fetches = await Promise.allSettled(
           Array.from(
             { length: tasks },
             () =>
@@ -226,11 +226,20 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
                     await helpAtTail();
                   })
                   .catch(() => {}); // a stolen half's error reaches the run it belongs to (see `stolen`)
+              }).catch((err: unknown) => {
+                // The first broken stream stops the transfer (the others of this run at once, not at their pieces' end).
+                fail(named(jobs[run[0]!]!, err));
+                throw err;
               }),
           ),
         );
         // Halves of this run's ranges that other streams took over may still be running.
-        for (let left = stolen.get(target); left?.size; left = stolen.get(target)) await Promise.all(left);
+        for (let left = stolen.get(target); left?.size; left = stolen.get(target)) fetches.push(...(await Promise.allSettled(left)));
+        // Only now, with every stream that writes into these ingests stopped, may their files close
+        // (withIngests): a descriptor closed under a stream still writing, and reused for another
+        // file, would take its bytes.
+        const broke = fetches.find((r): r is PromiseRejectedResult => r.status === "rejected");
+        if (broke) throw broke.reason;
         await Promise.all(
           parts.map(async ({ k, job, ing }) => {
             const digest = await store.commit(ing, job.expected, job.label);

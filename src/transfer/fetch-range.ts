@@ -9,7 +9,7 @@ import type { Readable } from "node:stream";
 import { recycle } from "../http/range-socket.js";
 import { RemoteBody } from "../http/receive-workers.js";
 import type { FileSpan } from "../store/vectored.js";
-import { makeDrain, type DrainLimits } from "./drain.js";
+import { makeDrain, makeSharedRange, type DrainLimits, type SharedRange } from "./drain.js";
 import { byteWindow } from "../http/window.js";
 import type { Range } from "../store/ingest.js";
 import type { OpenRange } from "./engine.js";
@@ -44,8 +44,8 @@ export class Fetch {
   /** Settles when the rest takes less than the link's wait for a first byte (see FirstByteWait). */
   readonly nearlyDone: Promise<void>;
   signalNearlyDone!: () => void;
-  /** Set while a receive worker drains this stream: tells it that `end` moved (stealFrom). */
-  moveEnd?: (end: number) => void;
+  /** While a receive worker drains this stream: its end and how far it took bytes, shared with it (drain.ts). */
+  shared?: SharedRange;
   constructor(
     readonly label: string,
     readonly target: RangeTarget,
@@ -55,6 +55,22 @@ export class Fetch {
     [this.pos, this.end] = range;
     this.seen = this.pos;
     this.nearlyDone = new Promise((resolve) => (this.signalNearlyDone = resolve));
+  }
+
+  /** Takes bytes [at, at + len) of a chunk received here, up to the end (drain.ts). */
+  claim(at: number, len: number): number {
+    const keep = Math.max(0, Math.min(len, this.end - at));
+    if (keep > 0) this.seen = at + keep;
+    return keep;
+  }
+
+  reached(pos: number): boolean {
+    return pos >= this.end;
+  }
+
+  /** Received up to here: as the receive worker draining it says, else as seen here. */
+  get taken(): number {
+    return this.shared ? this.shared.taken : this.seen;
   }
 }
 
@@ -86,13 +102,14 @@ const STEAL_AFTER_MS = 500;
 export const STEAL_POLL_MS = 100;
 
 /** Some running fetch has enough left that it may be worth splitting once its rate shows. */
-export const mayStealLater = (active: Set<Fetch>) => [...active].some((f) => f.ranged && f.end - f.seen >= 2 * MIN_STEAL);
+export const mayStealLater = (active: Set<Fetch>) => [...active].some((f) => f.ranged && f.end - f.taken >= 2 * MIN_STEAL);
 
 /** How long `f` needs for the rest at its rate so far (ms); 0 when it has no rate yet. */
 function timeLeft(f: Fetch, now: number): number {
-  const got = f.seen - f.startedPos;
+  const seen = f.taken;
+  const got = seen - f.startedPos;
   const took = now - f.startedAt;
-  return got > 0 && took > 0 ? ((f.end - f.seen) * took) / got : 0;
+  return got > 0 && took > 0 ? ((f.end - seen) * took) / got : 0;
 }
 
 /**
@@ -104,11 +121,14 @@ export function stealFrom(active: Set<Fetch>): Fetch | undefined {
   const now = performance.now();
   let victim: Fetch | undefined;
   for (const f of active) if (f.ranged && (!victim || timeLeft(f, now) > timeLeft(victim, now))) victim = f;
-  if (!victim || victim.end - victim.seen < 2 * MIN_STEAL || now - victim.startedAt < STEAL_AFTER_MS || timeLeft(victim, now) < STEAL_AFTER_MS) return undefined;
-  const mid = victim.seen + Math.floor((victim.end - victim.seen) / 2);
+  if (!victim) return undefined;
+  const seen = victim.taken;
+  if (victim.end - seen < 2 * MIN_STEAL || now - victim.startedAt < STEAL_AFTER_MS || timeLeft(victim, now) < STEAL_AFTER_MS) return undefined;
+  const mid = seen + Math.floor((victim.end - seen) / 2);
+  // A receive worker may have taken more meanwhile: the end moves only if it has not taken bytes past it.
+  if (victim.shared && !victim.shared.moveEnd(mid)) return undefined;
   const stolen = new Fetch(victim.label, victim.target, [mid, victim.end], victim.open);
   victim.end = mid;
-  victim.moveEnd?.(mid);
   return stolen;
 }
 
@@ -126,6 +146,7 @@ const DRAIN_LIMITS: DrainLimits = {
   slowCode: SLOW_CODE,
 };
 const drainBody = makeDrain(byteWindow);
+const sharedRange = makeSharedRange();
 
 /** Fetches [pos, end) of `f` into its target, continuing after dropped connections. */
 export async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSignal, onBytes: (n: number) => void, firstByte: FirstByteWait): Promise<void> {
@@ -155,7 +176,6 @@ export async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSign
           // A receive worker writes the bytes where they belong; here only the bookkeeping, as it says how far it got.
           let told: Promise<void> = Promise.resolve();
           const advance = async (pos: number) => {
-            // Past a moved end the bytes are a stolen half's (the same bytes): not counted here.
             const upTo = Math.min(pos, f.end);
             if (upTo <= f.pos) return;
             const at = f.pos;
@@ -164,13 +184,18 @@ export async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSign
             nearly();
             await f.target.wrote(at, upTo - at, rangeStart, since);
           };
-          f.moveEnd = (end) => body.moveEnd(end);
+          f.shared = sharedRange.create(f.pos, f.end);
+          let failure: unknown;
           try {
-            await body.drainInto(bodyStart, f.pos, f.end, f.target.layout(), DRAIN_LIMITS, (pos) => void (told = told.then(() => advance(pos))));
+            await body.drainInto(bodyStart, f.shared, f.target.layout(), DRAIN_LIMITS, (pos) => void (told = told.then(() => advance(pos))));
+          } catch (err) {
+            failure = err;
           } finally {
-            f.moveEnd = undefined;
+            f.shared = undefined;
             await told;
           }
+          // Cut after its (possibly moved) end: what was this stream's arrived.
+          if (failure !== undefined && f.pos < f.end) throw failure;
         } else {
           // Network chunks are ~64 KiB; the disk takes them WRITE_BATCH at a time, in one vectored write (no copy).
           await drainBody(body as Readable, bodyStart, f, DRAIN_LIMITS, {

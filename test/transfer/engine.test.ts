@@ -183,6 +183,31 @@ describe("transfer engine", () => {
     }
   });
 
+  it("when one stream breaks, ends only once every stream writing into the run's files has stopped", async () => {
+    const store = new Store(path.join(tmp, "one-breaks"));
+    let calls = 0;
+    let reading = 0;
+    const open = async (start: number, end: number) => {
+      const call = ++calls;
+      async function* gen() {
+        reading++;
+        try {
+          for (let at = start; at < end; at += 64 << 10) {
+            if (call === 2 && at > start) throw Object.assign(new Error("killed"), { code: "E_KILLED" });
+            await new Promise((r) => setTimeout(r, 5));
+            yield data.subarray(at, Math.min(end, at + (64 << 10)));
+          }
+        } finally {
+          reading--;
+        }
+      }
+      return { body: Readable.from(gen()), start };
+    };
+    await expect(transferBlobs(store, [job(store, open)], { chunkSize: 1 << 20, concurrency: 4 })).rejects.toThrow(/test blob: killed/);
+    // Their files close when the transfer ends: no stream may still be writing into them then.
+    expect(reading).toBe(0);
+  });
+
   it("fetches small neighbouring blobs of one source with one Range request, and splits them back exactly", async () => {
     const store = new Store(path.join(tmp, "span"));
     const src = source();
