@@ -131,13 +131,20 @@ function serveReceives(
       case "read": {
         const body = x?.body;
         if (!body) return post({ id: m.id, error: { message: "no answer to read" } });
-        body.on("data", (data: Uint8Array) => {
-          const copy = new Uint8Array(data); // the slab's bytes stay here; a copy of its own moves
-          sockets.recycle([data]);
-          post({ id: m.id, chunk: copy }, [copy.buffer as ArrayBuffer]);
-        });
-        body.once("end", () => end(m.id, { id: m.id, eof: true }));
-        body.once("error", (err: unknown) => end(m.id, { id: m.id, error: wire(err) }));
+        // Iterated, not listened to: a body that broke or ended before the main thread asked for it
+        // (a server that closed the connection short of its Content-Length) still says so.
+        void (async () => {
+          try {
+            for await (const data of body as AsyncIterable<Uint8Array>) {
+              const copy = new Uint8Array(data); // the slab's bytes stay here; a copy of its own moves
+              sockets.recycle([data]);
+              post({ id: m.id, chunk: copy }, [copy.buffer as ArrayBuffer]);
+            }
+            end(m.id, { id: m.id, eof: true });
+          } catch (err) {
+            end(m.id, { id: m.id, error: wire(err) });
+          }
+        })();
         return;
       }
       case "dump":

@@ -187,7 +187,10 @@ export async function fetchRange(f: Fetch, active: Set<Fetch>, signal: AbortSign
           f.shared = sharedRange.create(f.pos, f.end);
           let failure: unknown;
           try {
-            await body.drainInto(bodyStart, f.shared, f.target.layout(), DRAIN_LIMITS, (pos) => void (told = told.then(() => advance(pos))));
+            await body.drainInto(bodyStart, f.shared, f.target.layout(), DRAIN_LIMITS, (pos) => {
+              told = told.then(() => advance(pos));
+              told.catch(() => {}); // a journal write that fails (a full disk) is thrown below, once the worker is done
+            });
           } catch (err) {
             failure = err;
           } finally {
