@@ -114,7 +114,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   setMaxListeners(0, abort.signal); // one listener per request in flight, by design
   // On a big machine, the bodies of this transfer's requests are received and written on receive
   // workers (src/http/receive-workers.ts): fetchRange drains them there.
-  receiveOffThread(abort.signal);
+  receiveOffThread(abort.signal, jobs.reduce((n, j) => n + j.size, 0));
   const onOuterAbort = () => abort.abort(opts.signal!.reason);
   opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
   const stats: TransferStats = { fetchedBytes: 0, skippedBlobs: 0 };

@@ -11,7 +11,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { CakeError } from "../../src/errors.js";
 import { receiveCounters } from "../../src/http/receive-workers.js";
 import { httpRequest, readUpTo } from "../../src/http/request.js";
@@ -21,6 +21,18 @@ import { transferBlobs, type BlobJob } from "../../src/transfer/engine.js";
 process.env.CAKE_RECEIVE_WORKERS = "2";
 
 const DATA = randomBytes(12 << 20);
+const BIG = 130 << 20;
+/** Bytes [start, end) of DATA repeated. */
+function repeated(start: number, end: number): Buffer {
+  const parts: Buffer[] = [];
+  for (let at = start; at < end; ) {
+    const from = at % DATA.length;
+    const n = Math.min(end - at, DATA.length - from);
+    parts.push(DATA.subarray(from, from + n));
+    at += n;
+  }
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+}
 const sha = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
 interface Knobs {
@@ -44,8 +56,10 @@ beforeAll(async () => {
   // /blob/<i>: bytes [i * 4 MiB, (i + 1) * 4 MiB) of DATA, by Range.
   server = http.createServer((req, res) => {
     // /blob/all: the whole of DATA, one blob.
-    const blob = req.url === "/blob/all" ? 0 : Number(/^\/blob\/(\d+)$/.exec(req.url ?? "")?.[1]);
-    const size = req.url === "/blob/all" ? DATA.length : 4 << 20;
+    // /blob/big: BIG bytes, DATA over and over.
+    const big = req.url === "/blob/big";
+    const blob = req.url === "/blob/all" || big ? 0 : Number(/^\/blob\/(\d+)$/.exec(req.url ?? "")?.[1]);
+    const size = big ? BIG : req.url === "/blob/all" ? DATA.length : 4 << 20;
     const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? "");
     if (knobs.refuse) {
       const body = JSON.stringify({ error: knobs.refuse });
@@ -55,7 +69,7 @@ beforeAll(async () => {
     if (!m || !Number.isInteger(blob)) return void res.writeHead(400).end();
     const [start, end] = [Number(m[1]), Number(m[2]) + 1];
     served.push({ blob, start, end });
-    let bytes = DATA.subarray((blob << 22) + start, (blob << 22) + end);
+    let bytes = big ? repeated(start, end) : DATA.subarray((blob << 22) + start, (blob << 22) + end);
     if (knobs.flip !== undefined && knobs.flip >= (blob << 22) + start && knobs.flip < (blob << 22) + end) {
       bytes = Buffer.from(bytes);
       bytes[knobs.flip - (blob << 22) - start]! ^= 1;
@@ -169,6 +183,48 @@ describe("receive workers", () => {
     const before = receiveCounters.answers;
     await expect(transferBlobs(store, jobs(store), { chunkSize: 1 << 20, concurrency: 4 })).rejects.toThrow(/HTTP 403: \{"error":"gated repo: ask for access on its page"\}/);
     expect(receiveCounters.answers).toBeGreaterThan(before);
+  });
+
+  it("by default (16 cores here, say), leave a small transfer on the main thread: a worker would take longer to start", async () => {
+    const cores = vi.spyOn(os, "availableParallelism").mockReturnValue(16);
+    delete process.env.CAKE_RECEIVE_WORKERS;
+    try {
+      const store = freshStore();
+      const before = receiveCounters.answers;
+      await transferBlobs(store, jobs(store), { chunkSize: 1 << 20, concurrency: 4 });
+      expect(receiveCounters.answers).toBe(before);
+      expect(served.length).toBeGreaterThan(0);
+    } finally {
+      process.env.CAKE_RECEIVE_WORKERS = "2";
+      cores.mockRestore();
+    }
+  });
+
+  it("by default, take a big transfer's requests to the workers once they have started", async () => {
+    const cores = vi.spyOn(os, "availableParallelism").mockReturnValue(16);
+    delete process.env.CAKE_RECEIVE_WORKERS;
+    try {
+      const store = freshStore();
+      const hash = createHash("sha256");
+      for (let at = 0; at < BIG; at += 8 << 20) hash.update(repeated(at, Math.min(BIG, at + (8 << 20))));
+      const expected = `sha256:${hash.digest("hex")}`;
+      const job: BlobJob = {
+        key: "big",
+        size: BIG,
+        expected,
+        label: "big",
+        existing: async () => undefined,
+        open: async (start, end, signal) => ({ body: (await httpRequest(`${base}/blob/big`, { headers: { range: `bytes=${start}-${end - 1}` }, signal })).body, start }),
+      };
+      const before = { ...receiveCounters };
+      const { digests } = await transferBlobs(store, [job], { concurrency: 8 });
+      expect(digests).toEqual([expected]);
+      expect(receiveCounters.answers).toBeGreaterThan(before.answers);
+      expect(receiveCounters.drainedBytes).toBeGreaterThan(before.drainedBytes);
+    } finally {
+      process.env.CAKE_RECEIVE_WORKERS = "2";
+      cores.mockRestore();
+    }
   });
 
   it("stop every stream on abort, before the files they write are closed; a rerun finishes", async () => {
