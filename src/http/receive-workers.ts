@@ -1,7 +1,7 @@
 /**
  * Receive workers: threads that each hold their own raw sockets (./range-socket.ts) and write what
  * arrives on them straight into the ingests' partial files, so that on a big machine one thread's
- * receiving and writing is not the limit of a pull (measured on the 2-core VM: ~1.7 s of the main
+ * receiving and writing is not the limit of a pull (measured on the 2-core VM: ~1.4 s of the main
  * thread per GB from a registry; 1.2 GB/s needs several threads doing it).
  *
  * Everything else stays on the main thread: the request's retries, redirects and credentials
