@@ -54,12 +54,10 @@ export class Ingest {
   ) {}
 
   async open(): Promise<this> {
-    let text = "";
-    try {
-      text = fs.readFileSync(this.journalPath, "utf8");
-    } catch {
-      // no journal: nothing on disk yet
-    }
+    // No journal (the usual case): nothing on disk yet. Looked for without an exception: a missed
+    // readFileSync costs ~10 us (an error and its stack), a missed statSync ~1 us.
+    const journal = fs.statSync(this.journalPath, { throwIfNoEntry: false });
+    const text = journal ? fs.readFileSync(this.journalPath, "utf8") : "";
     for (const line of text.split("\n")) {
       const m = /^(\d+) (\d+)$/.exec(line);
       if (m) this.add([Number(m[1]), Number(m[2])]);
