@@ -114,11 +114,12 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
   setMaxListeners(0, abort.signal); // one listener per request in flight, by design
   // On a big machine, the bodies of this transfer's requests are received and written on receive
   // workers (src/http/receive-workers.ts): fetchRange drains them there.
-  receiveOffThread(abort.signal, jobs.reduce((n, j) => n + j.size, 0));
+  const totalBytes = jobs.reduce((n, j) => n + j.size, 0);
+  receiveOffThread(abort.signal, totalBytes);
   const onOuterAbort = () => abort.abort(opts.signal!.reason);
   opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
   const stats: TransferStats = { fetchedBytes: 0, skippedBlobs: 0 };
-  progress.addTotal(jobs.reduce((n, j) => n + j.size, 0), jobs.reduce((n, j) => n + (j.items ?? 1), 0));
+  progress.addTotal(totalBytes, jobs.reduce((n, j) => n + (j.items ?? 1), 0));
   const onBytes = (n: number) => {
     stats.fetchedBytes += n;
     progress.bytes(n);
@@ -133,7 +134,7 @@ export async function transferBlobs(store: Store, jobs: readonly BlobJob[], opts
    * while there is plenty left, and a share of what is left (down to MIN_RANGE) near the end, so
    * that the streams finish together instead of waiting on the one that drew a whole chunk last.
    */
-  let unstarted = jobs.reduce((n, j) => n + j.size, 0);
+  let unstarted = totalBytes;
   const pieceSize = () => Math.min(chunk, Math.max(MIN_RANGE, Math.ceil(unstarted / requests.size)));
   // Streams added while they raise the rate, unless the caller fixed their number (see ramp.ts).
   const ramp = opts.concurrency === undefined ? new StreamRamp(requests, () => stats.fetchedBytes, (n) => unstarted >= n * chunk, (n) => open.resize(n * 2)) : undefined;

@@ -92,8 +92,10 @@ export class SpanTarget implements RangeTarget {
 
   /** The blobs' partial files, side by side at their offsets. */
   layout(): FileSpan[] {
-    return this.parts.map((p) => ({ ...p.ing.layout()[0]!, at: p.offset }));
+    // The ingests stay open, their files in place, while the run holds them: made once.
+    return (this.spans ??= this.parts.map((p) => ({ ...p.ing.layout()[0]!, at: p.offset })));
   }
+  private spans?: FileSpan[];
 
   async write(pos: number, parts: Buffer[], rangeStart: number, since: { n: number }): Promise<void> {
     writeSpans(this.layout(), pos, parts);
