@@ -15,7 +15,7 @@
 import type { Agent, Dispatcher } from "undici";
 import { readProxyEnv } from "./proxy-env.js";
 import { closeIdleSockets, isSocketRange, rangeOverSocket } from "./range-socket.js";
-import { closeReceiveWorkers, rangeInWorker, receivesOffThread } from "./receive-workers.js";
+import { closeReceiveWorkers, rangeInWorker, receiveWorkerFor } from "./receive-workers.js";
 import type { ProxyRouter } from "./proxy-router.js";
 import { HTTP_TIMEOUTS } from "./timeouts.js";
 
@@ -64,7 +64,8 @@ export async function dispatchRequest(dispatcher: Dispatcher, url: URL, opts: Om
   if (dispatcher === direct && isSocketRange(url, opts)) {
     const signal = opts.signal as AbortSignal | undefined;
     const req = { headers: opts.headers as Record<string, string>, signal, headersTimeout: opts.headersTimeout ?? undefined, bodyTimeout: opts.bodyTimeout ?? undefined };
-    const answer = await (receivesOffThread(signal) ? rangeInWorker(url, req) : rangeOverSocket(url, req));
+    const worker = receiveWorkerFor(signal);
+    const answer = await (worker ? rangeInWorker(worker, url, req) : rangeOverSocket(url, req));
     if (answer) return answer as unknown as Dispatcher.ResponseData;
   }
   const { request } = await undiciCore();

@@ -30,9 +30,8 @@ const REPORT_EVERY = 512 << 10;
  * cores. Measured on 2 cores (518 MB from distribution, median of 9 interleaved): none 1.22 s, one
  * 1.18 s, two 1.28 s: there the cores are busy hashing and serving, and a worker saves nothing.
  */
-export function receiveWorkerCount(): number {
-  const set = chosenCount();
-  return set ?? Math.min(6, Math.floor(os.availableParallelism() / 4));
+export function receiveWorkerCount(chosen = chosenCount()): number {
+  return chosen ?? Math.min(6, Math.floor(os.availableParallelism() / 4));
 }
 
 /** CAKE_RECEIVE_WORKERS, when set. */
@@ -189,6 +188,7 @@ const source = () =>
 (${serveReceives.toString()})(parentPort, (${makeRangeSockets.toString()})(require), (${makeDrain.toString()})(${byteWindow.toString()}), (${makeSharedRange.toString()})(), (${makeVectored.toString()})(require("node:fs").writevSync));`);
 
 /** One worker thread and the exchanges it runs for the main thread, each with its handler here. */
+export type { ReceiveWorker };
 class ReceiveWorker {
   private readonly worker: Worker;
   /** It has run its code and takes requests at once. */
@@ -367,7 +367,7 @@ const offThread = new WeakSet<AbortSignal>();
  */
 export function receiveOffThread(signal: AbortSignal, bytes: number): void {
   const chosen = chosenCount();
-  const n = receiveWorkerCount();
+  const n = receiveWorkerCount(chosen);
   if (n === 0 || (chosen === undefined && bytes < OFF_THREAD_MIN)) return;
   offThread.add(signal);
   if (chosen !== undefined) waitForStart.add(signal);
@@ -379,18 +379,22 @@ export function receiveOffThread(signal: AbortSignal, bytes: number): void {
 
 /** Transfers whose requests wait for a worker to start rather than go to the main thread meanwhile. */
 const waitForStart = new WeakSet<AbortSignal>();
-const usable = (signal: AbortSignal) => (waitForStart.has(signal) ? workers : workers.filter((w) => w.started));
 
-/** Whether a request under `signal` goes to a receive worker. */
-export const receivesOffThread = (signal: AbortSignal | null | undefined): boolean => !!signal && offThread.has(signal) && usable(signal).length > 0;
+/** The least busy receive worker a request under `signal` goes to; undefined: it stays on this thread. */
+export function receiveWorkerFor(signal: AbortSignal | null | undefined): ReceiveWorker | undefined {
+  if (!signal || !offThread.has(signal)) return undefined;
+  const wait = waitForStart.has(signal);
+  let best: ReceiveWorker | undefined;
+  for (const w of workers) if ((wait || w.started) && (!best || w.load < best.load)) best = w;
+  return best;
+}
 
 /**
- * `rangeOverSocket` (./range-socket.ts) in the least busy receive worker: the same answer, errors
- * and timeouts, with a body that stays there (RemoteBody).
+ * `rangeOverSocket` (./range-socket.ts) in receive worker `w`: the same answer, errors and
+ * timeouts, with a body that stays there (RemoteBody).
  */
-export function rangeInWorker(url: URL, req: SocketRequest): Promise<SocketAnswer | undefined> {
+export function rangeInWorker(w: ReceiveWorker, url: URL, req: SocketRequest): Promise<SocketAnswer | undefined> {
   const signal = req.signal ?? undefined;
-  const w = (signal ? usable(signal) : workers).reduce((a, b) => (b.load < a.load ? b : a));
   const id = nextId++;
   return new Promise<SocketAnswer | undefined>((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
