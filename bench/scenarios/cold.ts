@@ -27,6 +27,7 @@ const BIG = CORES >= 8;
 /** Receive workers cake uses here by default (src/http/receive-workers.ts). */
 const WORKERS = receiveWorkerCount();
 const MAIN_ONLY_HUB = "cake pull hf://, main thread only (CAKE_RECEIVE_WORKERS=0)";
+const ORAS_SYNCED = "oras pull --concurrency 16, then sync";
 const MAIN_ONLY_REG = "cake pull (registry), main thread only (CAKE_RECEIVE_WORKERS=0)";
 /** Ceiling clients use cake's request pattern: its piece size. */
 const CHUNK = DEFAULT_CHUNK;
@@ -225,10 +226,13 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       ...(WORKERS > 0 ? [{ name: MAIN_ONLY_REG, conc: CAKE_CONCURRENCY, once: (d: string) => cake(["pull", "-q", ref], { ...cakeEnv(undefined, d), CAKE_RECEIVE_WORKERS: "0" }) }] : []),
       { name: "oras pull", conc: 3, once: (d) => timed(oras, ["pull", "--plain-http", "--no-tty", "-o", path.join(d, "out"), ref]) },
       { name: "oras pull --concurrency 16", conc: 16, once: (d) => timed(oras, ["pull", "--plain-http", "--no-tty", "--concurrency", "16", "-o", path.join(d, "out"), ref]) },
+      // cake fsyncs every blob before it names it; oras does not, and the next run deletes its files before
+      // the kernel writes them back, so its rows never pay for the disk. This row does (same durability).
+      { name: ORAS_SYNCED, conc: 16, once: (d) => timed("sh", ["-c", '"$0" pull --plain-http --no-tty --concurrency 16 -o "$1" "$2" >/dev/null && sync', oras, path.join(d, "out"), ref]) },
       { name: "crane pull --format oci", conc: 4, once: (d) => timed(crane, ["pull", "--insecure", "--format", "oci", ref, path.join(d, "out")]) },
     ]);
     const regCeiling = model.bytes / regMeasured[0]!.secs;
-    const peers = regMeasured.filter((r) => /^(oras|crane)/.test(r.name));
+    const peers = regMeasured.filter((r) => /^(oras|crane)/.test(r.name) && r.name !== ORAS_SYNCED);
     const best = peers.reduce((a, b) => (b.secs < a.secs ? b : a));
     for (const r of regMeasured) {
       const vs = r.name.startsWith("cake") ? `${(best.secs / r.secs).toFixed(2)}x ${best.name}` : "";
@@ -237,7 +241,12 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
     const oras16 = regMeasured.find((r) => r.name === "oras pull --concurrency 16")!;
     const cakeReg = regMeasured.find((r) => r.name === "cake pull (registry)")!;
     const want = BIG ? 1 : 0.8;
-    targets.push({ what: `registry pull from distribution, ${CORES} cores: >= ${want}x oras pull --concurrency 16`, measured: `${(oras16.secs / cakeReg.secs).toFixed(2)}x`, met: oras16.secs / cakeReg.secs >= want });
+    const orasSynced = regMeasured.find((r) => r.name === ORAS_SYNCED)!;
+    targets.push({
+      what: `registry pull from distribution, ${CORES} cores: >= ${want}x oras pull --concurrency 16`,
+      measured: `${(oras16.secs / cakeReg.secs).toFixed(2)}x (${(orasSynced.secs / cakeReg.secs).toFixed(2)}x against "${ORAS_SYNCED}", cake's durability)`,
+      met: oras16.secs / cakeReg.secs >= want,
+    });
     // Another cap or model size keeps its own section beside the default one (e.g. a slower CDN: --bandwidth 10).
     const otherCap = opts.bandwidth !== DEFAULTS.bandwidth;
     const otherSize = opts.mb !== DEFAULTS.mb;
@@ -263,6 +272,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
         "What moved cake's figures most on the 2-core VM was the bytes it held between socket and disk. With 1 MiB write batches and socket slabs, 16 streams held ~50-90 MiB, more than the 32 MiB L3, and the kernel's copy into the page cache (copy_folio_from_iter_atomic) took 30-60 % of the pull's CPU samples in some runs and 2-3 % in others: the same pull from distribution took 1.0-2.2 s. With 128 KiB (transfer/defaults.ts) it is 2-3 % in every run, 1.1-1.3 s. huggingface_hub writes 10 MB chunks and shows the same: 30-40 % of its samples in that copy.",
         "Next came the hand-offs to libuv's thread pool. On this VM each one wakes a sleeping thread, ~45 us of the main thread's time: 4000 writes of 128 KiB and ~20 file operations per blob for 512 MB. The ingest's writes, its journal records and the store's stats, renames and unlinks are now synchronous calls (src/store/ingest.ts); creating files (0.3-0.6 ms of system time each under /work on this VM, 0.03 ms under /tmp) and fsync stay on the pool. 518 MB from distribution, median of 9-11 interleaved runs: 1.27-1.49 s and 1.56-1.80 CPU-s before, 1.02-1.06 s and 1.12-1.22 CPU-s after; from the Hub 1.27-1.41 s before, 1.16-1.20 s after. Hashing a blob that arrives in order on the receiving thread, instead of reading it back on a hash worker, measured the same on 2 cores and was left out. Where the rest goes, against oras (perf, registry pull): both spend ~0.28 CPU-s in sha256; oras ~0.4 CPU-s in everything else (its reads and writes); cake ~0.9: Node's start and module loading (~0.1 s before the first request), the socket reads and page-cache writes (~0.35), the hash worker's read-back (~0.1), and the rest spread thin over JavaScript, GC, V8's compiler threads and per-blob file operations (lock, partial file, journal). distribution also spends ~0.2 CPU-s more serving cake than oras, on the same 2 cores.",
         `Receive workers (src/http/receive-workers.ts): from 4 cores up, cake receives and writes the bodies of a transfer of 128 MiB or more on worker threads (one per 4 cores, at most 6; ${WORKERS} here), each with its own sockets; the main thread keeps the requests' logic, journal, progress and commits. On the 2-core VM, 518 MB from distribution, median of 9 interleaved runs: 1.22 s with none, 1.18 s with one, 1.28 s with two; the main thread's CPU falls from ~0.7 s to ~0.33 s (of which ~0.15 s is Node's start), one worker takes ~0.5 CPU-s. So one thread's receiving (~1.4 s per GB here) no longer caps a big machine. Where cake uses them, the rows marked "main thread only" run the same pull without them.`,
+        `Durability: cake fsyncs every blob before it renames it into the store (as containerd's content store does), so a power cut never leaves a blob under a digest it does not hash to. oras and huggingface_hub do not; and as every run starts from an empty directory, each run's files are deleted before the kernel writes them back, so their rows never pay for the disk. "${ORAS_SYNCED}" pays for it as cake does. 518 MB from distribution on the 2-core VM, median of 9 interleaved runs: cake 1.15 s with its fsyncs, 1.02 s with them removed (user + system 1.33 against 1.17 CPU-s; fdatasync instead of fsync: the same); oras 0.56 s, 0.89 s when followed by sync.`,
         "This VM also gives memory back to its host (virtio-balloon free page reporting, ~2 s after it is freed): a page touched for the first time after that costs a fault in the host. Writing 512 MB into the page cache (dd) then takes 2.5 s of system time instead of 0.07 s. Runs that free and take memory at different moments see different amounts of it, so read the CPU column with the seconds.",
       ],
     };
