@@ -218,6 +218,7 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
     await cake(["push", "-q", model.dir, ref], cakeEnv(undefined, pushStore));
     const manifest = await getManifest(reg.url, "bench/model", "v1");
     const regFiles = [manifest.config, ...manifest.layers].map((d) => ({ url: `${reg.url}/v2/bench/model/blobs/${d.digest}`, size: d.size }));
+    const oras16Args = (d: string) => ["pull", "--plain-http", "--no-tty", "--concurrency", "16", "-o", path.join(d, "out"), ref];
     const regMeasured = await measure([
       { name: ceilingName, conc: CAKE_CONCURRENCY, once: () => curlDrain(regFiles, CAKE_CONCURRENCY) },
       { name: nodeName, conc: CAKE_CONCURRENCY, once: () => drain(regFiles, CAKE_CONCURRENCY) },
@@ -225,10 +226,10 @@ export async function cold(models: Models, opts: Options): Promise<Section> {
       { name: "cake pull (registry)", conc: CAKE_CONCURRENCY, once: (d) => cake(["pull", ref], cakeEnv(undefined, d)) },
       ...(WORKERS > 0 ? [{ name: MAIN_ONLY_REG, conc: CAKE_CONCURRENCY, once: (d: string) => cake(["pull", "-q", ref], { ...cakeEnv(undefined, d), CAKE_RECEIVE_WORKERS: "0" }) }] : []),
       { name: "oras pull", conc: 3, once: (d) => timed(oras, ["pull", "--plain-http", "--no-tty", "-o", path.join(d, "out"), ref]) },
-      { name: "oras pull --concurrency 16", conc: 16, once: (d) => timed(oras, ["pull", "--plain-http", "--no-tty", "--concurrency", "16", "-o", path.join(d, "out"), ref]) },
+      { name: "oras pull --concurrency 16", conc: 16, once: (d) => timed(oras, oras16Args(d)) },
       // cake fsyncs every blob before it names it; oras does not, and the next run deletes its files before
       // the kernel writes them back, so its rows never pay for the disk. This row does (same durability).
-      { name: ORAS_SYNCED, conc: 16, once: (d) => timed("sh", ["-c", '"$0" pull --plain-http --no-tty --concurrency 16 -o "$1" "$2" >/dev/null && sync', oras, path.join(d, "out"), ref]) },
+      { name: ORAS_SYNCED, conc: 16, once: (d) => timed("sh", ["-c", '"$0" "$@" >/dev/null && sync', oras, ...oras16Args(d)]) },
       { name: "crane pull --format oci", conc: 4, once: (d) => timed(crane, ["pull", "--insecure", "--format", "oci", ref, path.join(d, "out")]) },
     ]);
     const regCeiling = model.bytes / regMeasured[0]!.secs;
